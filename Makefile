@@ -1,0 +1,35 @@
+# Two commands: `make demo` (the main job) and `make test` (the test suite).
+# Both create or reuse .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED := 1
+
+DEMO := runs/demo
+DEMO_SIZE := 64
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m kerasseg.train --model unet_edge --dataset shapes --image-size $(DEMO_SIZE) \
+		--batch-size 16 --epochs 14 --seed 0 --output $(DEMO)
+	$(PY) -m export.tflite $(DEMO)/model.keras --quantize int8 --output $(DEMO)/unet_edge_int8.tflite
+	$(PY) -m export.tflite $(DEMO)/model.keras --quantize float16 --output $(DEMO)/unet_edge_float16.tflite
+	$(PY) -m export.onnx $(DEMO)/model.keras --output $(DEMO)/unet_edge.onnx
+	$(PY) -m export.summary $(DEMO) --min-miou 0.90 --min-int8-agreement 0.99
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,221 @@
+"""Does the exported model still agree with the Keras one? Measured in the real runtime.
+
+    python -m export.agreement MODEL.keras EXPORTED.{tflite,onnx} [--dataset shapes] [--samples 50]
+
+The exported file runs in the runtime a device uses (the LiteRT interpreter,
+ONNX Runtime) on held-out test samples that calibration never saw. Reported:
+logit errors, the share of pixels whose predicted class is unchanged, and the
+mIoU of both models against the ground truth.
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from kerasseg import cli
+from kerasseg.cli import UsageError
+from export import common
+
+# Quantization changes logits by design; what must survive is the predicted class.
+DEFAULT_THRESHOLDS = {
+    "float32": {"max_abs_error": 1e-4},
+    "float16": {"pixel_agreement": 0.999},
+    "dynamic": {"pixel_agreement": 0.99, "miou_drop": 1.0},
+    "int8": {"pixel_agreement": 0.99, "miou_drop": 1.0},
+}
+_UPPER_BOUNDS = ("max_abs_error", "mean_abs_error", "miou_drop")
+
+
+class LiteRTRunner:
+    """A .tflite file in the LiteRT interpreter; takes float pixels, returns float logits."""
+
+    runtime = "litert"
+
+    def __init__(self, path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except Exception as error:
+            raise UsageError(f"{path} is not a TFLite model LiteRT can load: {error}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.input_size = tuple(int(s) for s in self.input["shape"][1:3])
+        self.quantization = _tflite_quantization(self.interpreter, self.input)
+
+    def __call__(self, image):
+        x = image[None].astype(np.float32)
+        scale, zero_point = self.input["quantization"]
+        if self.input["dtype"] != np.float32:
+            info = np.iinfo(self.input["dtype"])
+            x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
+        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])[0]
+        scale, zero_point = self.output["quantization"]
+        if self.output["dtype"] != np.float32:
+            y = (y.astype(np.float32) - zero_point) * scale
+        return y
+
+
+def _tflite_quantization(interpreter, input_details):
+    """float32 / float16 / dynamic / int8, read off the tensors of the file itself."""
+    tensors = interpreter.get_tensor_details()
+    dtypes = {t["dtype"] for t in tensors}
+    if input_details["dtype"] in (np.uint8, np.int8):
+        return "int8"
+    if np.float16 in dtypes:
+        return "float16"
+    if np.int8 in dtypes:
+        return "dynamic"
+    return "float32"
+
+
+class OnnxRunner:
+    """An .onnx file in ONNX Runtime (CPU)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path, num_threads=None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise UsageError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
+        self.input = self.session.get_inputs()[0]
+        self.input_size = tuple(self.input.shape[1:3]) if all(isinstance(s, int) for s in self.input.shape[1:3]) else None
+        self.quantization = "int8" if any(n.op_type == "QuantizeLinear" for n in _onnx_nodes(path)) else "float32"
+
+    def __call__(self, image):
+        return self.session.run(None, {self.input.name: image[None].astype(np.float32)})[0][0]
+
+
+def _onnx_nodes(path):
+    import onnx
+
+    return onnx.load(os.fspath(path), load_external_data=False).graph.node
+
+
+def open_runner(path, num_threads=None):
+    if not os.path.isfile(path):
+        raise UsageError(f"exported file not found: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".tflite":
+        return LiteRTRunner(path, num_threads)
+    if suffix == ".onnx":
+        return OnnxRunner(path, num_threads)
+    raise UsageError(f"{path}: unknown export format {suffix!r}; accepted: .tflite, .onnx")
+
+
+def _median_ms(fn, x, repeats):
+    fn(x)  # warm-up: first calls allocate and trace
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def compare(model, runner, samples, latency_repeats=20):
+    """The agreement numbers of `runner` against `model` on `samples` (a data.Split)."""
+    from kerasseg import metrics
+
+    images = samples.images.astype(np.float32)
+    reference = np.concatenate([model.predict_on_batch(images[i : i + 8]) for i in range(0, len(images), 8)])
+    exported = np.stack([runner(image) for image in images])
+    if exported.shape != reference.shape:
+        raise UsageError(f"the exported model returns {exported.shape[1:]} per image, the Keras model {reference.shape[1:]}")
+    error = np.abs(exported.astype(np.float64) - reference)
+    ref_class, exp_class = reference.argmax(-1), exported.argmax(-1)
+    n = samples.num_classes
+    ref_scores = metrics.scores(metrics.confusion_matrix(samples.masks, ref_class, n), samples.class_names)
+    exp_scores = metrics.scores(metrics.confusion_matrix(samples.masks, exp_class, n), samples.class_names)
+    return {
+        "samples": len(images),
+        "max_abs_error": float(error.max()),
+        "mean_abs_error": float(error.mean()),
+        "pixel_agreement": float((ref_class == exp_class).mean()),
+        "miou_reference": ref_scores["miou"],
+        "miou_exported": exp_scores["miou"],
+        "miou_drop": 100.0 * (ref_scores["miou"] - exp_scores["miou"]),
+        "per_class_iou_reference": ref_scores["per_class_iou"],
+        "per_class_iou_exported": exp_scores["per_class_iou"],
+        "latency_ms": _median_ms(runner, images[0], latency_repeats),
+        "keras_latency_ms": _median_ms(model.predict_on_batch, images[:1], latency_repeats),
+    }
+
+
+def check(report, thresholds):
+    """Failed threshold descriptions; an empty list means the export passed."""
+    failures = []
+    for key, limit in thresholds.items():
+        value = report[key]
+        ok = value <= limit if key in _UPPER_BOUNDS else value >= limit
+        if not ok:
+            failures.append(f"{key} {value:.6g} {'>' if key in _UPPER_BOUNDS else '<'} {limit:g}")
+    return failures
+
+
+def agreement_report(model, exported_path, samples, quantization=None, overrides=None, extra=None, runner=None):
+    """Runs the comparison and returns the complete report dictionary."""
+    runner = runner or open_runner(exported_path)
+    quantization = quantization or runner.quantization
+    thresholds = {**DEFAULT_THRESHOLDS[quantization], **(overrides or {})}
+    report = {"runtime": runner.runtime, "quantization": quantization, **(extra or {})}
+    report.update(compare(model, runner, samples))
+    report["size_bytes"] = os.path.getsize(exported_path)
+    report["thresholds"] = thresholds
+    report["failed"] = check(report, thresholds)
+    report["passed"] = not report["failed"]
+    return report
+
+
+def print_summary(report, path):
+    print(
+        f"{path}: {report['runtime']} {report['quantization']}, {report['samples']} held-out samples: "
+        f"pixel agreement {report['pixel_agreement']:.5f}, max |error| {report['max_abs_error']:.3g}, "
+        f"mIoU {report['miou_reference']:.4f} -> {report['miou_exported']:.4f} "
+        f"(drop {report['miou_drop']:.2f} pts), {report['size_bytes'] / 1e6:.2f} MB, "
+        f"{report['latency_ms']:.2f} ms/image"
+    )
+    if report["passed"]:
+        print("agreement: passed")
+    else:
+        print(f"agreement: FAILED: {'; '.join(report['failed'])}", file=sys.stderr)
+
+
+def write_report(report, path):
+    cli.write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(prog="python -m export.agreement", description=__doc__,
+                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="the Keras model (.keras)")
+    parser.add_argument("exported", help="the exported file (.tflite or .onnx)")
+    common.add_data_args(parser)
+    common.add_threshold_args(parser)
+    parser.add_argument("--report", help="where to write the report (default: beside the exported file)")
+    args = parser.parse_args(argv)
+    model = common.load_keras_model(args.model)
+    runner = open_runner(args.exported)
+    size = args.image_size or runner.input_size or common.resolve_image_size(model, args.model)
+    samples = common.load_samples(args.dataset, "test", size, args.samples, model)
+    report = agreement_report(model, args.exported, samples, overrides=common.threshold_overrides(args),
+                              extra={"dataset": args.dataset, "image_size": list(size)}, runner=runner)
+    write_report(report, args.report or common.report_path(args.exported))
+    print_summary(report, args.exported)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

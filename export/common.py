@@ -1,0 +1,119 @@
+"""What the exporters share: loading the Keras model, sizes, data, the report."""
+
+import json
+import os
+
+from kerasseg import cli
+from kerasseg.cli import UsageError
+
+
+def load_keras_model(path):
+    """Loads a .keras file written by kerasseg, or raises a UsageError naming the path."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"model file not found: {path}")
+    if not path.endswith(".keras"):
+        raise UsageError(f"{path} is not a Keras model: expected a .keras file written by model.save()")
+    import keras
+
+    import kerasseg.models  # noqa: F401  registers kerasseg's custom layers for deserialisation
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # zip, json and config errors all mean "not a usable model"
+        raise UsageError(f"{path} is not a readable Keras model: {type(error).__name__}: {error}") from None
+    inputs = model.inputs
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
+        shapes = [tuple(i.shape) for i in inputs]
+        raise UsageError(f"{path}: the model's input is not one RGB image batch (N, H, W, 3); it has inputs {shapes}")
+    return model
+
+
+def resolve_image_size(model, model_path, requested=None):
+    """The fixed (height, width) to export at.
+
+    In order: --image-size; the model's own fixed input size; the image size
+    recorded in metrics.json by `python -m kerasseg.train` beside the model.
+    """
+    if requested:
+        return tuple(requested)
+    height, width = model.inputs[0].shape[1:3]
+    if height and width:
+        return (height, width)
+    metrics_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metrics.json")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            size = json.load(f).get("image_size")
+        if size:
+            return tuple(size)
+    raise UsageError(
+        f"{model_path} accepts any image size and no metrics.json beside it records the training size: "
+        "pass --image-size N or HxW"
+    )
+
+
+def load_samples(spec, split, image_size, count, model):
+    """`count` samples of a dataset split at `image_size`, checked against the model's classes."""
+    from kerasseg import data
+
+    try:
+        samples = data.load_split(spec, split, image_size, count=count)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if len(samples) == 0:
+        raise UsageError(f"dataset {spec!r} has no {split} samples")
+    classes = model.outputs[0].shape[-1]
+    if classes != samples.num_classes:
+        raise UsageError(
+            f"the model predicts {classes} classes but dataset {spec!r} has {samples.num_classes} "
+            f"({', '.join(samples.class_names)})"
+        )
+    return samples
+
+
+def fixed_size_function(model, image_size):
+    """The model as a tf.function with a fixed batch-1 float32 signature.
+
+    A dynamic batch would turn dilated convolutions into SPACE_TO_BATCH_ND /
+    BATCH_TO_SPACE_ND and add SHAPE / STRIDED_SLICE / PACK around transposed
+    convolutions: slower on phones, unmappable on the Edge TPU.
+    """
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([1, *image_size, 3], tf.float32, name="image")
+    return tf.function(lambda image: model(image, training=False), input_signature=[spec])
+
+
+def report_path(output):
+    return os.path.splitext(os.fspath(output))[0] + ".report.json"
+
+
+def add_threshold_args(parser):
+    parser.add_argument("--max-abs-error", type=float, help="override the max_abs_error threshold")
+    parser.add_argument("--min-pixel-agreement", type=float, help="override the pixel_agreement threshold")
+    parser.add_argument("--max-miou-drop", type=float, help="override the miou_drop threshold (mIoU points)")
+
+
+def add_data_args(parser):
+    parser.add_argument("--dataset", default="shapes",
+                        help="dataset spec of the held-out samples compared on (test split; default: shapes)")
+    parser.add_argument("--samples", type=int, default=50, help="held-out samples to compare on (default: 50)")
+    parser.add_argument("--image-size", type=cli.arg_type(cli.image_size),
+                        help="fixed export size N or HxW (default: the model's, or the training size)")
+
+
+def threshold_overrides(args):
+    return {
+        key: value
+        for key, value in (
+            ("max_abs_error", args.max_abs_error),
+            ("pixel_agreement", args.min_pixel_agreement),
+            ("miou_drop", args.max_miou_drop),
+        )
+        if value is not None
+    }
+
+
+def ensure_writable(output):
+    """Fails early, naming the directory, if `output` cannot be written."""
+    return cli.ensure_output_dir(output)

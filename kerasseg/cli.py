@@ -1,0 +1,96 @@
+"""What every kerasseg / export command line shares: one-line errors, exit status 2."""
+
+import argparse
+import os
+import sys
+import tempfile
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit status 2, no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(main, argv=None):
+    """Runs `main(argv)`, turning a UsageError into one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except UsageError as error:
+        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "kerasseg"
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def arg_type(check):
+    """Wraps a checker that raises ValueError into an argparse type (one-line error)."""
+
+    def convert(text):
+        try:
+            return check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = getattr(check, "__name__", "value")
+    return convert
+
+
+def image_size(text):
+    """'64' -> (64, 64); '96x128' -> (96, 128) as (height, width)."""
+    parts = str(text).lower().split("x")
+    try:
+        size = tuple(int(p) for p in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image size must be N or HxW with positive integers (e.g. 64 or 96x128), got {text!r}")
+    return size
+
+
+def atomic_write(path, write):
+    """Calls `write(tmp_path)`, then renames the temporary file to `path`.
+
+    A crash or an error leaves `path` as it was: never a partial file. The
+    temporary file keeps `path`'s suffix, which some writers insist on.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    suffix = os.path.splitext(path)[1]
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes_atomic(path, data):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+def write_text_atomic(path, text):
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def ensure_output_dir(path):
+    """Creates the directory that will hold `path`, or raises a UsageError naming it."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output directory {directory}: {error.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"output directory {directory} is not writable")
+    return directory

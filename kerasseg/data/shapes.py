@@ -1,0 +1,90 @@
+"""`shapes`: the built-in segmentation dataset, generated, nothing to download.
+
+Every image holds a few overlapping filled shapes on a textured background.
+The class of a pixel is the geometry of the shape on top there: a disc, a
+square or a triangle. Colour carries no information: every shape's colour is
+drawn from the same distribution whatever its class, and backgrounds are
+smooth colour fields with noise, so no colour threshold can solve the task;
+the network has to see the outline, which needs a receptive field as large as
+the shape (exactly what the contracting path of a U-Net provides).
+
+Samples are a pure function of (seed, split, index, size): the same call
+always gives the same pixels, the three splits never share an image, and any
+height and width can be asked for.
+"""
+
+import numpy as np
+
+CLASS_NAMES = ("background", "disc", "square", "triangle")
+SPLITS = {"train": 0, "val": 1, "test": 2}
+DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 200}
+
+
+def _smooth_field(rng, height, width, cells=4):
+    """A random smooth RGB field: a coarse random grid, bilinearly enlarged."""
+    grid = rng.uniform(0, 255, size=(cells + 1, cells + 1, 3))
+    ys = np.linspace(0, cells, height)
+    xs = np.linspace(0, cells, width)
+    y0 = np.minimum(ys.astype(int), cells - 1)
+    x0 = np.minimum(xs.astype(int), cells - 1)
+    fy = (ys - y0)[:, None, None]
+    fx = (xs - x0)[None, :, None]
+    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
+    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _shape_mask(kind, yy, xx, cy, cx, radius, angle):
+    """Boolean mask of one filled shape; `radius` is its circumradius."""
+    dy, dx = yy - cy, xx - cx
+    if kind == 1:  # disc
+        return dy**2 + dx**2 <= (0.85 * radius) ** 2
+    cos, sin = np.cos(angle), np.sin(angle)
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+    if kind == 2:  # square
+        half = radius / np.sqrt(2.0)
+        return (np.abs(u) <= half) & (np.abs(v) <= half)
+    # equilateral triangle: inside the three edges whose inner normals are 120 degrees apart
+    inside = np.ones_like(u, dtype=bool)
+    for k in range(3):
+        theta = angle + np.pi / 2 + k * 2 * np.pi / 3
+        inside &= dx * np.cos(theta) + dy * np.sin(theta) <= radius / 2
+    return inside
+
+
+def sample(seed, split, index, height, width):
+    """One (image uint8 HxWx3, mask uint8 HxW) pair."""
+    rng = np.random.default_rng([seed, SPLITS[split], index])
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    image = _smooth_field(rng, height, width)
+    mask = np.zeros((height, width), np.uint8)
+    side = min(height, width)
+    for _ in range(rng.integers(2, 5)):
+        kind = int(rng.integers(1, len(CLASS_NAMES)))
+        radius = rng.uniform(0.12, 0.26) * side
+        cy, cx = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
+        shape = _shape_mask(kind, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+        # a colour that stands out from the background under the shape
+        under = image[shape].mean(axis=0) if shape.any() else image.mean(axis=(0, 1))
+        colour = rng.uniform(0, 255, 3)
+        for _ in range(20):
+            if np.abs(colour - under).sum() >= 150:
+                break
+            colour = rng.uniform(0, 255, 3)
+        shading = _smooth_field(rng, height, width, cells=2) - 127.5
+        image[shape] = np.clip(colour + 0.25 * shading[shape], 0, 255)
+        mask[shape] = kind
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def load(split, height, width, count=None, seed=0):
+    """`count` samples of `split` (the split's default size when None) as arrays."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {tuple(SPLITS)}. Received: split={split!r}")
+    count = DEFAULT_SIZES[split] if count is None else count
+    images = np.empty((count, height, width, 3), np.uint8)
+    masks = np.empty((count, height, width), np.uint8)
+    for i in range(count):
+        images[i], masks[i] = sample(seed, split, i, height, width)
+    return images, masks

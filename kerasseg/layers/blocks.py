@@ -1,0 +1,43 @@
+"""Blocks shared by several families."""
+
+import keras
+from keras import layers
+
+
+def conv_bn_act(x, filters, kernel_size=3, strides=1, dilation_rate=1, padding="same",
+                batch_norm=True, activation="relu", name=None):
+    """Conv2D, then (optionally) batch norm, then the activation.
+
+    With batch norm the convolution has no bias: the norm's offset replaces it,
+    and the converter folds the norm into the convolution on export.
+    """
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                      dilation_rate=dilation_rate, use_bias=not batch_norm,
+                      kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    if batch_norm:
+        x = layers.BatchNormalization(epsilon=1e-3, name=f"{name}_bn")(x)
+    if activation:
+        x = layers.Activation(activation, name=f"{name}_{_act_name(activation)}")(x)
+    return x
+
+
+def _act_name(activation):
+    return activation if isinstance(activation, str) else "act"
+
+
+def image_input(input_shape=None, input_tensor=None, name="image"):
+    """The model's pixel input: RGB in [0, 255], any height and width by default."""
+    if input_tensor is not None:
+        return input_tensor
+    shape = tuple(input_shape) if input_shape is not None else (None, None, 3)
+    if len(shape) != 3:
+        raise ValueError(
+            "input_shape must be (height, width, channels); height and width may be None. "
+            f"Received: input_shape={input_shape}"
+        )
+    return keras.Input(shape=shape, name=name)
+
+
+def scale_pixels(x, name="preprocess"):
+    """Maps raw pixels in [0, 255] to [0, 1] inside the model (pixels in, logits out)."""
+    return layers.Rescaling(1.0 / 255.0, name=name)(x)

@@ -1,0 +1,54 @@
+"""Segmentation metrics from a confusion matrix accumulated over a whole split.
+
+The mean IoU of a split is computed from the summed confusion matrix, not as
+an average of per-batch IoUs (which weighs a batch with one small object like
+a batch full of it). Pixels labelled with the ignore label do not count.
+"""
+
+import keras
+import numpy as np
+
+from kerasseg.data import IGNORE_LABEL
+
+
+def confusion_matrix(y_true, y_pred, num_classes, ignore_label=IGNORE_LABEL):
+    """(num_classes, num_classes) counts; rows are ground truth, columns predictions."""
+    y_true = np.asarray(y_true).ravel().astype(np.int64)
+    y_pred = np.asarray(y_pred).ravel().astype(np.int64)
+    keep = y_true != ignore_label
+    y_true, y_pred = y_true[keep], y_pred[keep]
+    bad = (y_true < 0) | (y_true >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"Label {int(y_true[bad][0])} is outside [0, {num_classes}) and is not the "
+            f"ignore label {ignore_label}."
+        )
+    return np.bincount(num_classes * y_true + y_pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def scores(cm, class_names):
+    """mIoU, per-class IoU and pixel accuracy of a confusion matrix.
+
+    A class absent from both ground truth and prediction has no IoU (None) and
+    is left out of the mean, rather than counting as a perfect 1 or a 0.
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    total = cm.sum()
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(class_names, iou)},
+        "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+    }
+
+
+def mean_iou_metric(num_classes, ignore_label=IGNORE_LABEL, name="miou"):
+    """The Keras metric model.fit reports: mIoU of argmax(logits), accumulated over the epoch."""
+    return keras.metrics.MeanIoU(
+        num_classes=num_classes, ignore_class=ignore_label, sparse_y_pred=False, name=name
+    )

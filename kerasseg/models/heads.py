@@ -1,0 +1,21 @@
+"""The one segmentation head every segmenter ends with."""
+
+from keras import layers
+
+ACTIVATIONS = (None, "softmax", "sigmoid")
+
+
+def segmentation_head(x, classes, activation=None, name="head"):
+    """1x1 convolution to `classes` per-pixel logits, always in float32.
+
+    Under mixed precision the body runs in (b)float16, but logits and the loss
+    stay float32: softmax and cross-entropy lose too much precision otherwise.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}. Received: activation={activation!r}")
+    if not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}")
+    x = layers.Conv2D(classes, 1, dtype="float32", name=f"{name}_logits")(x)
+    if activation:
+        x = layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)
+    return x

@@ -1,0 +1,149 @@
+"""U-Net (Ronneberger, Fischer and Brox, 2015).
+
+A contracting path of two 3x3 convolutions and a 2x2 max pool per step doubles
+the channels while it halves the resolution, so each level sees a wider context
+(a larger receptive field) at a coarser scale. An expanding path upsamples step
+by step ("up-convolution": upsample, then halve the channels) and concatenates
+the same-resolution features of the contracting path: these skip connections
+bring back the fine localisation that pooling threw away, and the classifier
+at the end decides every pixel from both "what" (deep) and "where" (shallow).
+
+Pixels in [0, 255] in, per-pixel float32 logits out at the input's size.
+"""
+
+from keras import Model, layers
+
+from kerasseg.layers import CenterCropToMatch, ResizeToMatch, Upsample, conv_bn_act, image_input, scale_pixels
+from kerasseg.models.heads import segmentation_head
+from kerasseg.models.registry import register
+
+UPSAMPLING = ("transpose", "bilinear")
+PADDING = ("same", "valid")
+
+
+def valid_output_size(size, depth):
+    """Output side of a valid-padding U-Net for input side `size`, or None.
+
+    Every 3x3 valid convolution trims 2 pixels and every pool needs an even
+    side, which is why the paper's 572x572 tile gives a 388x388 map.
+    """
+    for _ in range(depth):
+        size -= 4
+        if size <= 0 or size % 2:
+            return None
+        size //= 2
+    size -= 4
+    if size <= 0:
+        return None
+    for _ in range(depth):
+        size = 2 * size - 4
+    return size if size > 0 else None
+
+
+def _nearest_valid_sizes(size, depth):
+    below = next((s for s in range(size - 1, 0, -1) if valid_output_size(s, depth)), None)
+    above = next(s for s in range(size + 1, size + 2 ** (depth + 3)) if valid_output_size(s, depth))
+    return [s for s in (below, above) if s]
+
+
+def _check_valid_padding_input(inputs, depth):
+    for axis, size in zip(("height", "width"), inputs.shape[1:3]):
+        if size is None:
+            raise ValueError(
+                "A valid-padding U-Net needs a fixed input height and width; "
+                f"the paper's tile is 572x572. Received: input_shape={tuple(inputs.shape[1:])}"
+            )
+        if valid_output_size(size, depth) is None:
+            raise ValueError(
+                f"A valid-padding U-Net of depth {depth} cannot take input {axis} {size}: "
+                f"nearest accepted sizes are {_nearest_valid_sizes(size, depth)}. "
+                f"Received: input_shape={tuple(inputs.shape[1:])}"
+            )
+
+
+def _double_conv(x, filters, padding, batch_norm, name):
+    x = conv_bn_act(x, filters, padding=padding, batch_norm=batch_norm, name=f"{name}_1")
+    return conv_bn_act(x, filters, padding=padding, batch_norm=batch_norm, name=f"{name}_2")
+
+
+def _upsample(x, filters, mode, batch_norm, name):
+    if mode == "transpose":
+        return layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
+    x = Upsample(2, name=f"{name}_upsample")(x)
+    return conv_bn_act(x, filters, kernel_size=1, batch_norm=batch_norm, name=f"{name}_upconv")
+
+
+@register("segmentation")
+def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=4,
+         upsampling="transpose", padding="same", batch_norm=False, activation=None, name="unet"):
+    """U-Net; the defaults are the paper's network (Ronneberger et al., 2015).
+
+    Args:
+        classes: number of output classes (the paper segments cells: 2).
+        input_shape: (height, width, channels); any height and width by default.
+        input_tensor: optional Keras tensor to build on instead of a new Input.
+        base_filters: channels of the first level, doubled at every step down (64).
+        depth: number of down (and up) steps (4).
+        upsampling: "transpose" (the paper's learnt 2x2 up-convolution) or
+            "bilinear" (fixed bilinear upsampling, then a 1x1 convolution).
+        padding: "same" keeps the input's size; "valid" is the paper's
+            unpadded network (572x572 in, 388x388 out; skips are cropped).
+        batch_norm: batch normalisation after every convolution (not in the
+            paper, which predates it; it makes small U-Nets train much faster).
+        activation: None for logits, or "softmax" / "sigmoid".
+
+    Example:
+        >>> model = kerasseg.models.unet(classes=4, base_filters=16)
+        >>> model(np.zeros((1, 97, 131, 3))).shape
+        TensorShape([1, 97, 131, 4])
+    """
+    if upsampling not in UPSAMPLING:
+        raise ValueError(f"upsampling must be one of {UPSAMPLING}. Received: upsampling={upsampling!r}")
+    if padding not in PADDING:
+        raise ValueError(f"padding must be one of {PADDING}. Received: padding={padding!r}")
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer. Received: depth={depth!r}")
+    inputs = image_input(input_shape, input_tensor)
+    if padding == "valid":
+        _check_valid_padding_input(inputs, depth)
+
+    x = scale_pixels(inputs)
+    skips = []
+    for level in range(depth):
+        x = _double_conv(x, base_filters * 2**level, padding, batch_norm, f"encoder_stage{level + 1}")
+        skips.append(x)
+        # "same" pooling rounds odd sides up; the decoder resizes back to the skip.
+        x = layers.MaxPooling2D(2, padding=padding, name=f"encoder_stage{level + 1}_pool")(x)
+    x = _double_conv(x, base_filters * 2**depth, padding, batch_norm, "bottleneck")
+
+    for level in reversed(range(depth)):
+        stage = f"decoder_stage{depth - level}"
+        x = _upsample(x, base_filters * 2**level, upsampling, batch_norm, stage)
+        skip = skips[level]
+        if padding == "valid":
+            skip = CenterCropToMatch(name=f"{stage}_crop")(skip, x)
+        else:
+            x = ResizeToMatch(name=f"{stage}_resize")(x, skip)
+        x = layers.Concatenate(name=f"{stage}_concat")([skip, x])
+        x = _double_conv(x, base_filters * 2**level, padding, batch_norm, stage)
+
+    outputs = segmentation_head(x, classes, activation)
+    return Model(inputs, outputs, name=name)
+
+
+@register("segmentation")
+def unet_edge(**kwargs):
+    """An edge-sized U-Net: 16 base filters, batch norm, bilinear upsampling.
+
+    About 1.9M parameters instead of 31M; every op (conv, max pool, bilinear
+    resize, concatenation) has an int8 kernel on phones and maps to the Edge TPU.
+    """
+    config = dict(base_filters=16, depth=4, upsampling="bilinear", batch_norm=True, name="unet_edge")
+    return unet(**{**config, **kwargs})
+
+
+@register("segmentation", tiny=True)
+def unet_tiny(**kwargs):
+    """The smallest U-Net (4 base filters, 2 levels), for fast tests."""
+    config = dict(base_filters=4, depth=2, batch_norm=True, name="unet_tiny")
+    return unet(**{**config, **kwargs})

@@ -1,0 +1,132 @@
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras
+
+from conftest import run_cli
+from kerasseg import data
+from export import agreement
+
+REPORT_KEYS = {"runtime", "quantization", "samples", "max_abs_error", "mean_abs_error", "pixel_agreement",
+               "miou_reference", "miou_exported", "miou_drop", "size_bytes", "thresholds", "passed"}
+
+
+def _independent_agreement(model_path, exported_path, samples):
+    """Pixel agreement and max error recomputed here, straight from the runtimes' APIs."""
+    model = keras.saving.load_model(model_path)
+    images = samples.images.astype("float32")
+    reference = model.predict(images, verbose=0)
+    if exported_path.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(exported_path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        out = np.stack([session.run(None, {name: image[None]})[0][0] for image in images])
+    else:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(exported_path))
+        interpreter.allocate_tensors()
+        inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        out = []
+        for image in samples.images:
+            x = image[None] if inp["dtype"] == np.uint8 else image[None].astype("float32")
+            interpreter.set_tensor(inp["index"], x)
+            interpreter.invoke()
+            y = interpreter.get_tensor(outp["index"])[0]
+            if outp["dtype"] == np.uint8:
+                scale, zero = outp["quantization"]
+                y = (y.astype("float32") - zero) * scale
+            out.append(y)
+        out = np.stack(out)
+    return (reference.argmax(-1) == out.argmax(-1)).mean(), np.abs(reference - out).max()
+
+
+@pytest.mark.parametrize("module, quantize, suffix", [
+    ("export.tflite", "float32", ".tflite"),
+    ("export.tflite", "float16", ".tflite"),
+    ("export.tflite", "dynamic", ".tflite"),
+    ("export.tflite", "int8", ".tflite"),
+    ("export.onnx", None, ".onnx"),
+])
+def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, module, quantize, suffix):
+    output = tmp_path / f"model{suffix}"
+    args = [module, trained_run / "model.keras", "--output", output, "--samples", "12"]
+    if quantize:
+        args += ["--quantize", quantize, "--calibration-samples", "32"]
+    result = run_cli(*args)
+    report = json.loads((tmp_path / "model.report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert result.returncode == (0 if report["passed"] else 1), result.stderr
+    assert report["quantization"] == (quantize or "float32")
+    assert report["runtime"] == ("onnxruntime" if suffix == ".onnx" else "litert")
+    assert report["samples"] == 12 and report["size_bytes"] == os.path.getsize(output)
+    assert report["image_size"] == [32, 32]  # from metrics.json beside the model
+    # the thresholds are the documented defaults and `passed` is their verdict
+    assert report["thresholds"] == agreement.DEFAULT_THRESHOLDS[report["quantization"]]
+    assert report["passed"] == (not agreement.check(report, report["thresholds"]))
+    samples = data.load_split("shapes", "test", (32, 32), count=12)
+    pixel_agreement, max_error = _independent_agreement(trained_run / "model.keras", output, samples)
+    assert report["pixel_agreement"] == pytest.approx(pixel_agreement, abs=1e-9)
+    assert report["max_abs_error"] == pytest.approx(max_error, rel=1e-3, abs=1e-6)
+    assert report["miou_drop"] == pytest.approx(100 * (report["miou_reference"] - report["miou_exported"]))
+    if report["quantization"] in ("float32", "float16"):
+        assert report["passed"], report["failed"]
+    if quantize == "int8":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(output))
+        detail = interpreter.get_input_details()[0]
+        assert detail["dtype"] == np.uint8 and tuple(detail["shape"]) == (1, 32, 32, 3)
+        assert detail["quantization"] == (1.0, 0)  # camera pixels go in exactly
+        assert interpreter.get_output_details()[0]["dtype"] == np.uint8
+
+
+def test_failed_threshold_exits_1_names_it_and_keeps_the_file(trained_run, tmp_path):
+    output = tmp_path / "strict.tflite"
+    result = run_cli("export.tflite", trained_run / "model.keras", "--quantize", "dynamic", "--output", output,
+                     "--samples", "4", "--min-pixel-agreement", "1.01")
+    assert result.returncode == 1
+    assert "pixel_agreement" in result.stderr and "< 1.01" in result.stderr
+    report = json.loads((tmp_path / "strict.report.json").read_text())
+    assert report["passed"] is False and report["thresholds"]["pixel_agreement"] == 1.01
+    assert output.exists()
+
+
+def test_agreement_cli_rechecks_an_exported_file(trained_run, tmp_path):
+    output = tmp_path / "m.onnx"
+    assert run_cli("export.onnx", trained_run / "model.keras", "--output", output, "--samples", "4").returncode == 0
+    result = run_cli("export.agreement", trained_run / "model.keras", output, "--samples", "6",
+                     "--report", tmp_path / "again.json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "again.json").read_text())["samples"] == 6
+
+
+@pytest.mark.parametrize("make_model, message", [
+    (None, "model file not found"),
+    ("text", "is not a readable Keras model"),
+    ("h5", "is not a Keras model"),
+])
+def test_bad_model_path_is_named(tmp_path, make_model, message):
+    model = tmp_path / ("broken.keras" if make_model != "h5" else "weights.h5")
+    if make_model:
+        model.write_text("not a model")
+    output = tmp_path / "out.tflite"
+    output.write_bytes(b"previous export")
+    result = run_cli("export.tflite", model, "--quantize", "float32", "--output", output)
+    assert result.returncode == 2
+    assert message in result.stderr and str(model) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert output.read_bytes() == b"previous export"  # nothing written over, nothing partial
+    assert sorted(os.listdir(tmp_path)) == sorted([model.name, output.name] if make_model else [output.name])
+
+
+def test_exported_file_that_is_not_a_model(trained_run, tmp_path):
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"\x00" * 64)
+    result = run_cli("export.agreement", trained_run / "model.keras", fake)
+    assert result.returncode == 2
+    assert "is not a TFLite model" in result.stderr and str(fake) in result.stderr

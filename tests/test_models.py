@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+
+import keras
+
+from kerasseg import models
+
+SEGMENTERS = models.list_models(task="segmentation", tiny=True)
+
+
+def test_registry_rejects_duplicates_and_suggests_names():
+    with pytest.raises(ValueError, match="already registered"):
+        models.register("segmentation")(models.unet.__wrapped__ if hasattr(models.unet, "__wrapped__") else models.unet)
+    with pytest.raises(ValueError, match="Did you mean: unet"):
+        models.create_model("unett")
+
+
+@pytest.mark.parametrize("name", models.list_models())
+def test_builds_with_no_arguments(name):
+    model = models.create_model(name)
+    assert model.count_params() > 0
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+@pytest.mark.parametrize("size", [(32, 32), (37, 53), (1, 9)])
+def test_logits_at_input_size_float32(name, size):
+    model = models.create_model(name, classes=3)
+    x = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype("float32")
+    y = keras.ops.convert_to_numpy(model(x))
+    assert y.shape == (2, *size, 3)
+    assert y.dtype == np.float32 and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_mixed_precision_logits_stay_float32(name):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = models.create_model(name, classes=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model(np.zeros((1, 19, 21, 3), "float32")).dtype == "float32"
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_gradient_reaches_every_weight(name):
+    import tensorflow as tf
+
+    model = models.create_model(name, classes=3)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 24, 24, 3)).astype("float32")
+    y = np.random.default_rng(2).integers(0, 3, (2, 24, 24))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y, model(x, training=True))
+    grads = tape.gradient(loss, model.trainable_weights)
+    missing = [w.path for w, g in zip(model.trainable_weights, grads) if g is None or not np.any(g.numpy())]
+    assert not missing
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_save_load_identical(name, tmp_path):
+    model = models.create_model(name, classes=3)
+    x = np.random.default_rng(3).uniform(0, 255, (1, 29, 33, 3)).astype("float32")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model(x)), keras.ops.convert_to_numpy(again(x)))
+
+
+def test_unet_paper_configuration_parameters():
+    # Ronneberger et al. 2015, Fig. 1: 1 input channel, 2 classes, 64..1024 channels,
+    # two 3x3 convs per step (with bias), 2x2 up-convolutions, a final 1x1 conv:
+    #   contracting: (1*9+1)*64 + (64*9+1)*64 + (64*9+1)*128 + (128*9+1)*128 + ... + (512*9+1)*1024 + (1024*9+1)*1024
+    #   expanding:   up-conv 2x2 (c_in*4+1)*c_out, then two 3x3 on the concatenation (2*c_out in), and so on
+    # which totals 31,030,658.
+    def conv(cin, cout, k=3):
+        return (cin * k * k + 1) * cout
+
+    expected = conv(1, 64) + conv(64, 64)
+    for c in (128, 256, 512, 1024):
+        expected += conv(c // 2, c) + conv(c, c)
+    for c in (512, 256, 128, 64):
+        expected += conv(2 * c, c, 2) + conv(2 * c, c) + conv(c, c)
+    expected += conv(64, 2, 1)
+    assert expected == 31_030_658
+    model = models.unet(input_shape=(None, None, 1))
+    assert model.count_params() == expected
+
+
+def test_unet_valid_padding_is_the_papers_tile():
+    model = models.unet(input_shape=(572, 572, 1), padding="valid")
+    assert model.output_shape == (None, 388, 388, 2)
+    with pytest.raises(ValueError, match=r"nearest accepted sizes are \[556, 572\]"):
+        models.unet(input_shape=(570, 570, 3), padding="valid")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"upsampling": "nearest"}, "upsampling must be one of"),
+    ({"padding": "reflect"}, "padding must be one of"),
+    ({"activation": "relu"}, "activation must be one of"),
+    ({"input_shape": (64, 64)}, "input_shape must be"),
+])
+def test_unet_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        models.unet(**kwargs)
+
+
+def test_bilinear_resize_matches_tensorflow_with_unknown_sizes():
+    """The graph-mode path for unknown sizes is tf.image.resize's bilinear rule."""
+    import tensorflow as tf
+
+    from kerasseg.layers import bilinear_resize
+
+    x = np.random.default_rng(4).normal(size=(2, 7, 9, 3)).astype("float32")
+    fn = tf.function(lambda a, h, w: bilinear_resize(a, (h, w)),
+                     input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([], tf.int32),
+                                      tf.TensorSpec([], tf.int32)])
+    for h, w in [(13, 20), (4, 5), (7, 9)]:
+        np.testing.assert_allclose(fn(x, h, w).numpy(), tf.image.resize(x, (h, w)).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_unknown_size_graph_matches_eager(name):
+    import tensorflow as tf
+
+    model = models.create_model(name, classes=3)
+    fn = tf.function(lambda a: model(a), input_signature=[tf.TensorSpec([None, None, None, 3])])
+    x = np.random.default_rng(5).uniform(0, 255, (1, 27, 35, 3)).astype("float32")
+    np.testing.assert_allclose(fn(x).numpy(), keras.ops.convert_to_numpy(model(x)), atol=1e-4)

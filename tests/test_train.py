@@ -1,0 +1,68 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import keras
+
+from conftest import run_cli
+from kerasseg import data, losses, metrics, models
+from kerasseg.data.pipeline import make_dataset
+
+
+def test_short_fit_lowers_the_loss():
+    keras.utils.set_random_seed(0)
+    split = data.load_split("shapes", "train", (32, 32), count=64)
+    model = models.unet_tiny(classes=split.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=losses.cross_entropy(),
+                  metrics=[metrics.mean_iou_metric(split.num_classes)])
+    dataset = make_dataset(split, 16, shuffle=True, seed=0)
+    before = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+    model.fit(dataset, epochs=4, verbose=0)
+    after = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
+    assert after < 0.7 * before, (before, after)
+
+
+def test_ignore_label_pixels_add_no_loss():
+    logits = np.random.default_rng(0).normal(size=(1, 2, 2, 3)).astype("float32")
+    labels = np.array([[[0, 255], [2, 255]]])
+    full = losses.cross_entropy()(labels, logits)
+    kept = keras.losses.SparseCategoricalCrossentropy(from_logits=True)(
+        np.array([[0, 2]]), logits[:, [0, 1], [0, 0]])
+    assert float(full) == pytest.approx(float(kept), rel=1e-5)
+
+
+def test_train_cli_writes_model_metrics_and_history(trained_run):
+    model = keras.saving.load_model(trained_run / "model.keras")
+    assert model.output_shape[-1] == 4
+    report = json.loads((trained_run / "metrics.json").read_text())
+    assert set(report["per_class_iou"]) == set(data.class_names("shapes"))
+    assert 0 <= report["miou"] <= 1 and 0 <= report["pixel_accuracy"] <= 1
+    assert report["image_size"] == [32, 32]
+    # the metrics are the model's own: recompute on the validation split
+    val = data.load_split("shapes", "val", (32, 32))
+    logits = model.predict(val.images.astype("float32"), verbose=0)
+    cm = metrics.confusion_matrix(val.masks, logits.argmax(-1), val.num_classes)
+    assert metrics.scores(cm, val.class_names)["miou"] == pytest.approx(report["miou"], abs=1e-6)
+    with open(trained_run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert {"loss", "miou", "val_loss", "val_miou"} <= set(rows[0])
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dataset", "mnist"], "unknown dataset 'mnist'; accepted: shapes"),
+    (["--model", "unet_smal"], "Did you mean: unet"),
+    (["--image-size", "0"], "image size must be N or HxW"),
+    (["--image-size", "big"], "image size must be N or HxW"),
+    (["--epochs", "-1"], "expected a positive integer"),
+])
+def test_train_cli_bad_input_is_one_line_exit_2(args, message, tmp_path):
+    result = run_cli("kerasseg.train", "--output", tmp_path / "out", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
