@@ -141,6 +141,7 @@ def compare(model, runner, samples, latency_repeats=20):
     exp_scores = metrics.scores(metrics.confusion_matrix(samples.masks, exp_class, n), samples.class_names)
     return {
         "samples": len(images),
+        "nonfinite_outputs": int((~np.isfinite(exported)).sum()),
         "max_abs_error": float(error.max()),
         "mean_abs_error": float(error.mean()),
         "pixel_agreement": float((ref_class == exp_class).mean()),
@@ -157,6 +158,8 @@ def compare(model, runner, samples, latency_repeats=20):
 def check(report, thresholds):
     """Failed threshold descriptions; an empty list means the export passed."""
     failures = []
+    if report.get("nonfinite_outputs"):
+        failures.append(f"nonfinite_outputs {report['nonfinite_outputs']} > 0 (NaN or infinite logits)")
     for key, limit in thresholds.items():
         value = report[key]
         ok = value <= limit if key in _UPPER_BOUNDS else value >= limit

@@ -84,6 +84,18 @@ def fixed_size_function(model, image_size):
     return tf.function(lambda image: model(image, training=False), input_signature=[spec])
 
 
+def frozen_function(model, image_size):
+    """The fixed-size function with the weights folded in as constants.
+
+    Converting the unfrozen function keeps Keras 3's weights as resource
+    variables (VAR_HANDLE / READ_VARIABLE) that nothing initialises in LiteRT:
+    every output would be NaN.
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    return convert_variables_to_constants_v2(fixed_size_function(model, image_size).get_concrete_function())
+
+
 def report_path(output):
     return os.path.splitext(os.fspath(output))[0] + ".report.json"
 

@@ -31,8 +31,8 @@ def convert(model, quantize, image_size, calibration_images=None):
     """The .tflite bytes of `model` at a fixed batch-1 `image_size`."""
     import tensorflow as tf
 
-    fn = common.fixed_size_function(model, image_size)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+    frozen = common.frozen_function(model, image_size)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     if quantize != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -14,6 +15,14 @@ def run_cli(*args, timeout=600):
     env = {**os.environ, "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
+
+
+_TF_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} )")
+
+
+def program_lines(stderr):
+    """stderr without the C++ log lines TensorFlow prints at import, which no flag silences."""
+    return [line for line in stderr.strip().splitlines() if not _TF_LOG.match(line)]
 
 
 @pytest.fixture(scope="session")
