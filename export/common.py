@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 from kerasseg import cli
 from kerasseg.cli import UsageError
@@ -126,6 +127,29 @@ def threshold_overrides(args):
     }
 
 
-def ensure_writable(output):
-    """Fails early, naming the directory, if `output` cannot be written."""
-    return cli.ensure_output_dir(output)
+def export_checked(model_path, output, build, quantization, image_size=None, dataset="shapes", samples=50,
+                   overrides=None):
+    """The shared path of every exporter: convert, check in the runtime, then write.
+
+    `build(model, size)` returns (file bytes, extra report fields). The bytes
+    are checked from a temporary file; `output` and its report are written
+    (atomically) only once the check has run, so a failure leaves whatever
+    was at `output` before untouched and nothing partial.
+    """
+    from export import agreement
+
+    cli.ensure_output_dir(output)
+    model = load_keras_model(model_path)
+    size = resolve_image_size(model, model_path, image_size)
+    held_out = load_samples(dataset, "test", size, samples, model)
+    print(f"converting {model_path} to {os.path.basename(output)} ({quantization}) at {size[0]}x{size[1]} ...",
+          flush=True)
+    content, extra = build(model, size)
+    with tempfile.NamedTemporaryFile(suffix=os.path.splitext(output)[1]) as tmp:
+        tmp.write(content)
+        tmp.flush()
+        extra = {"model": model_path, "dataset": dataset, "image_size": list(size), **extra}
+        report = agreement.agreement_report(model, tmp.name, held_out, quantization, overrides, extra)
+    cli.write_bytes_atomic(output, content)
+    agreement.write_report(report, report_path(output))
+    return report

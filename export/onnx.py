@@ -8,7 +8,6 @@ compared with the Keras model; FILE.report.json holds the result.
 """
 
 import sys
-import tempfile
 
 from kerasseg import cli
 from export import agreement, common
@@ -26,20 +25,12 @@ def convert(model, image_size, opset=17):
 
 
 def export(model_path, output, image_size=None, dataset="shapes", samples=50, opset=17, overrides=None):
-    common.ensure_writable(output)
-    model = common.load_keras_model(model_path)
-    size = common.resolve_image_size(model, model_path, image_size)
-    held_out = common.load_samples(dataset, "test", size, samples, model)
-    print(f"converting {model_path} to ONNX (opset {opset}) at {size[0]}x{size[1]} ...", flush=True)
-    serialized = convert(model, size, opset)
-    with tempfile.NamedTemporaryFile(suffix=".onnx") as tmp:
-        tmp.write(serialized)
-        tmp.flush()
-        extra = {"model": model_path, "dataset": dataset, "image_size": list(size), "opset": opset}
-        report = agreement.agreement_report(model, tmp.name, held_out, "float32", overrides, extra)
-    cli.write_bytes_atomic(output, serialized)
-    agreement.write_report(report, common.report_path(output))
-    return report
+    """Converts, checks in ONNX Runtime, writes `output` and its report; returns the report."""
+
+    def build(model, size):
+        return convert(model, size, opset), {"opset": opset}
+
+    return common.export_checked(model_path, output, build, "float32", image_size, dataset, samples, overrides)
 
 
 def main(argv=None):

@@ -16,7 +16,6 @@ model; FILE.report.json holds the result. Exit status 1 if a threshold fails.
 """
 
 import sys
-import tempfile
 
 import numpy as np
 
@@ -55,25 +54,15 @@ def convert(model, quantize, image_size, calibration_images=None):
 def export(model_path, output, quantize="int8", image_size=None, dataset="shapes", samples=50,
            calibration_dataset="shapes", calibration_samples=200, overrides=None):
     """Converts, checks in LiteRT, writes `output` and its report; returns the report."""
-    common.ensure_writable(output)
-    model = common.load_keras_model(model_path)
-    size = common.resolve_image_size(model, model_path, image_size)
-    calibration = None
-    if quantize == "int8":
+
+    def build(model, size):
+        if quantize != "int8":
+            return convert(model, quantize, size), {}
         calibration = common.load_samples(calibration_dataset, "train", size, calibration_samples, model).images
-    held_out = common.load_samples(dataset, "test", size, samples, model)
-    print(f"converting {model_path} to TFLite {quantize} at {size[0]}x{size[1]} ...", flush=True)
-    flatbuffer = convert(model, quantize, size, calibration)
-    with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
-        tmp.write(flatbuffer)
-        tmp.flush()
-        extra = {"model": model_path, "dataset": dataset, "image_size": list(size)}
-        if calibration is not None:
-            extra.update(calibration_dataset=calibration_dataset, calibration_samples=len(calibration))
-        report = agreement.agreement_report(model, tmp.name, held_out, quantize, overrides, extra)
-    cli.write_bytes_atomic(output, flatbuffer)
-    agreement.write_report(report, common.report_path(output))
-    return report
+        extra = {"calibration_dataset": calibration_dataset, "calibration_samples": len(calibration)}
+        return convert(model, quantize, size, calibration), extra
+
+    return common.export_checked(model_path, output, build, quantize, image_size, dataset, samples, overrides)
 
 
 def main(argv=None):

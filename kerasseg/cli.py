@@ -35,7 +35,6 @@ def arg_type(check):
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
-    convert.__name__ = getattr(check, "__name__", "value")
     return convert
 
 

@@ -31,7 +31,7 @@ def parse_args(argv=None):
 
     parser = cli.ArgumentParser(prog="python -m kerasseg.train", description=__doc__,
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="unet_edge", type=cli.arg_type(_unknown_model_message(model_name)),
+    parser.add_argument("--model", default="unet_edge", type=cli.arg_type(model_name),
                         help="registered segmenter (default: unet_edge)")
     parser.add_argument("--dataset", default="shapes", type=cli.arg_type(data.check_spec),
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)")
@@ -45,17 +45,6 @@ def parse_args(argv=None):
     parser.add_argument("--seed", default=0, type=int, help="seed for initialisation and shuffling")
     parser.add_argument("--output", required=True, help="directory for model.keras, metrics.json, history.csv")
     return parser.parse_args(argv)
-
-
-def _unknown_model_message(check):
-    def model(name):
-        try:
-            return check(name)
-        except ValueError as error:
-            # the registry's message ends with "Received: name=..."; keep one line
-            raise ValueError(str(error).replace("\n", " ")) from None
-
-    return model
 
 
 def evaluate_split(model, split, batch_size=16):

@@ -1,0 +1,80 @@
+"""CPU latency (batch 1) of a trained model and every export beside it, at 1 and 2 threads.
+
+    python benchmarks/export_latency.py runs/demo [--repeats 200] [--markdown]
+
+Each file runs in its own runtime (Keras, LiteRT, ONNX Runtime) on the same
+test image; the figure is the median of --repeats calls after a warm-up.
+Agreement figures come from the exports' own reports.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def median_ms(fn, x, repeats):
+    for _ in range(5):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory")
+    parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table for RESULTS.md")
+    args = parser.parse_args()
+
+    import keras
+
+    from export import agreement
+    from kerasseg import data
+
+    with open(os.path.join(args.directory, "metrics.json")) as f:
+        size = tuple(json.load(f)["image_size"])
+    image = data.load_split("shapes", "test", size, count=1).images[0]
+    rows = []
+    model = keras.saving.load_model(os.path.join(args.directory, "model.keras"))
+    keras_ms = median_ms(model.predict_on_batch, image[None].astype("float32"), args.repeats)
+    keras_size = os.path.getsize(os.path.join(args.directory, "model.keras"))
+    rows.append(("model.keras", "keras", "float32", keras_ms, None, keras_size, None, None))
+    for path in sorted(glob.glob(os.path.join(args.directory, "*.tflite")) + glob.glob(os.path.join(args.directory, "*.onnx"))):
+        latencies = [median_ms(agreement.open_runner(path, num_threads=t), image, args.repeats) for t in (1, 2)]
+        report_path = os.path.splitext(path)[0] + ".report.json"
+        report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
+        runner = agreement.open_runner(path)
+        rows.append((os.path.basename(path), runner.runtime, runner.quantization, *latencies, os.path.getsize(path),
+                     report.get("pixel_agreement"), report.get("miou_drop")))
+
+    header = ["file", "runtime", "quantization", "1 thread ms", "2 threads ms", "size MB", "pixel agreement", "mIoU drop"]
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    lines = [[r[0], r[1], r[2], fmt(r[3], ".2f"), fmt(r[4], ".2f"), fmt(r[5] / 1e6, ".2f"), fmt(r[6], ".5f"),
+              fmt(r[7], "+.2f")] for r in rows]
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, image {size[0]}x{size[1]}, "
+          f"median of {args.repeats} (Keras: TensorFlow's default threads)")
+    if args.markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for line in lines:
+            print("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header))]
+        for line in [header, *lines]:
+            print("  ".join(c.ljust(w) for c, w in zip(line, widths)))
+
+
+if __name__ == "__main__":
+    main()
