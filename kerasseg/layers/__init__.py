@@ -1,9 +1,13 @@
 """Blocks shared by several model families (backend-agnostic: keras.layers and keras.ops only)."""
 
+from kerasseg.layers.attention import squeeze_excite
 from kerasseg.layers.blocks import conv_bn_act, image_input, scale_pixels
+from kerasseg.layers.preprocessing import PixelNormalization
 from kerasseg.layers.resize import CenterCropToMatch, ResizeToMatch, Upsample, bilinear_resize
 
 __all__ = [
+    "PixelNormalization",
+    "squeeze_excite",
     "CenterCropToMatch",
     "ResizeToMatch",
     "Upsample",

@@ -5,15 +5,47 @@ builders with `kerasseg.models.registry`.
 """
 
 from kerasseg.models.registry import create_model, get_builder, list_models, model_task, register
+from kerasseg.models.mobilenet import mobilenet_v2, mobilenet_v2_tiny
+from kerasseg.models.resnet import (
+    resnet,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnet_tiny,
+    se_resnet50,
+    se_resnet101,
+    se_resnet152,
+    se_resnet_tiny,
+)
 from kerasseg.models.unet import unet, unet_edge, unet_tiny
+from kerasseg.models.vgg import vgg, vgg16, vgg19, vgg_tiny
 
 __all__ = [
     "create_model",
     "get_builder",
     "list_models",
+    "mobilenet_v2",
+    "mobilenet_v2_tiny",
     "model_task",
     "register",
+    "resnet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnet_tiny",
+    "se_resnet50",
+    "se_resnet101",
+    "se_resnet152",
+    "se_resnet_tiny",
     "unet",
     "unet_edge",
     "unet_tiny",
+    "vgg",
+    "vgg16",
+    "vgg19",
+    "vgg_tiny",
 ]

@@ -1,0 +1,137 @@
+"""What every classifier family shares: keras.applications' arguments, the top,
+the feature pyramid and pretrained weights.
+
+A family module builds its stem and stages, collects the output of each
+stride level into a pyramid `{"P1": ..., "P5": ...}` (Pn at stride 2**n, or
+at the output stride when the last stages are dilated), and hands both to
+`finish()`.
+"""
+
+import os
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from kerasseg.layers import image_input
+
+POOLING = (None, "avg", "max")
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class PretrainedWeights:
+    """Where keras.applications publishes a model's ImageNet weights (same files, same cache)."""
+
+    base_url: str
+    top_file: str
+    top_hash: str  # None where keras.applications publishes no hash
+    notop_file: str
+    notop_hash: str
+
+
+def classifier_input(input_shape, input_tensor, weights, min_size):
+    """The image input, after the argument checks keras.applications users expect."""
+    if not (weights is None or weights == "imagenet" or (isinstance(weights, (str, os.PathLike))
+                                                         and os.path.exists(weights))):
+        raise ValueError(
+            "weights must be None (random initialisation), 'imagenet', or the path to an existing "
+            f"weights file. Received: weights={weights!r}"
+        )
+    inputs = image_input(input_shape, input_tensor)
+    if weights == "imagenet" and inputs.shape[-1] != 3:
+        raise ValueError(
+            "ImageNet weights need 3 input channels (RGB). "
+            f"Received: input_shape={tuple(inputs.shape[1:])}"
+        )
+    small = [s for s in inputs.shape[1:3] if s is not None and s < min_size]
+    if small:
+        raise ValueError(
+            f"Input height and width must be at least {min_size} for this model. "
+            f"Received: input_shape={tuple(inputs.shape[1:])}"
+        )
+    return inputs
+
+
+def check_head_args(weights, include_top, classes, pooling, output_stride=32):
+    if weights == "imagenet" and include_top and classes != 1000:
+        raise ValueError(
+            "With weights='imagenet' and include_top=True, classes must be 1000 (the ImageNet "
+            f"classifier). Use include_top=False for another number of classes. Received: classes={classes}"
+        )
+    if pooling not in POOLING:
+        raise ValueError(f"pooling must be one of {POOLING}. Received: pooling={pooling!r}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}. Received: output_stride={output_stride!r}")
+
+
+def stage_strides(output_stride, num_stages=5):
+    """(stride, dilation) of each stride-2 stage for an output stride of 8, 16 or 32.
+
+    Past the output stride a stage keeps its resolution and dilates its
+    convolutions instead (atrous convolution), so the receptive field still
+    grows as if it had been downsampled, and the weights stay valid.
+    """
+    plan, stride, dilation = [], 1, 1
+    for _ in range(num_stages):
+        if stride < output_stride:
+            stride *= 2
+            plan.append((2, 1))
+        else:
+            dilation *= 2
+            plan.append((1, dilation))
+    return plan
+
+
+def finish(inputs, x, pyramid, *, include_top, pooling, classes, classifier_activation,
+           features_only, name, top=None):
+    """The classifier, or with `features_only` the pyramid model (outputs keyed "P1".."P5")."""
+    if features_only:
+        return keras.Model(inputs, dict(pyramid), name=f"{name}_features")
+    if include_top:
+        if top is not None:
+            x = top(x)
+        else:
+            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def load_weights(model, weights, pretrained=None, include_top=True):
+    """Loads `weights` ("imagenet" or a path) into `model`; returns the model."""
+    if weights is None:
+        return model
+    if weights == "imagenet":
+        if pretrained is None:
+            raise ValueError(
+                f"There are no published ImageNet weights for {model.name}; use weights=None or the "
+                f"path to a weights file. Received: weights='imagenet'"
+            )
+        path = fetch_imagenet_weights(pretrained, include_top)
+    else:
+        path = os.fspath(weights)
+    try:
+        model.load_weights(path)
+    except Exception as error:
+        raise ValueError(f"The weights file {path} does not fit {model.name}: {error}") from None
+    return model
+
+
+def fetch_imagenet_weights(pretrained, include_top):
+    """The local path of the published file: keras.applications' cache, else a download."""
+    file_name, file_hash = (
+        (pretrained.top_file, pretrained.top_hash) if include_top else (pretrained.notop_file, pretrained.notop_hash)
+    )
+    url = pretrained.base_url + file_name
+    try:
+        return keras.utils.get_file(file_name, url, cache_subdir="models", file_hash=file_hash)
+    except Exception as error:
+        cache = os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models", file_name)
+        raise ValueError(
+            f"Could not fetch the ImageNet weights {file_name} ({error}). Offline, download {url} "
+            f"elsewhere and put it at {cache}, or pass weights=PATH."
+        ) from None

@@ -1,0 +1,110 @@
+"""MobileNetV2 (Sandler et al., 2018): the edge backbone.
+
+A depthwise-separable convolution splits a 3x3 convolution into a per-channel
+3x3 (depthwise) and a 1x1 mixing step (pointwise): about 8-9x fewer
+multiply-adds. MobileNetV2's inverted residual block expands the channels
+6x with a 1x1, filters them depthwise, and projects back to a thin
+*linear* bottleneck (no activation: ReLU on few channels destroys
+information); the shortcut joins the thin ends. ReLU6 keeps activations in a
+range that quantizes well, and every op maps to int8 kernels and the Edge TPU.
+
+Layer names and order are keras.applications', whose ImageNet weight files
+(alpha 0.35..1.4, 224x224) load unchanged.
+"""
+
+from keras import layers
+
+from kerasseg.layers import PixelNormalization
+from kerasseg.models import backbone
+from kerasseg.models.registry import register
+
+# (expansion, filters, repeats, first stride) per stage, Table 2 of the paper
+BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+          (6, 320, 1, 1))
+ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+_BN = dict(epsilon=1e-3, momentum=0.999)
+
+
+def make_divisible(value, divisor=8):
+    """Rounds channels to a multiple of 8 (hardware-friendly), never below 90% of `value`."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * value else new
+
+
+def _pretrained(alpha):
+    stem = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_224"
+    return backbone.PretrainedWeights(_BASE, f"{stem}.h5", None, f"{stem}_no_top.h5", None)
+
+
+def inverted_residual(x, expansion, filters, stride, dilation, block_id):
+    prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
+    in_channels = x.shape[-1]
+    y = x
+    if block_id:
+        y = layers.Conv2D(expansion * in_channels, 1, padding="same", use_bias=False, name=f"{prefix}expand")(y)
+        y = layers.BatchNormalization(**_BN, name=f"{prefix}expand_BN")(y)
+        y = layers.ReLU(6.0, name=f"{prefix}expand_relu")(y)
+    # "same" padding equals keras.applications' explicit correct_pad for any size
+    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", dilation_rate=dilation, use_bias=False,
+                               name=f"{prefix}depthwise")(y)
+    y = layers.BatchNormalization(**_BN, name=f"{prefix}depthwise_BN")(y)
+    y = layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(y)
+    y = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{prefix}project")(y)
+    y = layers.BatchNormalization(**_BN, name=f"{prefix}project_BN")(y)
+    if stride == 1 and in_channels == filters:
+        return layers.Add(name=f"{prefix}add")([x, y])
+    return y
+
+
+def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                 classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
+                 blocks=BLOCKS, last_filters=1280, name=None):
+    """MobileNetV2 with width multiplier `alpha` (0.35, 0.5, 0.75, 1.0, 1.3, 1.4 have ImageNet weights).
+
+    features_only gives P1 (stride 2, 16*alpha channels) .. P5 (stride 32,
+    1280); output_stride 16 / 8 dilates the last stages (DeepLab v3+ edge).
+    """
+    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    if weights == "imagenet" and alpha not in ALPHAS:
+        raise ValueError(f"ImageNet weights exist for alpha in {ALPHAS}. Received: alpha={alpha}")
+    inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
+    plan = backbone.stage_strides(output_stride)
+    name = name or f"mobilenetv2_{alpha:0.2f}"
+
+    x = PixelNormalization("tf", name="preprocess")(inputs)
+    x = layers.Conv2D(make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1")(x)
+    x = layers.BatchNormalization(**_BN, name="bn_Conv1")(x)
+    x = layers.ReLU(6.0, name="Conv1_relu")(x)
+    pyramid, level, dilation, block_id = {}, 1, 1, 0
+    for expansion, filters, repeats, stride in blocks:
+        if stride == 2:
+            pyramid[f"P{level}"] = x
+            level += 1
+            stride, dilation = plan[level - 1]
+        for i in range(repeats):
+            x = inverted_residual(x, expansion, make_divisible(int(filters * alpha)), stride if i == 0 else 1,
+                                  dilation, block_id)
+            block_id += 1
+    last = make_divisible(last_filters * alpha) if alpha > 1.0 else last_filters
+    x = layers.Conv2D(last, 1, use_bias=False, name="Conv_1")(x)
+    x = layers.BatchNormalization(**_BN, name="Conv_1_bn")(x)
+    x = layers.ReLU(6.0, name="out_relu")(x)
+    pyramid[f"P{level}"] = x
+
+    model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
+                            classifier_activation=classifier_activation, features_only=features_only, name=name)
+    standard = blocks == BLOCKS and last_filters == 1280 and alpha in ALPHAS
+    return backbone.load_weights(model, weights, _pretrained(alpha) if standard else None,
+                                 include_top and not features_only)
+
+
+register("classification")(mobilenet_v2)
+
+
+@register("classification", tiny=True)
+def mobilenet_v2_tiny(**kwargs):
+    """A tiny MobileNetV2 (one block per stage, expansion 2) for tests."""
+    blocks = ((1, 8, 1, 1), (2, 8, 1, 2), (2, 8, 1, 2), (2, 16, 1, 2), (2, 16, 1, 1), (2, 32, 1, 2), (2, 32, 1, 1))
+    config = dict(alpha=1.0, blocks=blocks, last_filters=64, name="mobilenet_v2_tiny")
+    return mobilenet_v2(**{**config, **kwargs})

@@ -1,0 +1,194 @@
+"""ResNet (He et al., 2015), SE-ResNet (Hu et al., 2018) and the plain networks they are measured against.
+
+The degradation problem: past some depth, a plain stack of convolutions gets
+*worse* training error as layers are added. Overfitting cannot explain that
+(training error rises too), and a deeper network could copy a shallower one
+by making its extra layers identities, so the solvers are failing to find
+such solutions. A residual block asks its layers for F(x) = H(x) - x and adds
+x back through a shortcut: an identity is then just F = 0, and gradients flow
+through the additions unattenuated, so depth helps again (34 beats 18, 152
+beats 50).
+
+Two block types: the *basic* block (two 3x3 convolutions; ResNet-18/34) and
+the *bottleneck* block (1x1 reduces the channels 4x, 3x3 works on the thin
+tensor, 1x1 restores them; ResNet-50/101/152), which makes depth affordable.
+
+SE-ResNet is the same network with a squeeze-and-excitation gate on the
+residual branch of every block (`attention="se"`), not a second ResNet.
+`shortcut=False` removes the shortcuts: the paper's plain baseline.
+
+Layer names and order are keras.applications' for ResNet-50/101/152, whose
+published ImageNet weight files load unchanged (`weights="imagenet"`).
+"""
+
+from keras import layers
+
+from kerasseg.layers import PixelNormalization, squeeze_excite
+from kerasseg.models import backbone
+from kerasseg.models.registry import register
+
+_BN = dict(epsilon=1.001e-5)
+BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
+          101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
+ATTENTION = (None, "se")
+_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+_HASHES = {
+    "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    "resnet101": ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    "resnet152": ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
+PRETRAINED = {
+    name: backbone.PretrainedWeights(_BASE, f"{name}_weights_tf_dim_ordering_tf_kernels.h5", top,
+                                     f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5", notop)
+    for name, (top, notop) in _HASHES.items()
+}
+
+
+def _conv_bn(x, filters, kernel_size, strides, dilation, use_bias, name, activation=True):
+    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same" if kernel_size > 1 else "valid",
+                      dilation_rate=dilation, use_bias=use_bias, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x) if activation else x
+
+
+def residual_block(x, filters, kind, stride=1, dilation=1, shortcut=True, attention=None, se_ratio=16,
+                   use_bias=True, name=None):
+    """One basic or bottleneck block; `filters` is the bottleneck (inner) width."""
+    out_filters = filters * (4 if kind == "bottleneck" else 1)
+    if shortcut and (stride != 1 or x.shape[-1] != out_filters):
+        # projection shortcut (the paper's option B): a strided 1x1 convolution.
+        # Built first, as keras.applications does, so weight files load in order.
+        identity = _conv_bn(x, out_filters, 1, stride, 1, use_bias, f"{name}_0", activation=False)
+    else:
+        identity = x
+    if kind == "bottleneck":
+        y = _conv_bn(x, filters, 1, stride, 1, use_bias, f"{name}_1")
+        y = _conv_bn(y, filters, 3, 1, dilation, use_bias, f"{name}_2")
+        y = _conv_bn(y, out_filters, 1, 1, 1, use_bias, f"{name}_3", activation=False)
+    else:
+        y = _conv_bn(x, filters, 3, stride, dilation, use_bias, f"{name}_1")
+        y = _conv_bn(y, filters, 3, 1, dilation, use_bias, f"{name}_2", activation=False)
+    if attention == "se":
+        y = squeeze_excite(y, max(out_filters // se_ratio, 1), name=f"{name}_")
+    if shortcut:
+        y = layers.Add(name=f"{name}_add")([identity, y])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+           classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
+           shortcut=True, attention=None, se_ratio=16, widths=(64, 128, 256, 512), blocks=None,
+           stem_filters=64, use_bias=None, name=None):
+    """The ResNet family builder: ResNet-18..152, SE-ResNet, plain networks.
+
+    Args (beyond keras.applications' include_top, weights, input_tensor,
+    input_shape, pooling, classes, classifier_activation):
+        depth: 18, 34 (basic blocks), 50, 101, 152 (bottleneck blocks).
+        features_only: return the pyramid model, outputs {"P1".."P5"}.
+        output_stride: 32, or 16 / 8 to dilate the last stages instead of striding.
+        shortcut: False builds the plain network of the same depth.
+        attention: None or "se" (squeeze-and-excitation, reduction `se_ratio`).
+        widths, blocks, stem_filters: the stage configuration (tiny variants).
+        use_bias: conv biases; keras.applications' ResNet-50+ have them (so
+            their weights load), the paper's and torchvision's ResNet-18/34 do not.
+
+    Example:
+        >>> model = kerasseg.models.resnet50(weights="imagenet")
+        >>> pyramid = kerasseg.models.resnet50(features_only=True, output_stride=16)
+    """
+    if depth not in BLOCKS:
+        raise ValueError(f"depth must be one of {tuple(BLOCKS)}. Received: depth={depth!r}")
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}. Received: attention={attention!r}")
+    kind, default_blocks = BLOCKS[depth]
+    blocks = blocks or default_blocks
+    use_bias = (kind == "bottleneck") if use_bias is None else use_bias
+    name = name or f"{'se_' if attention else ''}{'plain' if not shortcut else 'resnet'}{depth}"
+    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    standard = shortcut and not attention and blocks == default_blocks and tuple(widths) == (64, 128, 256, 512)
+    pretrained = PRETRAINED.get(f"resnet{depth}") if standard else None
+    inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
+    plan = backbone.stage_strides(output_stride)
+
+    x = PixelNormalization("caffe", name="preprocess")(inputs)
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(stem_filters, 7, strides=2, use_bias=use_bias, name="conv1_conv")(x)
+    x = layers.BatchNormalization(**_BN, name="conv1_bn")(x)
+    pyramid = {"P1": layers.Activation("relu", name="conv1_relu")(x)}
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(pyramid["P1"])
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for stage, (filters, count) in enumerate(zip(widths, blocks), start=2):
+        # stage 2 is already downsampled by the max pool, so it never strides itself
+        stride, dilation = (1, 1) if stage == 2 else plan[stage - 1]
+        for block in range(count):
+            x = residual_block(x, filters, kind, stride=stride if block == 0 else 1, dilation=dilation,
+                               shortcut=shortcut, attention=attention, se_ratio=se_ratio, use_bias=use_bias,
+                               name=f"conv{stage}_block{block + 1}")
+        pyramid[f"P{stage}"] = x
+
+    model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
+                            classifier_activation=classifier_activation, features_only=features_only, name=name)
+    return backbone.load_weights(model, weights, pretrained, include_top and not features_only)
+
+
+@register("classification")
+def resnet18(**kwargs):
+    """ResNet-18: basic blocks (2, 2, 2, 2), 11.7M parameters."""
+    return resnet(**{"depth": 18, **kwargs})
+
+
+@register("classification")
+def resnet34(**kwargs):
+    """ResNet-34: basic blocks (3, 4, 6, 3), 21.8M parameters."""
+    return resnet(**{"depth": 34, **kwargs})
+
+
+@register("classification")
+def resnet50(**kwargs):
+    """ResNet-50: bottleneck blocks (3, 4, 6, 3), 25.6M parameters; keras.applications weights."""
+    return resnet(**{"depth": 50, **kwargs})
+
+
+@register("classification")
+def resnet101(**kwargs):
+    """ResNet-101: bottleneck blocks (3, 4, 23, 3), 44.7M parameters; keras.applications weights."""
+    return resnet(**{"depth": 101, **kwargs})
+
+
+@register("classification")
+def resnet152(**kwargs):
+    """ResNet-152: bottleneck blocks (3, 8, 36, 3), 60.4M parameters; keras.applications weights."""
+    return resnet(**{"depth": 152, **kwargs})
+
+
+@register("classification")
+def se_resnet50(**kwargs):
+    """SE-ResNet-50: ResNet-50 with squeeze-and-excitation (reduction 16) in every block."""
+    return resnet(**{"depth": 50, "attention": "se", **kwargs})
+
+
+@register("classification")
+def se_resnet101(**kwargs):
+    """SE-ResNet-101."""
+    return resnet(**{"depth": 101, "attention": "se", **kwargs})
+
+
+@register("classification")
+def se_resnet152(**kwargs):
+    """SE-ResNet-152."""
+    return resnet(**{"depth": 152, "attention": "se", **kwargs})
+
+
+@register("classification", tiny=True)
+def resnet_tiny(**kwargs):
+    """A tiny bottleneck ResNet (one block per stage, 4..32 channels) for tests."""
+    config = dict(depth=50, blocks=(1, 1, 1, 1), widths=(4, 8, 16, 32), stem_filters=8, name="resnet_tiny")
+    return resnet(**{**config, **kwargs})
+
+
+@register("classification", tiny=True)
+def se_resnet_tiny(**kwargs):
+    """A tiny SE-ResNet for tests."""
+    config = dict(depth=50, blocks=(1, 1, 1, 1), widths=(4, 8, 16, 32), stem_filters=8, attention="se",
+                  se_ratio=4, name="se_resnet_tiny")
+    return resnet(**{**config, **kwargs})
