@@ -5,6 +5,7 @@ builders with `kerasseg.models.registry`.
 """
 
 from kerasseg.models.registry import create_model, get_builder, list_models, model_task, register
+from kerasseg.models.densenet import densenet, densenet121, densenet169, densenet201, densenet_tiny
 from kerasseg.models.mobilenet import mobilenet_v2, mobilenet_v2_tiny
 from kerasseg.models.resnet import (
     resnet,
@@ -24,6 +25,11 @@ from kerasseg.models.vgg import vgg, vgg16, vgg19, vgg_tiny
 
 __all__ = [
     "create_model",
+    "densenet",
+    "densenet121",
+    "densenet169",
+    "densenet201",
+    "densenet_tiny",
     "get_builder",
     "list_models",
     "mobilenet_v2",

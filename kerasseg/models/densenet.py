@@ -1,0 +1,121 @@
+"""DenseNet (Huang et al., 2017).
+
+Every layer of a dense block receives the feature maps of *all* earlier
+layers of the block, concatenated, and adds only `growth_rate` (32) new
+channels. ResNet sums a shortcut into the features; DenseNet keeps them
+side by side, so later layers reuse early features directly and gradients
+reach every layer through short paths. Each layer is a bottleneck (a 1x1
+convolution to 4 x growth, then the 3x3), and the transitions between
+blocks halve the channels (compression 0.5) and the resolution: the result
+is accurate with few parameters (DenseNet-121: 8.1M).
+
+Layer names and order are keras.applications', whose ImageNet weight files
+load unchanged.
+"""
+
+from keras import layers
+
+from kerasseg.layers import PixelNormalization
+from kerasseg.models import backbone
+from kerasseg.models.registry import register
+
+BLOCKS = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}
+_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
+_HASHES = {
+    121: ("9d60b8095a5708f2dcce2bca79d332c7", "30ee3e1110167f948a6b9946edeeb738"),
+    169: ("d699b8f76981ab1b30698df4c175e90b", "b8c4d4c20dd625c148057b9ff1c1176b"),
+    201: ("1ceb130c1ea1b78c3bf6114dbdfd8807", "c13680b51ded0fb44dff2d8f86ac8bb1"),
+}
+_BN = dict(epsilon=1.001e-5)
+
+
+def _pretrained(depth):
+    top, notop = _HASHES[depth]
+    stem = f"densenet{depth}_weights_tf_dim_ordering_tf_kernels"
+    return backbone.PretrainedWeights(_BASE, f"{stem}.h5", top, f"{stem}_notop.h5", notop)
+
+
+def dense_layer(x, growth_rate, dilation, name):
+    """BN-ReLU-1x1 conv (4 x growth) - BN-ReLU-3x3 conv (growth), concatenated to the input."""
+    y = layers.BatchNormalization(**_BN, name=f"{name}_0_bn")(x)
+    y = layers.Activation("relu", name=f"{name}_0_relu")(y)
+    y = layers.Conv2D(4 * growth_rate, 1, use_bias=False, name=f"{name}_1_conv")(y)
+    y = layers.BatchNormalization(**_BN, name=f"{name}_1_bn")(y)
+    y = layers.Activation("relu", name=f"{name}_1_relu")(y)
+    y = layers.Conv2D(growth_rate, 3, padding="same", dilation_rate=dilation, use_bias=False,
+                      name=f"{name}_2_conv")(y)
+    return layers.Concatenate(name=f"{name}_concat")([x, y])
+
+
+def transition(x, reduction, stride, name):
+    """BN-ReLU-1x1 conv compressing the channels, then 2x2 average pooling (or none when dilated)."""
+    x = layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    x = layers.Conv2D(int(x.shape[-1] * reduction), 1, use_bias=False, name=f"{name}_conv")(x)
+    if stride == 2:
+        return layers.AveragePooling2D(2, strides=2, name=f"{name}_pool")(x)
+    return x
+
+
+def densenet(depth=121, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+             classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
+             blocks=None, growth_rate=32, stem_filters=64, name=None):
+    """The DenseNet family builder (121, 169, 201), keras.applications arguments plus
+    features_only (P1..P5) and output_stride (16 / 8 drop the last transitions' pooling
+    and dilate the blocks after them)."""
+    if depth not in BLOCKS:
+        raise ValueError(f"depth must be one of {tuple(BLOCKS)}. Received: depth={depth!r}")
+    standard = blocks is None and growth_rate == 32 and stem_filters == 64
+    blocks = blocks or BLOCKS[depth]
+    name = name or f"densenet{depth}"
+    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
+    plan = backbone.stage_strides(output_stride)
+
+    x = PixelNormalization("torch", name="preprocess")(inputs)
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(stem_filters, 7, strides=2, use_bias=False, name="conv1_conv")(x)
+    x = layers.BatchNormalization(**_BN, name="conv1_bn")(x)
+    pyramid = {"P1": layers.Activation("relu", name="conv1_relu")(x)}
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(pyramid["P1"])
+    x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
+    dilation = 1
+    for stage, count in enumerate(blocks, start=2):
+        for i in range(count):
+            x = dense_layer(x, growth_rate, dilation, name=f"conv{stage}_block{i + 1}")
+        if stage < 5:
+            pyramid[f"P{stage}"] = x
+            stride, dilation = plan[stage]
+            x = transition(x, 0.5, stride, name=f"pool{stage}")
+    x = layers.BatchNormalization(**_BN, name="bn")(x)
+    pyramid["P5"] = x = layers.Activation("relu", name="relu")(x)
+
+    model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
+                            classifier_activation=classifier_activation, features_only=features_only, name=name)
+    return backbone.load_weights(model, weights, _pretrained(depth) if standard else None,
+                                 include_top and not features_only)
+
+
+@register("classification")
+def densenet121(**kwargs):
+    """DenseNet-121: blocks (6, 12, 24, 16), growth 32, 8.1M parameters."""
+    return densenet(**{"depth": 121, **kwargs})
+
+
+@register("classification")
+def densenet169(**kwargs):
+    """DenseNet-169: blocks (6, 12, 32, 32), 14.3M parameters."""
+    return densenet(**{"depth": 169, **kwargs})
+
+
+@register("classification")
+def densenet201(**kwargs):
+    """DenseNet-201: blocks (6, 12, 48, 32), 20.2M parameters."""
+    return densenet(**{"depth": 201, **kwargs})
+
+
+@register("classification", tiny=True)
+def densenet_tiny(**kwargs):
+    """A tiny DenseNet (one layer per block, growth 4) for tests."""
+    config = dict(depth=121, blocks=(1, 1, 1, 1), growth_rate=4, stem_filters=8, name="densenet_tiny")
+    return densenet(**{**config, **kwargs})
