@@ -6,6 +6,18 @@ builders with `kerasseg.models.registry`.
 
 from kerasseg.models.registry import create_model, get_builder, list_models, model_task, register
 from kerasseg.models.densenet import densenet, densenet121, densenet169, densenet201, densenet_tiny
+from kerasseg.models.efficientnet import (
+    efficientnet,
+    efficientnet_b0,
+    efficientnet_b1,
+    efficientnet_b2,
+    efficientnet_b3,
+    efficientnet_b4,
+    efficientnet_b5,
+    efficientnet_b6,
+    efficientnet_b7,
+    efficientnet_tiny,
+)
 from kerasseg.models.mobilenet import mobilenet_v2, mobilenet_v2_tiny
 from kerasseg.models.resnet import (
     resnet,
@@ -30,6 +42,16 @@ __all__ = [
     "densenet169",
     "densenet201",
     "densenet_tiny",
+    "efficientnet",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "efficientnet_b4",
+    "efficientnet_b5",
+    "efficientnet_b6",
+    "efficientnet_b7",
+    "efficientnet_tiny",
     "get_builder",
     "list_models",
     "mobilenet_v2",

@@ -1,0 +1,153 @@
+"""EfficientNet-B0..B7 (Tan and Le, 2019).
+
+Compound scaling: instead of making a network only deeper (ResNet-152),
+only wider or only fed larger images, scale all three together, with
+depth d = 1.2^phi, width w = 1.1^phi, resolution r = 1.15^phi from one
+coefficient phi. B0 is a searched MobileNetV2-like network of MBConv blocks
+(inverted residuals with squeeze-and-excitation and the swish activation);
+B1..B7 are B0 scaled up. Stochastic depth drops whole residual branches at
+random while training, more often in deeper blocks.
+
+Layer names and order are keras.applications', whose ImageNet weight files
+load unchanged. `edge=True` swaps swish for ReLU6, which int8 kernels and the
+Edge TPU run well (the "EfficientNet-Lite" change), at some accuracy cost.
+"""
+
+import copy
+import math
+
+from keras import layers
+
+from kerasseg.layers import squeeze_excite
+from kerasseg.models import backbone
+from kerasseg.models.registry import register
+
+# (kernel, repeats, filters_in, filters_out, expand_ratio, stride), Table 1 of the paper; SE ratio 0.25
+BLOCKS = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
+          (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2), (3, 1, 192, 320, 6, 1))
+# width, depth, default resolution, dropout
+VARIANTS = {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
+            "b3": (1.2, 1.4, 300, 0.3), "b4": (1.4, 1.8, 380, 0.4), "b5": (1.6, 2.2, 456, 0.4),
+            "b6": (1.8, 2.6, 528, 0.5), "b7": (2.0, 3.1, 600, 0.5)}
+_HASHES = {
+    "b0": ("902e53a9f72be733fc0bcb005b3ebbac", "50bc09e76180e00e4465e1a485ddc09d"),
+    "b1": ("1d254153d4ab51201f1646940f018540", "74c4e6b3e1f6a1eea24c589628592432"),
+    "b2": ("b15cce36ff4dcbd00b6dd88e7857a6ad", "111f8e2ac8aa800a7a99e3239f7bfb39"),
+    "b3": ("ffd1fdc53d0ce67064dc6a9c7960ede0", "af6d107764bb5b1abb91932881670226"),
+    "b4": ("18c95ad55216b8f92d7e70b3a046e2fc", "ebc24e6d6c33eaebbd558eafbeedf1ba"),
+    "b5": ("ace28f2a6363774853a83a0b21b9421a", "38879255a25d3c92d5e44e04ae6cec6f"),
+    "b6": ("165f6e37dce68623721b423839de8be5", "9ecce42647a20130c1f39a5d4cb75743"),
+    "b7": ("8c03f828fec3ef71311cd463b6759d99", "cbcfe4450ddf6f3ad90b1b398090fe4a"),
+}
+_BASE = "https://storage.googleapis.com/keras-applications/"
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _pretrained(variant):
+    top, notop = _HASHES[variant]
+    return backbone.PretrainedWeights(_BASE, f"efficientnet{variant}.h5", top, f"efficientnet{variant}_notop.h5",
+                                      notop)
+
+
+def round_filters(filters, width, divisor=8):
+    filters *= width
+    new = max(divisor, int(filters + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * filters else new)
+
+
+def mbconv(x, activation, drop_rate, kernel, filters_in, filters_out, expand_ratio, stride, dilation, name):
+    """Inverted residual with squeeze-and-excitation (MBConv), keras.applications' `block`."""
+    filters = filters_in * expand_ratio
+    y = x
+    if expand_ratio != 1:
+        y = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{name}expand_conv")(y)
+        y = layers.BatchNormalization(name=f"{name}expand_bn")(y)
+        y = layers.Activation(activation, name=f"{name}expand_activation")(y)
+    y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", dilation_rate=dilation, use_bias=False,
+                               name=f"{name}dwconv")(y)
+    y = layers.BatchNormalization(name=f"{name}bn")(y)
+    y = layers.Activation(activation, name=f"{name}activation")(y)
+    y = squeeze_excite(y, max(1, int(filters_in * 0.25)), activation=activation, name=name)
+    y = layers.Conv2D(filters_out, 1, padding="same", use_bias=False, name=f"{name}project_conv")(y)
+    y = layers.BatchNormalization(name=f"{name}project_bn")(y)
+    if stride == 1 and filters_in == filters_out:
+        if drop_rate > 0:  # stochastic depth: drop the whole branch for a sample
+            y = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1), name=f"{name}drop")(y)
+        y = layers.Add(name=f"{name}add")([y, x])
+    return y
+
+
+def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
+                 classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
+                 drop_connect_rate=0.2, edge=False, width=None, depth=None, blocks=BLOCKS, name=None):
+    """The EfficientNet family builder, B0..B7 (`variant`), keras.applications arguments
+    plus features_only, output_stride and edge (ReLU6 instead of swish)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {tuple(VARIANTS)}. Received: variant={variant!r}")
+    default_width, default_depth, _, dropout = VARIANTS[variant]
+    width, depth = width or default_width, depth or default_depth
+    activation = "relu6" if edge else "swish"
+    standard = (width, depth) == (default_width, default_depth) and blocks == BLOCKS and not edge
+    name = name or f"efficientnet{variant}"
+    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
+    plan = backbone.stage_strides(output_stride)
+
+    # keras.applications' preprocessing layers, kept so that its weight files (which hold the
+    # Normalization layer's mean and variance) load unchanged
+    x = layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)
+    x = layers.Normalization(axis=-1, name="normalization")(x)
+    if weights == "imagenet":
+        x = layers.Rescaling([1.0 / math.sqrt(s) for s in _IMAGENET_STD], name="rescaling_1")(x)
+    x = layers.Conv2D(round_filters(32, width), 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation(activation, name="stem_activation")(x)
+
+    total = sum(math.ceil(depth * b[1]) for b in blocks)
+    pyramid, level, dilation, index = {}, 1, 1, 0
+    for i, (kernel, repeats, f_in, f_out, expand, stride) in enumerate(copy.deepcopy(blocks)):
+        if stride == 2:
+            pyramid[f"P{level}"] = x
+            level += 1
+            stride, dilation = plan[level - 1]
+        f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
+        for j in range(math.ceil(depth * repeats)):
+            x = mbconv(x, activation, drop_connect_rate * index / total, kernel, f_in if j == 0 else f_out, f_out,
+                       expand, stride if j == 0 else 1, dilation, name=f"block{i + 1}{chr(j + 97)}_")
+            index += 1
+    x = layers.Conv2D(round_filters(1280, width), 1, padding="same", use_bias=False, name="top_conv")(x)
+    x = layers.BatchNormalization(name="top_bn")(x)
+    pyramid[f"P{level}"] = x = layers.Activation(activation, name="top_activation")(x)
+
+    def top(x):
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        return layers.Dropout(dropout, name="top_dropout")(x) if dropout > 0 else x
+
+    model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
+                            classifier_activation=classifier_activation, features_only=features_only,
+                            name=name, top=top)
+    return backbone.load_weights(model, weights, _pretrained(variant) if standard else None,
+                                 include_top and not features_only)
+
+
+def _register(variant):
+    def build(**kwargs):
+        return efficientnet(**{"variant": variant, **kwargs})
+
+    w, d, r, _ = VARIANTS[variant]
+    build.__name__ = f"efficientnet_{variant}"
+    build.__doc__ = f"EfficientNet-{variant.upper()}: width x{w}, depth x{d}, trained at {r}x{r}."
+    return register("classification")(build)
+
+
+efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3 = (_register(v) for v in ("b0", "b1", "b2", "b3"))
+efficientnet_b4, efficientnet_b5, efficientnet_b6, efficientnet_b7 = (_register(v) for v in ("b4", "b5", "b6", "b7"))
+
+
+@register("classification", tiny=True)
+def efficientnet_tiny(**kwargs):
+    """A tiny EfficientNet (one narrow MBConv per stage) for tests."""
+    blocks = ((3, 1, 8, 8, 1, 1), (3, 1, 8, 8, 2, 2), (5, 1, 8, 16, 2, 2), (3, 1, 16, 16, 2, 2),
+              (5, 1, 16, 24, 2, 1), (5, 1, 24, 32, 2, 2), (3, 1, 32, 32, 2, 1))
+    config = dict(variant="b0", blocks=blocks, width=0.25, depth=1.0, name="efficientnet_tiny")
+    return efficientnet(**{**config, **kwargs})
