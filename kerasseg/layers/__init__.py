@@ -2,6 +2,7 @@
 
 from kerasseg.layers.attention import squeeze_excite
 from kerasseg.layers.blocks import conv_bn_act, image_input, scale_pixels
+from kerasseg.layers.inception import inception_module
 from kerasseg.layers.preprocessing import PixelNormalization
 from kerasseg.layers.resize import CenterCropToMatch, ResizeToMatch, Upsample, bilinear_resize
 
@@ -14,5 +15,6 @@ __all__ = [
     "bilinear_resize",
     "conv_bn_act",
     "image_input",
+    "inception_module",
     "scale_pixels",
 ]

@@ -18,6 +18,7 @@ from kerasseg.models.efficientnet import (
     efficientnet_b7,
     efficientnet_tiny,
 )
+from kerasseg.models.googlenet import AUX_LOSS_WEIGHTS, googlenet, googlenet_inference, googlenet_tiny
 from kerasseg.models.mobilenet import mobilenet_v2, mobilenet_v2_tiny
 from kerasseg.models.resnet import (
     resnet,
@@ -36,6 +37,7 @@ from kerasseg.models.unet import unet, unet_edge, unet_tiny
 from kerasseg.models.vgg import vgg, vgg16, vgg19, vgg_tiny
 
 __all__ = [
+    "AUX_LOSS_WEIGHTS",
     "create_model",
     "densenet",
     "densenet121",
@@ -53,6 +55,9 @@ __all__ = [
     "efficientnet_b7",
     "efficientnet_tiny",
     "get_builder",
+    "googlenet",
+    "googlenet_inference",
+    "googlenet_tiny",
     "list_models",
     "mobilenet_v2",
     "mobilenet_v2_tiny",
