@@ -1,0 +1,181 @@
+import gc
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import to_numpy, weights_without_gradient
+from kerasseg import models
+
+TINY = models.list_models(task="classification", tiny=True)
+
+
+def _conv(cin, cout, k, bias=True):
+    return cin * k * k * cout + (cout if bias else 0)
+
+
+def _resnet_basic(blocks, classes=1000):
+    """Basic-block ResNet without conv biases (the paper, torchvision); BN: 4 numbers per channel."""
+    total, cin = _conv(3, 64, 7, bias=False) + 4 * 64, 64
+    for filters, count in zip((64, 128, 256, 512), blocks):
+        for i in range(count):
+            project = cin != filters
+            total += _conv(cin, filters, 3, False) + _conv(filters, filters, 3, False) + 8 * filters
+            total += (_conv(cin, filters, 1, False) + 4 * filters) if project else 0
+            cin = filters
+    return total + 512 * classes + classes
+
+
+def _se_extra(blocks, ratio=16):
+    """Parameters SE adds to a bottleneck ResNet: two FC layers (with bias) on c = 4 x width channels."""
+    total = 0
+    for width, count in zip((64, 128, 256, 512), blocks):
+        c = 4 * width
+        total += count * (c * (c // ratio) + c // ratio + (c // ratio) * c + c)
+    return total
+
+
+def _googlenet(classes=1000):
+    """Table 1 of Szegedy et al. 2014, every convolution with a bias."""
+    total = _conv(3, 64, 7) + _conv(64, 64, 1) + _conv(64, 192, 3)
+    cin = 192
+    for c1, c3r, c3, c5r, c5, pp in models.googlenet.__globals__["MODULES"].values():
+        total += _conv(cin, c1, 1) + _conv(cin, c3r, 1) + _conv(c3r, c3, 3) + _conv(cin, c5r, 1)
+        total += _conv(c5r, c5, 5) + _conv(cin, pp, 1)
+        cin = c1 + c3 + c5 + pp
+    return total + cin * classes + classes
+
+
+# include_top=True, 1000 classes, default input. keras.applications' own figures where it has the
+# model; the others derived above from the papers' tables.
+PARAMS = {
+    "vgg16": 138_357_544, "vgg19": 143_667_240,
+    "resnet50": 25_636_712, "resnet101": 44_707_176, "resnet152": 60_419_944,
+    "densenet121": 8_062_504, "densenet169": 14_307_880, "densenet201": 20_242_984,
+    "efficientnet_b0": 5_330_571, "efficientnet_b1": 7_856_239, "efficientnet_b2": 9_177_569,
+    "efficientnet_b3": 12_320_535, "efficientnet_b4": 19_466_823, "efficientnet_b5": 30_562_527,
+    "efficientnet_b6": 43_265_143, "efficientnet_b7": 66_658_687,
+    "mobilenet_v2": 3_538_984,
+    "resnet18": _resnet_basic((2, 2, 2, 2)), "resnet34": _resnet_basic((3, 4, 6, 3)),
+    "se_resnet50": 25_636_712 + _se_extra((3, 4, 6, 3)),
+    "se_resnet101": 44_707_176 + _se_extra((3, 4, 23, 3)),
+    "se_resnet152": 60_419_944 + _se_extra((3, 8, 36, 3)),
+    "googlenet": _googlenet(),
+}
+
+
+def test_every_full_size_classifier_has_a_stated_figure():
+    assert set(PARAMS) == set(models.list_models(task="classification", tiny=False))
+
+
+def test_derived_figures_match_the_papers():
+    # torchvision's ResNet-18/34 (the paper's) count only learnable numbers: without BN moving statistics
+    bn_channels_18 = 64 + 4 * 64 + 5 * 128 + 5 * 256 + 5 * 512
+    assert PARAMS["resnet18"] - 2 * bn_channels_18 == 11_689_512
+    assert round(PARAMS["se_resnet50"] / 1e6, 1) == 28.2  # the SENet paper reports 28.1M (no conv biases)
+    assert round(PARAMS["googlenet"] / 1e6, 1) == 7.0  # ~6.8M weights in Table 1, plus biases
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_parameter_count_with_no_arguments(name):
+    model = models.create_model(name)
+    assert model.count_params() == PARAMS[name]
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_forward_gradient_and_save_load(name, tmp_path):
+    model = models.create_model(name, classes=5, classifier_activation=None, input_shape=(96, 96, 3))
+    x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
+    y = to_numpy(model(x))
+    assert y.shape == (2, 5) and np.isfinite(y).all()
+    assert not weights_without_gradient(model, x, np.array([1, 3]))  # (updates BN statistics)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    np.testing.assert_array_equal(to_numpy(keras.saving.load_model(path)(x)), to_numpy(model(x)))
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+def test_pyramid_keys_and_strides(name, output_stride):
+    model = models.create_model(name, features_only=True, include_top=False, output_stride=output_stride,
+                                input_shape=(None, None, 3))
+    features = model(np.zeros((1, 128, 96, 3), "float32"))
+    assert sorted(features) == ["P1", "P2", "P3", "P4", "P5"]
+    for level in range(1, 6):
+        stride = min(2**level, output_stride)
+        assert tuple(features[f"P{level}"].shape[1:3]) == (128 // stride, 96 // stride), (level, output_stride)
+
+
+@pytest.mark.parametrize("name, ours, theirs, preprocess, size", [
+    ("resnet50", "resnet50", "ResNet50", "resnet", 64),
+    ("vgg16 (no top)", "vgg16", "VGG16", "vgg16", 64),
+    ("densenet121", "densenet121", "DenseNet121", "densenet", 64),
+    ("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", 64),
+    ("efficientnet_b0", "efficientnet_b0", "EfficientNetB0", None, 64),
+])
+def test_keras_applications_weight_files_load_into_ours(name, ours, theirs, preprocess, size, tmp_path):
+    """The same weights, saved from keras.applications, give the same outputs through our builder."""
+    include_top = name != "vgg16 (no top)"
+    reference = getattr(keras.applications, theirs)(weights=None, include_top=include_top,
+                                                    input_shape=(size, size, 3))
+    rng = np.random.default_rng(1)
+    for weight in reference.weights:  # non-trivial values, so a misplaced tensor shows
+        weight.assign(rng.normal(0, 0.05, weight.shape).astype("float32") + (1.0 if "variance" in weight.path else 0))
+    path = tmp_path / f"{theirs}.weights.h5"
+    reference.save_weights(path)
+    model = models.create_model(ours, weights=str(path), include_top=include_top, input_shape=(size, size, 3))
+    x = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
+    expected_input = getattr(keras.applications, preprocess).preprocess_input(x.copy()) if preprocess else x
+    np.testing.assert_allclose(to_numpy(model(x)), to_numpy(reference(expected_input)), rtol=1e-4, atol=1e-4)
+
+
+def test_googlenet_trains_with_auxiliary_heads_and_deploys_without_them():
+    keras.utils.set_random_seed(0)
+    model = models.googlenet_tiny(aux_logits=True, classes=3, input_shape=(96, 96, 3))
+    assert [o.shape for o in model.outputs] == [(None, 3)] * 3
+    model.compile(optimizer="adam", loss=["sparse_categorical_crossentropy"] * 3,
+                  loss_weights=list(models.AUX_LOSS_WEIGHTS))
+    x = np.random.default_rng(2).uniform(0, 255, (6, 96, 96, 3)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1, 2])
+    model.fit(x, [y, y, y], epochs=2, verbose=0)
+    deployed = models.googlenet_inference(model)
+    assert len(deployed.outputs) == 1 and deployed.count_params() < model.count_params()
+    np.testing.assert_allclose(to_numpy(deployed(x)), to_numpy(model(x)[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_plain_network_has_no_shortcuts_and_se_adds_gates():
+    plain = models.resnet_tiny(shortcut=False)
+    assert not [layer for layer in plain.layers if isinstance(layer, keras.layers.Add)]
+    se = models.se_resnet_tiny()
+    assert len([layer for layer in se.layers if layer.name.endswith("se_excite")]) == 4
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: models.create_model("resnet5"), "Did you mean: resnet50"),
+    (lambda: models.resnet50(weights="imagenet", classes=10), "classes must be 1000.*Received: classes=10"),
+    (lambda: models.resnet50(weights="imagenet", include_top=False, input_shape=(224, 224, 1)),
+     "3 input channels.*Received: input_shape"),
+    (lambda: models.densenet121(input_shape=(16, 16, 3)), "at least 32.*Received: input_shape=\\(16, 16, 3\\)"),
+    (lambda: models.mobilenet_v2(output_stride=4), "output_stride must be one of.*Received: output_stride=4"),
+    (lambda: models.vgg16(input_shape=(None, None, 3)), "include_top=True needs a fixed input"),
+    (lambda: models.googlenet(weights="imagenet"), "no GoogLeNet weights"),
+    (lambda: models.resnet50(weights="/no/such/file.h5"), "weights must be None.*Received: weights="),
+    (lambda: models.googlenet(aux_logits=True, input_shape=(64, 64, 3)), "at least 65"),
+])
+def test_bad_arguments_are_clear_value_errors(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_imagenet_weights_offline_says_where_to_put_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", _offline_get_file)
+    with pytest.raises(ValueError, match=r"put it at .*resnet50_weights_tf_dim_ordering_tf_kernels_notop\.h5"):
+        models.resnet50(weights="imagenet", include_top=False)
+
+
+def _offline_get_file(*args, **kwargs):
+    raise OSError("network is unreachable")
