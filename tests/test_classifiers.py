@@ -179,3 +179,19 @@ def test_imagenet_weights_offline_says_where_to_put_the_file(monkeypatch, tmp_pa
 
 def _offline_get_file(*args, **kwargs):
     raise OSError("network is unreachable")
+
+
+def test_model_table_counts_multiply_adds_and_draws_the_chart(tmp_path):
+    from kerasseg.models.__main__ import multiply_adds, plot, rows
+
+    # one 3x3 conv, 3 -> 8 channels on 10x10 ('same'), then a dense 8 -> 2 per pixel: hand-counted
+    inputs = keras.Input((10, 10, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
+    x = keras.layers.Dense(2)(x)
+    assert multiply_adds(keras.Model(inputs, x)) == 10 * 10 * 9 * 3 * 8 + 10 * 10 * 8 * 2
+    table = list(rows(["resnet18", "mobilenet_v2"]))
+    # the usual published figures: ResNet-18 1.8 G, MobileNetV2 300 M multiply-adds at 224x224
+    assert [round(r["macs"] / 1e9, 1) for r in table] == [1.8, 0.3]
+    assert [r["params"] for r in table] == [PARAMS["resnet18"], PARAMS["mobilenet_v2"]]
+    plot(table, tmp_path / "chart.png")
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
