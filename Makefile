@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,jax]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,6 +30,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	@echo "--- the model suites again on the JAX backend ---"
+	KERAS_BACKEND=jax $(PY) -m pytest -q tests/test_models.py tests/test_classifiers.py
 
 clean:
 	rm -rf runs .pytest_cache

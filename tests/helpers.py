@@ -8,6 +8,11 @@ def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
 
 
+def predict(model, x):
+    """A compiled forward pass (JAX runs eager calls op by op, which is slow)."""
+    return model.predict_on_batch(x)
+
+
 def gradients(model, x, y):
     """Gradients of a from-logits cross-entropy w.r.t. model.trainable_weights, on any backend."""
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -28,7 +33,7 @@ def gradients(model, x, y):
             out, _ = model.stateless_call(values, non_trainable, x, training=True)
             return loss_fn(y, out)
 
-        return [np.asarray(g) for g in jax.grad(loss)(trainable)]
+        return [np.asarray(g) for g in jax.jit(jax.grad(loss))(trainable)]
     raise NotImplementedError(backend)
 
 
