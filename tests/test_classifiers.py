@@ -26,6 +26,18 @@ def _resnet_basic(blocks, classes=1000):
     return total + 512 * classes + classes
 
 
+def _resnet_cifar(depth, classes=10):
+    """He et al. Sec. 4.2: 6n + 2 layers, basic blocks on 16/32/64 filters, projection where channels double."""
+    n = (depth - 2) // 6
+    total, cin = _conv(3, 16, 3, bias=False) + 4 * 16, 16
+    for filters in (16, 32, 64):
+        for _ in range(n):
+            total += _conv(cin, filters, 3, False) + _conv(filters, filters, 3, False) + 8 * filters
+            total += (_conv(cin, filters, 1, False) + 4 * filters) if cin != filters else 0
+            cin = filters
+    return total + 64 * classes + classes
+
+
 def _se_extra(blocks, ratio=16):
     """Parameters SE adds to a bottleneck ResNet: two FC layers (with bias) on c = 4 x width channels."""
     total = 0
@@ -61,6 +73,7 @@ PARAMS = {
     "se_resnet101": 44_707_176 + _se_extra((3, 4, 23, 3)),
     "se_resnet152": 60_419_944 + _se_extra((3, 8, 36, 3)),
     "googlenet": _googlenet(),
+    "resnet_cifar": _resnet_cifar(20),
 }
 
 
@@ -74,6 +87,8 @@ def test_derived_figures_match_the_papers():
     assert PARAMS["resnet18"] - 2 * bn_channels_18 == 11_689_512
     assert round(PARAMS["se_resnet50"] / 1e6, 1) == 28.2  # the SENet paper reports 28.1M (no conv biases)
     assert round(PARAMS["googlenet"] / 1e6, 1) == 7.0  # ~6.8M weights in Table 1, plus biases
+    assert round(PARAMS["resnet_cifar"] / 1e6, 2) == 0.27  # Table 6: ResNet-20 has 0.27M
+    assert models.resnet_cifar(depth=56).count_params() == _resnet_cifar(56)  # 0.85M in Table 6
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -151,6 +166,9 @@ def test_googlenet_trains_with_auxiliary_heads_and_deploys_without_them():
 def test_plain_network_has_no_shortcuts_and_se_adds_gates():
     plain = models.resnet_tiny(shortcut=False)
     assert not [layer for layer in plain.layers if isinstance(layer, keras.layers.Add)]
+    plain56 = models.resnet_cifar(depth=56, shortcut=False)
+    assert not [layer for layer in plain56.layers if isinstance(layer, keras.layers.Add)]
+    assert len([layer for layer in plain56.layers if isinstance(layer, keras.layers.Conv2D)]) == 55
     se = models.se_resnet_tiny()
     assert len([layer for layer in se.layers if layer.name.endswith("se_excite")]) == 4
 

@@ -88,3 +88,34 @@ def load(split, height, width, count=None, seed=0):
     for i in range(count):
         images[i], masks[i] = sample(seed, split, i, height, width)
     return images, masks
+
+
+def load_classification(split, height, width, count=None, seed=0):
+    """Whole-image classification: one shape per image, label 0..2 (disc, square, triangle).
+
+    The same generator and backgrounds as the segmentation data; used to
+    train classifiers (the degradation benchmark) without any download.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {tuple(SPLITS)}. Received: split={split!r}")
+    count = DEFAULT_SIZES[split] if count is None else count
+    images = np.empty((count, height, width, 3), np.uint8)
+    labels = np.empty((count,), np.int32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    for i in range(count):
+        rng = np.random.default_rng([seed, SPLITS[split], i, 1])
+        image = _smooth_field(rng, height, width)
+        kind = int(rng.integers(1, len(CLASS_NAMES)))
+        side = min(height, width)
+        radius = rng.uniform(0.2, 0.4) * side
+        cy, cx = rng.uniform(0.35, 0.65) * height, rng.uniform(0.35, 0.65) * width
+        shape = _shape_mask(kind, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+        colour = rng.uniform(0, 255, 3)
+        for _ in range(20):
+            if np.abs(colour - image[shape].mean(axis=0)).sum() >= 150:
+                break
+            colour = rng.uniform(0, 255, 3)
+        image[shape] = colour
+        image += rng.normal(0, 8, image.shape)
+        images[i], labels[i] = np.clip(image, 0, 255).astype(np.uint8), kind - 1
+    return images, labels

@@ -5,19 +5,22 @@ from keras import layers
 
 
 def conv_bn_act(x, filters, kernel_size=3, strides=1, dilation_rate=1, padding="same",
-                batch_norm=True, activation="relu", name=None):
+                batch_norm=True, activation="relu", use_bias=None, bn_epsilon=1e-3, name=None):
     """Conv2D, then (optionally) batch norm, then the activation.
 
     With batch norm the convolution has no bias: the norm's offset replaces it,
     and the converter folds the norm into the convolution on export. Momentum
     0.9 (PyTorch's 0.1) lets the moving statistics that inference uses catch up
     within a few hundred steps; Keras' default 0.99 lags far behind in short runs.
+    `use_bias` (default: only without batch norm) and `bn_epsilon` let a family
+    match the layers of published weights (keras.applications' ResNet has both).
     """
+    use_bias = not batch_norm if use_bias is None else use_bias
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
-                      dilation_rate=dilation_rate, use_bias=not batch_norm,
+                      dilation_rate=dilation_rate, use_bias=use_bias,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
     if batch_norm:
-        x = layers.BatchNormalization(momentum=0.9, epsilon=1e-3, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=0.9, epsilon=bn_epsilon, name=f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{_act_name(activation)}")(x)
     return x

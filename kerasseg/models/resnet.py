@@ -23,11 +23,11 @@ published ImageNet weight files load unchanged (`weights="imagenet"`).
 
 from keras import layers
 
-from kerasseg.layers import PixelNormalization, squeeze_excite
+from kerasseg.layers import PixelNormalization, conv_bn_act, squeeze_excite
 from kerasseg.models import backbone
 from kerasseg.models.registry import register
 
-_BN = dict(epsilon=1.001e-5)
+_BN_EPSILON = 1.001e-5  # keras.applications' value
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
           101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
 ATTENTION = (None, "se")
@@ -45,10 +45,9 @@ PRETRAINED = {
 
 
 def _conv_bn(x, filters, kernel_size, strides, dilation, use_bias, name, activation=True):
-    x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same" if kernel_size > 1 else "valid",
-                      dilation_rate=dilation, use_bias=use_bias, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(**_BN, name=f"{name}_bn")(x)
-    return layers.Activation("relu", name=f"{name}_relu")(x) if activation else x
+    return conv_bn_act(x, filters, kernel_size, strides=strides, dilation_rate=dilation,
+                       padding="same" if kernel_size > 1 else "valid", use_bias=use_bias,
+                       bn_epsilon=_BN_EPSILON, activation="relu" if activation else None, name=name)
 
 
 def residual_block(x, filters, kind, stride=1, dilation=1, shortcut=True, attention=None, se_ratio=16,
@@ -112,9 +111,8 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
 
     x = PixelNormalization("caffe", name="preprocess")(inputs)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(stem_filters, 7, strides=2, use_bias=use_bias, name="conv1_conv")(x)
-    x = layers.BatchNormalization(**_BN, name="conv1_bn")(x)
-    pyramid = {"P1": layers.Activation("relu", name="conv1_relu")(x)}
+    pyramid = {"P1": conv_bn_act(x, stem_filters, 7, strides=2, padding="valid", use_bias=use_bias,
+                                 bn_epsilon=_BN_EPSILON, name="conv1")}
     x = layers.ZeroPadding2D(1, name="pool1_pad")(pyramid["P1"])
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
     for stage, (filters, count) in enumerate(zip(widths, blocks), start=2):
@@ -129,6 +127,34 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
     model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
                             classifier_activation=classifier_activation, features_only=features_only, name=name)
     return backbone.load_weights(model, weights, pretrained, include_top and not features_only)
+
+
+@register("classification")
+def resnet_cifar(depth=20, classes=10, input_shape=(32, 32, 3), input_tensor=None, weights=None, include_top=True,
+                 pooling=None, classifier_activation="softmax", shortcut=True, name=None):
+    """The CIFAR ResNet of He et al. (Sec. 4.2) used to show the degradation problem.
+
+    A 3x3 conv with 16 filters, then three stages of n basic blocks (16, 32,
+    64 filters on 32, 16, 8 pixel maps), global pooling and a classifier:
+    depth = 6n + 2 (20, 32, 44, 56, 110). `shortcut=False` is the paper's
+    plain network of the same depth. Where the channels double, the shortcut
+    is a strided 1x1 projection (the paper's option B; its CIFAR runs used
+    zero-padding, option A, which adds no parameters).
+    """
+    if (depth - 2) % 6 or depth < 8:
+        raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110). Received: depth={depth!r}")
+    backbone.check_head_args(weights, include_top, classes, pooling)
+    inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=8)
+    x = PixelNormalization("unit", name="preprocess")(inputs)
+    x = _conv_bn(x, 16, 3, 1, 1, False, "conv1")
+    for stage, filters in enumerate((16, 32, 64), start=2):
+        for block in range((depth - 2) // 6):
+            x = residual_block(x, filters, "basic", stride=2 if block == 0 and stage > 2 else 1, shortcut=shortcut,
+                               use_bias=False, name=f"conv{stage}_block{block + 1}")
+    name = name or f"{'resnet' if shortcut else 'plain'}{depth}_cifar"
+    model = backbone.finish(inputs, x, {}, include_top=include_top, pooling=pooling, classes=classes,
+                            classifier_activation=classifier_activation, features_only=False, name=name)
+    return backbone.load_weights(model, weights)
 
 
 @register("classification")
