@@ -13,22 +13,10 @@ import json
 import os
 import platform
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def median_ms(fn, x, repeats):
-    for _ in range(5):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
 
 
 def main():
@@ -41,6 +29,7 @@ def main():
     import keras
 
     from export import agreement
+    from export.agreement import median_ms
     from kerasseg import data
 
     with open(os.path.join(args.directory, "metrics.json")) as f:
@@ -48,11 +37,12 @@ def main():
     image = data.load_split("shapes", "test", size, count=1).images[0]
     rows = []
     model = keras.saving.load_model(os.path.join(args.directory, "model.keras"))
-    keras_ms = median_ms(model.predict_on_batch, image[None].astype("float32"), args.repeats)
+    keras_ms = median_ms(model.predict_on_batch, image[None].astype("float32"), args.repeats, warmup=5)
     keras_size = os.path.getsize(os.path.join(args.directory, "model.keras"))
     rows.append(("model.keras", "keras", "float32", keras_ms, None, keras_size, None, None))
     for path in sorted(glob.glob(os.path.join(args.directory, "*.tflite")) + glob.glob(os.path.join(args.directory, "*.onnx"))):
-        latencies = [median_ms(agreement.open_runner(path, num_threads=t), image, args.repeats) for t in (1, 2)]
+        latencies = [median_ms(agreement.open_runner(path, num_threads=t), image, args.repeats, warmup=5)
+                     for t in (1, 2)]
         report_path = os.path.splitext(path)[0] + ".report.json"
         report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
         runner = agreement.open_runner(path)

@@ -115,8 +115,10 @@ def open_runner(path, num_threads=None):
     raise UsageError(f"{path}: unknown export format {suffix!r}; accepted: .tflite, .onnx")
 
 
-def _median_ms(fn, x, repeats):
-    fn(x)  # warm-up: first calls allocate and trace
+def median_ms(fn, x, repeats, warmup=1):
+    """Median wall time of `fn(x)` in milliseconds, after `warmup` calls (which allocate and trace)."""
+    for _ in range(warmup):
+        fn(x)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -150,8 +152,8 @@ def compare(model, runner, samples, latency_repeats=20):
         "miou_drop": 100.0 * (ref_scores["miou"] - exp_scores["miou"]),
         "per_class_iou_reference": ref_scores["per_class_iou"],
         "per_class_iou_exported": exp_scores["per_class_iou"],
-        "latency_ms": _median_ms(runner, images[0], latency_repeats),
-        "keras_latency_ms": _median_ms(model.predict_on_batch, images[:1], latency_repeats),
+        "latency_ms": median_ms(runner, images[0], latency_repeats),
+        "keras_latency_ms": median_ms(model.predict_on_batch, images[:1], latency_repeats),
     }
 
 
