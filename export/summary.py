@@ -59,7 +59,8 @@ def format_table(metrics, reports):
     for row in [header, tuple("-" * n for n in widths), *rows]:
         lines.append("  ".join(str(cell).ljust(n) for cell, n in zip(row, widths)).rstrip())
     if reports:
-        lines.append(f"(agreement on {reports[0]['samples']} held-out test images; latency: median, batch 1, this CPU)")
+        lines.append(f"(agreement on {reports[0]['samples']} held-out test images; latency: median, batch 1, this CPU; "
+                     "model.keras also holds the optimizer state)")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ SEGMENTERS = models.list_models(task="segmentation", tiny=True)
 
 def test_registry_rejects_duplicates_and_suggests_names():
     with pytest.raises(ValueError, match="already registered"):
-        models.register("segmentation")(models.unet.__wrapped__ if hasattr(models.unet, "__wrapped__") else models.unet)
+        models.register("segmentation")(models.unet)
     with pytest.raises(ValueError, match="Did you mean: unet"):
         models.create_model("unett")
 
