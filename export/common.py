@@ -15,9 +15,7 @@ def load_keras_model(path):
         raise UsageError(f"model file not found: {path}")
     if not path.endswith(".keras"):
         raise UsageError(f"{path} is not a Keras model: expected a .keras file written by model.save()")
-    import keras
-
-    import kerasseg.models  # noqa: F401  registers kerasseg's custom layers for deserialisation
+    import keras  # (importing kerasseg registered its custom layers)
 
     try:
         model = keras.saving.load_model(path, compile=False)
@@ -110,7 +108,8 @@ def add_threshold_args(parser):
 def add_data_args(parser):
     parser.add_argument("--dataset", default="shapes",
                         help="dataset spec of the held-out samples compared on (test split; default: shapes)")
-    parser.add_argument("--samples", type=int, default=50, help="held-out samples to compare on (default: 50)")
+    parser.add_argument("--samples", type=cli.arg_type(cli.positive_int), default=50,
+                        help="held-out samples to compare on (default: 50)")
     parser.add_argument("--image-size", type=cli.arg_type(cli.image_size),
                         help="fixed export size N or HxW (default: the model's, or the training size)")
 

@@ -72,7 +72,7 @@ def main(argv=None):
     parser.add_argument("--quantize", choices=MODES, default="int8")
     parser.add_argument("--output", required=True, help="the .tflite file to write")
     parser.add_argument("--calibration-dataset", default="shapes", help="dataset spec for int8 calibration (train split)")
-    parser.add_argument("--calibration-samples", type=int, default=200)
+    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
     common.add_data_args(parser)
     common.add_threshold_args(parser)
     args = parser.parse_args(argv)

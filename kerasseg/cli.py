@@ -38,6 +38,17 @@ def arg_type(check):
     return convert
 
 
+def positive_int(text):
+    """A whole number >= 1, for counts, sizes and epochs."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def image_size(text):
     """'64' -> (64, 64); '96x128' -> (96, 128) as (height, width)."""
     parts = str(text).lower().split("x")

@@ -23,12 +23,6 @@ def parse_args(argv=None):
             raise ValueError(f"{name!r} is a classifier; accepted: {', '.join(models.list_models('segmentation'))}")
         return name
 
-    def positive_int(text):
-        value = int(text)
-        if value < 1:
-            raise ValueError(f"expected a positive integer, got {text!r}")
-        return value
-
     parser = cli.ArgumentParser(prog="python -m kerasseg.train", description=__doc__,
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet_edge", type=cli.arg_type(model_name),
@@ -37,9 +31,9 @@ def parse_args(argv=None):
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)")
     parser.add_argument("--image-size", default=(64, 64), type=cli.arg_type(cli.image_size),
                         help="training size, N or HxW (default: 64)")
-    parser.add_argument("--batch-size", default=16, type=cli.arg_type(positive_int))
-    parser.add_argument("--epochs", default=10, type=cli.arg_type(positive_int))
-    parser.add_argument("--train-samples", default=None, type=cli.arg_type(positive_int),
+    parser.add_argument("--batch-size", default=16, type=cli.arg_type(cli.positive_int))
+    parser.add_argument("--epochs", default=10, type=cli.arg_type(cli.positive_int))
+    parser.add_argument("--train-samples", default=None, type=cli.arg_type(cli.positive_int),
                         help="use the first N training samples (default: the whole split)")
     parser.add_argument("--lr", default=2e-3, type=float, help="peak learning rate, cosine-decayed (default: 2e-3)")
     parser.add_argument("--seed", default=0, type=int, help="seed for initialisation and shuffling")

@@ -130,3 +130,16 @@ def test_exported_file_that_is_not_a_model(trained_run, tmp_path):
     result = run_cli("export.agreement", trained_run / "model.keras", fake)
     assert result.returncode == 2
     assert "is not a TFLite model" in result.stderr and str(fake) in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--samples", "0"], "--samples: expected a positive integer"),
+    (["--calibration-samples", "-5"], "--calibration-samples: expected a positive integer"),
+    (["--quantize", "int4"], "invalid choice: 'int4'"),
+    (["--image-size", "64x"], "image size must be N or HxW"),
+])
+def test_export_cli_bad_arguments(trained_run, tmp_path, args, message):
+    output = tmp_path / "m.tflite"
+    result = run_cli("export.tflite", trained_run / "model.keras", "--output", output, *args)
+    assert result.returncode == 2 and message in result.stderr
+    assert not output.exists()
