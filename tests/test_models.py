@@ -25,7 +25,7 @@ def test_builds_with_no_arguments(name):
 
 
 @pytest.mark.parametrize("name", SEGMENTERS)
-@pytest.mark.parametrize("size", [(32, 32), (37, 53), (1, 9)])
+@pytest.mark.parametrize("size", [(32, 32), (37, 53), (97, 131)])
 def test_logits_at_input_size_float32(name, size):
     model = models.create_model(name, classes=3)
     x = np.random.default_rng(0).uniform(0, 255, (2, *size, 3)).astype("float32")
@@ -41,21 +41,21 @@ def test_mixed_precision_logits_stay_float32(name):
         model = models.create_model(name, classes=3)
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert model(np.zeros((1, 19, 21, 3), "float32")).dtype == "float32"
+    assert model(np.zeros((1, 37, 45, 3), "float32")).dtype == "float32"
 
 
 @pytest.mark.parametrize("name", SEGMENTERS)
 def test_gradient_reaches_every_weight(name):
     model = models.create_model(name, classes=3)
-    x = np.random.default_rng(1).uniform(0, 255, (2, 24, 24, 3)).astype("float32")
-    y = np.random.default_rng(2).integers(0, 3, (2, 24, 24))
+    x = np.random.default_rng(1).uniform(0, 255, (2, 40, 40, 3)).astype("float32")
+    y = np.random.default_rng(2).integers(0, 3, (2, 40, 40))
     assert not weights_without_gradient(model, x, y)
 
 
 @pytest.mark.parametrize("name", SEGMENTERS)
 def test_save_load_identical(name, tmp_path):
     model = models.create_model(name, classes=3)
-    x = np.random.default_rng(3).uniform(0, 255, (1, 29, 33, 3)).astype("float32")
+    x = np.random.default_rng(3).uniform(0, 255, (1, 45, 51, 3)).astype("float32")
     path = tmp_path / "m.keras"
     model.save(path)
     again = keras.saving.load_model(path)
@@ -122,5 +122,36 @@ def test_unknown_size_graph_matches_eager(name):
 
     model = models.create_model(name, classes=3)
     fn = tf.function(lambda a: model(a), input_signature=[tf.TensorSpec([None, None, None, 3])])
-    x = np.random.default_rng(5).uniform(0, 255, (1, 27, 35, 3)).astype("float32")
+    x = np.random.default_rng(5).uniform(0, 255, (1, 45, 51, 3)).astype("float32")
     np.testing.assert_allclose(fn(x).numpy(), keras.ops.convert_to_numpy(model(x)), atol=1e-4)
+
+
+def test_fcn8s_paper_parameters():
+    # Long et al. 2015 on VGG16 for 21 classes (Pascal VOC):
+    #   VGG16 convolutions 14,714,688; fc6 as a 7x7 conv 7*7*512*4096 + 4096; fc7 1x1 4096*4096 + 4096;
+    #   score_fr 4096*21 + 21; score_pool4 512*21 + 21; score_pool3 256*21 + 21;
+    #   three bilinear-initialised transposed convs without bias: 4*4*21*21 (x2) and 16*16*21*21 (upscore8)
+    expected = (14_714_688 + 7 * 7 * 512 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 21 + 21 + 512 * 21 + 21
+                + 256 * 21 + 21 + 2 * 4 * 4 * 21 * 21 + 16 * 16 * 21 * 21)
+    assert expected == 134_489_759
+    assert models.fcn8s().count_params() == expected
+
+
+def test_convolutionalized_vgg16_gives_the_classifier_logits_then_a_score_map():
+    classifier = models.vgg16(classifier_activation=None)
+    convolutional = models.convolutionalize(classifier)
+    x = np.random.default_rng(6).uniform(0, 255, (1, 224, 224, 3)).astype("float32")
+    np.testing.assert_allclose(predict(convolutional, x)[0, 0, 0], predict(classifier, x)[0], rtol=1e-4, atol=1e-4)
+    # 320 pixels: pool5 is 10x10, the 7x7 fc6 slides over it: a 4x4 map of 1000 class scores
+    assert predict(convolutional, np.zeros((1, 320, 320, 3), "float32")).shape == (1, 4, 4, 1000)
+
+
+def test_bilinear_initialised_upsampling_interpolates():
+    from kerasseg.models.fcn import BilinearUpsampling
+
+    layer = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", use_bias=False,
+                                         kernel_initializer=BilinearUpsampling())
+    ramp = np.arange(8, dtype="float32").reshape(1, 1, 8, 1) * np.ones((1, 8, 1, 1), "float32")
+    out = keras.ops.convert_to_numpy(layer(ramp))[0, 4, :, 0]
+    # away from the borders, doubling a ramp by linear interpolation gives steps of 0.5
+    np.testing.assert_allclose(np.diff(out[2:-2]), 0.5, atol=1e-6)

@@ -18,7 +18,9 @@ from kerasseg.models.efficientnet import (
     efficientnet_b7,
     efficientnet_tiny,
 )
+from kerasseg.models.fcn import convolutionalize, fcn, fcn8s, fcn8s_tiny, fcn16s, fcn32s
 from kerasseg.models.googlenet import AUX_LOSS_WEIGHTS, googlenet, googlenet_inference, googlenet_tiny
+from kerasseg.models.hypercolumns import hypercolumns, hypercolumns_tiny
 from kerasseg.models.mobilenet import mobilenet_v2, mobilenet_v2_tiny
 from kerasseg.models.resnet import (
     resnet,
@@ -39,6 +41,7 @@ from kerasseg.models.vgg import vgg, vgg16, vgg19, vgg_tiny
 
 __all__ = [
     "AUX_LOSS_WEIGHTS",
+    "convolutionalize",
     "create_model",
     "densenet",
     "densenet121",
@@ -55,10 +58,17 @@ __all__ = [
     "efficientnet_b6",
     "efficientnet_b7",
     "efficientnet_tiny",
+    "fcn",
+    "fcn8s",
+    "fcn8s_tiny",
+    "fcn16s",
+    "fcn32s",
     "get_builder",
     "googlenet",
     "googlenet_inference",
     "googlenet_tiny",
+    "hypercolumns",
+    "hypercolumns_tiny",
     "list_models",
     "mobilenet_v2",
     "mobilenet_v2_tiny",

@@ -1,8 +1,22 @@
-"""The one segmentation head every segmenter ends with."""
+"""What every segmenter ends with: float32 per-pixel logits (or probabilities)."""
 
 from keras import layers
 
 ACTIVATIONS = (None, "softmax", "sigmoid")
+
+
+def check_head_args(classes, activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}. Received: activation={activation!r}")
+    if not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}")
+
+
+def output_activation(x, activation=None, name="head"):
+    """Optional softmax / sigmoid over float32 logits (the last layer of every segmenter)."""
+    if activation:
+        x = layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)
+    return x
 
 
 def segmentation_head(x, classes, activation=None, name="head"):
@@ -11,11 +25,6 @@ def segmentation_head(x, classes, activation=None, name="head"):
     Under mixed precision the body runs in (b)float16, but logits and the loss
     stay float32: softmax and cross-entropy lose too much precision otherwise.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}. Received: activation={activation!r}")
-    if not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}")
+    check_head_args(classes, activation)
     x = layers.Conv2D(classes, 1, dtype="float32", name=f"{name}_logits")(x)
-    if activation:
-        x = layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)
-    return x
+    return output_activation(x, activation, name)

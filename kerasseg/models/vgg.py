@@ -69,7 +69,9 @@ def vgg(depth=16, include_top=True, weights=None, input_tensor=None, input_shape
                               name=f"block{block}_conv{i + 1}")(x)
         stride, dilation = plan[block - 1]
         if stride == 2:
-            x = layers.MaxPooling2D(2, strides=2, name=f"block{block}_pool")(x)
+            # "same" rounds odd sides up (keras.applications' "valid" rounds down; equal on even
+            # sides), so an odd-sized or small image never pools away to nothing
+            x = layers.MaxPooling2D(2, strides=2, padding="same", name=f"block{block}_pool")(x)
         else:
             x = layers.MaxPooling2D(3, strides=1, padding="same", name=f"block{block}_pool")(x)
         pyramid[f"P{block}"] = x
