@@ -155,3 +155,17 @@ def test_bilinear_initialised_upsampling_interpolates():
     out = keras.ops.convert_to_numpy(layer(ramp))[0, 4, :, 0]
     # away from the borders, doubling a ramp by linear interpolation gives steps of 0.5
     np.testing.assert_allclose(np.diff(out[2:-2]), 0.5, atol=1e-6)
+
+
+def test_deeplab_v1_largefov_parameters():
+    # Chen et al. 2014 (DeepLab-LargeFOV): VGG16 convolutions 14,714,688; fc6 a 3x3 conv of 1024 dilated 12
+    # (3*3*512*1024 + 1024); fc7 1x1 1024 (1024*1024 + 1024); fc8 21 classes (1024*21 + 21): the paper's 20.5M
+    expected = 14_714_688 + 3 * 3 * 512 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 21 + 21
+    assert round(expected / 1e6, 1) == 20.5
+    assert models.deeplab_v1().count_params() == expected
+
+
+def test_deeplab_v3_multi_grid_needs_a_resnet_backbone():
+    with pytest.raises(ValueError, match="multi_grid applies to ResNet-family backbones"):
+        models.deeplab_v3(backbone="mobilenet_v2_tiny")
+    assert models.deeplab_v3(backbone="mobilenet_v2_tiny", multi_grid=None, classes=3).output_shape[-1] == 3

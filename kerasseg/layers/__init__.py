@@ -1,5 +1,6 @@
 """Blocks shared by several model families (backend-agnostic: keras.layers and keras.ops only)."""
 
+from kerasseg.layers.aspp import aspp
 from kerasseg.layers.attention import squeeze_excite
 from kerasseg.layers.blocks import conv_bn_act, image_input, scale_pixels
 from kerasseg.layers.inception import inception_module
@@ -12,6 +13,7 @@ __all__ = [
     "CenterCropToMatch",
     "ResizeToMatch",
     "Upsample",
+    "aspp",
     "bilinear_resize",
     "conv_bn_act",
     "image_input",

@@ -5,6 +5,16 @@ builders with `kerasseg.models.registry`.
 """
 
 from kerasseg.models.registry import create_model, get_builder, list_models, model_task, register
+from kerasseg.models.deeplab import (
+    deeplab_v1,
+    deeplab_v1_tiny,
+    deeplab_v2,
+    deeplab_v2_tiny,
+    deeplab_v3,
+    deeplab_v3_plus,
+    deeplab_v3_plus_tiny,
+    deeplab_v3_tiny,
+)
 from kerasseg.models.densenet import densenet, densenet121, densenet169, densenet201, densenet_tiny
 from kerasseg.models.efficientnet import (
     efficientnet,
@@ -43,6 +53,14 @@ __all__ = [
     "AUX_LOSS_WEIGHTS",
     "convolutionalize",
     "create_model",
+    "deeplab_v1",
+    "deeplab_v1_tiny",
+    "deeplab_v2",
+    "deeplab_v2_tiny",
+    "deeplab_v3",
+    "deeplab_v3_plus",
+    "deeplab_v3_plus_tiny",
+    "deeplab_v3_tiny",
     "densenet",
     "densenet121",
     "densenet169",

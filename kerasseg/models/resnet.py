@@ -77,7 +77,7 @@ def residual_block(x, filters, kind, stride=1, dilation=1, shortcut=True, attent
 def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
            classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
            shortcut=True, attention=None, se_ratio=16, widths=(64, 128, 256, 512), blocks=None,
-           stem_filters=64, use_bias=None, name=None):
+           stem_filters=64, use_bias=None, multi_grid=None, name=None):
     """The ResNet family builder: ResNet-18..152, SE-ResNet, plain networks.
 
     Args (beyond keras.applications' include_top, weights, input_tensor,
@@ -90,6 +90,8 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
         widths, blocks, stem_filters: the stage configuration (tiny variants).
         use_bias: conv biases; keras.applications' ResNet-50+ have them (so
             their weights load), the paper's and torchvision's ResNet-18/34 do not.
+        multi_grid: DeepLab v3's per-block multipliers of the last stage's
+            dilation, e.g. (1, 2, 4); only with output_stride 8 or 16.
 
     Example:
         >>> model = kerasseg.models.resnet50(weights="imagenet")
@@ -97,6 +99,8 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
     """
     if depth not in BLOCKS:
         raise ValueError(f"depth must be one of {tuple(BLOCKS)}. Received: depth={depth!r}")
+    if multi_grid and output_stride == 32:
+        raise ValueError(f"multi_grid needs a dilated last stage (output_stride 8 or 16). Received: multi_grid={multi_grid}")
     if attention not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}. Received: attention={attention!r}")
     kind, default_blocks = BLOCKS[depth]
@@ -118,8 +122,10 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
     for stage, (filters, count) in enumerate(zip(widths, blocks), start=2):
         # stage 2 is already downsampled by the max pool, so it never strides itself
         stride, dilation = (1, 1) if stage == 2 else plan[stage - 1]
+        grid = multi_grid if multi_grid and stage == 5 else (1,) * count
         for block in range(count):
-            x = residual_block(x, filters, kind, stride=stride if block == 0 else 1, dilation=dilation,
+            x = residual_block(x, filters, kind, stride=stride if block == 0 else 1,
+                               dilation=dilation * grid[block % len(grid)],
                                shortcut=shortcut, attention=attention, se_ratio=se_ratio, use_bias=use_bias,
                                name=f"conv{stage}_block{block + 1}")
         pyramid[f"P{stage}"] = x
