@@ -169,3 +169,16 @@ def test_deeplab_v3_multi_grid_needs_a_resnet_backbone():
     with pytest.raises(ValueError, match="multi_grid applies to ResNet-family backbones"):
         models.deeplab_v3(backbone="mobilenet_v2_tiny")
     assert models.deeplab_v3(backbone="mobilenet_v2_tiny", multi_grid=None, classes=3).output_shape[-1] == 3
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_short_fit_on_shapes_lowers_the_loss(name):
+    from kerasseg import data, losses
+    from kerasseg.data.pipeline import make_dataset
+
+    keras.utils.set_random_seed(0)
+    split = data.load_split("shapes", "train", (48, 48), count=32)
+    model = models.create_model(name, classes=split.num_classes)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses.cross_entropy())
+    history = model.fit(make_dataset(split, 8, shuffle=True), epochs=5, verbose=0).history["loss"]
+    assert np.isfinite(history).all() and history[-1] < 0.8 * history[0], history

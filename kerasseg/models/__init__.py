@@ -46,7 +46,7 @@ from kerasseg.models.resnet import (
     se_resnet152,
     se_resnet_tiny,
 )
-from kerasseg.models.unet import unet, unet_edge, unet_tiny
+from kerasseg.models.unet import unet, unet_backbone_tiny, unet_edge, unet_tiny
 from kerasseg.models.vgg import vgg, vgg16, vgg19, vgg_tiny
 
 __all__ = [
@@ -105,6 +105,7 @@ __all__ = [
     "se_resnet152",
     "se_resnet_tiny",
     "unet",
+    "unet_backbone_tiny",
     "unet_edge",
     "unet_tiny",
     "vgg",

@@ -15,7 +15,7 @@ from keras import Model, layers
 
 from kerasseg.layers import CenterCropToMatch, ResizeToMatch, Upsample, conv_bn_act, image_input, scale_pixels
 from kerasseg.models.heads import segmentation_head
-from kerasseg.models.registry import register
+from kerasseg.models.registry import create_model, register
 
 UPSAMPLING = ("transpose", "bilinear")
 PADDING = ("same", "valid")
@@ -73,9 +73,25 @@ def _upsample(x, filters, mode, batch_norm, name):
     return conv_bn_act(x, filters, kernel_size=1, batch_norm=batch_norm, name=f"{name}_upconv")
 
 
+def _backbone_unet(inputs, classes, backbone, backbone_weights, decoder_filters, activation, name):
+    """Encoder-decoder U-Net on a classifier's pyramid: P5 is upsampled through P4..P1 to the input."""
+    features = create_model(backbone, include_top=False, features_only=True, weights=backbone_weights,
+                            input_shape=(None, None, inputs.shape[-1]))(inputs)
+    x = features["P5"]
+    skips = [features[f"P{level}"] for level in (4, 3, 2, 1)] + [None]
+    for stage, (skip, filters) in enumerate(zip(skips, decoder_filters), start=1):
+        x = Upsample(2, name=f"decoder_stage{stage}_upsample")(x)
+        x = ResizeToMatch(name=f"decoder_stage{stage}_resize")(x, inputs if skip is None else skip)
+        if skip is not None:
+            x = layers.Concatenate(name=f"decoder_stage{stage}_concat")([x, skip])
+        x = _double_conv(x, filters, "same", True, f"decoder_stage{stage}")
+    return Model(inputs, segmentation_head(x, classes, activation), name=name)
+
+
 @register("segmentation")
 def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=4,
-         upsampling="transpose", padding="same", batch_norm=False, activation=None, name="unet"):
+         upsampling="transpose", padding="same", batch_norm=False, activation=None, backbone=None,
+         backbone_weights=None, decoder_filters=(256, 128, 64, 32, 16), name="unet"):
     """U-Net; the defaults are the paper's network (Ronneberger et al., 2015).
 
     Args:
@@ -91,6 +107,10 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
         batch_norm: batch normalisation after every convolution (not in the
             paper, which predates it; it makes small U-Nets train much faster).
         activation: None for logits, or "softmax" / "sigmoid".
+        backbone: a registered classifier to use as the encoder instead (its
+            P1..P5 are the skips; `backbone_weights` its weights); the decoder
+            has five upsampling stages of `decoder_filters` channels with batch
+            norm, the last one at the input's resolution.
 
     Example:
         >>> model = kerasseg.models.unet(classes=4, base_filters=16)
@@ -104,6 +124,10 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
     if not isinstance(depth, int) or depth < 1:
         raise ValueError(f"depth must be a positive integer. Received: depth={depth!r}")
     inputs = image_input(input_shape, input_tensor)
+    if backbone is not None:
+        if padding != "same":
+            raise ValueError(f"A U-Net on a backbone uses padding='same'. Received: padding={padding!r}")
+        return _backbone_unet(inputs, classes, backbone, backbone_weights, decoder_filters, activation, name)
     if padding == "valid":
         _check_valid_padding_input(inputs, depth)
 
@@ -139,6 +163,13 @@ def unet_edge(**kwargs):
     resize, concatenation) has an int8 kernel on phones and maps to the Edge TPU.
     """
     config = dict(base_filters=16, depth=4, upsampling="bilinear", batch_norm=True, name="unet_edge")
+    return unet(**{**config, **kwargs})
+
+
+@register("segmentation", tiny=True)
+def unet_backbone_tiny(**kwargs):
+    """A tiny encoder-decoder U-Net on the tiny EfficientNet, for tests."""
+    config = dict(backbone="efficientnet_tiny", decoder_filters=(16, 16, 8, 8, 8), name="unet_backbone_tiny")
     return unet(**{**config, **kwargs})
 
 
