@@ -29,6 +29,8 @@ def parse_args(argv=None):
                         help="registered segmenter (default: unet_edge)")
     parser.add_argument("--dataset", default="shapes", type=cli.arg_type(data.check_spec),
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)")
+    parser.add_argument("--model-args", default={}, type=cli.arg_type(_model_args),
+                        help='more builder arguments as JSON, e.g. \'{"base_filters": 8}\'')
     parser.add_argument("--image-size", default=(64, 64), type=cli.arg_type(cli.image_size),
                         help="training size, N or HxW (default: 64)")
     parser.add_argument("--batch-size", default=16, type=cli.arg_type(cli.positive_int))
@@ -39,6 +41,18 @@ def parse_args(argv=None):
     parser.add_argument("--seed", default=0, type=int, help="seed for initialisation and shuffling")
     parser.add_argument("--output", required=True, help="directory for model.keras, metrics.json, history.csv")
     return parser.parse_args(argv)
+
+
+def _model_args(text):
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object of builder arguments, got {text!r}")
+    return value
 
 
 def evaluate_split(model, split, batch_size=16):
@@ -59,14 +73,17 @@ def train(args):
     from kerasseg import data, losses, metrics, models
     from kerasseg.data.pipeline import make_dataset
 
-    output = cli.ensure_output_dir(os.path.join(args.output, "model.keras"))
     keras.utils.set_random_seed(args.seed)
     train_split = data.load_split(args.dataset, "train", args.image_size, count=args.train_samples)
     val_split = data.load_split(args.dataset, "val", args.image_size)
     print(f"{args.dataset}: {len(train_split)} training and {len(val_split)} validation images "
           f"of {args.image_size[0]}x{args.image_size[1]}, {train_split.num_classes} classes")
 
-    model = models.create_model(args.model, classes=train_split.num_classes)
+    try:
+        model = models.create_model(args.model, classes=train_split.num_classes, **args.model_args)
+    except (TypeError, ValueError) as error:
+        raise cli.UsageError(f"cannot build {args.model} with --model-args {args.model_args}: {error}") from None
+    output = cli.ensure_output_dir(os.path.join(args.output, "model.keras"))
     steps = -(-len(train_split) // args.batch_size) * args.epochs
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses.cross_entropy(),
@@ -89,6 +106,7 @@ def train(args):
     cli.atomic_write(os.path.join(output, "model.keras"), model.save)
     report = {
         "model": args.model,
+        "model_args": args.model_args,
         "dataset": args.dataset,
         "split": "val",
         "image_size": list(args.image_size),

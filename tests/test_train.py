@@ -58,6 +58,9 @@ def test_train_cli_writes_model_metrics_and_history(trained_run):
     (["--image-size", "0"], "image size must be N or HxW"),
     (["--image-size", "big"], "image size must be N or HxW"),
     (["--epochs", "-1"], "expected a positive integer"),
+    (["--model-args", "{base_filters: 8}"], "--model-args: not valid JSON"),
+    (["--model", "unet_tiny", "--model-args", '{"depth": 0}', "--epochs", "1", "--train-samples", "2"],
+     "cannot build unet_tiny with --model-args"),
 ])
 def test_train_cli_bad_input_is_one_line_exit_2(args, message, tmp_path):
     result = run_cli("kerasseg.train", "--output", tmp_path / "out", *args)

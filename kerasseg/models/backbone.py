@@ -135,3 +135,17 @@ def fetch_imagenet_weights(pretrained, include_top):
             f"Could not fetch the ImageNet weights {file_name} ({error}). Offline, download {url} "
             f"elsewhere and put it at {cache}, or pass weights=PATH."
         ) from None
+
+
+def encoder_pyramid(inputs, backbone, weights=None, backbone_kwargs=None, **options):
+    """The feature pyramid {"P1".."P5"} of registered classifier `backbone` applied to `inputs`.
+
+    What every segmenter's encoder is: the classifier built with
+    features_only=True and any input size; `options` (output_stride,
+    multi_grid) and `backbone_kwargs` (e.g. {"alpha": 0.35}) go to its builder.
+    """
+    from kerasseg.models.registry import create_model
+
+    encoder = create_model(backbone, include_top=False, features_only=True, weights=weights,
+                           input_shape=(None, None, inputs.shape[-1]), **options, **(backbone_kwargs or {}))
+    return encoder(inputs)

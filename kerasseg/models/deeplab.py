@@ -24,16 +24,17 @@ from keras import layers
 
 from kerasseg.layers import ResizeToMatch, aspp, conv_bn_act, image_input
 from kerasseg.models import heads
-from kerasseg.models.registry import create_model, register
+from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.registry import register
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
 
-def _encoder(inputs, backbone, backbone_weights, output_stride, multi_grid=None):
+def _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid=None):
     extra = {"multi_grid": tuple(multi_grid)} if multi_grid else {}
     try:
-        encoder = create_model(backbone, include_top=False, features_only=True, output_stride=output_stride,
-                               input_shape=(None, None, inputs.shape[-1]), weights=backbone_weights, **extra)
+        return encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, output_stride=output_stride,
+                               **extra)
     except TypeError as error:
         if "multi_grid" not in str(error):
             raise
@@ -41,7 +42,6 @@ def _encoder(inputs, backbone, backbone_weights, output_stride, multi_grid=None)
             f"multi_grid applies to ResNet-family backbones; pass multi_grid=None with backbone={backbone!r}. "
             f"Received: multi_grid={multi_grid}"
         ) from None
-    return encoder(inputs)
 
 
 def _logits(x, inputs, classes, activation, name):
@@ -59,11 +59,11 @@ def separable_conv_bn_act(x, filters, name):
 
 
 def deeplab_v1(classes=21, backbone="vgg16", backbone_weights=None, input_shape=None, input_tensor=None,
-               fc_units=1024, fc6_rate=12, dropout=0.5, activation=None, name="deeplab_v1"):
+               fc_units=1024, fc6_rate=12, dropout=0.5, activation=None, backbone_kwargs=None, name="deeplab_v1"):
     """DeepLab-LargeFOV: atrous backbone at stride 8, fc6 3x3 dilated 12, fc7 1x1, scores, bilinear upsampling."""
     heads.check_head_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, 8)["P5"]
+    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8)["P5"]
     x = layers.Conv2D(fc_units, 3, dilation_rate=fc6_rate, padding="same", activation="relu", name="fc6")(x)
     x = layers.Dropout(dropout, name="drop6")(x)
     x = layers.Conv2D(fc_units, 1, activation="relu", name="fc7")(x)
@@ -72,11 +72,11 @@ def deeplab_v1(classes=21, backbone="vgg16", backbone_weights=None, input_shape=
 
 
 def deeplab_v2(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
-               rates=(6, 12, 18, 24), activation=None, name="deeplab_v2"):
+               rates=(6, 12, 18, 24), activation=None, backbone_kwargs=None, name="deeplab_v2"):
     """DeepLab v2: ASPP of parallel 3x3 atrous class-score branches, summed, on a stride-8 backbone."""
     heads.check_head_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, 8)["P5"]
+    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8)["P5"]
     scores = [layers.Conv2D(classes, 3, dilation_rate=rate, padding="same", name=f"aspp_rate{rate}")(x)
               for rate in rates]
     x = layers.Add(name="aspp_sum")(scores) if len(scores) > 1 else scores[0]
@@ -85,7 +85,8 @@ def deeplab_v2(classes=21, backbone="resnet101", backbone_weights=None, input_sh
 
 
 def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
-               output_stride=16, multi_grid=(1, 2, 4), aspp_filters=256, activation=None, name="deeplab_v3"):
+               output_stride=16, multi_grid=(1, 2, 4), aspp_filters=256, activation=None, backbone_kwargs=None,
+               name="deeplab_v3"):
     """DeepLab v3: ASPP (1x1, three atrous 3x3, image pooling; batch norm) on a stride-16 or -8 backbone.
 
     multi_grid (the paper's (1, 2, 4)) is passed to the backbone, which must
@@ -95,21 +96,21 @@ def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_sh
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, output_stride, multi_grid)["P5"]
+    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid)["P5"]
     x = aspp(x, aspp_filters, ASPP_RATES[output_stride])
     return _logits(x, inputs, classes, activation, name)
 
 
 def deeplab_v3_plus(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
                     output_stride=16, multi_grid=None, aspp_filters=256, low_level_filters=48, decoder_filters=256,
-                    activation=None, name="deeplab_v3_plus"):
+                    activation=None, backbone_kwargs=None, name="deeplab_v3_plus"):
     """DeepLab v3+: the v3 encoder, then a decoder fusing P2 (projected to 48 channels) through
     two 3x3 depthwise-separable convolutions."""
     heads.check_head_args(classes, activation)
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
-    features = _encoder(inputs, backbone, backbone_weights, output_stride, multi_grid)
+    features = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid)
     x = aspp(features["P5"], aspp_filters, ASPP_RATES[output_stride])
     low = conv_bn_act(features["P2"], low_level_filters, 1, name="decoder_low_level")
     x = ResizeToMatch(name="decoder_upsample")(x, low)

@@ -20,6 +20,7 @@ from keras import layers, ops
 
 from kerasseg.layers import ResizeToMatch, image_input
 from kerasseg.models import heads
+from kerasseg.models.backbone import encoder_pyramid
 from kerasseg.models.registry import create_model, register
 
 
@@ -48,7 +49,7 @@ def _upsample(x, classes, factor, name, dtype=None):
 
 
 def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_shape=None, input_tensor=None,
-        fc_units=4096, fc_kernel=7, dropout=0.5, activation=None, name=None):
+        fc_units=4096, fc_kernel=7, dropout=0.5, activation=None, backbone_kwargs=None, name=None):
     """FCN-`stride`s on any registered classifier.
 
     Args:
@@ -61,6 +62,7 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
         fc_units, fc_kernel, dropout: fc6 (fc_kernel x fc_kernel conv) and
             fc7 (1x1) on P5; fc_units=None leaves them out (e.g. on ResNet).
         activation: None (logits), "softmax" or "sigmoid".
+        backbone_kwargs: more arguments for the backbone's builder.
 
     Example:
         >>> model = kerasseg.models.fcn8s(classes=21)          # 134.5M parameters
@@ -70,9 +72,7 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
         raise ValueError(f"stride must be 8, 16 or 32. Received: stride={stride!r}")
     heads.check_head_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    encoder = create_model(backbone, include_top=False, features_only=True, input_shape=(None, None, inputs.shape[-1]),
-                           weights=backbone_weights)
-    features = encoder(inputs)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs)
 
     x = features["P5"]
     if fc_units:

@@ -13,11 +13,13 @@ from keras import layers
 
 from kerasseg.layers import ResizeToMatch, conv_bn_act, image_input
 from kerasseg.models import heads
-from kerasseg.models.registry import create_model, register
+from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.registry import register
 
 
 def hypercolumns(classes=21, backbone="vgg16", backbone_weights=None, levels=("P2", "P3", "P4", "P5"),
-                 hidden=512, input_shape=None, input_tensor=None, activation=None, name="hypercolumns"):
+                 hidden=512, input_shape=None, input_tensor=None, activation=None, backbone_kwargs=None,
+                 name="hypercolumns"):
     """Hypercolumn segmenter on any registered classifier.
 
     Args:
@@ -29,9 +31,7 @@ def hypercolumns(classes=21, backbone="vgg16", backbone_weights=None, levels=("P
     if not levels or any(level not in ("P1", "P2", "P3", "P4", "P5") for level in levels):
         raise ValueError(f"levels must be a non-empty subset of P1..P5. Received: levels={levels!r}")
     inputs = image_input(input_shape, input_tensor)
-    encoder = create_model(backbone, include_top=False, features_only=True, input_shape=(None, None, inputs.shape[-1]),
-                           weights=backbone_weights)
-    features = encoder(inputs)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs)
     finest = features[min(levels, key=lambda key: int(key[1]))]
     columns = [ResizeToMatch(name=f"hypercolumn_{key}_resize")(features[key], finest) for key in levels]
     x = layers.Concatenate(name="hypercolumn")(columns) if len(columns) > 1 else columns[0]

@@ -15,7 +15,8 @@ from keras import Model, layers
 
 from kerasseg.layers import CenterCropToMatch, ResizeToMatch, Upsample, conv_bn_act, image_input, scale_pixels
 from kerasseg.models.heads import segmentation_head
-from kerasseg.models.registry import create_model, register
+from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.registry import register
 
 UPSAMPLING = ("transpose", "bilinear")
 PADDING = ("same", "valid")
@@ -73,10 +74,9 @@ def _upsample(x, filters, mode, batch_norm, name):
     return conv_bn_act(x, filters, kernel_size=1, batch_norm=batch_norm, name=f"{name}_upconv")
 
 
-def _backbone_unet(inputs, classes, backbone, backbone_weights, decoder_filters, activation, name):
+def _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs, decoder_filters, activation, name):
     """Encoder-decoder U-Net on a classifier's pyramid: P5 is upsampled through P4..P1 to the input."""
-    features = create_model(backbone, include_top=False, features_only=True, weights=backbone_weights,
-                            input_shape=(None, None, inputs.shape[-1]))(inputs)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs)
     x = features["P5"]
     skips = [features[f"P{level}"] for level in (4, 3, 2, 1)] + [None]
     for stage, (skip, filters) in enumerate(zip(skips, decoder_filters), start=1):
@@ -91,7 +91,7 @@ def _backbone_unet(inputs, classes, backbone, backbone_weights, decoder_filters,
 @register("segmentation")
 def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=4,
          upsampling="transpose", padding="same", batch_norm=False, activation=None, backbone=None,
-         backbone_weights=None, decoder_filters=(256, 128, 64, 32, 16), name="unet"):
+         backbone_weights=None, backbone_kwargs=None, decoder_filters=(256, 128, 64, 32, 16), name="unet"):
     """U-Net; the defaults are the paper's network (Ronneberger et al., 2015).
 
     Args:
@@ -127,7 +127,8 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
     if backbone is not None:
         if padding != "same":
             raise ValueError(f"A U-Net on a backbone uses padding='same'. Received: padding={padding!r}")
-        return _backbone_unet(inputs, classes, backbone, backbone_weights, decoder_filters, activation, name)
+        return _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs, decoder_filters,
+                              activation, name)
     if padding == "valid":
         _check_valid_padding_input(inputs, depth)
 

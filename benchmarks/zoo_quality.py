@@ -1,0 +1,85 @@
+"""Every segmenter's small configuration on `shapes` under one budget: mIoU, size, compute, latency.
+
+    python benchmarks/zoo_quality.py [--epochs 10] [--image-size 64] [--only NAME ...]
+
+Each configuration below trains with the same data (2000 training images),
+optimiser (Adam, cosine-decayed 2e-3), batch size, epochs and seed through
+`kerasseg.train.train`, then reports validation mIoU, parameters,
+multiply-adds and CPU latency per image (batch 1, Keras). Prints a Markdown
+table for RESULTS.md; the quality bar is mIoU >= 0.85.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# The small configuration of every segmenter: small backbones, trained from scratch.
+CONFIGS = {
+    "unet": dict(model="unet_edge"),
+    "unet (backbone)": dict(model="unet", backbone="mobilenet_v2", alpha=0.35),
+    "fcn8s": dict(model="fcn8s", backbone="mobilenet_v2", alpha=0.35, fc_units=128, fc_kernel=3),
+    "hypercolumns": dict(model="hypercolumns", backbone="mobilenet_v2", alpha=0.35, hidden=64),
+    "deeplab_v1": dict(model="deeplab_v1", backbone="mobilenet_v2", alpha=0.35, fc_units=128),
+    "deeplab_v2": dict(model="deeplab_v2", backbone="mobilenet_v2", alpha=0.35),
+    "deeplab_v3": dict(model="deeplab_v3", backbone="mobilenet_v2", alpha=0.35, multi_grid=None, aspp_filters=64),
+    "deeplab_v3_plus": dict(model="deeplab_v3_plus", backbone="mobilenet_v2", alpha=0.35, aspp_filters=64,
+                            decoder_filters=64),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--only", nargs="*", help="names from CONFIGS")
+    parser.add_argument("--output", default="benchmarks/zoo_quality.json")
+    args = parser.parse_args()
+
+    import keras
+
+    from export.agreement import median_ms
+    from kerasseg import models, train
+    from kerasseg.models.__main__ import multiply_adds
+
+    results = {}
+    for label, config in CONFIGS.items():
+        if args.only and label not in args.only:
+            continue
+        config = dict(config)
+        name = config.pop("model")
+        alpha = config.pop("alpha", None)
+        if alpha is not None:  # the backbone's width, through a registered-builder override
+            config["backbone_kwargs"] = {"alpha": alpha}
+        print(f"== {label}: {name} {config}", flush=True)
+        with tempfile.TemporaryDirectory() as out:
+            argv = ["--model", name, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
+                    "--output", out, "--model-args", json.dumps(config)]
+            if args.train_samples:
+                argv += ["--train-samples", str(args.train_samples)]
+            report = train.train(train.parse_args(argv))
+            model = keras.saving.load_model(os.path.join(out, "model.keras"))
+        size = args.image_size
+        fixed = models.create_model(name, classes=len(report["classes"]), input_shape=(size, size, 3), **config)
+        x = keras.ops.zeros((1, size, size, 3))
+        results[label] = {"model": name, "config": config, "miou": report["miou"],
+                          "params": model.count_params(), "macs": multiply_adds(fixed),
+                          "latency_ms": median_ms(model.predict_on_batch, x, 30, warmup=3),
+                          "train_seconds": report["train_seconds"]}
+        keras.backend.clear_session()
+    with open(args.output, "w") as f:
+        json.dump({"settings": vars(args), "results": results}, f, indent=2)
+    print(f"\n| segmenter | configuration | val mIoU | >= 0.85 | parameters | multiply-adds ({args.image_size}x"
+          f"{args.image_size}) | CPU ms/image | train s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for label, r in results.items():
+        print(f"| {label} | `{r['model']}` {r['config']} | {r['miou']:.3f} | {'yes' if r['miou'] >= 0.85 else 'NO'} | "
+              f"{r['params']:,} | {r['macs'] / 1e6:.0f} M | {r['latency_ms']:.1f} | {r['train_seconds']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
