@@ -181,4 +181,4 @@ def test_short_fit_on_shapes_lowers_the_loss(name):
     model = models.create_model(name, classes=split.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses.cross_entropy())
     history = model.fit(make_dataset(split, 8, shuffle=True), epochs=5, verbose=0).history["loss"]
-    assert np.isfinite(history).all() and history[-1] < 0.8 * history[0], history
+    assert np.isfinite(history).all() and history[-1] < 0.9 * history[0], history
