@@ -182,3 +182,12 @@ def test_short_fit_on_shapes_lowers_the_loss(name):
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses.cross_entropy())
     history = model.fit(make_dataset(split, 8, shuffle=True), epochs=5, verbose=0).history["loss"]
     assert np.isfinite(history).all() and history[-1] < 0.9 * history[0], history
+
+
+def test_convolutionalize_a_global_pooling_classifier_with_se_blocks():
+    classifier = models.se_resnet_tiny(classes=4, classifier_activation=None, input_shape=(64, 64, 3))
+    convolutional = models.convolutionalize(classifier)
+    x = np.random.default_rng(7).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    scores = predict(convolutional, x)  # per-position class scores; their mean is the pooled classifier's
+    assert scores.shape == (1, 2, 2, 4)
+    np.testing.assert_allclose(scores.mean(axis=(1, 2))[0], predict(classifier, x)[0], rtol=1e-4, atol=1e-4)

@@ -122,8 +122,11 @@ def convolutionalize(model, keep_top=True):
     dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
     if not dense:
         raise ValueError(f"{model.name} has no Dense layers to convolutionalize.")
-    flatten = next((layer for layer in model.layers if isinstance(layer, (layers.Flatten, layers.GlobalAveragePooling2D,
-                                                                             layers.GlobalMaxPooling2D))), None)
+    # the Flatten / global pooling that feeds the classifier: the last one before the first Dense
+    # (squeeze-and-excitation blocks have global poolings of their own further up)
+    first_dense = model.layers.index(dense[0])
+    pools = (layers.Flatten, layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)
+    flatten = next((layer for layer in reversed(model.layers[:first_dense]) if isinstance(layer, pools)), None)
     if flatten is None:
         raise ValueError(f"{model.name} has no Flatten or global pooling before its Dense layers.")
     body = keras.Model(model.inputs, flatten.input)
