@@ -123,7 +123,8 @@ def test_unknown_size_graph_matches_eager(name):
     model = models.create_model(name, classes=3)
     fn = tf.function(lambda a: model(a), input_signature=[tf.TensorSpec([None, None, None, 3])])
     x = np.random.default_rng(5).uniform(0, 255, (1, 45, 51, 3)).astype("float32")
-    np.testing.assert_allclose(fn(x).numpy(), keras.ops.convert_to_numpy(model(x)), atol=1e-4)
+    # float32 rounding of two resize implementations; logits of untrained nets reach the hundreds
+    np.testing.assert_allclose(fn(x).numpy(), keras.ops.convert_to_numpy(model(x)), rtol=1e-4, atol=1e-4)
 
 
 def test_fcn8s_paper_parameters():

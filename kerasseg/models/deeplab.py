@@ -19,7 +19,6 @@ the receptive field, and the pretrained weights, it was trained with.
   `deeplab_v3_plus(backbone="mobilenet_v2")` is the edge configuration.
 """
 
-import keras
 from keras import layers
 
 from kerasseg.layers import ResizeToMatch, aspp, conv_bn_act, image_input
@@ -45,9 +44,7 @@ def _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride,
 
 
 def _logits(x, inputs, classes, activation, name):
-    x = heads.segmentation_head(x, classes, name="head")
-    x = ResizeToMatch(dtype="float32", name="logits")(x, inputs)
-    return keras.Model(inputs, heads.output_activation(x, activation), name=name)
+    return heads.segmentation_model(inputs, heads.segmentation_head(x, classes, name="head"), activation, name)
 
 
 def separable_conv_bn_act(x, filters, name):
@@ -80,8 +77,7 @@ def deeplab_v2(classes=21, backbone="resnet101", backbone_weights=None, input_sh
     scores = [layers.Conv2D(classes, 3, dilation_rate=rate, padding="same", name=f"aspp_rate{rate}")(x)
               for rate in rates]
     x = layers.Add(name="aspp_sum")(scores) if len(scores) > 1 else scores[0]
-    x = ResizeToMatch(dtype="float32", name="logits")(x, inputs)
-    return keras.Model(inputs, heads.output_activation(x, activation), name=name)
+    return heads.segmentation_model(inputs, x, activation, name)
 
 
 def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,

@@ -89,8 +89,7 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
         up = ResizeToMatch(name=f"upscore_to_pool{key[1]}_resize")(up, skip)
         score = layers.Add(name=f"fuse_pool{key[1]}")([up, skip])
     logits = _upsample(score, classes, stride, name=f"upscore{stride}", dtype="float32")
-    logits = ResizeToMatch(dtype="float32", name="logits")(logits, inputs)
-    model = keras.Model(inputs, heads.output_activation(logits, activation), name=name or f"fcn{stride}s")
+    model = heads.segmentation_model(inputs, logits, activation, name or f"fcn{stride}s")
     if backbone_weights == "imagenet" and fc_units:
         _init_fc_from_classifier(model, backbone, fc_kernel)
     return model

@@ -1,6 +1,9 @@
 """What every segmenter ends with: float32 per-pixel logits (or probabilities)."""
 
+import keras
 from keras import layers
+
+from kerasseg.layers import ResizeToMatch
 
 ACTIVATIONS = (None, "softmax", "sigmoid")
 
@@ -28,3 +31,9 @@ def segmentation_head(x, classes, activation=None, name="head"):
     check_head_args(classes, activation)
     x = layers.Conv2D(classes, 1, dtype="float32", name=f"{name}_logits")(x)
     return output_activation(x, activation, name)
+
+
+def segmentation_model(inputs, logits, activation=None, name=None):
+    """The segmenter: `logits` resized (bilinear, float32) to the input's size, then the activation."""
+    logits = ResizeToMatch(dtype="float32", name="logits")(logits, inputs)
+    return keras.Model(inputs, output_activation(logits, activation), name=name)

@@ -8,7 +8,6 @@ concatenated, and a small per-pixel classifier (1x1 convolutions) labels
 every position, whose scores are upsampled to the input.
 """
 
-import keras
 from keras import layers
 
 from kerasseg.layers import ResizeToMatch, conv_bn_act, image_input
@@ -37,8 +36,7 @@ def hypercolumns(classes=21, backbone="vgg16", backbone_weights=None, levels=("P
     x = layers.Concatenate(name="hypercolumn")(columns) if len(columns) > 1 else columns[0]
     x = conv_bn_act(x, hidden, 1, name="classifier_hidden")
     x = heads.segmentation_head(x, classes, name="classifier")
-    x = ResizeToMatch(dtype="float32", name="logits")(x, inputs)
-    return keras.Model(inputs, heads.output_activation(x, activation), name=name)
+    return heads.segmentation_model(inputs, x, activation, name)
 
 
 register("segmentation")(hypercolumns)
