@@ -192,3 +192,13 @@ def test_convolutionalize_a_global_pooling_classifier_with_se_blocks():
     scores = predict(convolutional, x)  # per-position class scores; their mean is the pooled classifier's
     assert scores.shape == (1, 2, 2, 4)
     np.testing.assert_allclose(scores.mean(axis=(1, 2))[0], predict(classifier, x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_deeplab_aspp_rates_follow_the_output_stride_or_the_caller():
+    def rates(model):
+        return sorted(int(layer.name.split("rate")[1].removesuffix("_conv")) for layer in model.layers
+                      if "_3x3_rate" in layer.name and layer.name.endswith("_conv"))
+
+    assert rates(models.deeplab_v3_tiny(classes=3)) == [6, 12, 18]
+    assert rates(models.deeplab_v3_tiny(classes=3, output_stride=8)) == [12, 24, 36]
+    assert rates(models.deeplab_v3_plus_tiny(classes=3, aspp_rates=(1, 2, 3))) == [1, 2, 3]

@@ -81,25 +81,28 @@ def deeplab_v2(classes=21, backbone="resnet101", backbone_weights=None, input_sh
 
 
 def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
-               output_stride=16, multi_grid=(1, 2, 4), aspp_filters=256, activation=None, backbone_kwargs=None,
-               name="deeplab_v3"):
+               output_stride=16, multi_grid=(1, 2, 4), aspp_filters=256, aspp_rates=None, activation=None,
+               backbone_kwargs=None, name="deeplab_v3"):
     """DeepLab v3: ASPP (1x1, three atrous 3x3, image pooling; batch norm) on a stride-16 or -8 backbone.
 
     multi_grid (the paper's (1, 2, 4)) is passed to the backbone, which must
     be of the ResNet family; use multi_grid=None with other backbones.
+    aspp_rates defaults to the paper's rates for the output stride (tuned for
+    513x513 crops); on small images scale them with the feature map, since a
+    rate far beyond the map only sees padding.
     """
     heads.check_head_args(classes, activation)
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
     x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid)["P5"]
-    x = aspp(x, aspp_filters, ASPP_RATES[output_stride])
+    x = aspp(x, aspp_filters, aspp_rates or ASPP_RATES[output_stride])
     return _logits(x, inputs, classes, activation, name)
 
 
 def deeplab_v3_plus(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
-                    output_stride=16, multi_grid=None, aspp_filters=256, low_level_filters=48, decoder_filters=256,
-                    activation=None, backbone_kwargs=None, name="deeplab_v3_plus"):
+                    output_stride=16, multi_grid=None, aspp_filters=256, aspp_rates=None, low_level_filters=48,
+                    decoder_filters=256, activation=None, backbone_kwargs=None, name="deeplab_v3_plus"):
     """DeepLab v3+: the v3 encoder, then a decoder fusing P2 (projected to 48 channels) through
     two 3x3 depthwise-separable convolutions."""
     heads.check_head_args(classes, activation)
@@ -107,7 +110,7 @@ def deeplab_v3_plus(classes=21, backbone="resnet101", backbone_weights=None, inp
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
     features = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid)
-    x = aspp(features["P5"], aspp_filters, ASPP_RATES[output_stride])
+    x = aspp(features["P5"], aspp_filters, aspp_rates or ASPP_RATES[output_stride])
     low = conv_bn_act(features["P2"], low_level_filters, 1, name="decoder_low_level")
     x = ResizeToMatch(name="decoder_upsample")(x, low)
     x = layers.Concatenate(name="decoder_concat")([x, low])
