@@ -13,7 +13,6 @@ load unchanged. `edge=True` swaps swish for ReLU6, which int8 kernels and the
 Edge TPU run well (the "EfficientNet-Lite" change), at some accuracy cost.
 """
 
-import copy
 import math
 
 from keras import layers
@@ -105,7 +104,7 @@ def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None
 
     total = sum(math.ceil(depth * b[1]) for b in blocks)
     pyramid, level, dilation, index = {}, 1, 1, 0
-    for i, (kernel, repeats, f_in, f_out, expand, stride) in enumerate(copy.deepcopy(blocks)):
+    for i, (kernel, repeats, f_in, f_out, expand, stride) in enumerate(blocks):
         if stride == 2:
             pyramid[f"P{level}"] = x
             level += 1
