@@ -100,6 +100,34 @@ def test_unet_bad_arguments(kwargs, match):
         models.unet(**kwargs)
 
 
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_edge_variant_computes_the_same_logits_in_edge_tpu_operators(name):
+    """edge=True only lowers the resizes (phase convolutions, concatenation, reshape, crop): where
+    the sizes divide evenly it is the same network; at odd sizes it crops instead of rescaling."""
+    plain = models.create_model(name, classes=3)
+    edge = models.create_model(name, classes=3, edge=True)
+    edge.set_weights(plain.get_weights())
+    x = np.random.default_rng(7).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
+    if name != "unet_backbone_tiny":  # its EfficientNet's edge variant swaps swish for ReLU6
+        np.testing.assert_allclose(predict(edge, x), predict(plain, x), rtol=1e-4, atol=1e-4)
+    odd = predict(edge, x[:, :37, :53])
+    assert odd.shape == (1, 37, 53, 3) and np.isfinite(odd).all()
+
+
+def test_edge_resize_is_half_pixel_bilinear_for_integer_factors():
+    from kerasseg.layers.resize import edge_resize
+
+    rng = np.random.default_rng(8)
+    for source, target in [((5, 7), (10, 14)), ((4, 6), (16, 24)), ((3, 5), (9, 15)), ((1, 1), (9, 11))]:
+        x = rng.normal(size=(2, *source, 3)).astype("float32")
+        expected = keras.ops.image.resize(x, target, interpolation="bilinear")
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(edge_resize(x, target)),
+                                   keras.ops.convert_to_numpy(expected), atol=1e-5)
+    # not a multiple: the next integer factor, cropped; larger than the target: cropped
+    assert tuple(edge_resize(rng.normal(size=(1, 33, 33, 2)), (129, 129)).shape) == (1, 129, 129, 2)
+    assert tuple(edge_resize(rng.normal(size=(1, 66, 66, 2)), (65, 65)).shape) == (1, 65, 65, 2)
+
+
 @TF_ONLY
 def test_bilinear_resize_matches_tensorflow_with_unknown_sizes():
     """The graph-mode path for unknown sizes is tf.image.resize's bilinear rule."""

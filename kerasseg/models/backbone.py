@@ -137,14 +137,21 @@ def fetch_imagenet_weights(pretrained, include_top):
         ) from None
 
 
-def encoder_pyramid(inputs, backbone, weights=None, backbone_kwargs=None, **options):
+def encoder_pyramid(inputs, backbone, weights=None, backbone_kwargs=None, edge=False, **options):
     """The feature pyramid {"P1".."P5"} of registered classifier `backbone` applied to `inputs`.
 
     What every segmenter's encoder is: the classifier built with
     features_only=True and any input size; `options` (output_stride,
-    multi_grid) and `backbone_kwargs` (e.g. {"alpha": 0.35}) go to its builder.
+    multi_grid) and `backbone_kwargs` (e.g. {"alpha": 0.35}) go to its builder,
+    and so does edge=True where the builder has an edge variant (EfficientNet:
+    ReLU6 for swish; the other families are ReLU networks already).
     """
-    from kerasseg.models.registry import create_model
+    import inspect
+
+    from kerasseg.models.registry import create_model, get_builder
+
+    if edge and "edge" in inspect.signature(get_builder(backbone)).parameters:
+        options["edge"] = True
 
     encoder = create_model(backbone, include_top=False, features_only=True, weights=weights,
                            input_shape=(None, None, inputs.shape[-1]), **options, **(backbone_kwargs or {}))

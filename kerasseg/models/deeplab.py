@@ -29,11 +29,11 @@ from kerasseg.models.registry import register
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
 
 
-def _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid=None):
+def _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, edge, multi_grid=None):
     extra = {"multi_grid": tuple(multi_grid)} if multi_grid else {}
     try:
-        return encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, output_stride=output_stride,
-                               **extra)
+        return encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge,
+                               output_stride=output_stride, **extra)
     except TypeError as error:
         if "multi_grid" not in str(error):
             raise
@@ -43,8 +43,9 @@ def _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride,
         ) from None
 
 
-def _logits(x, inputs, classes, activation, name):
-    return heads.segmentation_model(inputs, heads.segmentation_head(x, classes, name="head"), activation, name)
+def _logits(x, inputs, classes, activation, edge, name):
+    logits = heads.segmentation_head(x, classes, name="head")
+    return heads.segmentation_model(inputs, logits, activation, name, edge=edge)
 
 
 def separable_conv_bn_act(x, filters, name):
@@ -56,33 +57,34 @@ def separable_conv_bn_act(x, filters, name):
 
 
 def deeplab_v1(classes=21, backbone="vgg16", backbone_weights=None, input_shape=None, input_tensor=None,
-               fc_units=1024, fc6_rate=12, dropout=0.5, activation=None, backbone_kwargs=None, name="deeplab_v1"):
+               fc_units=1024, fc6_rate=12, dropout=0.5, activation=None, backbone_kwargs=None, edge=False,
+               name="deeplab_v1"):
     """DeepLab-LargeFOV: atrous backbone at stride 8, fc6 3x3 dilated 12, fc7 1x1, scores, bilinear upsampling."""
     heads.check_head_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8)["P5"]
+    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8, edge)["P5"]
     x = layers.Conv2D(fc_units, 3, dilation_rate=fc6_rate, padding="same", activation="relu", name="fc6")(x)
     x = layers.Dropout(dropout, name="drop6")(x)
     x = layers.Conv2D(fc_units, 1, activation="relu", name="fc7")(x)
     x = layers.Dropout(dropout, name="drop7")(x)
-    return _logits(x, inputs, classes, activation, name)
+    return _logits(x, inputs, classes, activation, edge, name)
 
 
 def deeplab_v2(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
-               rates=(6, 12, 18, 24), activation=None, backbone_kwargs=None, name="deeplab_v2"):
+               rates=(6, 12, 18, 24), activation=None, backbone_kwargs=None, edge=False, name="deeplab_v2"):
     """DeepLab v2: ASPP of parallel 3x3 atrous class-score branches, summed, on a stride-8 backbone."""
     heads.check_head_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8)["P5"]
+    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8, edge)["P5"]
     scores = [layers.Conv2D(classes, 3, dilation_rate=rate, padding="same", name=f"aspp_rate{rate}")(x)
               for rate in rates]
     x = layers.Add(name="aspp_sum")(scores) if len(scores) > 1 else scores[0]
-    return heads.segmentation_model(inputs, x, activation, name)
+    return heads.segmentation_model(inputs, x, activation, name, edge=edge)
 
 
 def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
                output_stride=16, multi_grid=(1, 2, 4), aspp_filters=256, aspp_rates=None, activation=None,
-               backbone_kwargs=None, name="deeplab_v3"):
+               backbone_kwargs=None, edge=False, name="deeplab_v3"):
     """DeepLab v3: ASPP (1x1, three atrous 3x3, image pooling; batch norm) on a stride-16 or -8 backbone.
 
     multi_grid (the paper's (1, 2, 4)) is passed to the backbone, which must
@@ -95,28 +97,28 @@ def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_sh
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid)["P5"]
-    x = aspp(x, aspp_filters, aspp_rates or ASPP_RATES[output_stride])
-    return _logits(x, inputs, classes, activation, name)
+    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, edge, multi_grid)["P5"]
+    x = aspp(x, aspp_filters, aspp_rates or ASPP_RATES[output_stride], edge=edge)
+    return _logits(x, inputs, classes, activation, edge, name)
 
 
 def deeplab_v3_plus(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
                     output_stride=16, multi_grid=None, aspp_filters=256, aspp_rates=None, low_level_filters=48,
-                    decoder_filters=256, activation=None, backbone_kwargs=None, name="deeplab_v3_plus"):
+                    decoder_filters=256, activation=None, backbone_kwargs=None, edge=False, name="deeplab_v3_plus"):
     """DeepLab v3+: the v3 encoder, then a decoder fusing P2 (projected to 48 channels) through
     two 3x3 depthwise-separable convolutions."""
     heads.check_head_args(classes, activation)
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
-    features = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, multi_grid)
-    x = aspp(features["P5"], aspp_filters, aspp_rates or ASPP_RATES[output_stride])
+    features = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, edge, multi_grid)
+    x = aspp(features["P5"], aspp_filters, aspp_rates or ASPP_RATES[output_stride], edge=edge)
     low = conv_bn_act(features["P2"], low_level_filters, 1, name="decoder_low_level")
-    x = ResizeToMatch(name="decoder_upsample")(x, low)
+    x = ResizeToMatch(edge=edge, name="decoder_upsample")(x, low)
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = separable_conv_bn_act(x, decoder_filters, name="decoder_conv1")
     x = separable_conv_bn_act(x, decoder_filters, name="decoder_conv2")
-    return _logits(x, inputs, classes, activation, name)
+    return _logits(x, inputs, classes, activation, edge, name)
 
 
 for _builder in (deeplab_v1, deeplab_v2, deeplab_v3, deeplab_v3_plus):

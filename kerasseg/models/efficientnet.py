@@ -134,6 +134,7 @@ def _register(variant):
         return efficientnet(**{"variant": variant, **kwargs})
 
     w, d, r, _ = VARIANTS[variant]
+    build.__wrapped__ = efficientnet  # its signature (edge=, ...) for inspect
     build.__name__ = f"efficientnet_{variant}"
     build.__doc__ = f"EfficientNet-{variant.upper()}: width x{w}, depth x{d}, trained at {r}x{r}."
     return register("classification")(build)
@@ -150,3 +151,6 @@ def efficientnet_tiny(**kwargs):
               (5, 1, 16, 24, 2, 1), (5, 1, 24, 32, 2, 2), (3, 1, 32, 32, 2, 1))
     config = dict(variant="b0", blocks=blocks, width=0.25, depth=1.0, name="efficientnet_tiny")
     return efficientnet(**{**config, **kwargs})
+
+
+efficientnet_tiny.__wrapped__ = efficientnet

@@ -49,7 +49,7 @@ def _upsample(x, classes, factor, name, dtype=None):
 
 
 def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_shape=None, input_tensor=None,
-        fc_units=4096, fc_kernel=7, dropout=0.5, activation=None, backbone_kwargs=None, name=None):
+        fc_units=4096, fc_kernel=7, dropout=0.5, activation=None, backbone_kwargs=None, edge=False, name=None):
     """FCN-`stride`s on any registered classifier.
 
     Args:
@@ -63,6 +63,7 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
             fc7 (1x1) on P5; fc_units=None leaves them out (e.g. on ResNet).
         activation: None (logits), "softmax" or "sigmoid".
         backbone_kwargs: more arguments for the backbone's builder.
+        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (README, "Edge TPU").
 
     Example:
         >>> model = kerasseg.models.fcn8s(classes=21)          # 134.5M parameters
@@ -72,7 +73,7 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
         raise ValueError(f"stride must be 8, 16 or 32. Received: stride={stride!r}")
     heads.check_head_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge)
 
     x = features["P5"]
     if fc_units:
@@ -86,10 +87,10 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
             break
         skip = layers.Conv2D(classes, 1, name=f"score_pool{key[1]}")(features[key])
         up = _upsample(score, classes, 2, name=f"upscore_to_pool{key[1]}")
-        up = ResizeToMatch(name=f"upscore_to_pool{key[1]}_resize")(up, skip)
+        up = ResizeToMatch(edge=edge, name=f"upscore_to_pool{key[1]}_resize")(up, skip)
         score = layers.Add(name=f"fuse_pool{key[1]}")([up, skip])
     logits = _upsample(score, classes, stride, name=f"upscore{stride}", dtype="float32")
-    model = heads.segmentation_model(inputs, logits, activation, name or f"fcn{stride}s")
+    model = heads.segmentation_model(inputs, logits, activation, name or f"fcn{stride}s", edge=edge)
     if backbone_weights == "imagenet" and fc_units:
         _init_fc_from_classifier(model, backbone, fc_kernel)
     return model

@@ -33,7 +33,7 @@ def segmentation_head(x, classes, activation=None, name="head"):
     return output_activation(x, activation, name)
 
 
-def segmentation_model(inputs, logits, activation=None, name=None):
+def segmentation_model(inputs, logits, activation=None, name=None, edge=False):
     """The segmenter: `logits` resized (bilinear, float32) to the input's size, then the activation."""
-    logits = ResizeToMatch(dtype="float32", name="logits")(logits, inputs)
+    logits = ResizeToMatch(edge=edge, dtype="float32", name="logits")(logits, inputs)
     return keras.Model(inputs, output_activation(logits, activation), name=name)

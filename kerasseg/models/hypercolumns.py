@@ -18,25 +18,26 @@ from kerasseg.models.registry import register
 
 def hypercolumns(classes=21, backbone="vgg16", backbone_weights=None, levels=("P2", "P3", "P4", "P5"),
                  hidden=512, input_shape=None, input_tensor=None, activation=None, backbone_kwargs=None,
-                 name="hypercolumns"):
+                 edge=False, name="hypercolumns"):
     """Hypercolumn segmenter on any registered classifier.
 
     Args:
         levels: pyramid levels whose features form the hypercolumn (the
             paper used pool2, conv4 and fc7 of an AlexNet-like network).
         hidden: width of the per-pixel classifier's hidden 1x1 layer.
+        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (README, "Edge TPU").
     """
     heads.check_head_args(classes, activation)
     if not levels or any(level not in ("P1", "P2", "P3", "P4", "P5") for level in levels):
         raise ValueError(f"levels must be a non-empty subset of P1..P5. Received: levels={levels!r}")
     inputs = image_input(input_shape, input_tensor)
-    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge)
     finest = features[min(levels, key=lambda key: int(key[1]))]
-    columns = [ResizeToMatch(name=f"hypercolumn_{key}_resize")(features[key], finest) for key in levels]
+    columns = [ResizeToMatch(edge=edge, name=f"hypercolumn_{key}_resize")(features[key], finest) for key in levels]
     x = layers.Concatenate(name="hypercolumn")(columns) if len(columns) > 1 else columns[0]
     x = conv_bn_act(x, hidden, 1, name="classifier_hidden")
     x = heads.segmentation_head(x, classes, name="classifier")
-    return heads.segmentation_model(inputs, x, activation, name)
+    return heads.segmentation_model(inputs, x, activation, name, edge=edge)
 
 
 register("segmentation")(hypercolumns)

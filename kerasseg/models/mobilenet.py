@@ -23,7 +23,7 @@ BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3,
           (6, 320, 1, 1))
 ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-_BN = dict(epsilon=1e-3, momentum=0.999)
+_BN_EPSILON = 1e-3
 
 
 def make_divisible(value, divisor=8):
@@ -37,21 +37,22 @@ def _pretrained(alpha):
     return backbone.PretrainedWeights(_BASE, f"{stem}.h5", None, f"{stem}_no_top.h5", None)
 
 
-def inverted_residual(x, expansion, filters, stride, dilation, block_id):
+def inverted_residual(x, expansion, filters, stride, dilation, block_id, bn_momentum=0.999):
+    bn = dict(epsilon=_BN_EPSILON, momentum=bn_momentum)
     prefix = f"block_{block_id}_" if block_id else "expanded_conv_"
     in_channels = x.shape[-1]
     y = x
     if block_id:
         y = layers.Conv2D(expansion * in_channels, 1, padding="same", use_bias=False, name=f"{prefix}expand")(y)
-        y = layers.BatchNormalization(**_BN, name=f"{prefix}expand_BN")(y)
+        y = layers.BatchNormalization(**bn, name=f"{prefix}expand_BN")(y)
         y = layers.ReLU(6.0, name=f"{prefix}expand_relu")(y)
     # "same" padding equals keras.applications' explicit correct_pad for any size
     y = layers.DepthwiseConv2D(3, strides=stride, padding="same", dilation_rate=dilation, use_bias=False,
                                name=f"{prefix}depthwise")(y)
-    y = layers.BatchNormalization(**_BN, name=f"{prefix}depthwise_BN")(y)
+    y = layers.BatchNormalization(**bn, name=f"{prefix}depthwise_BN")(y)
     y = layers.ReLU(6.0, name=f"{prefix}depthwise_relu")(y)
     y = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{prefix}project")(y)
-    y = layers.BatchNormalization(**_BN, name=f"{prefix}project_BN")(y)
+    y = layers.BatchNormalization(**bn, name=f"{prefix}project_BN")(y)
     if stride == 1 and in_channels == filters:
         return layers.Add(name=f"{prefix}add")([x, y])
     return y
@@ -59,12 +60,16 @@ def inverted_residual(x, expansion, filters, stride, dilation, block_id):
 
 def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
                  classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
-                 blocks=BLOCKS, last_filters=1280, name=None):
+                 blocks=BLOCKS, last_filters=1280, bn_momentum=0.999, name=None):
     """MobileNetV2 with width multiplier `alpha` (0.35, 0.5, 0.75, 1.0, 1.3, 1.4 have ImageNet weights).
 
     features_only gives P1 (stride 2, 16*alpha channels) .. P5 (stride 32,
     1280); output_stride 16 / 8 dilates the last stages (DeepLab v3+ edge).
+    bn_momentum: 0.999 as keras.applications (fine-tuning); from scratch on
+    a few thousand steps, 0.9 lets the running statistics catch up with the
+    weights (at 0.999 they average over ~1000 steps and validation suffers).
     """
+    bn = dict(epsilon=_BN_EPSILON, momentum=bn_momentum)
     backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
     if weights == "imagenet" and alpha not in ALPHAS:
         raise ValueError(f"ImageNet weights exist for alpha in {ALPHAS}. Received: alpha={alpha}")
@@ -74,7 +79,7 @@ def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
 
     x = PixelNormalization("tf", name="preprocess")(inputs)
     x = layers.Conv2D(make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1")(x)
-    x = layers.BatchNormalization(**_BN, name="bn_Conv1")(x)
+    x = layers.BatchNormalization(**bn, name="bn_Conv1")(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
     pyramid, level, dilation, block_id = {}, 1, 1, 0
     for expansion, filters, repeats, stride in blocks:
@@ -84,11 +89,11 @@ def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
             stride, dilation = plan[level - 1]
         for i in range(repeats):
             x = inverted_residual(x, expansion, make_divisible(int(filters * alpha)), stride if i == 0 else 1,
-                                  dilation, block_id)
+                                  dilation, block_id, bn_momentum)
             block_id += 1
     last = make_divisible(last_filters * alpha) if alpha > 1.0 else last_filters
     x = layers.Conv2D(last, 1, use_bias=False, name="Conv_1")(x)
-    x = layers.BatchNormalization(**_BN, name="Conv_1_bn")(x)
+    x = layers.BatchNormalization(**bn, name="Conv_1_bn")(x)
     x = layers.ReLU(6.0, name="out_relu")(x)
     pyramid[f"P{level}"] = x
 

@@ -67,21 +67,22 @@ def _double_conv(x, filters, padding, batch_norm, name):
     return conv_bn_act(x, filters, padding=padding, batch_norm=batch_norm, name=f"{name}_2")
 
 
-def _upsample(x, filters, mode, batch_norm, name):
+def _upsample(x, filters, mode, batch_norm, edge, name):
     if mode == "transpose":
         return layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
-    x = Upsample(2, name=f"{name}_upsample")(x)
+    x = Upsample(2, edge=edge, name=f"{name}_upsample")(x)
     return conv_bn_act(x, filters, kernel_size=1, batch_norm=batch_norm, name=f"{name}_upconv")
 
 
-def _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs, decoder_filters, activation, name):
+def _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs, decoder_filters, activation, edge,
+                   name):
     """Encoder-decoder U-Net on a classifier's pyramid: P5 is upsampled through P4..P1 to the input."""
-    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge)
     x = features["P5"]
     skips = [features[f"P{level}"] for level in (4, 3, 2, 1)] + [None]
     for stage, (skip, filters) in enumerate(zip(skips, decoder_filters), start=1):
-        x = Upsample(2, name=f"decoder_stage{stage}_upsample")(x)
-        x = ResizeToMatch(name=f"decoder_stage{stage}_resize")(x, inputs if skip is None else skip)
+        x = Upsample(2, edge=edge, name=f"decoder_stage{stage}_upsample")(x)
+        x = ResizeToMatch(edge=edge, name=f"decoder_stage{stage}_resize")(x, inputs if skip is None else skip)
         if skip is not None:
             x = layers.Concatenate(name=f"decoder_stage{stage}_concat")([x, skip])
         x = _double_conv(x, filters, "same", True, f"decoder_stage{stage}")
@@ -91,7 +92,8 @@ def _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs,
 @register("segmentation")
 def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=4,
          upsampling="transpose", padding="same", batch_norm=False, activation=None, backbone=None,
-         backbone_weights=None, backbone_kwargs=None, decoder_filters=(256, 128, 64, 32, 16), name="unet"):
+         backbone_weights=None, backbone_kwargs=None, decoder_filters=(256, 128, 64, 32, 16), edge=False,
+         name="unet"):
     """U-Net; the defaults are the paper's network (Ronneberger et al., 2015).
 
     Args:
@@ -111,6 +113,7 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
             P1..P5 are the skips; `backbone_weights` its weights); the decoder
             has five upsampling stages of `decoder_filters` channels with batch
             norm, the last one at the input's resolution.
+        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (README, "Edge TPU").
 
     Example:
         >>> model = kerasseg.models.unet(classes=4, base_filters=16)
@@ -128,7 +131,7 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
         if padding != "same":
             raise ValueError(f"A U-Net on a backbone uses padding='same'. Received: padding={padding!r}")
         return _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs, decoder_filters,
-                              activation, name)
+                              activation, edge, name)
     if padding == "valid":
         _check_valid_padding_input(inputs, depth)
 
@@ -143,12 +146,12 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
 
     for level in reversed(range(depth)):
         stage = f"decoder_stage{depth - level}"
-        x = _upsample(x, base_filters * 2**level, upsampling, batch_norm, stage)
+        x = _upsample(x, base_filters * 2**level, upsampling, batch_norm, edge, stage)
         skip = skips[level]
         if padding == "valid":
             skip = CenterCropToMatch(name=f"{stage}_crop")(skip, x)
         else:
-            x = ResizeToMatch(name=f"{stage}_resize")(x, skip)
+            x = ResizeToMatch(edge=edge, name=f"{stage}_resize")(x, skip)
         x = layers.Concatenate(name=f"{stage}_concat")([skip, x])
         x = _double_conv(x, base_filters * 2**level, padding, batch_norm, stage)
 
@@ -158,12 +161,13 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
 
 @register("segmentation")
 def unet_edge(**kwargs):
-    """An edge-sized U-Net: 16 base filters, batch norm, bilinear upsampling.
+    """An edge-sized U-Net: 16 base filters, batch norm, bilinear upsampling, edge=True.
 
     About 1.9M parameters instead of 31M; every op (conv, max pool, bilinear
-    resize, concatenation) has an int8 kernel on phones and maps to the Edge TPU.
+    upsampling as depthwise convolutions, concatenation) has an int8 kernel on
+    phones and maps to the Edge TPU.
     """
-    config = dict(base_filters=16, depth=4, upsampling="bilinear", batch_norm=True, name="unet_edge")
+    config = dict(base_filters=16, depth=4, upsampling="bilinear", batch_norm=True, edge=True, name="unet_edge")
     return unet(**{**config, **kwargs})
 
 

@@ -1,0 +1,243 @@
+"""Will a .tflite run entirely on a Coral Edge TPU? `python -m export.edgetpu FILE.tflite`
+
+A static check of every operator against Coral's published operation table
+and its constraints, without the compiler (which only runs on x86-64 Linux
+and has not been updated since 2021):
+
+- every activation tensor 8-bit (uint8/int8) and of constant shape, weights
+  and biases constant, at most 3 non-unit dimensions (so batch 1);
+- the operator in Coral's table, at an op version the last compiler
+  (16.0) accepts, and within the operator's own limits (no fused activation
+  on pooling or concatenation, equal x/y dilation, reductions and padding
+  off the batch axis, strides of 1 in a strided slice, 1-D softmax, resize
+  without TF2's half-pixel centres, ...).
+
+The Edge TPU runs one contiguous block of the graph: from the first
+operator that does not map, everything after it falls back to the CPU. The
+report lists each operator, mapped or why not, the index of that first
+CPU operator and the share of operators the Edge TPU runs. Exit status 1
+unless all of them map.
+"""
+
+import json
+import os
+import sys
+
+from kerasseg import cli
+from kerasseg.cli import UsageError
+
+# Coral's operation table (coral.ai/docs/edgetpu/models-intro, compiler 16.0) with the highest op
+# version of each that compiler accepts. Compiler 16 reads the TFLite schema of TensorFlow 2.5:
+# the versions are the last ones tensorflow/lite/tools/versioning/runtime_version.cc dates to 2.5.0
+# or earlier (e.g. ADD 4 needs 2.6).
+MAX_VERSION = {
+    "ADD": 3, "AVERAGE_POOL_2D": 3, "CONCATENATION": 3, "CONV_2D": 5, "DEPTHWISE_CONV_2D": 6, "EXPAND_DIMS": 1,
+    "FULLY_CONNECTED": 9, "L2_NORMALIZATION": 2, "LOGISTIC": 3, "LSTM": 4, "MAXIMUM": 4, "MAX_POOL_2D": 3,
+    "MEAN": 3, "MINIMUM": 4, "MUL": 4, "PACK": 3, "PAD": 3, "PRELU": 1, "QUANTIZE": 2, "REDUCE_MAX": 3,
+    "REDUCE_MIN": 3, "RELU": 3, "RELU6": 3, "RELU_N1_TO_1": 1, "RESHAPE": 1, "RESIZE_BILINEAR": 4,
+    "RESIZE_NEAREST_NEIGHBOR": 4, "RSQRT": 2, "SLICE": 5, "SOFTMAX": 3, "SPACE_TO_DEPTH": 2, "SPLIT": 4,
+    "SQUARED_DIFFERENCE": 2, "SQUEEZE": 2, "STRIDED_SLICE": 5, "SUB": 5, "SUM": 2, "TANH": 3, "TRANSPOSE": 5,
+    "TRANSPOSE_CONV": 3,
+}
+EIGHT_BIT = ("UINT8", "INT8")
+# constant operands that are not weights (shapes, axes, paddings, sizes) may be 32/64-bit integers
+INTEGER_CONSTANTS = ("INT32", "INT64")
+
+
+class _Graph:
+    """The operators and tensors of a .tflite file's main subgraph, with readable names."""
+
+    def __init__(self, path):
+        from tensorflow.lite.python import schema_py_generated as schema
+        from tensorflow.lite.tools import flatbuffer_utils
+
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+            if content[4:8] != b"TFL3":
+                raise ValueError("no TFL3 identifier")
+            self.model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+        except Exception as error:
+            raise UsageError(f"{path} is not a TFLite model ({type(error).__name__}: {error})") from None
+        if len(self.model.subgraphs) != 1:
+            self.extra_subgraphs = len(self.model.subgraphs) - 1
+        else:
+            self.extra_subgraphs = 0
+        self.graph = self.model.subgraphs[0]
+        self.op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        self.type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+        self.padding_names = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
+
+    def op_name(self, op):
+        code = self.model.operatorCodes[op.opcodeIndex]
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        if self.op_names.get(builtin) == "CUSTOM":
+            return f"CUSTOM({code.customCode.decode() if code.customCode else '?'})", code.version
+        return self.op_names.get(builtin, f"BUILTIN_{builtin}"), code.version
+
+    def tensor(self, index):
+        tensor = self.graph.tensors[index]
+        buffer = self.model.buffers[tensor.buffer]
+        constant = buffer.data is not None and len(buffer.data) > 0
+        signature = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
+        return {
+            "name": tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name),
+            "type": self.type_names.get(tensor.type, str(tensor.type)),
+            "shape": [int(s) for s in (tensor.shape if tensor.shape is not None else [])],
+            "dynamic": any(int(s) < 0 for s in (signature if signature is not None else [])),
+            "constant": constant,
+            "values": _constant_values(buffer.data, self.type_names.get(tensor.type)) if constant else None,
+        }
+
+
+def _constant_values(data, type_name):
+    import numpy as np
+
+    dtype = {"INT32": np.int32, "INT64": np.int64}.get(type_name)
+    return np.frombuffer(bytes(data), dtype).tolist() if dtype else None
+
+
+def _fused_activation(options):
+    return getattr(options, "fusedActivationFunction", 0) not in (0, None)
+
+
+def _axes(inputs):
+    axes = inputs[1]["values"] if len(inputs) > 1 else None
+    if axes is None:
+        return None
+    rank = len(inputs[0]["shape"])
+    return sorted(a % rank for a in axes)
+
+
+def _op_limits(name, options, inputs, outputs):
+    """Why Coral's table does not map this operator with these operands, or None."""
+    if name in ("AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION") and _fused_activation(options):
+        return "a fused activation function is not supported on this op"
+    if name == "CONCATENATION":
+        constants = [t for t in inputs if t["constant"]]
+        if constants and len(inputs) != 2:
+            return "a compile-time constant input is only allowed with exactly 2 inputs (zero padding)"
+    if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if getattr(options, "dilationHFactor", 1) != getattr(options, "dilationWFactor", 1):
+            return "dilation must be the same in x and y"
+    if name in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN"):
+        axes = _axes(inputs)
+        if axes is None:
+            return "the reduction axes must be constant"
+        if 0 in axes:
+            return "no reduction over the batch dimension"
+        if name == "MEAN" and len(inputs[0]["shape"]) == 4 and 3 in axes and inputs[0]["shape"][3] % 4:
+            return "a reduction over channels needs a multiple of 4 channels"
+    if name == "PAD":
+        paddings = inputs[1]["values"] if len(inputs) > 1 else None
+        if paddings is None:
+            return "the paddings must be constant"
+        if any(paddings[:2]):
+            return "no padding in the batch dimension"
+    if name == "PACK" and getattr(options, "axis", 0) == 0:
+        return "no packing in the batch dimension"
+    if name == "STRIDED_SLICE":
+        strides = inputs[3]["values"] if len(inputs) > 3 else None
+        if strides is None or any(s != 1 for s in strides):
+            return "all strides must be 1 (a plain slice)"
+        if getattr(options, "ellipsisMask", 0) or getattr(options, "newAxisMask", 0):
+            return "ellipsis and new-axis masks are not supported"
+    if name == "SOFTMAX":
+        shape = inputs[0]["shape"]
+        if sum(s > 1 for s in shape) > 1 or max(shape, default=0) > 16000:
+            return "only a 1-D input of at most 16,000 elements is supported (per-pixel softmax runs on the CPU)"
+    if name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR") and getattr(options, "halfPixelCenters", False):
+        return ("half_pixel_centers=True (TensorFlow 2's resize) is the op version the Edge TPU compilers "
+                "reject ('Operation version not supported'); upsample with a transposed convolution or "
+                "build the model with edge=True")
+    if name == "FULLY_CONNECTED" and getattr(options, "weightsFormat", 0) != 0:
+        return "only the default weights format is supported"
+    return None
+
+
+def _tensor_problems(inputs, outputs):
+    for role, tensors in (("input", inputs), ("output", outputs)):
+        for tensor in tensors:
+            if tensor["dynamic"]:
+                return f"{role} {tensor['name']!r} has a dynamic shape {tensor['shape']}; export with a fixed size"
+            if tensor["constant"]:
+                if tensor["type"] not in EIGHT_BIT + INTEGER_CONSTANTS:
+                    return f"constant {tensor['name']!r} is {tensor['type']}; the model is not fully integer"
+                continue
+            if tensor["type"] not in EIGHT_BIT:
+                return f"{role} {tensor['name']!r} is {tensor['type']}; only 8-bit (uint8/int8) tensors map"
+            if sum(s != 1 for s in tensor["shape"]) > 3:
+                return f"{role} {tensor['name']!r} {tensor['shape']} has more than 3 non-unit dimensions"
+    return None
+
+
+def analyse(path):
+    """The op-by-op report of `path` (a dict; see the module docstring)."""
+    graph = _Graph(path)
+    ops = []
+    for index, op in enumerate(graph.graph.operators):
+        name, version = graph.op_name(op)
+        inputs = [graph.tensor(i) for i in op.inputs if i >= 0]
+        outputs = [graph.tensor(i) for i in op.outputs if i >= 0]
+        if name not in MAX_VERSION:
+            reason = "not in the Edge TPU's operation table"
+        elif version > MAX_VERSION[name]:
+            reason = f"op version {version} is newer than the last compiler accepts ({MAX_VERSION[name]})"
+        else:
+            reason = _tensor_problems(inputs, outputs) or _op_limits(name, op.builtinOptions, inputs, outputs)
+        ops.append({"index": index, "op": name, "version": version, "output": outputs[0]["name"] if outputs else "",
+                    "output_shape": outputs[0]["shape"] if outputs else [], "mapped": reason is None,
+                    "reason": reason or ""})
+    first_cpu = next((op["index"] for op in ops if not op["mapped"]), None)
+    edge_ops = len(ops) if first_cpu is None else first_cpu
+    io = [graph.tensor(i) for i in list(graph.graph.inputs) + list(graph.graph.outputs)]
+    return {
+        "file": os.fspath(path),
+        "check": "static (Coral's operation table; edgetpu_compiler not run)",
+        "operators": len(ops),
+        "edge_tpu_operators": edge_ops,
+        "mapped_share": edge_ops / len(ops) if ops else 0.0,
+        "first_cpu_op": first_cpu,
+        "fully_mapped": first_cpu is None and bool(ops) and not graph.extra_subgraphs,
+        "io": [{"name": t["name"], "type": t["type"], "shape": t["shape"]} for t in io],
+        "ops": ops,
+    }
+
+
+def format_report(report, limit=None):
+    lines = []
+    for op in report["ops"]:
+        if report["first_cpu_op"] is not None and op["index"] >= report["first_cpu_op"] and op["mapped"]:
+            status = "CPU (after the first CPU op)"
+        else:
+            status = "Edge TPU" if op["mapped"] else f"CPU: {op['reason']}"
+        lines.append(f"{op['index']:4d}  {op['op']:<24} v{op['version']:<2} {str(op['output_shape']):<20} {status}")
+    if limit is not None and len(lines) > limit:
+        lines = lines[:limit] + [f"  ... {len(lines) - limit} more"]
+    first = report["first_cpu_op"]
+    lines.append(
+        f"{report['edge_tpu_operators']} of {report['operators']} operators map to the Edge TPU "
+        f"({100 * report['mapped_share']:.1f}%)"
+        + ("" if first is None else f"; from op {first} ({report['ops'][first]['op']}) on, the CPU runs the rest")
+    )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = cli.ArgumentParser(prog="python -m export.edgetpu", description=__doc__,
+                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("tflite", help="a full-integer .tflite file")
+    parser.add_argument("--json", help="also write the report here")
+    args = parser.parse_args(argv)
+    if not os.path.isfile(args.tflite):
+        raise UsageError(f"file not found: {args.tflite}")
+    report = analyse(args.tflite)
+    print(format_report(report))
+    if args.json:
+        cli.ensure_output_dir(args.json)
+        cli.write_text_atomic(args.json, json.dumps(report, indent=2))
+    return 0 if report["fully_mapped"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
