@@ -5,7 +5,9 @@
 The exported file runs in the runtime a device uses (the LiteRT interpreter,
 ONNX Runtime) on held-out test samples that calibration never saw. Reported:
 logit errors, the share of pixels whose predicted class is unchanged, and the
-mIoU of both models against the ground truth.
+mIoU of both models against the ground truth; FILE.disagreement.png shows the
+held-out images where the two disagree most (image | Keras prediction |
+exported prediction | the pixels that differ, in red).
 """
 
 import json
@@ -57,7 +59,7 @@ class LiteRTRunner:
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self.output["index"])[0]
         scale, zero_point = self.output["quantization"]
-        if self.output["dtype"] != np.float32:
+        if self.output["dtype"] != np.float32 and scale:  # (class indices carry no quantization)
             y = (y.astype(np.float32) - zero_point) * scale
         return y
 
@@ -128,7 +130,8 @@ def median_ms(fn, x, repeats, warmup=1):
 
 
 def compare(model, runner, samples, latency_repeats=20):
-    """The agreement numbers of `runner` against `model` on `samples` (a data.Split)."""
+    """The agreement numbers of `runner` against `model` on `samples` (a data.Split), and both
+    models' predicted classes."""
     from kerasseg import metrics
 
     images = samples.images.astype(np.float32)
@@ -137,7 +140,7 @@ def compare(model, runner, samples, latency_repeats=20):
     if exported.shape != reference.shape:
         raise UsageError(f"the exported model returns {exported.shape[1:]} per image, the Keras model {reference.shape[1:]}")
     error = np.abs(exported.astype(np.float64) - reference)
-    ref_class, exp_class = reference.argmax(-1), exported.argmax(-1)
+    ref_class, exp_class = predicted_classes(reference), predicted_classes(exported)
     n = samples.num_classes
     ref_scores = metrics.scores(metrics.confusion_matrix(samples.masks, ref_class, n), samples.class_names)
     exp_scores = metrics.scores(metrics.confusion_matrix(samples.masks, exp_class, n), samples.class_names)
@@ -154,7 +157,12 @@ def compare(model, runner, samples, latency_repeats=20):
         "per_class_iou_exported": exp_scores["per_class_iou"],
         "latency_ms": median_ms(runner, images[0], latency_repeats),
         "keras_latency_ms": median_ms(model.predict_on_batch, images[:1], latency_repeats),
-    }
+    }, (ref_class, exp_class)
+
+
+def predicted_classes(outputs):
+    """Class per pixel of a batch of logits / probabilities (N, H, W, C) or class indices (N, H, W)."""
+    return outputs if outputs.ndim == 3 else outputs.argmax(-1)
 
 
 def check(report, thresholds):
@@ -170,13 +178,33 @@ def check(report, thresholds):
     return failures
 
 
-def agreement_report(model, exported_path, samples, quantization=None, overrides=None, extra=None, runner=None):
-    """Runs the comparison and returns the complete report dictionary."""
+def disagreement_png(samples, classes, path, count=4):
+    """Writes the `count` held-out images with the most disagreeing pixels, side by side."""
+    from kerasseg import plots
+
+    reference, exported = classes
+    differing = (reference != exported).reshape(len(reference), -1).mean(1)
+    rows, captions = [], []
+    for i in np.argsort(-differing, kind="stable")[:count]:
+        image = samples.images[i]
+        rows.append([image, plots.colorize(reference[i]), plots.colorize(exported[i]),
+                     plots.differences(image, reference[i], exported[i])])
+        captions.append(f"test #{i}: {100 * differing[i]:.2f}% differ")
+    plots.save_grid(rows, ["image", "Keras", "exported", "differ"], path, captions)
+
+
+def agreement_report(model, exported_path, samples, quantization=None, overrides=None, extra=None, runner=None,
+                     figure=None):
+    """Runs the comparison and returns the complete report dictionary (and draws `figure`, a PNG path)."""
     runner = runner or open_runner(exported_path)
     quantization = quantization or runner.quantization
     thresholds = {**DEFAULT_THRESHOLDS[quantization], **(overrides or {})}
     report = {"runtime": runner.runtime, "quantization": quantization, **(extra or {})}
-    report.update(compare(model, runner, samples))
+    numbers, classes = compare(model, runner, samples)
+    report.update(numbers)
+    if figure:
+        disagreement_png(samples, classes, figure)
+        report["disagreement_png"] = os.fspath(figure)
     report["size_bytes"] = os.path.getsize(exported_path)
     report["thresholds"] = thresholds
     report["failed"] = check(report, thresholds)
@@ -215,9 +243,11 @@ def main(argv=None):
     runner = open_runner(args.exported)
     size = args.image_size or runner.input_size or common.resolve_image_size(model, args.model)
     samples = common.load_samples(args.dataset, "test", size, args.samples, model)
+    report_path = args.report or common.report_path(args.exported)
     report = agreement_report(model, args.exported, samples, overrides=common.threshold_overrides(args),
-                              extra={"dataset": args.dataset, "image_size": list(size)}, runner=runner)
-    write_report(report, args.report or common.report_path(args.exported))
+                              extra={"dataset": args.dataset, "image_size": list(size)}, runner=runner,
+                              figure=common.figure_path(report_path))
+    write_report(report, report_path)
     print_summary(report, args.exported)
     return 0 if report["passed"] else 1
 

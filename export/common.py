@@ -99,6 +99,11 @@ def report_path(output):
     return os.path.splitext(os.fspath(output))[0] + ".report.json"
 
 
+def figure_path(report):
+    """FILE.disagreement.png beside FILE.report.json."""
+    return os.fspath(report).removesuffix(".report.json").removesuffix(".json") + ".disagreement.png"
+
+
 def add_threshold_args(parser):
     parser.add_argument("--max-abs-error", type=float, help="override the max_abs_error threshold")
     parser.add_argument("--min-pixel-agreement", type=float, help="override the pixel_agreement threshold")
@@ -130,8 +135,9 @@ def export_checked(model_path, output, build, quantization, image_size=None, dat
                    overrides=None):
     """The shared path of every exporter: convert, check in the runtime, then write.
 
-    `build(model, size)` returns (file bytes, extra report fields). The bytes
-    are checked from a temporary file; `output` and its report are written
+    `build(model, size)` returns (the Keras model the file is compared with,
+    which may add an output head to `model`; file bytes; extra report
+    fields). The bytes are checked from a temporary file; `output` and its report are written
     (atomically) only once the check has run, so a failure leaves whatever
     was at `output` before untouched and nothing partial.
     """
@@ -143,12 +149,13 @@ def export_checked(model_path, output, build, quantization, image_size=None, dat
     held_out = load_samples(dataset, "test", size, samples, model)
     print(f"converting {model_path} to {os.path.basename(output)} ({quantization}) at {size[0]}x{size[1]} ...",
           flush=True)
-    content, extra = build(model, size)
+    model, content, extra = build(model, size)
     with tempfile.NamedTemporaryFile(suffix=os.path.splitext(output)[1]) as tmp:
         tmp.write(content)
         tmp.flush()
         extra = {"model": model_path, "dataset": dataset, "image_size": list(size), **extra}
-        report = agreement.agreement_report(model, tmp.name, held_out, quantization, overrides, extra)
+        report = agreement.agreement_report(model, tmp.name, held_out, quantization, overrides, extra,
+                                            figure=figure_path(report_path(output)))
     cli.write_bytes_atomic(output, content)
     agreement.write_report(report, report_path(output))
     return report

@@ -1,13 +1,24 @@
 """Export a segmenter to ONNX and check it in ONNX Runtime: `python -m export.onnx`.
 
-    python -m export.onnx MODEL.keras --output FILE.onnx [--opset 17]
+    python -m export.onnx MODEL.keras --output FILE.onnx [--opset 17] [--dynamic-batch]
+    python -m export.onnx MODEL.keras --output FILE.onnx --quantize int8
 
-Converted by tf2onnx from a fixed batch-1 signature (input "image", float32
-pixels in [0, 255], NHWC), run in ONNX Runtime on held-out test samples and
+Converted by tf2onnx (input "image", float32 pixels in [0, 255], NHWC; batch
+1 unless --dynamic-batch), run in ONNX Runtime on held-out test samples and
 compared with the Keras model; FILE.report.json holds the result.
+
+--quantize int8: ONNX Runtime's static quantization in QDQ format
+(QuantizeLinear / DequantizeLinear pairs around int8 weights, per channel,
+and activations), calibrated on --calibration-samples training images of
+--calibration-dataset, with the same preprocessing as training (none: the
+model takes pixels).
 """
 
+import os
 import sys
+import tempfile
+
+import numpy as np
 
 from kerasseg import cli
 from export import agreement, common
@@ -15,22 +26,54 @@ from export import agreement, common
 OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 
 
-def convert(model, image_size, opset=17):
-    """The serialised ONNX model of `model` at a fixed batch-1 `image_size`."""
+def convert(model, image_size, opset=17, dynamic_batch=False):
+    """The serialised ONNX model of `model` at `image_size` (batch 1, or any with dynamic_batch)."""
+    import tensorflow as tf
     import tf2onnx
 
-    fn = common.fixed_size_function(model, image_size)
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
+    batch = None if dynamic_batch else 1
+    spec = [tf.TensorSpec([batch, *image_size, 3], tf.float32, name="image")]
+    fn = tf.function(lambda image: model(image, training=False), input_signature=spec)
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
     return proto.SerializeToString()
 
 
-def export(model_path, output, image_size=None, dataset="shapes", samples=50, opset=17, overrides=None):
+def quantize_int8(content, calibration_images):
+    """ONNX Runtime static int8 quantization (QDQ, per-channel weights) of the ONNX bytes `content`."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.images = iter(calibration_images)
+
+        def get_next(self):
+            image = next(self.images, None)
+            return None if image is None else {"image": image[None].astype(np.float32)}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, target = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+        with open(source, "wb") as f:
+            f.write(content)
+        quantize_static(source, target, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        with open(target, "rb") as f:
+            return f.read()
+
+
+def export(model_path, output, image_size=None, dataset="shapes", samples=50, opset=17, overrides=None,
+           quantize="float32", dynamic_batch=False, calibration_dataset="shapes", calibration_samples=200):
     """Converts, checks in ONNX Runtime, writes `output` and its report; returns the report."""
 
     def build(model, size):
-        return convert(model, size, opset), {"opset": opset}
+        content = convert(model, size, opset, dynamic_batch)
+        extra = {"opset": opset, "dynamic_batch": dynamic_batch}
+        if quantize == "int8":
+            calibration = common.load_samples(calibration_dataset, "train", size, calibration_samples, model).images
+            content = quantize_int8(content, calibration)
+            extra.update(calibration_dataset=calibration_dataset, calibration_samples=len(calibration))
+        return model, content, extra
 
-    return common.export_checked(model_path, output, build, "float32", image_size, dataset, samples, overrides)
+    return common.export_checked(model_path, output, build, quantize, image_size, dataset, samples, overrides)
 
 
 def main(argv=None):
@@ -39,11 +82,16 @@ def main(argv=None):
     parser.add_argument("model", help="the trained Keras model (.keras)")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
+    parser.add_argument("--quantize", choices=("float32", "int8"), default="float32")
+    parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
+    parser.add_argument("--calibration-dataset", default="shapes", help="dataset spec for int8 calibration (train split)")
+    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
     common.add_data_args(parser)
     common.add_threshold_args(parser)
     args = parser.parse_args(argv)
     report = export(args.model, args.output, args.image_size, args.dataset, args.samples, args.opset,
-                    common.threshold_overrides(args))
+                    common.threshold_overrides(args), args.quantize, args.dynamic_batch, args.calibration_dataset,
+                    args.calibration_samples)
     agreement.print_summary(report, args.output)
     return 0 if report["passed"] else 1
 

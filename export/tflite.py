@@ -1,33 +1,53 @@
 """Export a segmenter to TFLite and check it in LiteRT: `python -m export.tflite`.
 
     python -m export.tflite MODEL.keras --quantize int8 --output FILE.tflite
+    python -m export.tflite MODEL.keras --target edgetpu --output FILE.tflite
 
 Modes:
     float32   the graph as it is
     float16   float16 weights (half the size), computed in float32 on CPUs
     dynamic   int8 weights, activations quantized on the fly
     int8      full integer: int8 weights (per channel) and activations, calibrated
-              on --calibration-dataset's training split; uint8 input and output,
-              so a camera frame goes in as it is (pixels in [0, 255] are exact)
+              on --calibration-dataset's training split; input and output uint8
+              by default (--io), so a camera frame goes in as it is (pixels in
+              [0, 255] are exact)
+
+--target edgetpu: int8 with uint8 input and output at a fixed batch-1 size,
+refused (exit 2, nothing written) unless the static Edge TPU check
+(export.edgetpu) maps every op; `edgetpu_compiler`, when on PATH, then
+compiles the file and its log is kept beside it.
+
+--output-kind: logits (default), probabilities (softmax) or category (class
+indices as int32: the device needs no argmax; it runs on the CPU, after the
+Edge TPU's part).
 
 The file is converted with a fixed batch-1 input of --image-size, then run in
 the LiteRT interpreter on held-out test samples and compared with the Keras
 model; FILE.report.json holds the result. Exit status 1 if a threshold fails.
 """
 
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
 from kerasseg import cli
 from kerasseg.cli import UsageError
-from export import agreement, common
+from export import agreement, common, edgetpu
 
 MODES = ("float32", "float16", "dynamic", "int8")
+IO_TYPES = ("uint8", "int8", "float32")
 
 
-def convert(model, quantize, image_size, calibration_images=None):
-    """The .tflite bytes of `model` at a fixed batch-1 `image_size`."""
+def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
+    """The .tflite bytes of `model` at a fixed batch-1 `image_size`.
+
+    int8 only: `io` is the input and output type (a class-index output
+    stays as it is).
+    """
     import tensorflow as tf
 
     frozen = common.frozen_function(model, image_size)
@@ -46,23 +66,86 @@ def convert(model, quantize, image_size, calibration_images=None):
 
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8
-        converter.inference_output_type = tf.uint8
+        io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
+        converter.inference_input_type = io_type
+        if model.outputs[0].dtype in ("float32", "float16", "bfloat16"):
+            converter.inference_output_type = io_type
     return converter.convert()
 
 
+def edgetpu_check(content, output):
+    """The static Edge TPU check of `content`; refuses (UsageError) unless every op maps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, os.path.basename(output))
+        with open(path, "wb") as f:
+            f.write(content)
+        report = edgetpu.analyse(path)
+    if not report["fully_mapped"]:
+        raise UsageError(
+            f"refusing --target edgetpu: the model does not map entirely to the Edge TPU\n"
+            f"{edgetpu.format_report(report)}\n"
+            "build the model with edge=True and export logits (see README, 'Edge TPU')"
+        )
+    return {key: report[key] for key in ("check", "operators", "edge_tpu_operators", "mapped_share", "first_cpu_op",
+                                         "fully_mapped")}
+
+
+def run_edgetpu_compiler(output):
+    """Compiles `output` with edgetpu_compiler when it is on PATH (FILE_edgetpu.tflite and its log beside it)."""
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        return "edgetpu_compiler not on PATH: the static check is what was done"
+    run = subprocess.run([compiler, "-s", "-o", os.path.dirname(os.path.abspath(output)), output],
+                         capture_output=True, text=True)
+    log = os.path.splitext(output)[0] + "_edgetpu.log"
+    cli.write_text_atomic(log, run.stdout + run.stderr)
+    return {"returncode": run.returncode, "log": log}
+
+
+def with_output_kind(model, kind):
+    """`model` ending in logits, probabilities (softmax) or class indices (uint8)."""
+    import keras
+
+    from kerasseg.layers import ClassIndices
+
+    if kind == "logits":
+        return model
+    last = model.layers[-1]
+    if kind == "probabilities":
+        if getattr(last, "activation", None) is keras.activations.softmax:
+            return model
+        outputs = keras.layers.Softmax(dtype="float32", name="probabilities")(model.outputs[0])
+    else:
+        outputs = ClassIndices(name="category")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
+
+
 def export(model_path, output, quantize="int8", image_size=None, dataset="shapes", samples=50,
-           calibration_dataset="shapes", calibration_samples=200, overrides=None):
+           calibration_dataset="shapes", calibration_samples=200, overrides=None, io="uint8", target=None,
+           output_kind="logits"):
     """Converts, checks in LiteRT, writes `output` and its report; returns the report."""
+    if target == "edgetpu":
+        if quantize != "int8" or io != "uint8":
+            raise UsageError(f"--target edgetpu needs --quantize int8 and --io uint8 (the defaults); "
+                             f"received --quantize {quantize} --io {io}")
 
     def build(model, size):
-        if quantize != "int8":
-            return convert(model, quantize, size), {}
-        calibration = common.load_samples(calibration_dataset, "train", size, calibration_samples, model).images
-        extra = {"calibration_dataset": calibration_dataset, "calibration_samples": len(calibration)}
-        return convert(model, quantize, size, calibration), extra
+        extra = {"output_kind": output_kind}
+        calibration = None
+        if quantize == "int8":
+            calibration = common.load_samples(calibration_dataset, "train", size, calibration_samples, model).images
+            extra.update(calibration_dataset=calibration_dataset, calibration_samples=len(calibration), io=io)
+        model = with_output_kind(model, output_kind)
+        content = convert(model, quantize, size, calibration, io)
+        if target == "edgetpu":
+            extra["edgetpu"] = edgetpu_check(content, output)
+        return model, content, extra
 
-    return common.export_checked(model_path, output, build, quantize, image_size, dataset, samples, overrides)
+    report = common.export_checked(model_path, output, build, quantize, image_size, dataset, samples, overrides)
+    if target == "edgetpu":
+        report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
+        agreement.write_report(report, common.report_path(output))
+    return report
 
 
 def main(argv=None):
@@ -73,11 +156,15 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="the .tflite file to write")
     parser.add_argument("--calibration-dataset", default="shapes", help="dataset spec for int8 calibration (train split)")
     parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
+    parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
+    parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
+    parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits")
     common.add_data_args(parser)
     common.add_threshold_args(parser)
     args = parser.parse_args(argv)
     report = export(args.model, args.output, args.quantize, args.image_size, args.dataset, args.samples,
-                    args.calibration_dataset, args.calibration_samples, common.threshold_overrides(args))
+                    args.calibration_dataset, args.calibration_samples, common.threshold_overrides(args),
+                    args.io, args.target, args.output_kind)
     agreement.print_summary(report, args.output)
     return 0 if report["passed"] else 1
 
