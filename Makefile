@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(PY) -m export.tflite $(DEMO)/model.keras --quantize int8 --output $(DEMO)/unet_edge_int8.tflite
 	$(PY) -m export.tflite $(DEMO)/model.keras --quantize float16 --output $(DEMO)/unet_edge_float16.tflite
 	$(PY) -m export.onnx $(DEMO)/model.keras --output $(DEMO)/unet_edge.onnx
+	$(PY) -m export.android $(DEMO)/model.keras --output android_demo_assets
 	$(PY) -m export.summary $(DEMO) --min-miou 0.90 --min-int8-agreement 0.99
 
 test: $(STAMP)

@@ -26,7 +26,11 @@ the LiteRT interpreter on held-out test samples and compared with the Keras
 model; FILE.report.json holds the result. Exit status 1 if a threshold fails.
 """
 
+import csv
+import io
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,15 +43,19 @@ from kerasseg.cli import UsageError
 from export import agreement, common, edgetpu
 
 MODES = ("float32", "float16", "dynamic", "int8")
+FLAG_RMSE_PER_SCALE = 0.7
 IO_TYPES = ("uint8", "int8", "float32")
 
 
-def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
-    """The .tflite bytes of `model` at a fixed batch-1 `image_size`.
+def _representative(images):
+    def generate():
+        for image in images:
+            yield [image[None].astype(np.float32)]
 
-    int8 only: `io` is the input and output type (a class-index output
-    stays as it is).
-    """
+    return generate
+
+
+def _converter(model, quantize, image_size, calibration_images=None, io="uint8"):
     import tensorflow as tf
 
     frozen = common.frozen_function(model, image_size)
@@ -59,18 +67,105 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
     elif quantize == "int8":
         if calibration_images is None or len(calibration_images) == 0:
             raise UsageError("int8 quantization needs calibration images; the calibration set is empty")
-
-        def representative():
-            for image in calibration_images:
-                yield [image[None].astype(np.float32)]
-
-        converter.representative_dataset = representative
+        converter.representative_dataset = _representative(calibration_images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
         converter.inference_input_type = io_type
         if model.outputs[0].dtype in ("float32", "float16", "bfloat16"):
             converter.inference_output_type = io_type
-    return converter.convert()
+    return converter
+
+
+def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
+    """The .tflite bytes of `model` at a fixed batch-1 `image_size`.
+
+    int8 only: `io` is the input and output type (a class-index output
+    stays as it is).
+    """
+    return _converter(model, quantize, image_size, calibration_images, io).convert()
+
+
+def _debugger(model, image_size, calibration_images, keep_float=(), debug_samples=32):
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float) or None)
+    return tf.lite.experimental.QuantizationDebugger(
+        converter=_converter(model, "int8", image_size, calibration_images),
+        debug_dataset=_representative(calibration_images[:debug_samples]), debug_options=options)
+
+
+def quantization_debug(model, image_size, calibration_images, csv_path=None):
+    """Per-tensor quantization error (TFLite's QuantizationDebugger), worst first.
+
+    Each row is one quantized op output: the float model's and the int8
+    model's values compared on calibration images; `rmse/scale` is the RMS
+    error in units of the tensor's quantization step (about 0.29 for pure
+    rounding; above FLAG_RMSE_PER_SCALE the layer is flagged). Written as CSV
+    to `csv_path` when given.
+    """
+    debugger = _debugger(model, image_size, calibration_images)
+    debugger.run()
+    buffer = io.StringIO()
+    debugger.layer_statistics_dump(buffer)
+    rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
+    for row in rows:
+        scale = float(row["scale"] or 0)
+        row["rmse/scale"] = math.sqrt(float(row["mean_squared_error"])) / scale if scale else 0.0
+        row["flagged"] = row["rmse/scale"] > FLAG_RMSE_PER_SCALE
+    rows.sort(key=lambda row: -row["rmse/scale"])
+    if csv_path:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["tensor_name"])
+        writer.writeheader()
+        writer.writerows(rows)
+        cli.write_text_atomic(csv_path, out.getvalue())
+    return rows
+
+
+def format_offenders(rows, count=10):
+    lines = [f"{'rmse/scale':>10}  {'op':<18} tensor"]
+    for row in rows[:count]:
+        flag = "  <- flagged" if row["flagged"] else ""
+        lines.append(f"{row['rmse/scale']:10.3f}  {row['op_name']:<18} {row['tensor_name'].split(';')[0]}{flag}")
+    return "\n".join(lines)
+
+
+def tensors_of_layers(rows, layer_names):
+    """The debugger's tensor names that belong to the Keras layers `layer_names` (a UsageError names
+    any layer with no quantized tensor)."""
+    tensors = []
+    for layer in layer_names:
+        pattern = re.compile(rf"(^|/){re.escape(layer)}(_\d+)?/")
+        found = [row["tensor_name"] for row in rows if pattern.search(row["tensor_name"])]
+        if not found:
+            known = sorted({m.group(1) for row in rows for m in re.finditer(r"/([^/;]+?)(?:_\d+)?/", row["tensor_name"])})
+            raise UsageError(f"--keep-float: no quantized tensor belongs to layer {layer!r}; layers with "
+                             f"quantized outputs: {', '.join(known[:40])}")
+        tensors += found
+    return tensors
+
+
+def convert_keeping_float(model, image_size, calibration_images, tensors):
+    """int8 with the ops producing `tensors` left in float (float32 input and output)."""
+    return _debugger(model, image_size, calibration_images, keep_float=tensors).get_nondebug_quantized_model()
+
+
+def auto_keep_float(model, image_size, calibration_images, rows, validation, thresholds):
+    """Keeps the 1, 2, 4, ... worst tensors in float until `validation` samples meet `thresholds`."""
+    for count in (1, 2, 4, 8, 16):
+        tensors = [row["tensor_name"] for row in rows[:count]]
+        content = convert_keeping_float(model, image_size, calibration_images, tensors)
+        with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
+            tmp.write(content)
+            tmp.flush()
+            numbers, _ = agreement.compare(model, agreement.LiteRTRunner(tmp.name), validation, latency_repeats=1)
+        failed = agreement.check(numbers, thresholds)
+        print(f"keeping the {count} worst tensor(s) in float: {'passes' if not failed else '; '.join(failed)} "
+              "on the validation split", flush=True)
+        if not failed:
+            return content, tensors
+    raise UsageError("--auto-keep-float: the thresholds still fail with the 16 worst tensors kept in float; "
+                     "see --debug's table")
 
 
 def edgetpu_check(content, output):
@@ -122,12 +217,17 @@ def with_output_kind(model, kind):
 
 def export(model_path, output, quantize="int8", image_size=None, dataset="shapes", samples=50,
            calibration_dataset="shapes", calibration_samples=200, overrides=None, io="uint8", target=None,
-           output_kind="logits"):
+           output_kind="logits", debug=False, keep_float=(), auto=False):
     """Converts, checks in LiteRT, writes `output` and its report; returns the report."""
     if target == "edgetpu":
         if quantize != "int8" or io != "uint8":
             raise UsageError(f"--target edgetpu needs --quantize int8 and --io uint8 (the defaults); "
                              f"received --quantize {quantize} --io {io}")
+        if keep_float or auto:
+            raise UsageError("--keep-float / --auto-keep-float split the graph into int8 and float parts, and "
+                             "the Edge TPU runs only the first part: not allowed with --target edgetpu")
+    if (debug or keep_float or auto) and quantize != "int8":
+        raise UsageError(f"--debug, --keep-float and --auto-keep-float apply to --quantize int8, not {quantize}")
 
     def build(model, size):
         extra = {"output_kind": output_kind}
@@ -135,8 +235,25 @@ def export(model_path, output, quantize="int8", image_size=None, dataset="shapes
         if quantize == "int8":
             calibration = common.load_samples(calibration_dataset, "train", size, calibration_samples, model).images
             extra.update(calibration_dataset=calibration_dataset, calibration_samples=len(calibration), io=io)
+        plain = model
         model = with_output_kind(model, output_kind)
-        content = convert(model, quantize, size, calibration, io)
+        if debug or keep_float or auto:
+            debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None
+            rows = quantization_debug(model, size, calibration, debug_csv)
+            print(f"quantization error per tensor, worst first ({len(rows)} tensors; flagged: rmse/scale > "
+                  f"{FLAG_RMSE_PER_SCALE}):\n{format_offenders(rows)}", flush=True)
+            extra.update(debug_csv=debug_csv, flagged_tensors=[r["tensor_name"] for r in rows if r["flagged"]])
+        if keep_float:
+            extra["kept_float"] = tensors_of_layers(rows, keep_float)
+            content = convert_keeping_float(model, size, calibration, extra["kept_float"])
+        elif auto:
+            validation = common.load_samples(dataset, "val", size, samples, plain)
+            thresholds = {**agreement.DEFAULT_THRESHOLDS["int8"], **(overrides or {})}
+            content, extra["kept_float"] = auto_keep_float(model, size, calibration, rows, validation, thresholds)
+        else:
+            content = convert(model, quantize, size, calibration, io)
+        if extra.get("kept_float"):
+            extra["io"] = "float32"  # the split graph takes and returns float
         if target == "edgetpu":
             extra["edgetpu"] = edgetpu_check(content, output)
         return model, content, extra
@@ -159,12 +276,18 @@ def main(argv=None):
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits")
+    parser.add_argument("--debug", action="store_true",
+                        help="int8: per-tensor quantization error table (FILE.debug.csv) and the top offenders")
+    parser.add_argument("--keep-float", nargs="+", default=(), metavar="LAYER",
+                        help="int8: leave these Keras layers' ops in float")
+    parser.add_argument("--auto-keep-float", action="store_true",
+                        help="int8: keep the worst tensors in float until the thresholds pass (validation split)")
     common.add_data_args(parser)
     common.add_threshold_args(parser)
     args = parser.parse_args(argv)
     report = export(args.model, args.output, args.quantize, args.image_size, args.dataset, args.samples,
                     args.calibration_dataset, args.calibration_samples, common.threshold_overrides(args),
-                    args.io, args.target, args.output_kind)
+                    args.io, args.target, args.output_kind, args.debug, args.keep_float, args.auto_keep_float)
     agreement.print_summary(report, args.output)
     return 0 if report["passed"] else 1
 

@@ -63,6 +63,12 @@ def image_size(text):
     return size
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
     """Calls `write(tmp_path)`, then renames the temporary file to `path`.
 
@@ -76,6 +82,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the file private
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

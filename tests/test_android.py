@@ -1,0 +1,74 @@
+"""The Android / Coral bundle: the committed android_demo_assets in MediaPipe, and export.android itself."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli
+from export.android import FILES
+
+ASSETS = pathlib.Path(ROOT) / "android_demo_assets"
+
+
+def _category_mask(model_path, image):
+    """MediaPipe's ImageSegmenter (the C++ task Android runs) on `image`: its labels and class mask."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=str(model_path)),
+                                           output_category_mask=True, output_confidence_masks=False)
+    segmenter = vision.ImageSegmenter.create_from_options(options)
+    try:
+        result = segmenter.segment(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+        return list(segmenter.labels), result.category_mask.numpy_view().reshape(image.shape[:2]).copy()
+    finally:
+        segmenter.close()
+
+
+def _read(folder):
+    labels = (folder / "labels.txt").read_text().splitlines()
+    sample = np.asarray(Image.open(folder / "sample.png").convert("RGB"))
+    expected = np.asarray(Image.open(folder / "sample_expected_mask.png"))
+    return labels, sample, expected, json.loads((folder / "model_card.json").read_text())
+
+
+def test_committed_assets_segment_in_mediapipe_with_their_labels():
+    assert all((ASSETS / name).is_file() for name in FILES)
+    labels, sample, expected, card = _read(ASSETS)
+    assert [c["name"] for c in card["classes"]] == labels
+    assert (card["input"]["height"], card["input"]["width"]) == sample.shape[:2] == expected.shape
+    assert card["agreement"]["passed"] and card["edgetpu_static_check"]["fully_mapped"]
+
+    read_labels, mask = _category_mask(ASSETS / "segmenter.tflite", sample)
+    assert read_labels == labels  # from the file's TENSOR_AXIS_LABELS metadata
+    assert (mask == expected).mean() >= 0.99
+    # another size than the model's: MediaPipe resizes the frame in and the mask back out
+    large = sample.repeat(2, axis=0).repeat(2, axis=1)
+    _, mask = _category_mask(ASSETS / "segmenter.tflite", large)
+    assert mask.shape == large.shape[:2]
+    assert (mask == expected.repeat(2, axis=0).repeat(2, axis=1)).mean() >= 0.99
+
+
+def test_export_android_writes_the_bundle_or_nothing(trained_run, tmp_path):
+    out = tmp_path / "assets"
+    args = ["export.android", trained_run / "model.keras", "--output", out, "--samples", "8",
+            "--calibration-samples", "16"]
+    result = run_cli(*args, "--min-pixel-agreement", "1.01")
+    assert result.returncode == 1 and "pixel_agreement" in result.stderr
+    assert not out.exists() or not any(out.iterdir())
+
+    result = run_cli(*args, "--min-pixel-agreement", "0.5", "--max-miou-drop", "100")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    labels, sample, expected, card = _read(out)
+    assert labels == ["background", "disc", "square", "triangle"]
+    assert card["input"] == {"height": 32, "width": 32, "channels": "RGB", "type": "uint8", "range": [0, 255],
+                             "normalization": "none: the model takes pixels"}
+    read_labels, mask = _category_mask(out / "segmenter.tflite", sample)
+    assert read_labels == labels
+    assert (mask == expected).mean() >= card["agreement"]["pixel_agreement"] - 0.05
+    readme = (out / "README.md").read_text()
+    assert "ImageSegmenter" in readme and "pycoral" in readme
