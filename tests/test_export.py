@@ -143,3 +143,92 @@ def test_export_cli_bad_arguments(trained_run, tmp_path, args, message):
     result = run_cli("export.tflite", trained_run / "model.keras", "--output", output, *args)
     assert result.returncode == 2 and message in result.stderr
     assert not output.exists()
+
+
+def _litert(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+@pytest.mark.parametrize("args, input_dtype, output", [
+    (["--io", "int8"], np.int8, ((1, 32, 32, 4), np.int8)),
+    (["--io", "float32"], np.float32, ((1, 32, 32, 4), np.float32)),
+    (["--output-kind", "category"], np.uint8, ((1, 32, 32), np.int32)),
+    (["--output-kind", "probabilities"], np.uint8, ((1, 32, 32, 4), np.uint8)),
+])
+def test_int8_io_types_and_output_kinds(trained_run, tmp_path, args, input_dtype, output):
+    path = tmp_path / "m.tflite"
+    result = run_cli("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "6",
+                     "--calibration-samples", "16", "--min-pixel-agreement", "0.9", *args)
+    assert result.returncode == 0, result.stderr
+    interpreter = _litert(path)
+    assert interpreter.get_input_details()[0]["dtype"] == input_dtype
+    details = interpreter.get_output_details()[0]
+    assert (tuple(details["shape"]), details["dtype"]) == output
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert report["pixel_agreement"] >= 0.9 and (tmp_path / "m.disagreement.png").stat().st_size > 0
+
+
+def test_edgetpu_target_exports_a_mappable_model_and_refuses_the_rest(trained_run, tmp_path):
+    # the tiny U-Net (transposed-convolution upsampling) maps entirely
+    output = tmp_path / "edge.tflite"
+    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", output,
+                     "--samples", "4", "--calibration-samples", "8", "--min-pixel-agreement", "0")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "edge.report.json").read_text())
+    assert report["edgetpu"]["fully_mapped"] and report["edgetpu"]["mapped_share"] == 1.0
+    assert "static check" in report["edgetpu"]["compiler"]  # no edgetpu_compiler on this machine
+
+    # an argmax head is not in Coral's table: refused, with the op report, nothing written
+    refused = tmp_path / "refused.tflite"
+    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", refused,
+                     "--output-kind", "category", "--samples", "4", "--calibration-samples", "8")
+    assert result.returncode == 2
+    assert "refusing --target edgetpu" in result.stderr and "ARG_MAX" in result.stderr
+    assert "not in the Edge TPU's operation table" in result.stderr
+    assert not refused.exists() and not (tmp_path / "refused.report.json").exists()
+    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--auto-keep-float",
+                     "--output", refused)
+    assert result.returncode == 2 and "not allowed with --target edgetpu" in result.stderr
+
+
+def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path):
+    path = tmp_path / "m.tflite"
+    result = run_cli("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "4",
+                     "--calibration-samples", "8", "--debug", "--keep-float", "head_logits",
+                     "--min-pixel-agreement", "0")
+    assert result.returncode == 0, result.stderr
+    assert "rmse/scale" in result.stdout
+    rows = list(__import__("csv").DictReader((tmp_path / "m.debug.csv").open()))
+    values = [float(row["rmse/scale"]) for row in rows]
+    assert rows and values == sorted(values, reverse=True)
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert report["kept_float"] and all("head_logits" in name for name in report["kept_float"])
+    assert report["io"] == "float32" and _litert(path).get_input_details()[0]["dtype"] == np.float32
+
+    result = run_cli("export.tflite", trained_run / "model.keras", "--output", path, "--keep-float", "no_such_layer",
+                     "--calibration-samples", "8")
+    assert result.returncode == 2 and "no quantized tensor belongs to layer 'no_such_layer'" in result.stderr
+
+
+def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    path = tmp_path / "q.onnx"
+    result = run_cli("export.onnx", trained_run / "model.keras", "--output", path, "--quantize", "int8",
+                     "--samples", "6", "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
+    assert result.returncode == 0, result.stderr
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert json.loads((tmp_path / "q.report.json").read_text())["quantization"] == "int8"
+
+    path = tmp_path / "dyn.onnx"
+    assert run_cli("export.onnx", trained_run / "model.keras", "--output", path, "--dynamic-batch",
+                   "--samples", "4").returncode == 0
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"image": np.zeros((3, 32, 32, 3), np.float32)})[0]
+    assert out.shape == (3, 32, 32, 4)
