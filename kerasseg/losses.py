@@ -1,10 +1,82 @@
-"""Segmentation losses on integer masks and logits."""
+"""Segmentation losses on integer masks and logits, ignore label excluded everywhere.
+
+    ce      softmax cross-entropy, optionally weighted per class (a weighted mean
+            over pixels: the weights of the pixels' classes sum to one)
+    dice    soft Dice over the batch, averaged over classes: 1 - 2|P.Y| / (|P| + |Y|);
+            insensitive to how many pixels a class has, it lifts small classes
+    focal   cross-entropy scaled by (1 - p)^gamma: confident pixels count less
+            (Lin et al., 2017); class weights act as its alpha
+
+A name combines them: "ce+dice", "0.5*ce+dice", "focal" (--loss).
+"""
+
+import re
 
 import keras
+from keras import ops
 
 from kerasseg.data import IGNORE_LABEL
 
+TERMS = ("ce", "dice", "focal")
 
-def cross_entropy(ignore_label=IGNORE_LABEL):
+
+def parse_loss(text):
+    """[(weight, term)] of a loss name such as "ce+dice" or "0.5*ce+2*dice"."""
+    terms = []
+    for part in str(text).replace(" ", "").split("+"):
+        match = re.fullmatch(r"(?:(\d*\.?\d+)\*)?([a-z]+)", part)
+        if not match or match.group(2) not in TERMS:
+            raise ValueError(f"unknown loss {text!r}: expected terms from {', '.join(TERMS)} joined by '+', "
+                             "each optionally weighted, e.g. 'ce+dice' or '0.5*ce+dice'")
+        terms.append((float(match.group(1) or 1.0), match.group(2)))
+    return terms
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class SegmentationLoss(keras.losses.Loss):
+    """A weighted sum of ce / dice / focal on (N, H, W) integer masks and (N, H, W, C) logits."""
+
+    def __init__(self, loss="ce", class_weights=None, ignore_label=IGNORE_LABEL, gamma=2.0, name=None, **kwargs):
+        self.terms = parse_loss(loss)
+        super().__init__(name=name or str(loss).replace("*", "x"), **kwargs)
+        self.loss, self.class_weights = loss, None if class_weights is None else [float(w) for w in class_weights]
+        self.ignore_label, self.gamma = ignore_label, gamma
+
+    def call(self, y_true, y_pred):
+        logits = ops.cast(y_pred, "float32")
+        classes = logits.shape[-1]
+        labels = ops.cast(y_true, "int32")
+        valid = ops.cast(ops.not_equal(labels, self.ignore_label), "float32")
+        labels = ops.where(ops.equal(labels, self.ignore_label), 0, labels)
+        onehot = ops.one_hot(labels, classes) * valid[..., None]
+        log_probs = ops.log_softmax(logits, axis=-1)
+        if self.class_weights is not None:
+            if len(self.class_weights) != classes:
+                raise ValueError(f"class_weights has {len(self.class_weights)} values for {classes} classes")
+            weights = ops.sum(onehot * ops.convert_to_tensor(self.class_weights, "float32"), axis=-1)
+        else:
+            weights = valid
+        total = 0.0
+        for factor, term in self.terms:
+            if term == "dice":
+                probs = ops.softmax(logits, axis=-1) * valid[..., None]
+                axes = tuple(range(len(logits.shape) - 1))
+                overlap = ops.sum(probs * onehot, axis=axes)
+                sizes = ops.sum(probs, axis=axes) + ops.sum(onehot, axis=axes)
+                value = 1.0 - ops.mean((2.0 * overlap + 1.0) / (sizes + 1.0))
+            else:
+                nll = -ops.sum(onehot * log_probs, axis=-1)
+                if term == "focal":
+                    nll = nll * ops.power(1.0 - ops.exp(-nll), self.gamma)
+                value = ops.sum(weights * nll) / ops.maximum(ops.sum(weights), 1e-6)
+            total = total + factor * value
+        return total
+
+    def get_config(self):
+        return {"loss": self.loss, "class_weights": self.class_weights, "ignore_label": self.ignore_label,
+                "gamma": self.gamma, "name": self.name, "reduction": self.reduction}
+
+
+def cross_entropy(ignore_label=IGNORE_LABEL, class_weights=None):
     """Per-pixel softmax cross-entropy from logits; ignore-label pixels add nothing."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=ignore_label)
+    return SegmentationLoss("ce", class_weights, ignore_label)

@@ -64,3 +64,27 @@ def save_grid(rows, titles, path, caption=None):
     fig.tight_layout()
     cli.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
+
+
+def save_curves(rows, path):
+    """Loss and mIoU per epoch (train and validation) from history rows, as one PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "miou", "mIoU")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = [row.get(prefix + key) for row in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, marker="o", markersize=3,
+                        label="validation" if prefix else "training")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    cli.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)

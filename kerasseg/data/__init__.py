@@ -1,7 +1,15 @@
-"""Dataset specs: one string names a dataset for training, evaluation, calibration.
+"""Dataset specs: one string names a dataset for training, evaluation, calibration and benchmarks.
 
 Accepted specs:
-    shapes      the built-in generated dataset (kerasseg.data.shapes)
+    shapes        the built-in generated dataset (kerasseg.data.shapes)
+    folder:DIR    DIR/images/* and DIR/masks/*.png matched by stem; optional DIR/splits/{train,val}.txt
+                  and DIR/labels.txt (kerasseg.data.sources.FolderSource)
+    voc:DIR       Pascal VOC 2012's layout, 21 classes, border 255 ignored
+    tfds:NAME     a TFDS segmentation dataset, e.g. tfds:oxford_iiit_pet (--data-dir: where it was
+                  downloaded)
+
+Masks hold class indices; IGNORE_LABEL (255) marks pixels that no loss,
+metric or augmentation counts.
 """
 
 from dataclasses import dataclass
@@ -9,9 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg.data import shapes
+from kerasseg.data.sources import (IGNORE_LABEL, DatasetError, FolderSource, TfdsSource, VocSource,
+                                   read_examples)
 
-IGNORE_LABEL = 255
-ACCEPTED_SPECS = ("shapes",)
+ACCEPTED_SPECS = ("shapes", "folder:DIR", "voc:DIR", "tfds:NAME")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -30,23 +40,77 @@ class Split:
         return len(self.images)
 
 
+def parse_spec(spec):
+    """(kind, argument) of a dataset spec, or a ValueError listing the accepted ones."""
+    kind, _, argument = str(spec).partition(":")
+    if spec == "shapes" or (kind in ("folder", "voc", "tfds") and argument):
+        return kind, argument
+    raise ValueError(f"unknown dataset {spec!r}; accepted: {', '.join(ACCEPTED_SPECS)}")
+
+
 def check_spec(spec):
-    """Returns `spec` if it names a dataset kerasseg can read, else a ValueError listing the accepted ones."""
-    if spec not in ACCEPTED_SPECS:
-        raise ValueError(
-            f"unknown dataset {spec!r}; accepted: {', '.join(ACCEPTED_SPECS)}"
-        )
+    """Returns `spec` if it is well formed (whether its files exist is checked when it is read)."""
+    parse_spec(spec)
     return spec
 
 
-def class_names(spec):
-    check_spec(spec)
-    return shapes.CLASS_NAMES
+def open_source(spec, data_dir=None, classes=None, seed=0):
+    """The source object behind `spec` (None for shapes)."""
+    kind, argument = parse_spec(spec)
+    if kind == "folder":
+        return FolderSource(argument, classes, seed)
+    if kind == "voc":
+        return VocSource(argument)
+    if kind == "tfds":
+        return TfdsSource(argument, data_dir, classes)
+    return None
 
 
-def load_split(spec, split, image_size, count=None):
-    """Loads `count` samples (all when None) of `split` ("train", "val", "test") at `image_size` (h, w)."""
-    check_spec(spec)
+def class_names(spec, data_dir=None, classes=None):
+    source = open_source(spec, data_dir, classes)
+    names = shapes.CLASS_NAMES if source is None else source.class_names
+    if classes is not None and classes != len(names):
+        raise DatasetError(f"--classes {classes} disagrees with dataset {spec!r}, which has {len(names)} classes "
+                           f"({', '.join(names)})")
+    return tuple(names)
+
+
+def load_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0):
+    """The decoded and checked (image, mask) pairs of a split, each at its own size, and the class names.
+
+    `shapes` generates its images at `image_size`.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
+    source = open_source(spec, data_dir, classes, seed)
+    if source is None:
+        names = class_names(spec, classes=classes)
+        images, masks = shapes.load(split, *image_size, count=count)
+        return list(zip(images, masks)), names
+    examples = source.examples(split)[:count]
+    if not examples:
+        raise DatasetError(f"dataset {spec!r} has an empty {split} split")
+    return read_examples(examples, len(source.class_names)), tuple(source.class_names)
+
+
+def resize_pair(image, mask, image_size):
+    """`image` (bilinear) and `mask` (nearest: classes are not blended) at `image_size` (h, w)."""
+    from PIL import Image
+
     height, width = image_size
-    images, masks = shapes.load(split, height, width, count=count)
-    return Split(images, masks, shapes.CLASS_NAMES)
+    if image.shape[:2] == (height, width):
+        return image, mask
+    image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+    return image, mask
+
+
+def load_split(spec, split, image_size, count=None, data_dir=None, classes=None):
+    """`count` samples (all when None) of `split` ("train", "val", "test"), resized to `image_size` (h, w)."""
+    pairs, names = load_examples(spec, split, image_size, count, data_dir, classes)
+    pairs = [resize_pair(image, mask, image_size) for image, mask in pairs]
+    return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), names)
+
+
+__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "load_examples",
+           "load_split", "open_source", "parse_spec", "resize_pair"]

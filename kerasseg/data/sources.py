@@ -1,0 +1,277 @@
+"""Datasets on disk and in TFDS: `folder:DIR`, `voc:DIR`, `tfds:NAME`.
+
+Every source lists its examples per split (an image and a mask, as files or
+arrays, and a name that error messages use); `read_examples` decodes and
+checks them all, naming every file that is wrong.
+"""
+
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+IGNORE_LABEL = 255
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+# TFDS datasets whose masks need a mapping to classes: {name: (mask feature, class names, value -> class)}
+TFDS_DATASETS = {
+    # the pets' trimap: 1 pet, 2 background, 3 the uncertain border around the pet (ignored, as usual)
+    "oxford_iiit_pet": ("segmentation_mask", ("background", "pet"), {1: 1, 2: 0, 3: IGNORE_LABEL}),
+}
+# the held-out splits of each kind: train / val / test
+TFDS_SPLITS = {"train": "train[:90%]", "val": "train[90%:]", "test": "test"}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; the message names the files."""
+
+
+@dataclass
+class Example:
+    name: str  # what an error message names: the file, or the TFDS example
+    image: object  # a path, or an (H, W, 3) uint8 array
+    mask: object  # a path, or an (H, W) uint8 array of class indices
+
+
+def read_image(path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # a truncated file fails here, not later in training
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable or truncated image ({error})") from None
+
+
+def read_mask(path):
+    """Class indices from a grayscale or palette PNG (a palette mask's indices, not its colours)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as mask:
+            mask.load()
+            if mask.mode not in ("P", "L", "I", "I;16", "1"):
+                raise DatasetError(f"{path}: a mask must hold class indices (grayscale or palette PNG); "
+                                   f"this one is {mask.mode}")
+            values = np.asarray(mask)
+    except (OSError, SyntaxError, ValueError) as error:
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"{path}: unreadable or truncated mask ({error})") from None
+    if values.max(initial=0) > 255:
+        raise DatasetError(f"{path}: mask values up to {values.max()} do not fit 8 bits")
+    return values.astype(np.uint8)
+
+
+def _mask_problems(name, mask, num_classes):
+    bad = (mask >= num_classes) & (mask != IGNORE_LABEL)
+    if bad.any():
+        values = sorted(set(np.unique(mask[bad]).tolist()))
+        return [f"{name}: mask values {values[:8]} are not classes 0..{num_classes - 1} nor the ignore label "
+                f"{IGNORE_LABEL}"]
+    return []
+
+
+def read_examples(examples, num_classes, progress=True):
+    """Decodes every example; raises a DatasetError listing every bad file (unreadable or truncated
+    images, masks of another size than their image, mask values that are no class)."""
+    if not examples:
+        raise DatasetError("the split has no examples")
+
+    def read(example):
+        try:
+            image = read_image(example.image) if isinstance(example.image, str) else np.asarray(example.image)
+            mask = read_mask(example.mask) if isinstance(example.mask, str) else np.asarray(example.mask)
+        except DatasetError as error:
+            return None, [str(error)]
+        if image.shape[:2] != mask.shape[:2]:
+            return None, [f"{example.name}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
+                          f"{mask.shape[1]}x{mask.shape[0]}"]
+        return (image, mask), _mask_problems(example.name, mask, num_classes)
+
+    bar = None
+    if progress and len(examples) > 200:
+        import keras
+
+        print(f"reading and checking {len(examples)} examples")
+        bar = keras.utils.Progbar(len(examples), verbose=1 if os.isatty(1) else 2)
+    pairs, problems = [], []
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for i, (pair, issues) in enumerate(pool.map(read, examples), start=1):
+            pairs.append(pair)
+            problems += issues
+            if bar and (i % 100 == 0 or i == len(examples)):
+                bar.update(i)
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n  {shown}{more}")
+    return pairs
+
+
+def _read_lines(path):
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _check_dir(path, what):
+    if not os.path.isdir(path):
+        raise DatasetError(f"{what} not found: {path}")
+
+
+class FolderSource:
+    """`folder:DIR`: DIR/images/* and DIR/masks/*.png matched by file stem.
+
+    Optional: DIR/splits/{train,val,test}.txt (stems, one per line; without
+    them a seeded 90/10 train/val split, and test is val) and DIR/labels.txt
+    (class names, one per line). Without labels.txt the classes are `classes`
+    (--classes) or, failing that, the largest mask value + 1.
+    """
+
+    def __init__(self, root, classes=None, seed=0):
+        self.root = root
+        images_dir, masks_dir = os.path.join(root, "images"), os.path.join(root, "masks")
+        _check_dir(root, "dataset folder")
+        _check_dir(images_dir, "image folder (folder:DIR needs DIR/images and DIR/masks)")
+        _check_dir(masks_dir, "mask folder (folder:DIR needs DIR/images and DIR/masks)")
+        images = {os.path.splitext(f)[0]: os.path.join(images_dir, f) for f in sorted(os.listdir(images_dir))
+                  if f.lower().endswith(IMAGE_SUFFIXES)}
+        masks = {os.path.splitext(f)[0]: os.path.join(masks_dir, f) for f in sorted(os.listdir(masks_dir))
+                 if f.lower().endswith(".png")}
+        if not images:
+            raise DatasetError(f"{images_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        missing = [images[stem] for stem in images if stem not in masks]
+        if missing:
+            raise DatasetError(f"{len(missing)} image(s) without a mask in {masks_dir} (same stem, .png):\n  "
+                               + "\n  ".join(missing))
+        self.pairs = {stem: (images[stem], masks[stem]) for stem in images}
+        self.class_names = self._class_names(classes)
+        self.splits = self._splits(seed)
+
+    def _class_names(self, classes):
+        labels = os.path.join(self.root, "labels.txt")
+        if os.path.isfile(labels):
+            names = tuple(_read_lines(labels))
+            if classes is not None and classes != len(names):
+                raise DatasetError(f"--classes {classes} disagrees with {labels}, which names {len(names)} "
+                                   f"classes ({', '.join(names)})")
+            return names
+        if classes is None:
+            highest = max(int(np.max(v, initial=0, where=v != IGNORE_LABEL))
+                          for v in (read_mask(m) for _, m in self.pairs.values()))
+            classes = highest + 1
+        return tuple(f"class_{i}" for i in range(classes))
+
+    def _splits(self, seed):
+        split_dir = os.path.join(self.root, "splits")
+        listed = {s: os.path.join(split_dir, f"{s}.txt") for s in ("train", "val", "test")}
+        if os.path.isfile(listed["train"]):
+            splits = {}
+            for split, path in listed.items():
+                if not os.path.isfile(path):
+                    continue
+                stems = _read_lines(path)
+                unknown = [s for s in stems if s not in self.pairs]
+                if unknown:
+                    raise DatasetError(f"{path} lists {len(unknown)} stem(s) with no image and mask: "
+                                       f"{', '.join(unknown[:10])}")
+                splits[split] = stems
+            splits.setdefault("val", [])
+            splits.setdefault("test", splits["val"])
+            return splits
+        stems = sorted(self.pairs)
+        random.Random(seed).shuffle(stems)
+        cut = max(1, len(stems) // 10) if len(stems) > 1 else 0
+        return {"train": sorted(stems[cut:]), "val": sorted(stems[:cut]), "test": sorted(stems[:cut])}
+
+    def examples(self, split):
+        return [Example(self.pairs[s][0], *self.pairs[s]) for s in self.splits[split]]
+
+
+class VocSource:
+    """`voc:DIR`: Pascal VOC 2012 (JPEGImages, SegmentationClass, ImageSets/Segmentation/{train,val}.txt),
+    21 classes, the border label 255 ignored; test is val (VOC's test masks are not public)."""
+
+    class_names = VOC_CLASSES
+
+    def __init__(self, root):
+        self.root = root
+        for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
+            _check_dir(os.path.join(root, sub), "Pascal VOC folder")
+
+    def examples(self, split):
+        listed = os.path.join(self.root, "ImageSets", "Segmentation", f"{'val' if split == 'test' else split}.txt")
+        if not os.path.isfile(listed):
+            raise DatasetError(f"split list not found: {listed}")
+        examples = []
+        for stem in _read_lines(listed):
+            image = os.path.join(self.root, "JPEGImages", f"{stem}.jpg")
+            mask = os.path.join(self.root, "SegmentationClass", f"{stem}.png")
+            examples.append(Example(image, image, mask))
+        missing = [e.mask for e in examples if not os.path.isfile(e.mask)] + \
+                  [e.image for e in examples if not os.path.isfile(e.image)]
+        if missing:
+            raise DatasetError(f"{len(missing)} file(s) listed in {listed} do not exist:\n  " + "\n  ".join(missing[:20]))
+        return examples
+
+
+class TfdsSource:
+    """`tfds:NAME`: a TFDS segmentation dataset (`--data-dir` for data downloaded beforehand).
+
+    oxford_iiit_pet's trimap becomes background / pet with the border
+    ignored; other datasets need an "image" and a mask feature (a feature
+    named *mask* or *segmentation*) whose values are the classes
+    (--classes says how many).
+    """
+
+    def __init__(self, name, data_dir=None, classes=None):
+        import tensorflow_datasets as tfds
+
+        self.name, self.data_dir = name, data_dir
+        try:
+            self.builder = tfds.builder(name, data_dir=data_dir)
+        except Exception as error:  # DatasetNotFoundError and friends
+            raise DatasetError(f"tfds:{name}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        if name in TFDS_DATASETS:
+            self.mask_key, self.class_names, self.mapping = TFDS_DATASETS[name]
+        else:
+            keys = [k for k in self.builder.info.features if "mask" in k or "segmentation" in k]
+            if "image" not in self.builder.info.features or not keys:
+                raise DatasetError(f"tfds:{name} has no 'image' and mask feature (features: "
+                                   f"{', '.join(self.builder.info.features)}); known: {', '.join(TFDS_DATASETS)}")
+            if classes is None:
+                raise DatasetError(f"tfds:{name}: pass --classes N (its mask values are the classes)")
+            self.mask_key, self.class_names, self.mapping = keys[0], tuple(f"class_{i}" for i in range(classes)), None
+
+    def examples(self, split):
+        import tensorflow_datasets as tfds
+
+        try:
+            data = tfds.load(self.name, split=TFDS_SPLITS[split], data_dir=self.data_dir, download=False)
+        except Exception as error:
+            raise DatasetError(f"tfds:{self.name}: cannot read split {split!r} from "
+                               f"{self.data_dir or 'the default TFDS folder'} ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0]}); download it first (tfds build {self.name})") from None
+        lookup = None
+        if self.mapping:
+            lookup = np.full(256, 254, np.uint8)  # 254: "no class", reported as a bad value below
+            for value, target in self.mapping.items():
+                lookup[value] = target
+        examples = []
+        for i, record in enumerate(tfds.as_numpy(data)):
+            mask = np.asarray(record[self.mask_key])
+            mask = mask[..., 0] if mask.ndim == 3 else mask
+            if lookup is not None:
+                unknown = ~np.isin(mask, list(self.mapping))
+                if unknown.any():
+                    raise DatasetError(f"tfds:{self.name} {split} example {i}: mask values "
+                                       f"{sorted(np.unique(mask[unknown]).tolist())[:8]} are not in "
+                                       f"{sorted(self.mapping)}")
+                mask = lookup[mask]
+            examples.append(Example(f"tfds:{self.name} {split} example {i}", record["image"], mask.astype(np.uint8)))
+        return examples
