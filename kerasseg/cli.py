@@ -1,6 +1,7 @@
 """What every kerasseg / export command line shares: one-line errors, exit status 2."""
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -111,3 +112,46 @@ def ensure_output_dir(path):
     if not os.access(directory, os.W_OK):
         raise UsageError(f"output directory {directory} is not writable")
     return directory
+
+
+def load_keras_model(path):
+    """Loads a .keras file written by kerasseg, or raises a UsageError naming the path."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"model file not found: {path}")
+    if not path.endswith(".keras"):
+        raise UsageError(f"{path} is not a Keras model: expected a .keras file written by model.save()")
+    import keras  # (importing kerasseg registered its custom layers)
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # zip, json and config errors all mean "not a usable model"
+        raise UsageError(f"{path} is not a readable Keras model: {type(error).__name__}: {error}") from None
+    inputs = model.inputs
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
+        shapes = [tuple(i.shape) for i in inputs]
+        raise UsageError(f"{path}: the model's input is not one RGB image batch (N, H, W, 3); it has inputs {shapes}")
+    return model
+
+
+def resolve_image_size(model, model_path, requested=None):
+    """The fixed (height, width) to export at.
+
+    In order: --image-size; the model's own fixed input size; the image size
+    recorded in metrics.json by `python -m kerasseg.train` beside the model.
+    """
+    if requested:
+        return tuple(requested)
+    height, width = model.inputs[0].shape[1:3]
+    if height and width:
+        return (height, width)
+    metrics_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metrics.json")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            size = json.load(f).get("image_size")
+        if size:
+            return tuple(size)
+    raise UsageError(
+        f"{model_path} accepts any image size and no metrics.json beside it records the training size: "
+        "pass --image-size N or HxW"
+    )
