@@ -38,7 +38,7 @@ class SegmentationLoss(keras.losses.Loss):
 
     def __init__(self, loss="ce", class_weights=None, ignore_label=IGNORE_LABEL, gamma=2.0, name=None, **kwargs):
         self.terms = parse_loss(loss)
-        super().__init__(name=name or str(loss).replace("*", "x"), **kwargs)
+        super().__init__(name=name or re.sub(r"[^A-Za-z0-9_.]", "_", str(loss)), **kwargs)
         self.loss, self.class_weights = loss, None if class_weights is None else [float(w) for w in class_weights]
         self.ignore_label, self.gamma = ignore_label, gamma
 

@@ -133,7 +133,7 @@ def evaluate_split(model, split, batch_size=16):
 
 
 def _strategy(args):
-    """The distribution scope (TensorFlow strategies) and whether this process writes the outputs."""
+    """The distribution scope (TensorFlow strategies) and the number of model replicas."""
     import contextlib
 
     import keras
@@ -144,13 +144,14 @@ def _strategy(args):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
     if args.strategy == "none":
-        return contextlib.nullcontext(), True
+        return contextlib.nullcontext(), 1
     if args.strategy == "data-parallel":
         if keras.backend.backend() != "jax":
             raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
                                  "(use --strategy mirrored on TensorFlow)")
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return contextlib.nullcontext(), True
+        distribution = keras.distribution.DataParallel()
+        keras.distribution.set_distribution(distribution)
+        return contextlib.nullcontext(), len(distribution.device_mesh.devices.ravel())
     if keras.backend.backend() != "tensorflow":
         raise cli.UsageError(f"--strategy {args.strategy} is a tf.distribute strategy: use the TensorFlow backend "
                              "(on JAX: --strategy data-parallel)")
@@ -160,13 +161,12 @@ def _strategy(args):
         strategy = tf.distribute.MirroredStrategy(
             [d.name for d in tf.config.list_logical_devices("GPU")] or
             [d.name for d in tf.config.list_logical_devices("CPU")])
-        return strategy.scope(), True
-    if "TF_CONFIG" not in os.environ:
-        raise cli.UsageError("--strategy multiworker reads the cluster from the TF_CONFIG environment variable "
-                             "(see README, 'Several machines')")
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    task = json.loads(os.environ["TF_CONFIG"]).get("task", {})
-    return strategy.scope(), task.get("type", "worker") in ("chief", "worker") and task.get("index", 0) == 0
+        return strategy.scope(), strategy.num_replicas_in_sync
+    # Keras 3's model.fit fails under MultiWorkerMirroredStrategy ("Attempt to convert a value
+    # (PerReplica...)"; keras-team/keras#20585, open since Keras 3 became TensorFlow's Keras)
+    raise cli.UsageError("--strategy multiworker: Keras 3's model.fit does not run under "
+                         "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one machine "
+                         "with --strategy mirrored, or on JAX with --strategy data-parallel")
 
 
 def _mixed_precision():
@@ -197,7 +197,7 @@ def _build(args, num_classes):
     try:
         return models.create_model(args.model, classes=num_classes, **kwargs)
     except (TypeError, ValueError) as error:
-        raise cli.UsageError(f"cannot build {args.model} with {kwargs}: {error}") from None
+        raise cli.UsageError(f"cannot build {args.model} with --model-args {kwargs}: {error}") from None
 
 
 def _optimizer(keras, args, steps):
@@ -215,7 +215,7 @@ def _optimizer(keras, args, steps):
 class _Tracker:
     """Keras callbacks for the files of a run: the best model, history.csv, curves, a NaN stop."""
 
-    def __init__(self, keras, output, writes, resumed_rows, best):
+    def __init__(self, keras, output, resumed_rows, best):
         tracker = self
 
         class Callback(keras.callbacks.Callback):
@@ -233,14 +233,13 @@ class _Tracker:
                     return
                 row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
                 tracker.rows = [r for r in tracker.rows if int(r["epoch"]) < epoch] + [row]
-                if writes:
-                    if row.get("val_miou", -1) > tracker.best:
-                        tracker.best = row["val_miou"]
-                        cli.atomic_write(os.path.join(output, "model.keras"), self.model.save)
-                    tracker.write()
+                if row.get("val_miou", -1) > tracker.best:
+                    tracker.best = row["val_miou"]
+                    cli.atomic_write(os.path.join(output, "model.keras"), self.model.save)
+                tracker.write()
 
         self.callback = Callback()
-        self.output, self.writes = output, writes
+        self.output = output
         self.rows, self.best, self.nonfinite = resumed_rows, best, None
 
     def write(self):
@@ -268,23 +267,11 @@ def _read_history(output):
 
 
 def train(args):
-    scope, writes = _strategy(args)
+    scope, replicas = _strategy(args)
     import keras
 
     from kerasseg import data, losses, metrics
     from kerasseg.data.pipeline import make_dataset
-
-    output = os.path.abspath(args.output)
-    if not writes:  # another worker of a multi-worker run writes the outputs; this one keeps its own
-        output = os.path.join(output, f"worker-{json.loads(os.environ['TF_CONFIG'])['task']['index']}")
-    cli.ensure_output_dir(os.path.join(output, "run.json"))
-    backup = os.path.join(output, "backup")
-    if not args.resume:  # a fresh run: an older run's backup must not be restored
-        shutil.rmtree(backup, ignore_errors=True)
-        saved = {k: v for k, v in vars(args).items() if k not in ("output", "resume")}
-        cli.write_text_atomic(os.path.join(output, "run.json"), json.dumps(saved, indent=2) + "\n")
-    elif not os.path.isdir(backup) and not os.path.isfile(os.path.join(output, "history.csv")):
-        raise cli.UsageError(f"nothing to resume in {args.output}: no completed epoch was saved")
 
     keras.utils.set_random_seed(args.seed)
     policy = _mixed_precision() if args.mixed_precision else "float32"
@@ -303,10 +290,21 @@ def train(args):
         model.compile(optimizer=_optimizer(keras, args, steps),
                       loss=losses.SegmentationLoss(args.loss, args.class_weights),
                       metrics=[metrics.mean_iou_metric(len(names))])
-    print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy}")
+    print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
+          f"({replicas} replica{'s' if replicas > 1 else ''})")
+
+    output = os.path.abspath(args.output)
+    cli.ensure_output_dir(os.path.join(output, "run.json"))
+    backup = os.path.join(output, "backup")
+    if not args.resume:  # a fresh run: an older run's backup must not be restored
+        shutil.rmtree(backup, ignore_errors=True)
+        saved = {k: v for k, v in vars(args).items() if k not in ("output", "resume")}
+        cli.write_text_atomic(os.path.join(output, "run.json"), json.dumps(saved, indent=2) + "\n")
+    elif not os.path.isdir(backup) and not os.path.isfile(os.path.join(output, "history.csv")):
+        raise cli.UsageError(f"nothing to resume in {args.output}: no completed epoch was saved")
 
     rows, best = _read_history(output) if args.resume else ([], -1.0)
-    tracker = _Tracker(keras, output, writes, rows, best)
+    tracker = _Tracker(keras, output, rows, best)
     callbacks = [keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False), tracker.callback,
                  keras.callbacks.TensorBoard(os.path.join(output, "logs"))]
     if args.patience:
@@ -327,9 +325,6 @@ def train(args):
             "no epoch had completed, so there is no model.keras"
         raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
-    if not writes:
-        return {}
-
     best_model = keras.saving.load_model(os.path.join(output, "model.keras"))
     scores = evaluate_split(best_model, val_split)
     best_epoch = max(tracker.rows, key=lambda r: r.get("val_miou", -1))["epoch"] if tracker.rows else None
@@ -339,7 +334,7 @@ def train(args):
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": args.epochs,
         "epochs_run": len(tracker.rows), "batch_size": args.batch_size, "train_samples": len(train_pairs),
         "loss": args.loss, "optimizer": args.optimizer, "schedule": args.schedule, "lr": args.lr,
-        "mixed_precision": policy, "strategy": args.strategy, "seed": args.seed, "train_seconds": round(seconds, 1),
+        "mixed_precision": policy, "strategy": args.strategy, "replicas": replicas, "seed": args.seed, "train_seconds": round(seconds, 1),
     }
     cli.write_text_atomic(os.path.join(output, "metrics.json"), json.dumps(report, indent=2) + "\n")
     _predictions_png(best_model, val_split, os.path.join(output, "predictions.png"))

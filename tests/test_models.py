@@ -209,7 +209,7 @@ def test_short_fit_on_shapes_lowers_the_loss(name):
     split = data.load_split("shapes", "train", (48, 48), count=32)
     model = models.create_model(name, classes=split.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses.cross_entropy())
-    history = model.fit(make_dataset(split, 8, shuffle=True), epochs=5, verbose=0).history["loss"]
+    history = model.fit(make_dataset(split, (48, 48), 8, shuffle=True), epochs=5, verbose=0).history["loss"]
     assert np.isfinite(history).all() and history[-1] < 0.9 * history[0], history
 
 

@@ -76,9 +76,8 @@ def make_dataset(pairs, image_size, batch_size, shuffle=False, seed=0, augment=N
 
     def prepare(image, mask):
         image, mask = tf.cast(image, tf.float32), tf.cast(mask, tf.int32)
-        if augment == "full":
-            image, mask = _random_scale_crop_flip(image, mask, image_size, scale_range)
-            image = _photometric(image)
+        if augment == "full":  # colour first: the padding stays black
+            image, mask = _random_scale_crop_flip(_photometric(image), mask, image_size, scale_range)
         else:
             image = tf.image.resize(image, image_size, method="bilinear")
             mask = tf.image.resize(mask[..., None], image_size, method="nearest")[..., 0]

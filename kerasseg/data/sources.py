@@ -89,10 +89,11 @@ def read_examples(examples, num_classes, progress=True):
             mask = read_mask(example.mask) if isinstance(example.mask, str) else np.asarray(example.mask)
         except DatasetError as error:
             return None, [str(error)]
+        mask_name = example.mask if isinstance(example.mask, str) else example.name
         if image.shape[:2] != mask.shape[:2]:
-            return None, [f"{example.name}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
+            return None, [f"{example.name}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_name} is "
                           f"{mask.shape[1]}x{mask.shape[0]}"]
-        return (image, mask), _mask_problems(example.name, mask, num_classes)
+        return (image, mask), _mask_problems(mask_name, mask, num_classes)
 
     bar = None
     if progress and len(examples) > 200:

@@ -1,0 +1,281 @@
+"""Datasets on disk and in TFDS, the augmenting pipeline, the losses, and training runs (resume, NaN,
+distribution strategies) through the real command lines."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import keras
+
+from conftest import ROOT, run_cli
+from kerasseg import data, losses
+from kerasseg.data.pipeline import make_dataset
+
+CLASSES = ("background", "disc", "square", "triangle")
+
+
+def _write_folder(root, count=12, sizes=((40, 56), (48, 48), (36, 60)), palette=True, labels=True):
+    """A folder: dataset from shapes samples of several sizes (palette masks, mixed image formats)."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(count):
+        h, w = sizes[i % len(sizes)]
+        image, mask = data.load_split("shapes", "train", (h, w), count=i + 1).images[i], \
+            data.load_split("shapes", "train", (h, w), count=i + 1).masks[i]
+        Image.fromarray(image).save(root / "images" / f"img{i:02d}.{('png', 'jpg', 'bmp')[i % 3]}")
+        m = Image.fromarray(mask, mode="P" if palette else "L")
+        if palette:  # colours unrelated to the indices: the indices must be read, not the colours
+            m.putpalette([200, 10, 10, 10, 200, 10, 10, 10, 200, 90, 90, 90] + [0] * 756)
+        m.save(root / "masks" / f"img{i:02d}.png")
+    if labels:
+        (root / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+def _write_voc(root, count=6):
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    split = data.load_split("shapes", "train", (40, 52), count=count)
+    for i, (image, mask) in enumerate(zip(split.images, split.masks)):
+        Image.fromarray(image).save(root / "JPEGImages" / f"2007_{i:06d}.jpg")
+        mask = mask.copy()
+        mask[0, :] = 255  # VOC's object borders: ignored
+        m = Image.fromarray(mask, mode="P")
+        m.putpalette(list(range(256)) * 3)
+        m.save(root / "SegmentationClass" / f"2007_{i:06d}.png")
+    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(f"2007_{i:06d}" for i in range(count - 2)))
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(f"2007_{i:06d}" for i in range(count - 2, count)))
+    return root
+
+
+def test_folder_reads_palette_indices_at_each_images_size(tmp_path):
+    root = _write_folder(tmp_path / "ds")
+    pairs, names = data.load_examples(f"folder:{root}", "train")
+    assert names == CLASSES
+    source = data.open_source(f"folder:{root}")
+    assert len(source.splits["train"]) + len(source.splits["val"]) == 12  # a seeded 90/10 split
+    stem = source.splits["train"][0]
+    image, mask = pairs[0]
+    original = np.asarray(Image.open(root / "masks" / f"{stem}.png"))
+    np.testing.assert_array_equal(mask, original)  # indices, not palette colours
+    assert image.shape[:2] == mask.shape and mask.max() < 4
+
+
+@pytest.mark.parametrize("breakage, message", [
+    ("mask_value", "mask values [7] are not classes 0..3"),
+    ("size", "but its mask"),
+    ("truncated", "unreadable or truncated image"),
+    ("no_mask", "2 image(s) without a mask"),
+    ("labels", "--classes 5 disagrees with"),
+    ("empty", "has an empty val split"),
+])
+def test_bad_datasets_are_named_exit_2(tmp_path, breakage, message):
+    root = _write_folder(tmp_path / "ds", count=6, palette=False)
+    extra = []
+    if breakage == "mask_value":
+        mask = np.asarray(Image.open(root / "masks" / "img01.png")).copy()
+        mask[0, 0] = 7
+        Image.fromarray(mask).save(root / "masks" / "img01.png")
+        message_file = "img01.png"
+    elif breakage == "size":
+        Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "img02.png")
+        message_file = "img02"
+    elif breakage == "truncated":
+        content = (root / "images" / "img00.png").read_bytes()
+        (root / "images" / "img00.png").write_bytes(content[: len(content) // 2])
+        message_file = "img00.png"
+    elif breakage == "no_mask":
+        os.remove(root / "masks" / "img03.png")
+        os.remove(root / "masks" / "img04.png")
+        message_file = "img04"
+    elif breakage == "labels":
+        extra = ["--classes", "5"]
+        message_file = "labels.txt"
+    else:
+        (root / "splits").mkdir()
+        (root / "splits" / "train.txt").write_text("img00\nimg01\n")
+        (root / "splits" / "val.txt").write_text("")
+        message_file = str(root)
+    if breakage in ("mask_value", "size", "truncated"):  # every file is checked, whatever its split
+        (root / "splits").mkdir()
+        (root / "splits" / "train.txt").write_text("\n".join(f"img{i:02d}" for i in range(4)))
+        (root / "splits" / "val.txt").write_text("img04\nimg05\n")
+    result = run_cli("kerasseg.train", "--dataset", f"folder:{root}", "--model", "unet_tiny", "--image-size", "32",
+                     "--epochs", "1", "--output", tmp_path / "out", *extra)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and message_file in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_folder_and_voc_train_evaluate_and_predict_from_the_cli(tmp_path):
+    folder = _write_folder(tmp_path / "folder")
+    voc = _write_voc(tmp_path / "voc")
+    for spec, classes in ((f"folder:{folder}", 4), (f"voc:{voc}", 21)):
+        out = tmp_path / spec.split(":")[0]
+        result = run_cli("kerasseg.train", "--dataset", spec, "--model", "unet_tiny", "--image-size", "32",
+                         "--epochs", "1", "--batch-size", "4", "--loss", "ce+dice", "--output", out / "run")
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / "run" / "metrics.json").read_text())
+        assert len(report["classes"]) == classes and report["loss"] == "ce+dice"
+        for name in ("model.keras", "history.csv", "curves.png", "predictions.png", "run.json"):
+            assert (out / "run" / name).is_file(), name
+        assert any((out / "run" / "logs").rglob("*tfevents*"))
+        result = run_cli("kerasseg.evaluate", out / "run" / "model.keras", "--dataset", spec,
+                         "--output", out / "eval.json")
+        assert result.returncode == 0, result.stderr
+        scores = json.loads((out / "eval.json").read_text())
+        assert scores["split"] == "val" and len(scores["per_class_iou"]) == classes
+    image = next((voc / "JPEGImages").iterdir())
+    result = run_cli("kerasseg.predict", tmp_path / "voc" / "run" / "model.keras", image, "--output",
+                     tmp_path / "pred")
+    assert result.returncode == 0, result.stderr
+    mask = Image.open(tmp_path / "pred" / f"{image.stem}_mask.png")
+    assert mask.mode == "P" and mask.size == Image.open(image).size
+    assert (tmp_path / "pred" / f"{image.stem}_overlay.png").is_file()
+
+
+def _pets(split, **kwargs):
+    """oxford_iiit_pet-like records (trimap values 1..3) for tfds.testing.mock_data."""
+    import tensorflow as tf
+
+    count = 12 if "train" in str(split) else 4
+    shapes = data.load_split("shapes", "train", (40, 48), count=count)
+    trimap = np.where(shapes.masks > 0, 1, 2).astype(np.uint8)
+    trimap[:, 0, :] = 3
+    return tf.data.Dataset.from_tensor_slices({"image": shapes.images, "segmentation_mask": trimap[..., None],
+                                               "label": np.zeros(count, np.int64)})
+
+
+def test_tfds_oxford_pets_trimap_becomes_classes_and_trains(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from kerasseg import train
+
+    with tfds.testing.mock_data(as_dataset_fn=lambda self, split, **kwargs: _pets(split)):
+        pairs, names = data.load_examples("tfds:oxford_iiit_pet", "train")
+        assert names == ("background", "pet") and len(pairs) == 12
+        mask = pairs[0][1]
+        assert set(np.unique(mask)) <= {0, 1, 255} and (mask[0] == 255).all()  # the border: ignored
+        report = train.train(train.parse_args(["--dataset", "tfds:oxford_iiit_pet", "--model", "unet_tiny",
+                                               "--image-size", "32", "--epochs", "1", "--batch-size", "4",
+                                               "--output", str(tmp_path / "run")]))
+    assert report["classes"] == ["background", "pet"] and 0 <= report["miou"] <= 1
+
+
+def test_augmentation_moves_image_and_mask_together_and_pads_with_ignore():
+    keras.utils.set_random_seed(1)
+    # an image whose red channel encodes its own mask: after augmentation they must still agree
+    mask = np.random.default_rng(0).integers(0, 4, (30, 50)).repeat(2, 0).repeat(2, 1).astype(np.uint8)
+    image = np.stack([mask * 60, np.zeros_like(mask), np.zeros_like(mask)], -1).astype(np.uint8)
+    batches = make_dataset([(image, mask)] * 16, (64, 64), 16, augment="full", scale_range=(0.5, 1.0))
+    images, masks = next(iter(batches))
+    images, masks = images.numpy(), masks.numpy()
+    padded = masks == 255
+    assert padded.any() and (images[padded] == 0).all()  # padding: black image, ignored mask
+    # away from resampled edges, the red channel (brightness-jittered) still ranks the classes as the mask does
+    kept = ~padded
+    for c in range(3):
+        assert images[..., 0][kept & (masks == c)].mean() < images[..., 0][kept & (masks == c + 1)].mean()
+
+
+def _reference_losses(labels, logits, weights, gamma=2.0):
+    valid = labels != 255
+    y = np.where(valid, labels, 0)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, y[..., None], -1)[..., 0]
+    w = np.asarray(weights)[y] * valid
+    ce = (w * nll).sum() / w.sum()
+    p = np.exp(-nll)
+    focal = (w * nll * (1 - p) ** gamma).sum() / w.sum()
+    probs = np.exp(logp) * valid[..., None]
+    onehot = np.eye(logits.shape[-1])[y] * valid[..., None]
+    dice = 1 - np.mean((2 * (probs * onehot).sum((0, 1, 2)) + 1) / (probs.sum((0, 1, 2)) + onehot.sum((0, 1, 2)) + 1))
+    return ce, focal, dice
+
+
+def test_losses_match_a_numpy_reference_with_class_weights_and_ignore():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(2, 5, 6, 3)).astype("float32") * 3
+    labels = rng.integers(0, 3, (2, 5, 6))
+    labels[0, 0, :] = 255
+    weights = [1.0, 3.0, 0.5]
+    ce, focal, dice = _reference_losses(labels, logits, weights)
+    assert float(losses.SegmentationLoss("ce", weights)(labels, logits)) == pytest.approx(ce, rel=1e-5)
+    assert float(losses.SegmentationLoss("focal", weights)(labels, logits)) == pytest.approx(focal, rel=1e-5)
+    assert float(losses.SegmentationLoss("dice")(labels, logits)) == pytest.approx(dice, rel=1e-5)
+    combined = losses.SegmentationLoss("0.5*ce+dice", weights)(labels, logits)
+    assert float(combined) == pytest.approx(0.5 * ce + dice, rel=1e-5)
+    with pytest.raises(ValueError, match=r"unknown loss 'ce\+lovasz'"):
+        losses.SegmentationLoss("ce+lovasz")
+
+
+def _history(run):
+    with open(run / "history.csv") as f:
+        return [int(float(row["epoch"])) for row in csv.DictReader(f)]
+
+
+def test_resume_after_sigkill_reaches_the_same_epochs_without_duplicates(tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "6",
+            "--train-samples", "256", "--batch-size", "8", "--output", str(run)]
+    process = subprocess.Popen(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and (not (run / "history.csv").exists() or len(_history(run)) < 2):
+            time.sleep(0.2)
+        time.sleep(0.5)  # into the next epoch
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    done = _history(run)
+    assert 2 <= len(done) < 6, done
+    result = run_cli("kerasseg.train", "--output", run, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert _history(run) == list(range(6))
+    report = json.loads((run / "metrics.json").read_text())
+    assert report["epochs"] == 6 and report["epochs_run"] == 6
+
+
+def test_resume_without_a_run_and_a_diverging_loss_are_clear_errors(tmp_path):
+    result = run_cli("kerasseg.train", "--output", tmp_path / "nothing", "--resume")
+    assert result.returncode == 2 and "nothing to resume" in result.stderr
+    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "2",
+                     "--train-samples", "32", "--class-weights", "1,inf,1,1", "--output", tmp_path / "nan")
+    assert result.returncode == 1
+    assert "the loss became" in result.stderr and "at epoch 1, step 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "1",
+                     "--train-samples", "64", "--strategy", "mirrored", "--logical-cpus", "2",
+                     "--output", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (report["strategy"], report["replicas"]) == ("mirrored", 2)
+
+
+def test_multiworker_is_refused_with_the_upstream_reason(tmp_path):
+    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--strategy", "multiworker", "--output", tmp_path / "r")
+    assert result.returncode == 2 and "keras-team/keras#20585" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_jax_data_parallel_trains(tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-m", "kerasseg.train", "--model", "unet_tiny", "--image-size", "32",
+                             "--epochs", "1", "--train-samples", "32", "--strategy", "data-parallel",
+                             "--mixed-precision", "--output", str(tmp_path / "run")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["strategy"] == "data-parallel" and report["mixed_precision"] == "mixed_bfloat16"
