@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m kerasseg.train --model unet_edge --dataset shapes --image-size $(DEMO_SIZE) \
-		--batch-size 16 --epochs 10 --seed 0 --output $(DEMO)
+		--batch-size 16 --epochs 10 --augment flip --seed 0 --output $(DEMO)
 	$(PY) -m export.tflite $(DEMO)/model.keras --quantize int8 --output $(DEMO)/unet_edge_int8.tflite
 	$(PY) -m export.tflite $(DEMO)/model.keras --quantize float16 --output $(DEMO)/unet_edge_float16.tflite
 	$(PY) -m export.onnx $(DEMO)/model.keras --output $(DEMO)/unet_edge.onnx

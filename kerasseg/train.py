@@ -86,8 +86,8 @@ def parse_args(argv=None):
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 elsewhere; logits and loss stay float32")
     parser.add_argument("--strategy", choices=STRATEGIES, default="none",
-                        help="mirrored: the local devices (TensorFlow); multiworker: TF_CONFIG's workers; "
-                             "data-parallel: every JAX device")
+                        help="mirrored: the local devices (TensorFlow); data-parallel: every JAX device; "
+                             "multiworker: refused, Keras 3's fit does not support it (keras-team/keras#20585)")
     parser.add_argument("--logical-cpus", type=cli.arg_type(cli.positive_int),
                         help="split the CPU into N logical devices (try --strategy mirrored without GPUs)")
     parser.add_argument("--seed", default=0, type=int, help="seed for initialisation and shuffling")
