@@ -45,6 +45,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument("--augment", choices=("full", "flip", "none"), default="flip",
+                        help="training augmentation (default flip, as the demo: shapes needs no rescaling)")
     parser.add_argument("--only", nargs="*", help="names from CONFIGS")
     parser.add_argument("--output", default="benchmarks/zoo_quality.json")
     args = parser.parse_args()
@@ -64,7 +66,7 @@ def main():
         print(f"== {label}: {name} {config}", flush=True)
         with tempfile.TemporaryDirectory() as out:
             argv = ["--model", name, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-                    "--output", out, "--model-args", json.dumps(config)]
+                    "--augment", args.augment, "--output", out, "--model-args", json.dumps(config)]
             if args.train_samples:
                 argv += ["--train-samples", str(args.train_samples)]
             report = train.train(train.parse_args(argv))

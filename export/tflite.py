@@ -197,11 +197,16 @@ def run_edgetpu_compiler(output):
     return {"returncode": run.returncode, "log": log}
 
 
-def with_output_kind(model, kind):
-    """`model` ending in logits, probabilities (softmax) or class indices (uint8)."""
-    import keras
+def _class_indices(logits):
+    import tensorflow as tf
 
-    from kerasseg.layers import ClassIndices
+    # keras.ops.argmax adds a -0.0 fix (a BitwiseAnd) that TFLite has no kernel for
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def with_output_kind(model, kind):
+    """`model` ending in logits, probabilities (softmax) or class indices (int32)."""
+    import keras
 
     if kind == "logits":
         return model
@@ -211,7 +216,7 @@ def with_output_kind(model, kind):
             return model
         outputs = keras.layers.Softmax(dtype="float32", name="probabilities")(model.outputs[0])
     else:
-        outputs = ClassIndices(name="category")(model.outputs[0])
+        outputs = keras.layers.Lambda(_class_indices, name="category")(model.outputs[0])
     return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
 
 

@@ -2,13 +2,12 @@
 
 from kerasseg.layers.aspp import aspp
 from kerasseg.layers.attention import squeeze_excite
-from kerasseg.layers.blocks import ClassIndices, conv_bn_act, image_input, scale_pixels
+from kerasseg.layers.blocks import conv_bn_act, image_input, scale_pixels
 from kerasseg.layers.inception import inception_module
 from kerasseg.layers.preprocessing import PixelNormalization
 from kerasseg.layers.resize import CenterCropToMatch, ResizeToMatch, Upsample, bilinear_resize
 
 __all__ = [
-    "ClassIndices",
     "PixelNormalization",
     "squeeze_excite",
     "CenterCropToMatch",

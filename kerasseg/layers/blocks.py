@@ -1,7 +1,7 @@
 """Blocks shared by several families."""
 
 import keras
-from keras import layers, ops
+from keras import layers
 
 
 def conv_bn_act(x, filters, kernel_size=3, strides=1, dilation_rate=1, padding="same",
@@ -47,21 +47,3 @@ def scale_pixels(x, name="preprocess"):
     """Maps raw pixels in [0, 255] to [0, 1] inside the model (pixels in, logits out)."""
     return layers.Rescaling(1.0 / 255.0, name=name)(x)
 
-
-@keras.saving.register_keras_serializable(package="kerasseg")
-class ClassIndices(keras.layers.Layer):
-    """Per-pixel class index (argmax over the last axis, int32): a mask a device can use directly."""
-
-    def call(self, logits):
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # keras.ops.argmax adds a -0.0 fix (a BitwiseAnd) that TFLite has no kernel for
-            return tf.argmax(logits, axis=-1, output_type=tf.int32)
-        return ops.cast(ops.argmax(logits, axis=-1), "int32")
-
-    def compute_output_shape(self, shape):
-        return shape[:-1]
-
-    def compute_output_spec(self, logits):
-        return keras.KerasTensor(logits.shape[:-1], dtype="int32")
