@@ -238,6 +238,11 @@ def main(argv=None):
     common.add_data_args(parser)
     common.add_threshold_args(parser)
     parser.add_argument("--report", help="where to write the report (default: beside the exported file)")
+    parser.add_argument("--debug", action="store_true",
+                        help="int8 .tflite: re-quantize the Keras model the same way with TFLite's "
+                             "QuantizationDebugger and write the per-tensor error table (REPORT.debug.csv)")
+    parser.add_argument("--calibration-dataset", default="shapes", help="--debug: dataset spec to calibrate on")
+    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
     args = parser.parse_args(argv)
     model = common.load_keras_model(args.model)
     runner = open_runner(args.exported)
@@ -247,6 +252,17 @@ def main(argv=None):
     report = agreement_report(model, args.exported, samples, overrides=common.threshold_overrides(args),
                               extra={"dataset": args.dataset, "image_size": list(size)}, runner=runner,
                               figure=common.figure_path(report_path))
+    if args.debug:
+        if report["quantization"] != "int8" or runner.runtime != "litert":
+            raise UsageError(f"--debug reads int8 .tflite files; {args.exported} is {runner.runtime} "
+                             f"{report['quantization']}")
+        from export import tflite
+
+        calibration = common.load_samples(args.calibration_dataset, "train", size, args.calibration_samples, model)
+        csv_path = report_path.removesuffix(".json").removesuffix(".report") + ".debug.csv"
+        rows = tflite.quantization_debug(model, size, calibration.images, csv_path)
+        print(tflite.format_offenders(rows))
+        report.update(debug_csv=csv_path, flagged_tensors=[r["tensor_name"] for r in rows if r["flagged"]])
     write_report(report, report_path)
     print_summary(report, args.exported)
     return 0 if report["passed"] else 1

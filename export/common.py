@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import tempfile
 
 from kerasseg import cli
@@ -18,6 +19,9 @@ def load_samples(spec, split, image_size, count, model):
         raise UsageError(str(error)) from None
     if len(samples) == 0:
         raise UsageError(f"dataset {spec!r} has no {split} samples")
+    if samples.resized:
+        print(f"note: {samples.resized} of {len(samples)} {spec} {split} images were resized to "
+              f"{image_size[0]}x{image_size[1]}, the export size (masks: nearest)", file=sys.stderr)
     classes = model.outputs[0].shape[-1]
     if classes != samples.num_classes:
         raise UsageError(

@@ -211,6 +211,15 @@ def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path):
                      "--calibration-samples", "8")
     assert result.returncode == 2 and "no quantized tensor belongs to layer 'no_such_layer'" in result.stderr
 
+    # the same table for a file already exported, from the agreement check
+    plain = tmp_path / "plain.tflite"
+    assert run_cli("export.tflite", trained_run / "model.keras", "--output", plain, "--samples", "4",
+                   "--calibration-samples", "8", "--min-pixel-agreement", "0").returncode == 0
+    result = run_cli("export.agreement", trained_run / "model.keras", plain, "--samples", "4", "--debug",
+                     "--calibration-samples", "8", "--min-pixel-agreement", "0")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "plain.debug.csv").is_file() and "rmse/scale" in result.stdout
+
 
 def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path):
     import onnx

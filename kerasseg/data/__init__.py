@@ -31,6 +31,7 @@ class Split:
     images: np.ndarray
     masks: np.ndarray
     class_names: tuple
+    resized: int = 0  # how many were resized from another size to get here
 
     @property
     def num_classes(self):
@@ -108,8 +109,9 @@ def resize_pair(image, mask, image_size):
 def load_split(spec, split, image_size, count=None, data_dir=None, classes=None):
     """`count` samples (all when None) of `split` ("train", "val", "test"), resized to `image_size` (h, w)."""
     pairs, names = load_examples(spec, split, image_size, count, data_dir, classes)
+    resized = sum(image.shape[:2] != tuple(image_size) for image, _ in pairs)
     pairs = [resize_pair(image, mask, image_size) for image, mask in pairs]
-    return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), names)
+    return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), names, resized)
 
 
 __all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "load_examples",
