@@ -1,10 +1,14 @@
 """CPU latency (batch 1) of a trained model and every export beside it, at 1 and 2 threads.
 
     python benchmarks/export_latency.py runs/demo [--repeats 200] [--markdown]
+    python benchmarks/export_latency.py runs/demo --export    # first export every mode into runs/demo
 
-Each file runs in its own runtime (Keras, LiteRT, ONNX Runtime) on the same
-test image; the figure is the median of --repeats calls after a warm-up.
-Agreement figures come from the exports' own reports.
+--export writes LiteRT float32 / float16 / dynamic / int8 and ONNX Runtime
+float32 / int8 files (each checked against the Keras model on 50 held-out
+images, reports beside them) before measuring. Each file runs in its own
+runtime (Keras, LiteRT, ONNX Runtime) on the same test image; the figure is
+the median of --repeats calls after a warm-up. Agreement figures come from
+the exports' own reports.
 """
 
 import argparse
@@ -19,12 +23,27 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def export_all(directory):
+    from export import onnx, tflite
+
+    model = os.path.join(directory, "model.keras")
+    for mode in tflite.MODES:
+        report = tflite.export(model, os.path.join(directory, f"export_{mode}.tflite"), mode)
+        print(f"tflite {mode}: passed {report['passed']} {report['failed']}", flush=True)
+    for mode in ("float32", "int8"):
+        report = onnx.export(model, os.path.join(directory, f"export_{mode}.onnx"), quantize=mode)
+        print(f"onnx {mode}: passed {report['passed']} {report['failed']}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("directory")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table for RESULTS.md")
+    parser.add_argument("--export", action="store_true", help="export every mode into the directory first")
     args = parser.parse_args()
+    if args.export:
+        export_all(args.directory)
 
     import keras
 
