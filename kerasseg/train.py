@@ -20,6 +20,7 @@ epoch and step, and keeps the last good model.keras.
 """
 
 import csv
+import io
 import json
 import math
 import os
@@ -218,6 +219,11 @@ class _Tracker:
     def __init__(self, keras, output, resumed_rows, best):
         tracker = self
 
+        class Backup(keras.callbacks.BackupAndRestore):
+            def on_epoch_end(self, epoch, logs=None):
+                if not tracker.nonfinite:  # never back up weights that have become NaN
+                    super().on_epoch_end(epoch, logs)
+
         class Callback(keras.callbacks.Callback):
             def on_train_batch_end(self, batch, logs=None):
                 loss = (logs or {}).get("loss")
@@ -239,13 +245,12 @@ class _Tracker:
                 tracker.write()
 
         self.callback = Callback()
+        self.backup = Backup(os.path.join(output, "backup"), delete_checkpoint=False)
         self.output = output
         self.rows, self.best, self.nonfinite = resumed_rows, best, None
 
     def write(self):
         from kerasseg import plots
-
-        import io
 
         buffer = io.StringIO()
         fields = list(dict.fromkeys(k for row in self.rows for k in row))
@@ -305,7 +310,7 @@ def train(args):
 
     rows, best = _read_history(output) if args.resume else ([], -1.0)
     tracker = _Tracker(keras, output, rows, best)
-    callbacks = [keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False), tracker.callback,
+    callbacks = [tracker.backup, tracker.callback,
                  keras.callbacks.TensorBoard(os.path.join(output, "logs"))]
     if args.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=args.patience))
