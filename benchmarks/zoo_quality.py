@@ -1,6 +1,6 @@
 """Every segmenter's small configuration on `shapes` under one budget: mIoU, size, compute, latency.
 
-    python benchmarks/zoo_quality.py [--epochs 12] [--image-size 64] [--only NAME ...]
+    python benchmarks/zoo_quality.py [--epochs 20] [--image-size 64] [--only NAME ...]
 
 Each configuration below trains with the same data (2000 training images),
 optimiser (Adam, cosine-decayed 2e-3), batch size, epochs and seed through
@@ -42,7 +42,7 @@ CONFIGS = {
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--augment", choices=("full", "flip", "none"), default="flip",

@@ -87,8 +87,8 @@ def parse_args(argv=None):
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 elsewhere; logits and loss stay float32")
     parser.add_argument("--strategy", choices=STRATEGIES, default="none",
-                        help="mirrored: the local devices (TensorFlow); data-parallel: every JAX device; "
-                             "multiworker: refused, Keras 3's fit does not support it (keras-team/keras#20585)")
+                        help="mirrored: the local devices (TensorFlow); data-parallel: every local JAX device; "
+                             "multiworker: JAX processes on several machines (KERAS_DISTRIBUTION_* variables)")
     parser.add_argument("--logical-cpus", type=cli.arg_type(cli.positive_int),
                         help="split the CPU into N logical devices (try --strategy mirrored without GPUs)")
     parser.add_argument("--seed", default=0, type=int, help="seed for initialisation and shuffling")
@@ -134,7 +134,8 @@ def evaluate_split(model, split, batch_size=16):
 
 
 def _strategy(args):
-    """The distribution scope (TensorFlow strategies) and the number of model replicas."""
+    """The distribution scope (TensorFlow strategies), the number of model replicas, and whether this
+    process writes the run's outputs (in a multi-worker run only the first does)."""
     import contextlib
 
     import keras
@@ -145,29 +146,40 @@ def _strategy(args):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
     if args.strategy == "none":
-        return contextlib.nullcontext(), 1
-    if args.strategy == "data-parallel":
-        if keras.backend.backend() != "jax":
-            raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
-                                 "(use --strategy mirrored on TensorFlow)")
+        return contextlib.nullcontext(), 1, True
+    if args.strategy in ("data-parallel", "multiworker") and keras.backend.backend() == "jax":
+        import jax
+
+        if args.strategy == "multiworker":
+            # the processes meet at KERAS_DISTRIBUTION_JOB_ADDRESSES (the first is the coordinator), with
+            # KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; CPUs talk through gloo
+            missing = [v for v in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                                   "KERAS_DISTRIBUTION_PROCESS_ID") if v not in os.environ]
+            if missing:
+                raise cli.UsageError(f"--strategy multiworker needs {', '.join(missing)} set "
+                                     "(see README, 'More devices')")
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            keras.distribution.initialize()
         distribution = keras.distribution.DataParallel()
         keras.distribution.set_distribution(distribution)
-        return contextlib.nullcontext(), len(distribution.device_mesh.devices.ravel())
+        return contextlib.nullcontext(), len(distribution.device_mesh.devices.ravel()), jax.process_index() == 0
+    if args.strategy == "data-parallel":
+        raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
+                             "(use --strategy mirrored on TensorFlow)")
+    if args.strategy == "multiworker":
+        # Keras 3's model.fit fails under tf.distribute.MultiWorkerMirroredStrategy ("Attempt to convert
+        # a value (PerReplica...)"; keras-team/keras#20585, open since Keras 3 became TensorFlow's Keras)
+        raise cli.UsageError("--strategy multiworker runs on JAX (KERAS_BACKEND=jax): Keras 3's model.fit does "
+                             "not run under tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585)")
     if keras.backend.backend() != "tensorflow":
-        raise cli.UsageError(f"--strategy {args.strategy} is a tf.distribute strategy: use the TensorFlow backend "
+        raise cli.UsageError("--strategy mirrored is a tf.distribute strategy: use the TensorFlow backend "
                              "(on JAX: --strategy data-parallel)")
     import tensorflow as tf
 
-    if args.strategy == "mirrored":
-        strategy = tf.distribute.MirroredStrategy(
-            [d.name for d in tf.config.list_logical_devices("GPU")] or
-            [d.name for d in tf.config.list_logical_devices("CPU")])
-        return strategy.scope(), strategy.num_replicas_in_sync
-    # Keras 3's model.fit fails under MultiWorkerMirroredStrategy ("Attempt to convert a value
-    # (PerReplica...)"; keras-team/keras#20585, open since Keras 3 became TensorFlow's Keras)
-    raise cli.UsageError("--strategy multiworker: Keras 3's model.fit does not run under "
-                         "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one machine "
-                         "with --strategy mirrored, or on JAX with --strategy data-parallel")
+    strategy = tf.distribute.MirroredStrategy(
+        [d.name for d in tf.config.list_logical_devices("GPU")] or
+        [d.name for d in tf.config.list_logical_devices("CPU")])
+    return strategy.scope(), strategy.num_replicas_in_sync, True
 
 
 def _mixed_precision():
@@ -272,7 +284,7 @@ def _read_history(output):
 
 
 def train(args):
-    scope, replicas = _strategy(args)
+    scope, replicas, chief = _strategy(args)
     import keras
 
     from kerasseg import data, losses, metrics
@@ -299,6 +311,8 @@ def train(args):
           f"({replicas} replica{'s' if replicas > 1 else ''})")
 
     output = os.path.abspath(args.output)
+    if not chief:  # another process of a multi-worker run writes the results; this one keeps its own files
+        output = os.path.join(output, f"worker-{os.environ['KERAS_DISTRIBUTION_PROCESS_ID']}")
     cli.ensure_output_dir(os.path.join(output, "run.json"))
     backup = os.path.join(output, "backup")
     if not args.resume:  # a fresh run: an older run's backup must not be restored
@@ -315,11 +329,18 @@ def train(args):
     if args.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=args.patience))
     started = time.time()
+    train_data = make_dataset(train_pairs, args.image_size, args.batch_size, shuffle=True, seed=args.seed,
+                              augment=None if args.augment == "none" else args.augment)
+    val_data = make_dataset(val_split, args.image_size, args.batch_size)
+    steps = {}
+    if args.strategy == "multiworker":
+        # every process must run the same number of steps (each holds a shard of every batch): whole
+        # batches only, from repeated datasets
+        train_data, val_data = train_data.repeat(), val_data.repeat()
+        steps = {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size),
+                 "validation_steps": max(1, len(val_split) // args.batch_size)}
     model.fit(
-        make_dataset(train_pairs, args.image_size, args.batch_size, shuffle=True, seed=args.seed,
-                     augment=None if args.augment == "none" else args.augment),
-        validation_data=make_dataset(val_split, args.image_size, args.batch_size),
-        epochs=args.epochs, callbacks=callbacks,
+        train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, **steps,
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=1 if sys.stdout.isatty() else 2,
     )
@@ -330,6 +351,10 @@ def train(args):
             "no epoch had completed, so there is no model.keras"
         raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
+    if not chief:
+        return {}
+    if args.strategy == "multiworker":  # the final evaluation runs in this process alone
+        keras.distribution.set_distribution(None)
     best_model = keras.saving.load_model(os.path.join(output, "model.keras"))
     scores = evaluate_split(best_model, val_split)
     best_epoch = max(tracker.rows, key=lambda r: r.get("val_miou", -1))["epoch"] if tracker.rows else None

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -264,10 +265,28 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert (report["strategy"], report["replicas"]) == ("mirrored", 2)
 
 
-def test_multiworker_is_refused_with_the_upstream_reason(tmp_path):
+def test_multiworker_trains_with_two_jax_processes_and_is_refused_on_tensorflow(tmp_path):
     result = run_cli("kerasseg.train", "--model", "unet_tiny", "--strategy", "multiworker", "--output", tmp_path / "r")
     assert result.returncode == 2 and "keras-team/keras#20585" in result.stderr
     assert not (tmp_path / "r").exists()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": "jax",
+               "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+               "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "1",
+             "--train-samples", "64", "--strategy", "multiworker", "--output", str(tmp_path / "run")],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (report["strategy"], report["replicas"]) == ("multiworker", 2)
+    assert not (tmp_path / "run" / "worker-1" / "metrics.json").exists()  # the first process writes the results
 
 
 def test_jax_data_parallel_trains(tmp_path):
