@@ -239,3 +239,16 @@ def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = session.run(None, {"image": np.zeros((3, 32, 32, 3), np.float32)})[0]
     assert out.shape == (3, 32, 32, 4)
+
+
+def test_a_model_that_does_not_take_images_and_an_unwritable_output(tmp_path):
+    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)])
+    model.save(tmp_path / "dense.keras")
+    result = run_cli("export.tflite", tmp_path / "dense.keras", "--output", tmp_path / "out.tflite")
+    assert result.returncode == 2 and "is not one RGB image batch (N, H, W, 3)" in result.stderr
+    assert not (tmp_path / "out.tflite").exists()
+
+    blocker = tmp_path / "a_file"  # an output "directory" that is a file: not creatable, even as root
+    blocker.write_text("")
+    result = run_cli("export.onnx", tmp_path / "dense.keras", "--output", blocker / "m.onnx")
+    assert result.returncode == 2 and f"cannot create output directory {blocker}" in result.stderr
