@@ -69,3 +69,18 @@ def test_train_cli_bad_input_is_one_line_exit_2(args, message, tmp_path):
     assert "Traceback" not in result.stderr
     assert len(program_lines(result.stderr)) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_trained_model_loads_with_plain_keras_after_import_kerasseg(trained_run):
+    """model.keras holds its compiled loss (kerasseg's SegmentationLoss); `import kerasseg` is all it needs."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = ("import kerasseg, keras; m = keras.saving.load_model(r'%s'); print(type(m.loss).__name__)"
+            % (trained_run / "model.keras"))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                            env={**__import__("os").environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("SegmentationLoss")
