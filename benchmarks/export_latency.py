@@ -27,11 +27,11 @@ def export_all(directory):
     from export import onnx, tflite
 
     model = os.path.join(directory, "model.keras")
-    for mode in tflite.MODES:
-        report = tflite.export(model, os.path.join(directory, f"export_{mode}.tflite"), mode)
+    for mode in tflite.MODES:  # (file stems differ per runtime: each report sits beside its file)
+        report = tflite.export(model, os.path.join(directory, f"litert_{mode}.tflite"), mode)
         print(f"tflite {mode}: passed {report['passed']} {report['failed']}", flush=True)
     for mode in ("float32", "int8"):
-        report = onnx.export(model, os.path.join(directory, f"export_{mode}.onnx"), quantize=mode)
+        report = onnx.export(model, os.path.join(directory, f"onnxruntime_{mode}.onnx"), quantize=mode)
         print(f"onnx {mode}: passed {report['passed']} {report['failed']}", flush=True)
 
 
