@@ -37,7 +37,11 @@ def multiply_adds(model):
 
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
+        if isinstance(layer, keras.Model):  # a segmenter's encoder: rebuilt at the image's size, counted too
+            config = layer.get_config()
+            config["layers"][0]["config"]["batch_shape"] = (None, *model.inputs[0].shape[1:])
+            total += multiply_adds(keras.Model.from_config(config))
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
             kh, kw, cin, multiplier = layer.kernel.shape
             total += math.prod(layer.output.shape[1:3]) * kh * kw * cin * multiplier
         elif isinstance(layer, keras.layers.Conv2DTranspose):
