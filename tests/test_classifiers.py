@@ -209,6 +209,12 @@ def test_model_table_counts_multiply_adds_and_draws_the_chart(tmp_path):
     x = keras.layers.Conv2D(8, 3, padding="same")(inputs)
     x = keras.layers.Dense(2)(x)
     assert multiply_adds(keras.Model(inputs, x)) == 10 * 10 * 9 * 3 * 8 + 10 * 10 * 8 * 2
+    # a segmenter's encoder is a nested model built for any size: counted at the segmenter's input size
+    from kerasseg import models
+
+    fcn = models.fcn8s(backbone="vgg16", classes=21, input_shape=(224, 224, 3))
+    vgg_convs = models.vgg16(input_shape=(224, 224, 3), include_top=False)
+    assert multiply_adds(fcn) > multiply_adds(vgg_convs) > 15e9  # VGG16's 15.3 G conv multiply-adds
     table = list(rows(["resnet18", "mobilenet_v2"]))
     # the usual published figures: ResNet-18 1.8 G, MobileNetV2 300 M multiply-adds at 224x224
     assert [round(r["macs"] / 1e9, 1) for r in table] == [1.8, 0.3]
