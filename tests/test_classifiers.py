@@ -104,6 +104,9 @@ def test_parameter_count_with_no_arguments(name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_tiny_forward_gradient_and_save_load(name, tmp_path):
+    # seeded: EfficientNet's stochastic depth may drop a whole block for a batch of two, and then the
+    # block's weights rightly get no gradient in that step
+    keras.utils.set_random_seed(0)
     model = models.create_model(name, classes=5, classifier_activation=None, input_shape=(96, 96, 3))
     x = np.random.default_rng(0).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     y = predict(model, x)

@@ -46,6 +46,7 @@ def test_mixed_precision_logits_stay_float32(name):
 
 @pytest.mark.parametrize("name", SEGMENTERS)
 def test_gradient_reaches_every_weight(name):
+    keras.utils.set_random_seed(0)  # stochastic depth (EfficientNet backbones) may drop a block for one batch
     model = models.create_model(name, classes=3)
     x = np.random.default_rng(1).uniform(0, 255, (2, 40, 40, 3)).astype("float32")
     y = np.random.default_rng(2).integers(0, 3, (2, 40, 40))
