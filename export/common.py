@@ -31,8 +31,8 @@ def load_samples(spec, split, image_size, count, model):
     return samples
 
 
-def fixed_size_function(model, image_size):
-    """The model as a tf.function with a fixed batch-1 float32 signature.
+def fixed_size_function(model, image_size, batch=1):
+    """The model as a tf.function with a fixed-size float32 signature (batch 1 unless `batch` is None).
 
     A dynamic batch would turn dilated convolutions into SPACE_TO_BATCH_ND /
     BATCH_TO_SPACE_ND and add SHAPE / STRIDED_SLICE / PACK around transposed
@@ -40,7 +40,7 @@ def fixed_size_function(model, image_size):
     """
     import tensorflow as tf
 
-    spec = tf.TensorSpec([1, *image_size, 3], tf.float32, name="image")
+    spec = tf.TensorSpec([batch, *image_size, 3], tf.float32, name="image")
     return tf.function(lambda image: model(image, training=False), input_signature=[spec])
 
 

@@ -28,13 +28,10 @@ OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 
 def convert(model, image_size, opset=17, dynamic_batch=False):
     """The serialised ONNX model of `model` at `image_size` (batch 1, or any with dynamic_batch)."""
-    import tensorflow as tf
     import tf2onnx
 
-    batch = None if dynamic_batch else 1
-    spec = [tf.TensorSpec([batch, *image_size, 3], tf.float32, name="image")]
-    fn = tf.function(lambda image: model(image, training=False), input_signature=spec)
-    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    fn = common.fixed_size_function(model, image_size, batch=None if dynamic_batch else 1)
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     return proto.SerializeToString()
 
 

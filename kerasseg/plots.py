@@ -21,6 +21,17 @@ def palette(count=256):
     return colours
 
 
+def png_bytes(array):
+    """`array` (H, W) or (H, W, 3) uint8 encoded as PNG."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def colorize(mask):
     """An (H, W) class mask as an (H, W, 3) uint8 picture."""
     return palette()[np.asarray(mask, np.uint8)]

@@ -30,14 +30,6 @@ def _palette_png(mask):
     return buffer.getvalue()
 
 
-def _png(array):
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def main(argv=None):
     parser = cli.ArgumentParser(prog="python -m kerasseg.predict", description=__doc__,
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
@@ -75,7 +67,7 @@ def main(argv=None):
         mask = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
         stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
         cli.write_bytes_atomic(f"{stem}_mask.png", _palette_png(mask))
-        cli.write_bytes_atomic(f"{stem}_overlay.png", _png(plots.overlay(image, mask)))
+        cli.write_bytes_atomic(f"{stem}_overlay.png", plots.png_bytes(plots.overlay(image, mask)))
         counts = np.bincount(mask.ravel(), minlength=logits.shape[-1])
         print(f"{path}: {width}x{height}, classes {dict((i, int(c)) for i, c in enumerate(counts) if c)} "
               f"-> {stem}_mask.png, {stem}_overlay.png")
