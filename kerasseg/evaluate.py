@@ -3,7 +3,9 @@
 Prints and writes (--output, default MODEL.eval.json beside the model) the
 mIoU, per-class IoU and pixel accuracy, from one confusion matrix summed
 over the whole split (ignore-label pixels excluded). Images are resized to
---image-size (default: the training size in metrics.json beside the model).
+--image-size (default: the training size in metrics.json beside the model);
+`--image-size native` scores every image and mask at its own size, as the
+Pascal VOC benchmark does, for a model that accepts any input size.
 """
 
 import json
@@ -23,32 +25,50 @@ def main(argv=None):
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)}")
     parser.add_argument("--split", choices=("train", "val", "test"), default="val")
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")
-    parser.add_argument("--image-size", type=cli.arg_type(cli.image_size))
+    parser.add_argument("--image-size", type=cli.arg_type(_size_or_native),
+                        help="N or HxW, or 'native' (each image at its own size; default: the training size)")
     parser.add_argument("--batch-size", default=16, type=cli.arg_type(cli.positive_int))
     parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json)")
     args = parser.parse_args(argv)
 
-    from kerasseg.train import evaluate_split
+    from kerasseg.train import evaluate_pairs
 
     model = cli.load_keras_model(args.model)
-    size = cli.resolve_image_size(model, args.model, args.image_size)
     classes = model.outputs[0].shape[-1]
+    native = args.image_size == "native"
+    if native:
+        fixed = model.inputs[0].shape[1:3]
+        if any(fixed):
+            raise cli.UsageError(f"{args.model} takes {fixed[0]}x{fixed[1]} images only, so it cannot be scored "
+                                 "at each image's own size; pass --image-size N or HxW")
+        size = cli.resolve_image_size(model, args.model)  # shapes generates its images at the training size
+    else:
+        size = cli.resolve_image_size(model, args.model, args.image_size)
     try:
-        split = data.load_split(args.dataset, args.split, size, data_dir=args.data_dir, classes=classes)
+        pairs, names = data.load_examples(args.dataset, args.split, size, data_dir=args.data_dir, classes=classes)
     except data.DatasetError as error:
         raise cli.UsageError(str(error)) from None
-    scores = evaluate_split(model, split, args.batch_size)
-    report = {"model": args.model, "dataset": args.dataset, "split": args.split, "samples": len(split),
-              "image_size": list(size), **scores}
+    if not native:
+        pairs = [data.resize_pair(image, mask, size) for image, mask in pairs]
+    scores = evaluate_pairs(model, pairs, names, args.batch_size)
+    sizes = sorted({image.shape[:2] for image, _ in pairs})
+    report = {"model": args.model, "dataset": args.dataset, "split": args.split, "samples": len(pairs),
+              "image_size": "native" if native else list(size), **scores}
     output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
     cli.ensure_output_dir(output)
     cli.write_text_atomic(output, json.dumps(report, indent=2) + "\n")
-    print(f"{args.dataset} {args.split}: {len(split)} images at {size[0]}x{size[1]}")
-    width = max(len(n) for n in split.class_names)
+    at = (f"their own sizes ({len(sizes)} distinct, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]})"
+          if native else f"{size[0]}x{size[1]}")
+    print(f"{args.dataset} {args.split}: {len(pairs)} images at {at}")
+    width = max(len(n) for n in names)
     for name, iou in scores["per_class_iou"].items():
         print(f"  {name:<{width}}  IoU {'-' if iou is None else f'{iou:.4f}'}")
     print(f"mIoU {scores['miou']:.4f}, pixel accuracy {scores['pixel_accuracy']:.4f}; wrote {output}")
     return 0
+
+
+def _size_or_native(text):
+    return "native" if str(text).lower() == "native" else cli.image_size(text)
 
 
 if __name__ == "__main__":

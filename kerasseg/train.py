@@ -28,6 +28,8 @@ import shutil
 import sys
 import time
 
+import numpy as np
+
 from kerasseg import cli
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -123,14 +125,26 @@ def _resumed_args(args):
 
 def evaluate_split(model, split, batch_size=16):
     """Scores of `model` on a whole split, from one accumulated confusion matrix."""
+    return evaluate_pairs(model, zip(split.images, split.masks), split.class_names, batch_size)
+
+
+def evaluate_pairs(model, pairs, class_names, batch_size=16):
+    """Scores of `model` on (image, mask) pairs of any sizes, from one accumulated confusion matrix.
+
+    Pairs of the same size are predicted together, `batch_size` at a time.
+    """
     from kerasseg import metrics
 
+    by_size = {}
+    for image, mask in pairs:
+        by_size.setdefault(image.shape[:2], []).append((image, mask))
     cm = 0
-    for start in range(0, len(split), batch_size):
-        logits = model.predict_on_batch(split.images[start : start + batch_size].astype("float32"))
-        cm = cm + metrics.confusion_matrix(split.masks[start : start + batch_size], logits.argmax(-1),
-                                           split.num_classes)
-    return metrics.scores(cm, split.class_names)
+    for group in by_size.values():
+        for start in range(0, len(group), batch_size):
+            images, masks = zip(*group[start : start + batch_size])
+            logits = model.predict_on_batch(np.stack(images).astype("float32"))
+            cm = cm + metrics.confusion_matrix(np.stack(masks), np.asarray(logits).argmax(-1), len(class_names))
+    return metrics.scores(cm, class_names)
 
 
 def _strategy(args):
@@ -167,8 +181,12 @@ def _strategy(args):
         raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
                              "(use --strategy mirrored on TensorFlow)")
     if args.strategy == "multiworker":
-        # Keras 3's model.fit fails under tf.distribute.MultiWorkerMirroredStrategy ("Attempt to convert
-        # a value (PerReplica...)"; keras-team/keras#20585, open since Keras 3 became TensorFlow's Keras)
+        # Keras 3.15's model.fit fails under tf.distribute.MultiWorkerMirroredStrategy, reproduced with a
+        # one-layer model on two local workers (keras-team/keras#20585, open): fit first reduces a whole
+        # (x, y) batch with strategy.reduce to build the model ("Attempt to convert a value
+        # (PerReplica...)"), and, with that skipped, every step's scalar logs go through
+        # strategy.reduce("MEAN", value, axis=0) ("Invalid reduction dimension 0 for input with 0
+        # dimensions"); that step reduction is hard-coded, so only patching Keras would get past it.
         raise cli.UsageError("--strategy multiworker runs on JAX (KERAS_BACKEND=jax): Keras 3's model.fit does "
                              "not run under tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585)")
     if keras.backend.backend() != "tensorflow":

@@ -57,6 +57,18 @@ def _write_voc(root, count=6):
     return root
 
 
+def test_native_size_evaluation_scores_every_image_at_its_own_size(tmp_path):
+    from kerasseg import metrics, models
+    from kerasseg.train import evaluate_pairs
+
+    pairs, names = data.load_examples(f"folder:{_write_folder(tmp_path / 'ds')}", "train")
+    assert len({image.shape for image, _ in pairs}) == 3
+    model = models.unet_tiny(classes=4)
+    cm = sum(metrics.confusion_matrix(mask, model.predict_on_batch(image[None].astype("float32")).argmax(-1), 4)
+             for image, mask in pairs)
+    assert evaluate_pairs(model, pairs, names, batch_size=2) == metrics.scores(cm, names)
+
+
 def test_folder_reads_palette_indices_at_each_images_size(tmp_path):
     root = _write_folder(tmp_path / "ds")
     pairs, names = data.load_examples(f"folder:{root}", "train")
@@ -134,6 +146,11 @@ def test_folder_and_voc_train_evaluate_and_predict_from_the_cli(tmp_path):
         assert result.returncode == 0, result.stderr
         scores = json.loads((out / "eval.json").read_text())
         assert scores["split"] == "val" and len(scores["per_class_iou"]) == classes
+    result = run_cli("kerasseg.evaluate", tmp_path / "folder" / "run" / "model.keras", "--dataset",
+                     f"folder:{folder}", "--split", "train", "--image-size", "native", "--output", tmp_path / "n.json")
+    assert result.returncode == 0, result.stderr
+    assert "3 distinct, 36x60 to 48x48" in result.stdout
+    assert json.loads((tmp_path / "n.json").read_text())["image_size"] == "native"
     image = next((voc / "JPEGImages").iterdir())
     result = run_cli("kerasseg.predict", tmp_path / "voc" / "run" / "model.keras", image, "--output",
                      tmp_path / "pred")
