@@ -90,7 +90,8 @@ def parse_args(argv=None):
                         help="mixed_float16 on a GPU, mixed_bfloat16 elsewhere; logits and loss stay float32")
     parser.add_argument("--strategy", choices=STRATEGIES, default="none",
                         help="mirrored: the local devices (TensorFlow); data-parallel: every local JAX device; "
-                             "multiworker: JAX processes on several machines (KERAS_DISTRIBUTION_* variables)")
+                             "multiworker: several machines (TensorFlow: MultiWorkerMirroredStrategy from TF_CONFIG; "
+                             "JAX: keras.distribution, KERAS_DISTRIBUTION_* variables)")
     parser.add_argument("--logical-cpus", type=cli.arg_type(cli.positive_int),
                         help="split the CPU into N logical devices (try --strategy mirrored without GPUs)")
     parser.add_argument("--seed", default=0, type=int, help="seed for initialisation and shuffling")
@@ -148,10 +149,8 @@ def evaluate_pairs(model, pairs, class_names, batch_size=16):
 
 
 def _strategy(args):
-    """The distribution scope (TensorFlow strategies), the number of model replicas, and whether this
-    process writes the run's outputs (in a multi-worker run only the first does)."""
-    import contextlib
-
+    """The tf.distribute strategy (None on JAX or without one), the number of model replicas, and this
+    process's worker index (0 writes the run's outputs; in a multi-worker run each other keeps its own)."""
     import keras
 
     if args.logical_cpus:
@@ -160,7 +159,7 @@ def _strategy(args):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
     if args.strategy == "none":
-        return contextlib.nullcontext(), 1, True
+        return None, 1, 0
     if args.strategy in ("data-parallel", "multiworker") and keras.backend.backend() == "jax":
         import jax
 
@@ -170,34 +169,85 @@ def _strategy(args):
             missing = [v for v in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                                    "KERAS_DISTRIBUTION_PROCESS_ID") if v not in os.environ]
             if missing:
-                raise cli.UsageError(f"--strategy multiworker needs {', '.join(missing)} set "
+                raise cli.UsageError(f"--strategy multiworker on JAX needs {', '.join(missing)} set "
                                      "(see README, 'More devices')")
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
             keras.distribution.initialize()
         distribution = keras.distribution.DataParallel()
         keras.distribution.set_distribution(distribution)
-        return contextlib.nullcontext(), len(distribution.device_mesh.devices.ravel()), jax.process_index() == 0
+        return None, len(distribution.device_mesh.devices.ravel()), jax.process_index()
     if args.strategy == "data-parallel":
         raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
                              "(use --strategy mirrored on TensorFlow)")
-    if args.strategy == "multiworker":
-        # Keras 3.15's model.fit fails under tf.distribute.MultiWorkerMirroredStrategy, reproduced with a
-        # one-layer model on two local workers (keras-team/keras#20585, open): fit first reduces a whole
-        # (x, y) batch with strategy.reduce to build the model ("Attempt to convert a value
-        # (PerReplica...)"), and, with that skipped, every step's scalar logs go through
-        # strategy.reduce("MEAN", value, axis=0) ("Invalid reduction dimension 0 for input with 0
-        # dimensions"); that step reduction is hard-coded, so only patching Keras would get past it.
-        raise cli.UsageError("--strategy multiworker runs on JAX (KERAS_BACKEND=jax): Keras 3's model.fit does "
-                             "not run under tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras#20585)")
     if keras.backend.backend() != "tensorflow":
-        raise cli.UsageError("--strategy mirrored is a tf.distribute strategy: use the TensorFlow backend "
-                             "(on JAX: --strategy data-parallel)")
+        raise cli.UsageError(f"--strategy {args.strategy} is a tf.distribute strategy: use the TensorFlow backend "
+                             "(on JAX: --strategy data-parallel or multiworker)")
     import tensorflow as tf
 
+    if args.strategy == "multiworker":
+        strategy = _tf_multiworker_strategy()
+        return strategy, strategy.num_replicas_in_sync, strategy.cluster_resolver.task_id
     strategy = tf.distribute.MirroredStrategy(
         [d.name for d in tf.config.list_logical_devices("GPU")] or
         [d.name for d in tf.config.list_logical_devices("CPU")])
-    return strategy.scope(), strategy.num_replicas_in_sync, True
+    return strategy, strategy.num_replicas_in_sync, 0
+
+
+def _tf_multiworker_strategy():
+    """tf.distribute.MultiWorkerMirroredStrategy from TF_CONFIG, with Keras 3.15's fit made to run under it.
+
+    Keras 3.15's model.fit fails under this strategy (keras-team/keras#20585, open; reproduced with a
+    one-layer model on two local workers) in two places, fixed here for our use:
+    - before the first step it reduces a whole (x, y) batch across workers to build the model
+      ("Attempt to convert a value (PerReplica...)"): `_fit_under` skips that build (our models are
+      built and compiled before fit), running fit inside the strategy's scope instead;
+    - each step's logs are reduced with strategy.reduce("MEAN", value, axis=0), which fails on the
+      scalar loss ("Invalid reduction dimension 0 for input with 0 dimensions"): they are averaged over
+      the replicas with axis=None instead. (Epoch logs, which the callbacks see, are read from the
+      metrics' variables, summed over every replica, so val_miou is the whole split's.)
+    """
+    import json as json_lib
+
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    try:
+        config = json_lib.loads(os.environ["TF_CONFIG"])
+        config["cluster"]["worker"], config["task"]["index"]
+    except (KeyError, TypeError, ValueError):
+        raise cli.UsageError('--strategy multiworker on TensorFlow needs TF_CONFIG, e.g. {"cluster": {"worker": '
+                             '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}} '
+                             "(see README, 'More devices')") from None
+    if not getattr(trainer.reduce_per_replica, "_kerasseg", False):
+        original = trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+                return tf.nest.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=None) if trainer._is_per_replica_instance(v) else v,
+                    values)
+            return original(values, strategy, reduction)
+
+        reduce_per_replica._kerasseg = True
+        trainer.reduce_per_replica = reduce_per_replica
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _scope(strategy):
+    import contextlib
+
+    return strategy.scope() if strategy else contextlib.nullcontext()
+
+
+def _fit_under(model, strategy):
+    """The context for model.fit: the scope of TensorFlow's multi-worker strategy (see
+    _tf_multiworker_strategy), nothing otherwise (a model built in a strategy's scope keeps it)."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model._distribute_strategy = None  # fit then finds the strategy from the scope, and skips the build
+        return strategy.scope()
+    return _scope(None)
 
 
 def _mixed_precision():
@@ -302,7 +352,7 @@ def _read_history(output):
 
 
 def train(args):
-    scope, replicas, chief = _strategy(args)
+    strategy, replicas, worker = _strategy(args)
     import keras
 
     from kerasseg import data, losses, metrics
@@ -320,7 +370,7 @@ def train(args):
           f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
 
     steps = -(-len(train_pairs) // args.batch_size) * args.epochs
-    with scope:
+    with _scope(strategy):
         model = _build(args, len(names))
         model.compile(optimizer=_optimizer(keras, args, steps),
                       loss=losses.SegmentationLoss(args.loss, args.class_weights),
@@ -329,8 +379,8 @@ def train(args):
           f"({replicas} replica{'s' if replicas > 1 else ''})")
 
     output = os.path.abspath(args.output)
-    if not chief:  # another process of a multi-worker run writes the results; this one keeps its own files
-        output = os.path.join(output, f"worker-{os.environ['KERAS_DISTRIBUTION_PROCESS_ID']}")
+    if worker:  # worker 0 of a multi-worker run writes the results; each other keeps its own files
+        output = os.path.join(output, f"worker-{worker}")
     cli.ensure_output_dir(os.path.join(output, "run.json"))
     backup = os.path.join(output, "backup")
     if not args.resume:  # a fresh run: an older run's backup must not be restored
@@ -357,11 +407,12 @@ def train(args):
         train_data, val_data = train_data.repeat(), val_data.repeat()
         steps = {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size),
                  "validation_steps": max(1, len(val_split) // args.batch_size)}
-    model.fit(
-        train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, **steps,
-        shuffle=False,  # the tf.data pipeline shuffles, seeded
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    with _fit_under(model, strategy):
+        model.fit(
+            train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, **steps,
+            shuffle=False,  # the tf.data pipeline shuffles, seeded
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
     seconds = time.time() - started
     if tracker.nonfinite:
         epoch, step, value = tracker.nonfinite
@@ -369,9 +420,9 @@ def train(args):
             "no epoch had completed, so there is no model.keras"
         raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
-    if not chief:
+    if worker:
         return {}
-    if args.strategy == "multiworker":  # the final evaluation runs in this process alone
+    if args.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
         keras.distribution.set_distribution(None)
     best_model = keras.saving.load_model(os.path.join(output, "model.keras"))
     scores = evaluate_split(best_model, val_split)

@@ -282,28 +282,50 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     assert (report["strategy"], report["replicas"]) == ("mirrored", 2)
 
 
-def test_multiworker_trains_with_two_jax_processes_and_is_refused_on_tensorflow(tmp_path):
-    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--strategy", "multiworker", "--output", tmp_path / "r")
-    assert result.returncode == 2 and "keras-team/keras#20585" in result.stderr
-    assert not (tmp_path / "r").exists()
-
-    with socket.socket() as s:
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_multiworker_trains_two_worker_processes_in_step(tmp_path, backend):
+    """Two worker processes on 127.0.0.1: TensorFlow's MultiWorkerMirroredStrategy from TF_CONFIG, or
+    keras.distribution over two JAX processes. Synchronous training leaves both with the same trainable weights."""
+    ports = _free_ports(2)
     processes = []
     for index in range(2):
-        env = {**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": "jax",
-               "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
-               "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        if backend == "tensorflow":
+            cluster = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker",
+                                                                                        "index": index}}
+            variables = {"TF_CONFIG": json.dumps(cluster)}
+        else:
+            variables = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
+                         "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
+        env = {**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": backend, **variables}
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "1",
+            [sys.executable, "-m", "kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "2",
              "--train-samples", "64", "--strategy", "multiworker", "--output", str(tmp_path / "run")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     report = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert (report["strategy"], report["replicas"]) == ("multiworker", 2)
+    assert (report["strategy"], report["replicas"], report["epochs_run"]) == ("multiworker", 2, 2)
     assert not (tmp_path / "run" / "worker-1" / "metrics.json").exists()  # the first process writes the results
+    first, second = (keras.saving.load_model(tmp_path / "run" / d / "model.keras") for d in (".", "worker-1"))
+    # (batch norm's moving statistics are each worker's own, as with keras' BatchNormalization(synchronized=False))
+    for a, b in zip(first.trainable_weights, second.trainable_weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_multiworker_without_its_cluster_settings_is_refused(tmp_path):
+    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--strategy", "multiworker", "--output", tmp_path / "r")
+    assert result.returncode == 2 and "TF_CONFIG" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_jax_data_parallel_trains(tmp_path):
