@@ -1,6 +1,7 @@
 """Every segmenter's small configuration on `shapes` under one budget: mIoU, size, compute, latency.
 
     python benchmarks/zoo_quality.py [--epochs 20] [--image-size 128] [--only NAME ...]
+    python benchmarks/zoo_quality.py --table      # the table of the results measured so far
 
 Each configuration below trains with the same data (2000 training images),
 optimiser (Adam, cosine-decayed 2e-3), batch size, epochs and seed through
@@ -85,6 +86,7 @@ def main():
                         help="training augmentation (default flip, as the demo: shapes needs no rescaling)")
     parser.add_argument("--only", nargs="*", help="names from CONFIGS")
     parser.add_argument("--output", default="benchmarks/zoo_quality.json")
+    parser.add_argument("--table", action="store_true", help="train nothing: print the table of what --output holds")
     args = parser.parse_args()
 
     import keras
@@ -96,9 +98,10 @@ def main():
 
     # Results accumulate in --output (one file per setting), written after each configuration, so
     # `--only` reruns and an interrupted run keep what was measured.
-    settings = {k: v for k, v in vars(args).items() if k not in ("only", "output")}
-    print(f"resolution ceiling at {args.image_size} px:",
-          ", ".join(f"stride {s} {stride_ceiling(args.image_size, s):.3f}" for s in (4, 8, 16, 32)), flush=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("only", "output", "table")}
+    if not args.table:
+        print(f"resolution ceiling at {args.image_size} px:",
+              ", ".join(f"stride {s} {stride_ceiling(args.image_size, s):.3f}" for s in (4, 8, 16, 32)), flush=True)
     results = {}
     if os.path.exists(args.output):
         with open(args.output) as f:
@@ -106,7 +109,7 @@ def main():
         if {k: saved["settings"].get(k) for k in settings} == settings:
             results = saved["results"]
     for label in CONFIGS:
-        if args.only and label not in args.only:
+        if args.table or (args.only and label not in args.only):
             continue
         config = configuration(label, args.image_size)
         name = config.pop("model")
