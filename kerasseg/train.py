@@ -30,11 +30,10 @@ import time
 
 import numpy as np
 
-from kerasseg import cli
+from kerasseg import cli, distribute
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
-STRATEGIES = ("none", "mirrored", "multiworker", "data-parallel")
 
 
 def parse_args(argv=None):
@@ -88,7 +87,7 @@ def parse_args(argv=None):
                         help="stop after this many epochs without a better validation mIoU")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 elsewhere; logits and loss stay float32")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="none",
+    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="none",
                         help="mirrored: the local devices (TensorFlow); data-parallel: every local JAX device; "
                              "multiworker: several machines (TensorFlow: MultiWorkerMirroredStrategy from TF_CONFIG; "
                              "JAX: keras.distribution, KERAS_DISTRIBUTION_* variables)")
@@ -146,108 +145,6 @@ def evaluate_pairs(model, pairs, class_names, batch_size=16):
             logits = model.predict_on_batch(np.stack(images).astype("float32"))
             cm = cm + metrics.confusion_matrix(np.stack(masks), np.asarray(logits).argmax(-1), len(class_names))
     return metrics.scores(cm, class_names)
-
-
-def _strategy(args):
-    """The tf.distribute strategy (None on JAX or without one), the number of model replicas, and this
-    process's worker index (0 writes the run's outputs; in a multi-worker run each other keeps its own)."""
-    import keras
-
-    if args.logical_cpus:
-        import tensorflow as tf
-
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-    if args.strategy == "none":
-        return None, 1, 0
-    if args.strategy in ("data-parallel", "multiworker") and keras.backend.backend() == "jax":
-        import jax
-
-        if args.strategy == "multiworker":
-            # the processes meet at KERAS_DISTRIBUTION_JOB_ADDRESSES (the first is the coordinator), with
-            # KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; CPUs talk through gloo
-            missing = [v for v in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
-                                   "KERAS_DISTRIBUTION_PROCESS_ID") if v not in os.environ]
-            if missing:
-                raise cli.UsageError(f"--strategy multiworker on JAX needs {', '.join(missing)} set "
-                                     "(see README, 'More devices')")
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-            keras.distribution.initialize()
-        distribution = keras.distribution.DataParallel()
-        keras.distribution.set_distribution(distribution)
-        return None, len(distribution.device_mesh.devices.ravel()), jax.process_index()
-    if args.strategy == "data-parallel":
-        raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
-                             "(use --strategy mirrored on TensorFlow)")
-    if keras.backend.backend() != "tensorflow":
-        raise cli.UsageError(f"--strategy {args.strategy} is a tf.distribute strategy: use the TensorFlow backend "
-                             "(on JAX: --strategy data-parallel or multiworker)")
-    import tensorflow as tf
-
-    if args.strategy == "multiworker":
-        strategy = _tf_multiworker_strategy()
-        return strategy, strategy.num_replicas_in_sync, strategy.cluster_resolver.task_id
-    strategy = tf.distribute.MirroredStrategy(
-        [d.name for d in tf.config.list_logical_devices("GPU")] or
-        [d.name for d in tf.config.list_logical_devices("CPU")])
-    return strategy, strategy.num_replicas_in_sync, 0
-
-
-def _tf_multiworker_strategy():
-    """tf.distribute.MultiWorkerMirroredStrategy from TF_CONFIG, with Keras 3.15's fit made to run under it.
-
-    Keras 3.15's model.fit fails under this strategy (keras-team/keras#20585, open; reproduced with a
-    one-layer model on two local workers) in two places, fixed here for our use:
-    - before the first step it reduces a whole (x, y) batch across workers to build the model
-      ("Attempt to convert a value (PerReplica...)"): `_fit_under` skips that build (our models are
-      built and compiled before fit), running fit inside the strategy's scope instead;
-    - each step's logs are reduced with strategy.reduce("MEAN", value, axis=0), which fails on the
-      scalar loss ("Invalid reduction dimension 0 for input with 0 dimensions"): they are averaged over
-      the replicas with axis=None instead. (Epoch logs, which the callbacks see, are read from the
-      metrics' variables, summed over every replica, so val_miou is the whole split's.)
-    """
-    import json as json_lib
-
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer
-
-    try:
-        config = json_lib.loads(os.environ["TF_CONFIG"])
-        config["cluster"]["worker"], config["task"]["index"]
-    except (KeyError, TypeError, ValueError):
-        raise cli.UsageError('--strategy multiworker on TensorFlow needs TF_CONFIG, e.g. {"cluster": {"worker": '
-                             '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}} '
-                             "(see README, 'More devices')") from None
-    if not getattr(trainer.reduce_per_replica, "_kerasseg", False):
-        original = trainer.reduce_per_replica
-
-        def reduce_per_replica(values, strategy, reduction):
-            if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
-                return tf.nest.map_structure(
-                    lambda v: strategy.reduce("MEAN", v, axis=None) if trainer._is_per_replica_instance(v) else v,
-                    values)
-            return original(values, strategy, reduction)
-
-        reduce_per_replica._kerasseg = True
-        trainer.reduce_per_replica = reduce_per_replica
-    return tf.distribute.MultiWorkerMirroredStrategy()
-
-
-def _scope(strategy):
-    import contextlib
-
-    return strategy.scope() if strategy else contextlib.nullcontext()
-
-
-def _fit_under(model, strategy):
-    """The context for model.fit: the scope of TensorFlow's multi-worker strategy (see
-    _tf_multiworker_strategy), nothing otherwise (a model built in a strategy's scope keeps it)."""
-    import tensorflow as tf
-
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        model._distribute_strategy = None  # fit then finds the strategy from the scope, and skips the build
-        return strategy.scope()
-    return _scope(None)
 
 
 def _mixed_precision():
@@ -352,7 +249,7 @@ def _read_history(output):
 
 
 def train(args):
-    strategy, replicas, worker = _strategy(args)
+    strategy, replicas, worker = distribute.strategy_for(args)
     import keras
 
     from kerasseg import data, losses, metrics
@@ -370,7 +267,7 @@ def train(args):
           f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
 
     steps = -(-len(train_pairs) // args.batch_size) * args.epochs
-    with _scope(strategy):
+    with distribute.scope(strategy):
         model = _build(args, len(names))
         model.compile(optimizer=_optimizer(keras, args, steps),
                       loss=losses.SegmentationLoss(args.loss, args.class_weights),
@@ -407,7 +304,7 @@ def train(args):
         train_data, val_data = train_data.repeat(), val_data.repeat()
         steps = {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size),
                  "validation_steps": max(1, len(val_split) // args.batch_size)}
-    with _fit_under(model, strategy):
+    with distribute.fit_scope(model, strategy):
         model.fit(
             train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, **steps,
             shuffle=False,  # the tf.data pipeline shuffles, seeded

@@ -1,0 +1,117 @@
+"""How `python -m kerasseg.train` spreads model.fit over devices and machines (--strategy).
+
+    none           one device
+    mirrored       tf.distribute.MirroredStrategy over the local GPUs (or --logical-cpus N CPUs)
+    data-parallel  keras.distribution.DataParallel over every local JAX device
+    multiworker    several machines: tf.distribute.MultiWorkerMirroredStrategy from TF_CONFIG on
+                   TensorFlow, keras.distribution across JAX processes (KERAS_DISTRIBUTION_*) on JAX
+
+All of them are synchronous data parallelism on the engines' own machinery.
+"""
+
+import json
+import os
+
+from kerasseg import cli
+
+STRATEGIES = ("none", "mirrored", "multiworker", "data-parallel")
+
+
+def strategy_for(args):
+    """The tf.distribute strategy (None on JAX or without one), the number of model replicas, and this
+    process's worker index (0 writes the run's outputs; in a multi-worker run each other keeps its own)."""
+    import keras
+
+    if args.logical_cpus:
+        import tensorflow as tf
+
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
+    if args.strategy == "none":
+        return None, 1, 0
+    if args.strategy in ("data-parallel", "multiworker") and keras.backend.backend() == "jax":
+        import jax
+
+        if args.strategy == "multiworker":
+            # the processes meet at KERAS_DISTRIBUTION_JOB_ADDRESSES (the first is the coordinator), with
+            # KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; CPUs talk through gloo
+            missing = [v for v in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                                   "KERAS_DISTRIBUTION_PROCESS_ID") if v not in os.environ]
+            if missing:
+                raise cli.UsageError(f"--strategy multiworker on JAX needs {', '.join(missing)} set "
+                                     "(see README, 'More devices')")
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            keras.distribution.initialize()
+        distribution = keras.distribution.DataParallel()
+        keras.distribution.set_distribution(distribution)
+        return None, len(distribution.device_mesh.devices.ravel()), jax.process_index()
+    if args.strategy == "data-parallel":
+        raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
+                             "(use --strategy mirrored on TensorFlow)")
+    if keras.backend.backend() != "tensorflow":
+        raise cli.UsageError(f"--strategy {args.strategy} is a tf.distribute strategy: use the TensorFlow backend "
+                             "(on JAX: --strategy data-parallel or multiworker)")
+    import tensorflow as tf
+
+    if args.strategy == "multiworker":
+        strategy = _tf_multiworker_strategy()
+        return strategy, strategy.num_replicas_in_sync, strategy.cluster_resolver.task_id
+    strategy = tf.distribute.MirroredStrategy(
+        [d.name for d in tf.config.list_logical_devices("GPU")] or
+        [d.name for d in tf.config.list_logical_devices("CPU")])
+    return strategy, strategy.num_replicas_in_sync, 0
+
+
+def _tf_multiworker_strategy():
+    """tf.distribute.MultiWorkerMirroredStrategy from TF_CONFIG, with Keras 3.15's fit made to run under it.
+
+    Keras 3.15's model.fit fails under this strategy (keras-team/keras#20585, open; reproduced with a
+    one-layer model on two local workers) in two places, fixed here for our use:
+    - before the first step it reduces a whole (x, y) batch across workers to build the model
+      ("Attempt to convert a value (PerReplica...)"): `_fit_under` skips that build (our models are
+      built and compiled before fit), running fit inside the strategy's scope instead;
+    - each step's logs are reduced with strategy.reduce("MEAN", value, axis=0), which fails on the
+      scalar loss ("Invalid reduction dimension 0 for input with 0 dimensions"): they are averaged over
+      the replicas with axis=None instead. (Epoch logs, which the callbacks see, are read from the
+      metrics' variables, summed over every replica, so val_miou is the whole split's.)
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer
+
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+        config["cluster"]["worker"], config["task"]["index"]
+    except (KeyError, TypeError, ValueError):
+        raise cli.UsageError('--strategy multiworker on TensorFlow needs TF_CONFIG, e.g. {"cluster": {"worker": '
+                             '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}} '
+                             "(see README, 'More devices')") from None
+    if not getattr(trainer.reduce_per_replica, "_kerasseg", False):
+        original = trainer.reduce_per_replica
+
+        def reduce_per_replica(values, strategy, reduction):
+            if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+                return tf.nest.map_structure(
+                    lambda v: strategy.reduce("MEAN", v, axis=None) if trainer._is_per_replica_instance(v) else v,
+                    values)
+            return original(values, strategy, reduction)
+
+        reduce_per_replica._kerasseg = True
+        trainer.reduce_per_replica = reduce_per_replica
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def scope(strategy):
+    import contextlib
+
+    return strategy.scope() if strategy else contextlib.nullcontext()
+
+
+def fit_scope(model, strategy):
+    """The context for model.fit: the scope of TensorFlow's multi-worker strategy (see
+    _tf_multiworker_strategy), nothing otherwise (a model built in a strategy's scope keeps it)."""
+    import tensorflow as tf
+
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model._distribute_strategy = None  # fit then finds the strategy from the scope, and skips the build
+        return strategy.scope()
+    return scope(None)
