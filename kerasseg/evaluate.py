@@ -41,7 +41,8 @@ def main(argv=None):
         if any(fixed):
             raise cli.UsageError(f"{args.model} takes {fixed[0]}x{fixed[1]} images only, so it cannot be scored "
                                  "at each image's own size; pass --image-size N or HxW")
-        size = cli.resolve_image_size(model, args.model)  # shapes generates its images at the training size
+        # files are read at their own sizes; only the generated `shapes` needs one (the training size)
+        size = cli.resolve_image_size(model, args.model) if args.dataset == "shapes" else None
     else:
         size = cli.resolve_image_size(model, args.model, args.image_size)
     try:
