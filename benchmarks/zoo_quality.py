@@ -96,12 +96,12 @@ def main():
     from kerasseg import models, train
     from kerasseg.models.__main__ import multiply_adds
 
-    # Results accumulate in --output (one file per setting), written after each configuration, so
-    # `--only` reruns and an interrupted run keep what was measured.
+    # Results accumulate in --output, written after each configuration, so `--only` reruns and an
+    # interrupted run keep what was measured (a run with other settings starts the file afresh).
     settings = {k: v for k, v in vars(args).items() if k not in ("only", "output", "table")}
     if not args.table:
         print(f"resolution ceiling at {args.image_size} px:",
-              ", ".join(f"stride {s} {stride_ceiling(args.image_size, s):.3f}" for s in (4, 8, 16, 32)), flush=True)
+              ", ".join(f"stride {s} {stride_ceiling(args.image_size, s):.3f}" for s in (2, 4, 8, 16, 32)), flush=True)
     results = {}
     if os.path.exists(args.output):
         with open(args.output) as f:
