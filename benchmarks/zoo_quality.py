@@ -12,8 +12,8 @@ table for RESULTS.md; the quality bar is mIoU >= 0.85.
 It first prints the resolution ceiling of each output stride: the mIoU of
 the validation masks themselves, average-pooled to a stride-s grid and
 upsampled back bilinearly, as a decoder that predicts at stride s would
-give at best without skips to finer levels. At 64 px the shapes are 8-17 px
-across and a stride-8 map caps mIoU near 0.82, below the bar whatever the
+give at best without skips to finer levels. At 64 px the shapes' radii are 8-17
+px and a stride-8 map caps mIoU near 0.82, below the bar whatever the
 network learns; hence the 128 px default (stride 8: 0.94).
 """
 
