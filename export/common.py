@@ -1,6 +1,5 @@
 """What the exporters share: loading the Keras model, sizes, data, the report."""
 
-import json
 import os
 import sys
 import tempfile

@@ -4,7 +4,6 @@ import json
 import pathlib
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from conftest import ROOT, run_cli
