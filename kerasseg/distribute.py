@@ -68,7 +68,7 @@ def _tf_multiworker_strategy():
     Keras 3.15's model.fit fails under this strategy (keras-team/keras#20585, open; reproduced with a
     one-layer model on two local workers) in two places, fixed here for our use:
     - before the first step it reduces a whole (x, y) batch across workers to build the model
-      ("Attempt to convert a value (PerReplica...)"): `_fit_under` skips that build (our models are
+      ("Attempt to convert a value (PerReplica...)"): `fit_scope` skips that build (our models are
       built and compiled before fit), running fit inside the strategy's scope instead;
     - each step's logs are reduced with strategy.reduce("MEAN", value, axis=0), which fails on the
       scalar loss ("Invalid reduction dimension 0 for input with 0 dimensions"): they are averaged over
@@ -109,6 +109,8 @@ def scope(strategy):
 def fit_scope(model, strategy):
     """The context for model.fit: the scope of TensorFlow's multi-worker strategy (see
     _tf_multiworker_strategy), nothing otherwise (a model built in a strategy's scope keeps it)."""
+    if strategy is None:  # (no TensorFlow import: JAX machines may not have it)
+        return scope(None)
     import tensorflow as tf
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
