@@ -51,10 +51,10 @@ class LiteRTRunner:
 
     def __call__(self, image):
         x = image[None].astype(np.float32)
-        scale, zero_point = self.input["quantization"]
         if self.input["dtype"] != np.float32:
-            info = np.iinfo(self.input["dtype"])
-            x = np.clip(np.round(x / scale + zero_point), info.min, info.max)
+            # as a device does (MediaPipe, pycoral): the pixels as they are, shifted by -128 for an int8
+            # input; no re-quantization with the file's scale, which would hide a wrong one
+            x = x + np.iinfo(self.input["dtype"]).min
         self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
         self.interpreter.invoke()
         y = self.interpreter.get_tensor(self.output["index"])[0]
@@ -141,23 +141,30 @@ def compare(model, runner, samples, latency_repeats=20):
         raise UsageError(f"the exported model returns {exported.shape[1:]} per image, the Keras model {reference.shape[1:]}")
     error = np.abs(exported.astype(np.float64) - reference)
     ref_class, exp_class = predicted_classes(reference), predicted_classes(exported)
-    n = samples.num_classes
-    ref_scores = metrics.scores(metrics.confusion_matrix(samples.masks, ref_class, n), samples.class_names)
-    exp_scores = metrics.scores(metrics.confusion_matrix(samples.masks, exp_class, n), samples.class_names)
-    return {
+    numbers = {
         "samples": len(images),
         "nonfinite_outputs": int((~np.isfinite(exported)).sum()),
         "max_abs_error": float(error.max()),
         "mean_abs_error": float(error.mean()),
         "pixel_agreement": float((ref_class == exp_class).mean()),
-        "miou_reference": ref_scores["miou"],
-        "miou_exported": exp_scores["miou"],
-        "miou_drop": 100.0 * (ref_scores["miou"] - exp_scores["miou"]),
-        "per_class_iou_reference": ref_scores["per_class_iou"],
-        "per_class_iou_exported": exp_scores["per_class_iou"],
+        "miou_reference": None, "miou_exported": None, "miou_drop": None,
+        "per_class_iou_reference": None, "per_class_iou_exported": None,
         "latency_ms": median_ms(runner, images[0], latency_repeats),
         "keras_latency_ms": median_ms(model.predict_on_batch, images[:1], latency_repeats),
-    }, (ref_class, exp_class)
+    }
+    classes = model.outputs[0].shape[-1] if reference.ndim == 4 else samples.num_classes
+    if classes != samples.num_classes:  # another dataset's images still show whether the two models agree
+        numbers["miou_note"] = (f"mIoU not computed: the model predicts {classes} classes and dataset "
+                                f"{samples.spec!r} has {samples.num_classes}; compared on pixels and logits only")
+        return numbers, (ref_class, exp_class)
+    n = samples.num_classes
+    ref_scores = metrics.scores(metrics.confusion_matrix(samples.masks, ref_class, n), samples.class_names)
+    exp_scores = metrics.scores(metrics.confusion_matrix(samples.masks, exp_class, n), samples.class_names)
+    numbers.update(miou_reference=ref_scores["miou"], miou_exported=exp_scores["miou"],
+                   miou_drop=100.0 * (ref_scores["miou"] - exp_scores["miou"]),
+                   per_class_iou_reference=ref_scores["per_class_iou"],
+                   per_class_iou_exported=exp_scores["per_class_iou"])
+    return numbers, (ref_class, exp_class)
 
 
 def predicted_classes(outputs):
@@ -172,6 +179,8 @@ def check(report, thresholds):
         failures.append(f"nonfinite_outputs {report['nonfinite_outputs']} > 0 (NaN or infinite logits)")
     for key, limit in thresholds.items():
         value = report[key]
+        if value is None:  # not measured (mIoU on a dataset of other classes): said in miou_note
+            continue
         ok = value <= limit if key in _UPPER_BOUNDS else value >= limit
         if not ok:
             failures.append(f"{key} {value:.6g} {'>' if key in _UPPER_BOUNDS else '<'} {limit:g}")
@@ -213,12 +222,12 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
 
 
 def print_summary(report, path):
+    miou = report.get("miou_note") or (f"mIoU {report['miou_reference']:.4f} -> {report['miou_exported']:.4f} "
+                                       f"(drop {report['miou_drop']:.2f} pts)")
     print(
         f"{path}: {report['runtime']} {report['quantization']}, {report['samples']} held-out samples: "
         f"pixel agreement {report['pixel_agreement']:.5f}, max |error| {report['max_abs_error']:.3g}, "
-        f"mIoU {report['miou_reference']:.4f} -> {report['miou_exported']:.4f} "
-        f"(drop {report['miou_drop']:.2f} pts), {report['size_bytes'] / 1e6:.2f} MB, "
-        f"{report['latency_ms']:.2f} ms/image"
+        f"{miou}, {report['size_bytes'] / 1e6:.2f} MB, {report['latency_ms']:.2f} ms/image"
     )
     if report["passed"]:
         print("agreement: passed")
@@ -241,16 +250,16 @@ def main(argv=None):
     parser.add_argument("--debug", action="store_true",
                         help="int8 .tflite: re-quantize the Keras model the same way with TFLite's "
                              "QuantizationDebugger and write the per-tensor error table (REPORT.debug.csv)")
-    parser.add_argument("--calibration-dataset", default="shapes", help="--debug: dataset spec to calibrate on")
-    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
+    common.add_calibration_args(parser)
     args = parser.parse_args(argv)
-    model = common.load_keras_model(args.model)
+    model, policy = common.load_model(args.model)
     runner = open_runner(args.exported)
     size = args.image_size or runner.input_size or common.resolve_image_size(model, args.model)
-    samples = common.load_samples(args.dataset, "test", size, args.samples, model)
+    samples = common.load_samples(args.model, args.dataset, "test", size, args.samples)
     report_path = args.report or common.report_path(args.exported)
     report = agreement_report(model, args.exported, samples, overrides=common.threshold_overrides(args),
-                              extra={"dataset": args.dataset, "image_size": list(size)}, runner=runner,
+                              extra={"dataset": samples.spec, "image_size": list(size), "training_policy": policy},
+                              runner=runner,
                               figure=common.figure_path(report_path))
     if args.debug:
         if report["quantization"] != "int8" or runner.runtime != "litert":
@@ -258,9 +267,10 @@ def main(argv=None):
                              f"{report['quantization']}")
         from export import tflite
 
-        calibration = common.load_samples(args.calibration_dataset, "train", size, args.calibration_samples, model)
+        calibration, _ = common.calibration_images(args.model, args.calibration_dataset or args.dataset, size,
+                                                   args.calibration_samples)
         csv_path = report_path.removesuffix(".json").removesuffix(".report") + ".debug.csv"
-        rows = tflite.quantization_debug(model, size, calibration.images, csv_path)
+        rows = tflite.quantization_debug(model, size, calibration, csv_path)
         print(tflite.format_offenders(rows))
         report.update(debug_csv=csv_path, flagged_tensors=[r["tensor_name"] for r in rows if r["flagged"]])
     write_report(report, report_path)

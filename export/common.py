@@ -1,33 +1,62 @@
-"""What the exporters share: loading the Keras model, sizes, data, the report."""
+"""What the exporters share: loading the Keras model, sizes, data, the report.
+
+The data of every exporter defaults to the run's record (run.json and
+splits/ beside the model: its dataset, split lists and class names), so a
+model trained on a user's folder is calibrated on that folder's training
+split and compared on its held-out test split; --dataset overrides it.
+"""
 
 import os
 import sys
 import tempfile
 
-from kerasseg import cli
-from kerasseg.cli import UsageError, load_keras_model, resolve_image_size  # noqa: F401 (re-exported)
+from kerasseg import cli, rundir
+from kerasseg.cli import UsageError, load_keras_model  # noqa: F401 (re-exported)
+from kerasseg.rundir import resolve_image_size  # noqa: F401 (re-exported)
 
 
-def load_samples(spec, split, image_size, count, model):
-    """`count` samples of a dataset split at `image_size`, checked against the model's classes."""
+def load_samples(model_path, dataset, split, image_size, count):
+    """`count` samples of a split at `image_size`: of `dataset`, else of the run's record (its split lists)."""
     from kerasseg import data
 
+    view = rundir.data_view(model_path, dataset)
     try:
-        samples = data.load_split(spec, split, image_size, count=count)
+        samples = view.load_split(split, image_size, count)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    if len(samples) == 0:
-        raise UsageError(f"dataset {spec!r} has no {split} samples")
     if samples.resized:
-        print(f"note: {samples.resized} of {len(samples)} {spec} {split} images were resized to "
+        print(f"note: {samples.resized} of {len(samples)} {view.spec} {split} images were resized to "
               f"{image_size[0]}x{image_size[1]}, the export size (masks: nearest)", file=sys.stderr)
-    classes = model.outputs[0].shape[-1]
-    if classes != samples.num_classes:
-        raise UsageError(
-            f"the model predicts {classes} classes but dataset {spec!r} has {samples.num_classes} "
-            f"({', '.join(samples.class_names)})"
-        )
     return samples
+
+
+def load_model(path):
+    """The Keras model at `path` in float32, and the dtype policy it was saved under.
+
+    A model trained with --mixed-precision computes in bfloat16 or float16,
+    which the converters cannot lower (`'tf.Mul' op is neither a custom op
+    nor a flex op`); it is rebuilt layer for layer in float32 with the same
+    weights, and that rebuild is what the export is compared with.
+    """
+    import keras
+
+    model = load_keras_model(path)
+    mixed = set()
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed"):
+                mixed.add(node["config"]["name"])
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in node.items()}
+        return [to_float32(v) for v in node] if isinstance(node, list) else node
+
+    config = to_float32(keras.saving.serialize_keras_object(model))
+    if not mixed:
+        return model, "float32"
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt, "/".join(sorted(mixed))
 
 
 def fixed_size_function(model, image_size, batch=1):
@@ -71,8 +100,9 @@ def add_threshold_args(parser):
 
 
 def add_data_args(parser):
-    parser.add_argument("--dataset", default="shapes",
-                        help="dataset spec of the held-out samples compared on (test split; default: shapes)")
+    parser.add_argument("--dataset",
+                        help="dataset spec of the held-out samples compared on (test split; default: the run's "
+                             "dataset and split lists, from run.json beside the model)")
     parser.add_argument("--samples", type=cli.arg_type(cli.positive_int), default=50,
                         help="held-out samples to compare on (default: 50)")
     parser.add_argument("--image-size", type=cli.arg_type(cli.image_size),
@@ -91,7 +121,19 @@ def threshold_overrides(args):
     }
 
 
-def export_checked(model_path, output, build, quantization, image_size=None, dataset="shapes", samples=50,
+def add_calibration_args(parser):
+    parser.add_argument("--calibration-dataset",
+                        help="dataset spec for int8 calibration (train split; default: --dataset, else the run's)")
+    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
+
+
+def calibration_images(model_path, dataset, image_size, count):
+    """(images, spec) of `count` training images to calibrate on: `dataset`, else the run's training split."""
+    samples = load_samples(model_path, dataset, "train", image_size, count)
+    return samples.images, samples.spec
+
+
+def export_checked(model_path, output, build, quantization, image_size=None, dataset=None, samples=50,
                    overrides=None):
     """The shared path of every exporter: convert, check in the runtime, then write.
 
@@ -104,16 +146,17 @@ def export_checked(model_path, output, build, quantization, image_size=None, dat
     from export import agreement
 
     cli.ensure_output_dir(output)
-    model = load_keras_model(model_path)
+    model, policy = load_model(model_path)
     size = resolve_image_size(model, model_path, image_size)
-    held_out = load_samples(dataset, "test", size, samples, model)
+    held_out = load_samples(model_path, dataset, "test", size, samples)
     print(f"converting {model_path} to {os.path.basename(output)} ({quantization}) at {size[0]}x{size[1]} ...",
           flush=True)
     model, content, extra = build(model, size)
     with tempfile.NamedTemporaryFile(suffix=os.path.splitext(output)[1]) as tmp:
         tmp.write(content)
         tmp.flush()
-        extra = {"model": model_path, "dataset": dataset, "image_size": list(size), **extra}
+        extra = {"model": os.fspath(model_path), "dataset": held_out.spec, "image_size": list(size),
+                 "training_policy": policy, **extra}
         report = agreement.agreement_report(model, tmp.name, held_out, quantization, overrides, extra,
                                             figure=figure_path(report_path(output)))
     cli.write_bytes_atomic(output, content)

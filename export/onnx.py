@@ -10,7 +10,7 @@ compared with the Keras model; FILE.report.json holds the result.
 --quantize int8: ONNX Runtime's static quantization in QDQ format
 (QuantizeLinear / DequantizeLinear pairs around int8 weights, per channel,
 and activations), calibrated on --calibration-samples training images of
---calibration-dataset, with the same preprocessing as training (none: the
+the run's dataset (or --calibration-dataset), with the same preprocessing as training (none: the
 model takes pixels). Activation ranges come from --calibration-method:
 `percentile` (the default: each tensor's range clipped at the 99.999th
 percentile of its calibration values; on DeepLabV3+ MobileNetV2 it kept
@@ -66,8 +66,8 @@ def quantize_int8(content, calibration_images, method="percentile"):
             return f.read()
 
 
-def export(model_path, output, image_size=None, dataset="shapes", samples=50, opset=17, overrides=None,
-           quantize="float32", dynamic_batch=False, calibration_dataset="shapes", calibration_samples=200,
+def export(model_path, output, image_size=None, dataset=None, samples=50, opset=17, overrides=None,
+           quantize="float32", dynamic_batch=False, calibration_dataset=None, calibration_samples=200,
            calibration_method="percentile"):
     """Converts, checks in ONNX Runtime, writes `output` and its report; returns the report."""
 
@@ -75,9 +75,10 @@ def export(model_path, output, image_size=None, dataset="shapes", samples=50, op
         content = convert(model, size, opset, dynamic_batch)
         extra = {"opset": opset, "dynamic_batch": dynamic_batch}
         if quantize == "int8":
-            calibration = common.load_samples(calibration_dataset, "train", size, calibration_samples, model).images
+            calibration, spec = common.calibration_images(model_path, calibration_dataset or dataset, size,
+                                                          calibration_samples)
             content = quantize_int8(content, calibration, calibration_method)
-            extra.update(calibration_dataset=calibration_dataset, calibration_samples=len(calibration),
+            extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
                          calibration_method=calibration_method)
         return model, content, extra
 
@@ -92,8 +93,7 @@ def main(argv=None):
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
     parser.add_argument("--quantize", choices=("float32", "int8"), default="float32")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
-    parser.add_argument("--calibration-dataset", default="shapes", help="dataset spec for int8 calibration (train split)")
-    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
+    common.add_calibration_args(parser)
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",
                         help="how int8 activation ranges are set from the calibration images (default percentile)")
     common.add_data_args(parser)

@@ -34,6 +34,10 @@ def summarize(directory):
     return metrics, reports
 
 
+def _number(value, spec, unit=""):
+    return "-" if value is None else f"{value:{spec}}{unit}"  # (mIoU on a dataset of other classes: not computed)
+
+
 def format_table(metrics, reports):
     h, w = metrics["image_size"]
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in metrics["per_class_iou"].items() if v is not None)
@@ -48,11 +52,12 @@ def format_table(metrics, reports):
     if reports:
         first = reports[0]
         model_size = os.path.getsize(first["model"]) if os.path.isfile(first.get("model", "")) else None
-        rows.append(("model.keras", "keras", "float32", "-", f"{first['miou_reference']:.4f}", "-", "-",
+        rows.append(("model.keras", "keras", "float32", "-", _number(first["miou_reference"], ".4f"), "-", "-",
                      f"{model_size / 1e6:.2f} MB" if model_size else "-", f"{first['keras_latency_ms']:.2f} ms", "-"))
     for r in reports:
         rows.append((r["file"], r["runtime"], r["quantization"], f"{r['pixel_agreement']:.5f}",
-                     f"{r['miou_exported']:.4f}", f"{r['miou_drop']:+.2f} pts", f"{r['max_abs_error']:.3g}",
+                     _number(r["miou_exported"], ".4f"), _number(r["miou_drop"], "+.2f", " pts"),
+                     f"{r['max_abs_error']:.3g}",
                      f"{r['size_bytes'] / 1e6:.2f} MB", f"{r['latency_ms']:.2f} ms",
                      "yes" if r["passed"] else "NO: " + "; ".join(r["failed"])))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]

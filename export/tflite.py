@@ -8,9 +8,10 @@ Modes:
     float16   float16 weights (half the size), computed in float32 on CPUs
     dynamic   int8 weights, activations quantized on the fly
     int8      full integer: int8 weights (per channel) and activations, calibrated
-              on --calibration-dataset's training split; input and output uint8
-              by default (--io), so a camera frame goes in as it is (pixels in
-              [0, 255] are exact)
+              on the run's training split (or --calibration-dataset's); input
+              and output uint8 by default (--io): the input is always exactly
+              scale 1.0, zero point 0 (int8: -128), whatever range the
+              calibration images span, so a camera frame goes in as it is
 
 --target edgetpu: int8 with uint8 input and output at a fixed batch-1 size,
 refused (exit 2, nothing written) unless the static Edge TPU check
@@ -80,9 +81,50 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
     """The .tflite bytes of `model` at a fixed batch-1 `image_size`.
 
     int8 only: `io` is the input and output type (a class-index output
-    stays as it is).
+    stays as it is). The input's calibrated range is pinned to [0, 255]
+    before quantizing: the model takes pixels, and a device feeds them
+    unscaled, so an integer input must be scale 1.0 exactly; calibration
+    images that span less (a dim camera: [40, 200]) would otherwise give a
+    scale of 0.63 and clip every brighter pixel.
     """
-    return _converter(model, quantize, image_size, calibration_images, io).convert()
+    converter = _converter(model, quantize, image_size, calibration_images, io)
+    if quantize != "int8" or io == "float32":
+        return converter.convert()
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as lite_convert
+
+    converter._experimental_calibrate_only = True  # the path TFLite's own QuantizationDebugger takes
+    calibrated = _pin_input_range(converter.convert(), 0.0, 255.0)
+    io_type = {"uint8": tf.uint8, "int8": tf.int8}[io]
+    output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
+    content = lite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=output_type)
+    check_pixel_input(content)
+    return content
+
+
+def _pin_input_range(calibrated, low, high):
+    """A calibrated (not yet quantized) model whose input tensor's recorded range is [low, high]."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    for index in graph.inputs:
+        graph.tensors[index].quantization.min = [low]
+        graph.tensors[index].quantization.max = [high]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def check_pixel_input(content):
+    """Refuses (UsageError) an integer-input .tflite whose input is not raw pixels: uint8 scale 1.0 / zero
+    point 0, int8 scale 1.0 / zero point -128."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    detail = Interpreter(model_content=bytes(content)).get_input_details()[0]
+    expected = {np.dtype(np.uint8): (1.0, 0), np.dtype(np.int8): (1.0, -128)}.get(np.dtype(detail["dtype"]))
+    if expected is not None and tuple(detail["quantization"]) != expected:
+        raise UsageError(f"refusing to write an int8 file whose {np.dtype(detail['dtype'])} input has scale "
+                         f"{detail['quantization'][0]:g} and zero point {detail['quantization'][1]} instead of "
+                         f"{expected[0]:g} and {expected[1]}: a device feeding camera pixels would see other values")
 
 
 def _debugger(model, image_size, calibration_images, keep_float=(), debug_samples=32):
@@ -220,8 +262,8 @@ def with_output_kind(model, kind):
     return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
 
 
-def export(model_path, output, quantize="int8", image_size=None, dataset="shapes", samples=50,
-           calibration_dataset="shapes", calibration_samples=200, overrides=None, io="uint8", target=None,
+def export(model_path, output, quantize="int8", image_size=None, dataset=None, samples=50,
+           calibration_dataset=None, calibration_samples=200, overrides=None, io="uint8", target=None,
            output_kind="logits", debug=False, keep_float=(), auto=False):
     """Converts, checks in LiteRT, writes `output` and its report; returns the report."""
     if target == "edgetpu":
@@ -238,9 +280,9 @@ def export(model_path, output, quantize="int8", image_size=None, dataset="shapes
         extra = {"output_kind": output_kind}
         calibration = None
         if quantize == "int8":
-            calibration = common.load_samples(calibration_dataset, "train", size, calibration_samples, model).images
-            extra.update(calibration_dataset=calibration_dataset, calibration_samples=len(calibration), io=io)
-        plain = model
+            calibration, spec = common.calibration_images(model_path, calibration_dataset or dataset, size,
+                                                          calibration_samples)
+            extra.update(calibration_dataset=spec, calibration_samples=len(calibration), io=io)
         model = with_output_kind(model, output_kind)
         if debug or keep_float or auto:
             debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None
@@ -252,7 +294,7 @@ def export(model_path, output, quantize="int8", image_size=None, dataset="shapes
             extra["kept_float"] = tensors_of_layers(rows, keep_float)
             content = convert_keeping_float(model, size, calibration, extra["kept_float"])
         elif auto:
-            validation = common.load_samples(dataset, "val", size, samples, plain)
+            validation = common.load_samples(model_path, dataset, "val", size, samples)
             thresholds = {**agreement.DEFAULT_THRESHOLDS["int8"], **(overrides or {})}
             content, extra["kept_float"] = auto_keep_float(model, size, calibration, rows, validation, thresholds)
         else:
@@ -276,8 +318,7 @@ def main(argv=None):
     parser.add_argument("model", help="the trained Keras model (.keras)")
     parser.add_argument("--quantize", choices=MODES, default="int8")
     parser.add_argument("--output", required=True, help="the .tflite file to write")
-    parser.add_argument("--calibration-dataset", default="shapes", help="dataset spec for int8 calibration (train split)")
-    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
+    common.add_calibration_args(parser)
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits")

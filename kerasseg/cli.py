@@ -1,7 +1,6 @@
 """What every kerasseg / export command line shares: one-line errors, exit status 2."""
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,9 +21,16 @@ def run(main, argv=None):
     try:
         return main(argv)
     except UsageError as error:
-        prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "kerasseg"
-        print(f"{prog}: error: {error}", file=sys.stderr)
+        print(f"{_prog()}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _prog():
+    """The command as the user typed it: `python -m kerasseg.train`, not `train.py`."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name:
+        return f"python -m {spec.name}"
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "kerasseg"
 
 
 def arg_type(check):
@@ -78,7 +84,8 @@ def atomic_write(path, write):
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
+    name = os.path.basename(path).lstrip(".")
+    suffix = name[name.index("."):] if "." in name else ""  # all of it: ".weights.h5" is one suffix to Keras
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
     os.close(fd)
     try:
@@ -132,26 +139,3 @@ def load_keras_model(path):
         shapes = [tuple(i.shape) for i in inputs]
         raise UsageError(f"{path}: the model's input is not one RGB image batch (N, H, W, 3); it has inputs {shapes}")
     return model
-
-
-def resolve_image_size(model, model_path, requested=None):
-    """The fixed (height, width) to export at.
-
-    In order: --image-size; the model's own fixed input size; the image size
-    recorded in metrics.json by `python -m kerasseg.train` beside the model.
-    """
-    if requested:
-        return tuple(requested)
-    height, width = model.inputs[0].shape[1:3]
-    if height and width:
-        return (height, width)
-    metrics_path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metrics.json")
-    if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            size = json.load(f).get("image_size")
-        if size:
-            return tuple(size)
-    raise UsageError(
-        f"{model_path} accepts any image size and no metrics.json beside it records the training size: "
-        "pass --image-size N or HxW"
-    )

@@ -2,8 +2,10 @@
 
 Prints and writes (--output, default MODEL.eval.json beside the model) the
 mIoU, per-class IoU and pixel accuracy, from one confusion matrix summed
-over the whole split (ignore-label pixels excluded). Images are resized to
---image-size (default: the training size in metrics.json beside the model);
+over the whole split (ignore-label pixels excluded). The dataset and its
+split lists default to the run's record (run.json and splits/ beside the
+model), so the validation split is the one the run held out. Images are
+resized to --image-size (default: the run's training size);
 `--image-size native` scores every image and mask at its own size, as the
 Pascal VOC benchmark does, for a model that accepts any input size.
 """
@@ -21,8 +23,8 @@ def main(argv=None):
     parser = cli.ArgumentParser(prog="python -m kerasseg.evaluate", description=__doc__,
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the trained model (.keras)")
-    parser.add_argument("--dataset", default="shapes", type=cli.arg_type(data.check_spec),
-                        help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)}")
+    parser.add_argument("--dataset", type=cli.arg_type(data.check_spec),
+                        help=f"dataset spec (default: the run's); accepted: {', '.join(data.ACCEPTED_SPECS)}")
     parser.add_argument("--split", choices=("train", "val", "test"), default="val")
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")
     parser.add_argument("--image-size", type=cli.arg_type(_size_or_native),
@@ -31,10 +33,12 @@ def main(argv=None):
     parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json)")
     args = parser.parse_args(argv)
 
+    from kerasseg import rundir
     from kerasseg.train import evaluate_pairs
 
     model = cli.load_keras_model(args.model)
     classes = model.outputs[0].shape[-1]
+    view = rundir.data_view(args.model, args.dataset, args.data_dir, classes)
     native = args.image_size == "native"
     if native:
         fixed = model.inputs[0].shape[1:3]
@@ -42,25 +46,28 @@ def main(argv=None):
             raise cli.UsageError(f"{args.model} takes {fixed[0]}x{fixed[1]} images only, so it cannot be scored "
                                  "at each image's own size; pass --image-size N or HxW")
         # files are read at their own sizes; only the generated `shapes` needs one (the training size)
-        size = cli.resolve_image_size(model, args.model) if args.dataset == "shapes" else None
+        size = rundir.resolve_image_size(model, args.model) if view.spec == "shapes" else None
     else:
-        size = cli.resolve_image_size(model, args.model, args.image_size)
+        size = rundir.resolve_image_size(model, args.model, args.image_size)
     try:
-        pairs, names = data.load_examples(args.dataset, args.split, size, data_dir=args.data_dir, classes=classes)
+        pairs, names = view.load_examples(args.split, size)
     except data.DatasetError as error:
         raise cli.UsageError(str(error)) from None
+    if len(names) != classes:
+        raise cli.UsageError(f"{args.model} predicts {classes} classes but dataset {view.spec!r} has {len(names)} "
+                             f"({', '.join(names)}): mIoU needs the model's own classes")
     if not native:
         pairs = [data.resize_pair(image, mask, size) for image, mask in pairs]
     scores = evaluate_pairs(model, pairs, names, args.batch_size)
     sizes = sorted({image.shape[:2] for image, _ in pairs})
-    report = {"model": args.model, "dataset": args.dataset, "split": args.split, "samples": len(pairs),
+    report = {"model": args.model, "dataset": view.spec, "split": args.split, "samples": len(pairs),
               "image_size": "native" if native else list(size), **scores}
     output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
     cli.ensure_output_dir(output)
     cli.write_text_atomic(output, json.dumps(report, indent=2) + "\n")
     at = (f"their own sizes ({len(sizes)} distinct, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]})"
           if native else f"{size[0]}x{size[1]}")
-    print(f"{args.dataset} {args.split}: {len(pairs)} images at {at}")
+    print(f"{view.spec} {args.split}: {len(pairs)} images at {at}")
     width = max(len(n) for n in names)
     for name, iou in scores["per_class_iou"].items():
         print(f"  {name:<{width}}  IoU {'-' if iou is None else f'{iou:.4f}'}")

@@ -23,6 +23,12 @@ def confusion_matrix(y_true, y_pred, num_classes, ignore_label=IGNORE_LABEL):
             f"Label {int(y_true[bad][0])} is outside [0, {num_classes}) and is not the "
             f"ignore label {ignore_label}."
         )
+    bad = (y_pred < 0) | (y_pred >= num_classes)
+    if bad.any():
+        raise ValueError(
+            f"Prediction {int(y_pred[bad][0])} is outside [0, {num_classes}): the predictions come from a model "
+            f"of more classes than the {num_classes} scored."
+        )
     return np.bincount(num_classes * y_true + y_pred, minlength=num_classes**2).reshape(
         num_classes, num_classes
     )

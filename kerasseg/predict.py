@@ -6,7 +6,7 @@ For each image writes, at the image's own size:
     NAME_overlay.png   the image with the classes blended in
 
 Each image is resized to the model's training size (--image-size, default
-from metrics.json beside the model), and the logits are resized back to the
+from the run's record, run.json beside the model), and the logits are resized back to the
 image's size before the argmax; --native runs the model at each image's own
 size instead (every kerasseg segmenter takes any size).
 """
@@ -46,15 +46,25 @@ def main(argv=None):
     from kerasseg import plots
     from kerasseg.data.sources import DatasetError, read_image
 
+    from kerasseg import rundir
+
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
         raise cli.UsageError(f"image file(s) not found: {', '.join(missing)}")
+    by_stem = {}
+    for path in args.images:
+        by_stem.setdefault(os.path.splitext(os.path.basename(path))[0], []).append(path)
+    clashes = {stem: paths for stem, paths in by_stem.items() if len(paths) > 1}
+    if clashes:
+        stem, paths = next(iter(clashes.items()))
+        raise cli.UsageError(f"{' and '.join(paths)} would both be written as {stem}_mask.png and {stem}_overlay.png "
+                             f"in {args.output}: predict them into separate --output directories, or rename one")
     try:
         images = [read_image(p) for p in args.images]
     except DatasetError as error:
         raise cli.UsageError(str(error)) from None
     model = cli.load_keras_model(args.model)
-    size = None if args.native else cli.resolve_image_size(model, args.model, args.image_size)
+    size = None if args.native else rundir.resolve_image_size(model, args.model, args.image_size)
     cli.ensure_output_dir(os.path.join(args.output, "x"))
     for path, image in zip(args.images, images):
         height, width = image.shape[:2]

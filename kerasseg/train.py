@@ -11,20 +11,20 @@ Writes, into --output DIR:
     curves.png     loss and mIoU per epoch
     predictions.png  a few validation images: image | ground truth | prediction
     logs/          TensorBoard (tensorboard --logdir DIR/logs)
-    run.json, backup/  the arguments and the last completed epoch's state, for --resume
+    run.json, splits/  the run's record: its arguments, class names and the examples of each split;
+                   evaluate, predict and every exporter read their defaults from it
+    backup/        the last complete epoch, for --resume
 
-Every epoch ends with a checkpoint: a run killed at any point (even SIGKILL)
-continues with --resume from its last completed epoch, to the same final
-epoch count. A loss that becomes NaN or infinite stops training, naming the
-epoch and step, and keeps the last good model.keras.
+Every epoch ends with a commit (kerasseg.rundir): a run killed at any
+instant (even SIGKILL) continues with --resume from its last complete epoch,
+to the same final epoch count (or a larger --epochs). A new run refuses a
+DIR that holds another run unless --overwrite is given. A loss that becomes
+NaN or infinite stops training, naming the epoch and step, and keeps the
+last good model.keras.
 """
 
-import csv
-import io
 import json
-import math
 import os
-import shutil
 import sys
 import time
 
@@ -36,7 +36,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
 
 
-def parse_args(argv=None):
+def _parser():
     from kerasseg import data, losses, models
 
     def model_name(name):
@@ -96,10 +96,25 @@ def parse_args(argv=None):
     parser.add_argument("--seed", default=0, type=int, help="seed for initialisation and shuffling")
     parser.add_argument("--output", required=True, help="directory for model.keras, metrics.json, history.csv, ...")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted run in --output (its own arguments are used)")
-    args = parser.parse_args(argv)
+                        help="continue the interrupted run in --output with its own arguments (--epochs may grow)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an --output that holds another run, deleting that run's files")
+    return parser
+
+
+# what a run's arguments are recorded without: where it is and how this process was started
+_NOT_RECORDED = ("output", "resume", "overwrite")
+
+
+def parse_args(argv=None):
+    args = _parser().parse_args(argv)
     if args.resume:
-        args = _resumed_args(args)
+        if args.overwrite:
+            raise cli.UsageError("--resume continues the run in --output and --overwrite deletes it: choose one")
+        explicit = _parser()
+        for action in explicit._actions:
+            action.default = cli.argparse.SUPPRESS
+        args = _resumed_args(args, vars(explicit.parse_args(argv)))
     return args
 
 
@@ -113,14 +128,27 @@ def _model_args(text):
     return value
 
 
-def _resumed_args(args):
-    path = os.path.join(args.output, "run.json")
-    if not os.path.isfile(path):
+def _resumed_args(args, given):
+    """The recorded arguments of the run in args.output; `given` (the flags typed) may only grow --epochs."""
+    from kerasseg import rundir
+
+    record = rundir.Record.read(args.output)
+    if record is None:
         raise cli.UsageError(f"nothing to resume in {args.output}: no run.json (start the run without --resume)")
-    with open(path) as f:
-        saved = json.load(f)
+    saved = dict(record.arguments)
+    for key, value in given.items():
+        if key in _NOT_RECORDED or json.loads(json.dumps(value)) == saved.get(key):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if key == "epochs" and value > saved["epochs"]:
+            saved["epochs"] = value
+            continue
+        allowed = " (--epochs may only grow)" if key == "epochs" else ""
+        raise cli.UsageError(f"{flag} {value} contradicts {args.output}/run.json, where the run has {saved.get(key)}"
+                             f"{allowed}: --resume continues that run as it was; drop {flag}, or start a new run in "
+                             "another --output")
     saved["image_size"] = tuple(saved["image_size"])
-    return cli.argparse.Namespace(**{**saved, "output": args.output, "resume": True})
+    return cli.argparse.Namespace(**{**saved, "output": args.output, "resume": True, "overwrite": False})
 
 
 def evaluate_split(model, split, batch_size=16):
@@ -190,79 +218,53 @@ def _optimizer(keras, args, steps):
     return keras.optimizers.Adam(schedule)
 
 
-class _Tracker:
-    """Keras callbacks for the files of a run: the best model, history.csv, curves, a NaN stop."""
+def _load_data(args, record):
+    """The training pairs, the validation split, the class names and every split's keys: the run's recorded
+    split lists when it resumes, else the dataset's own (a folder's seeded split uses --seed)."""
+    from kerasseg import data
 
-    def __init__(self, keras, output, resumed_rows, best):
-        tracker = self
-
-        class Backup(keras.callbacks.BackupAndRestore):
-            def on_epoch_end(self, epoch, logs=None):
-                if not tracker.nonfinite:  # never back up weights that have become NaN
-                    super().on_epoch_end(epoch, logs)
-
-        class Callback(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch, logs=None):
-                loss = (logs or {}).get("loss")
-                if loss is not None and not math.isfinite(float(loss)):
-                    tracker.nonfinite = (self.epoch + 1, batch + 1, float(loss))
-                    self.model.stop_training = True
-
-            def on_epoch_begin(self, epoch, logs=None):
-                self.epoch = epoch
-
-            def on_epoch_end(self, epoch, logs=None):
-                if tracker.nonfinite:
-                    return
-                row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
-                tracker.rows = [r for r in tracker.rows if int(r["epoch"]) < epoch] + [row]
-                if row.get("val_miou", -1) > tracker.best:
-                    tracker.best = row["val_miou"]
-                    cli.atomic_write(os.path.join(output, "model.keras"), self.model.save)
-                tracker.write()
-
-        self.callback = Callback()
-        self.backup = Backup(os.path.join(output, "backup"), delete_checkpoint=False)
-        self.output = output
-        self.rows, self.best, self.nonfinite = resumed_rows, best, None
-
-    def write(self):
-        from kerasseg import plots
-
-        buffer = io.StringIO()
-        fields = list(dict.fromkeys(k for row in self.rows for k in row))
-        writer = csv.DictWriter(buffer, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        cli.write_text_atomic(os.path.join(self.output, "history.csv"), buffer.getvalue())
-        plots.save_curves(self.rows, os.path.join(self.output, "curves.png"))
+    recorded = {s: record.split_keys(s) for s in ("train", "val", "test")} if record else {}
+    try:
+        source = data.open_source(args.dataset, args.data_dir, args.classes, args.seed, args.image_size)
+        train_examples, names = data.list_examples(args.dataset, "train", args.image_size, args.train_samples,
+                                                   args.data_dir, args.classes, args.seed, recorded.get("train"))
+        val_examples, _ = data.list_examples(args.dataset, "val", args.image_size, None, args.data_dir,
+                                             args.classes, args.seed, recorded.get("val"))
+        keys = {"train": [e.key for e in train_examples], "val": [e.key for e in val_examples],
+                "test": recorded.get("test") or _test_keys(source)}
+        train_pairs = data.read_examples(train_examples, len(names))
+        val_split = data.load_split(args.dataset, "val", args.image_size, data_dir=args.data_dir,
+                                    classes=args.classes, keys=keys["val"])
+    except data.DatasetError as error:
+        raise cli.UsageError(str(error)) from None
+    return train_pairs, val_split, names, keys
 
 
-def _read_history(output):
-    path = os.path.join(output, "history.csv")
-    if not os.path.isfile(path):
-        return [], -1.0
-    with open(path) as f:
-        rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-    best = max((r.get("val_miou", -1.0) for r in rows), default=-1.0)
-    return rows, best
+def _test_keys(source):
+    try:
+        return source.keys("test")
+    except Exception:  # a TFDS split that is not prepared here: its test split is fixed by TFDS anyway
+        return None
 
 
 def train(args):
     strategy, replicas, worker = distribute.strategy_for(args)
     import keras
 
-    from kerasseg import data, losses, metrics
+    from kerasseg import losses, metrics, rundir
     from kerasseg.data.pipeline import make_dataset
 
+    output = os.path.abspath(args.output)
+    if worker:  # worker 0 of a multi-worker run writes the results; each other keeps its own files
+        output = os.path.join(output, f"worker-{worker}")
+    run = rundir.RunDir(output)
+    if not args.resume and run.holds_a_run() and not getattr(args, "overwrite", False):
+        raise cli.UsageError(f"{output} holds another run: pass --resume to continue it, --overwrite to replace it, "
+                             "or another --output")
+    record = rundir.Record.read(output) if args.resume else None
     keras.utils.set_random_seed(args.seed)
     policy = _mixed_precision() if args.mixed_precision else "float32"
-    try:
-        train_pairs, names = data.load_examples(args.dataset, "train", args.image_size, args.train_samples,
-                                                args.data_dir, args.classes, args.seed)
-        val_split = data.load_split(args.dataset, "val", args.image_size, data_dir=args.data_dir, classes=args.classes)
-    except data.DatasetError as error:
-        raise cli.UsageError(str(error)) from None
+    train_pairs, val_split, names, keys = _load_data(args, record)
     print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
           f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
 
@@ -275,22 +277,21 @@ def train(args):
     print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
           f"({replicas} replica{'s' if replicas > 1 else ''})")
 
-    output = os.path.abspath(args.output)
-    if worker:  # worker 0 of a multi-worker run writes the results; each other keeps its own files
-        output = os.path.join(output, f"worker-{worker}")
-    cli.ensure_output_dir(os.path.join(output, "run.json"))
-    backup = os.path.join(output, "backup")
-    if not args.resume:  # a fresh run: an older run's backup must not be restored
-        shutil.rmtree(backup, ignore_errors=True)
-        saved = {k: v for k, v in vars(args).items() if k not in ("output", "resume")}
-        cli.write_text_atomic(os.path.join(output, "run.json"), json.dumps(saved, indent=2) + "\n")
-    elif not os.path.isdir(backup) and not os.path.isfile(os.path.join(output, "history.csv")):
-        raise cli.UsageError(f"nothing to resume in {args.output}: no completed epoch was saved")
-
-    rows, best = _read_history(output) if args.resume else ([], -1.0)
-    tracker = _Tracker(keras, output, rows, best)
-    callbacks = [tracker.backup, tracker.callback,
-                 keras.callbacks.TensorBoard(os.path.join(output, "logs"))]
+    cli.ensure_output_dir(run.file("run.json"))
+    if getattr(args, "overwrite", False):
+        run.clear()
+    arguments = {k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}
+    run.write_record(arguments, names, None if record else keys)
+    state = run.state() if args.resume else None
+    if state:
+        run.publish(state)  # finishes the publication a kill may have interrupted
+        with distribute.scope(strategy):
+            run.restore(model, state)
+        print(f"resuming {args.output} after epoch {state['epoch'] + 1} of {args.epochs}")
+    elif args.resume:
+        print(f"resuming {args.output}: no epoch had completed, so training starts from the first")
+    commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()))
+    callbacks = [commit, keras.callbacks.TensorBoard(run.file("logs"))]
     if args.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=args.patience))
     started = time.time()
@@ -304,16 +305,19 @@ def train(args):
         train_data, val_data = train_data.repeat(), val_data.repeat()
         steps = {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size),
                  "validation_steps": max(1, len(val_split) // args.batch_size)}
-    with distribute.fit_scope(model, strategy):
-        model.fit(
-            train_data, validation_data=val_data, epochs=args.epochs, callbacks=callbacks, **steps,
-            shuffle=False,  # the tf.data pipeline shuffles, seeded
-            verbose=1 if sys.stdout.isatty() else 2,
-        )
+    initial_epoch = state["epoch"] + 1 if state else 0
+    if initial_epoch < args.epochs:
+        with distribute.fit_scope(model, strategy):
+            model.fit(
+                train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=initial_epoch,
+                callbacks=callbacks, **steps,
+                shuffle=False,  # the tf.data pipeline shuffles, seeded
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
     seconds = time.time() - started
-    if tracker.nonfinite:
-        epoch, step, value = tracker.nonfinite
-        kept = "the last good model.keras is kept" if os.path.isfile(os.path.join(output, "model.keras")) else \
+    if commit.nonfinite:
+        epoch, step, value = commit.nonfinite
+        kept = "the last good model.keras is kept" if os.path.isfile(run.file("model.keras")) else \
             "no epoch had completed, so there is no model.keras"
         raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
@@ -321,19 +325,21 @@ def train(args):
         return {}
     if args.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
         keras.distribution.set_distribution(None)
-    best_model = keras.saving.load_model(os.path.join(output, "model.keras"))
+    best_model = keras.saving.load_model(run.file("model.keras"))
     scores = evaluate_split(best_model, val_split)
-    best_epoch = max(tracker.rows, key=lambda r: r.get("val_miou", -1))["epoch"] if tracker.rows else None
+    best_epoch = commit.best["epoch"]
     report = {
         "model": args.model, "model_args": args.model_args, "backbone": args.backbone, "dataset": args.dataset,
         "split": "val", "image_size": list(args.image_size), "classes": list(names), **scores,
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": args.epochs,
-        "epochs_run": len(tracker.rows), "batch_size": args.batch_size, "train_samples": len(train_pairs),
+        "epochs_run": len(commit.rows), "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+        "batch_size": args.batch_size, "train_samples": len(train_pairs),
         "loss": args.loss, "optimizer": args.optimizer, "schedule": args.schedule, "lr": args.lr,
-        "mixed_precision": policy, "strategy": args.strategy, "replicas": replicas, "seed": args.seed, "train_seconds": round(seconds, 1),
+        "mixed_precision": policy, "strategy": args.strategy, "replicas": replicas, "seed": args.seed,
+        "train_seconds": round(seconds, 1),
     }
-    cli.write_text_atomic(os.path.join(output, "metrics.json"), json.dumps(report, indent=2) + "\n")
-    _predictions_png(best_model, val_split, os.path.join(output, "predictions.png"))
+    cli.write_text_atomic(run.file("metrics.json"), json.dumps(report, indent=2) + "\n")
+    _predictions_png(best_model, val_split, run.file("predictions.png"))
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in scores["per_class_iou"].items() if v is not None)
     print(f"validation mIoU {scores['miou']:.4f} ({per_class}); pixel accuracy {scores['pixel_accuracy']:.4f}")
     print(f"wrote {output}/model.keras (epoch {report['best_epoch']}), metrics.json, history.csv, curves.png, "

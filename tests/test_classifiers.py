@@ -224,3 +224,24 @@ def test_model_table_counts_multiply_adds_and_draws_the_chart(tmp_path):
     assert [r["params"] for r in table] == [PARAMS["resnet18"], PARAMS["mobilenet_v2"]]
     plot(table, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_efficientnet_normalises_a_weights_file_as_it_does_imagenet(monkeypatch, tmp_path):
+    """keras.applications' EfficientNet file stores the ImageNet std where the variance belongs; the offline
+    path to that file (weights=PATH, as the download error suggests) must normalise exactly as "imagenet"."""
+    reference = keras.applications.EfficientNetB0(weights=None, include_top=False, input_shape=(64, 64, 3))
+    norm = next(layer for layer in reference.layers if isinstance(layer, keras.layers.Normalization))
+    norm.set_weights([np.array([0.485, 0.456, 0.406], "float32"), np.array([0.229, 0.224, 0.225], "float32"),
+                      norm.get_weights()[2]])
+    path = tmp_path / "efficientnetb0_notop.h5"
+    reference.save_weights(str(path).replace(".h5", ".weights.h5"))
+    path = str(path).replace(".h5", ".weights.h5")
+    monkeypatch.setattr(keras.utils, "get_file", lambda *args, **kwargs: path)  # the download, already done
+    from_imagenet = models.efficientnet_b0(weights="imagenet", include_top=False, input_shape=(64, 64, 3))
+    from_path = models.efficientnet_b0(weights=path, include_top=False, input_shape=(64, 64, 3))
+    x = np.random.default_rng(2).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    np.testing.assert_allclose(predict(from_path, x), predict(from_imagenet, x), rtol=1e-5, atol=1e-5)
+    # and that normalisation is ImageNet's (x / 255 - mean) / std
+    probe = keras.Model(from_path.inputs, from_path.get_layer("stem_conv").input)
+    expected = (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(predict(probe, x), expected, rtol=1e-4, atol=1e-4)

@@ -42,3 +42,8 @@ def test_split_miou_is_not_a_mean_of_batch_ious():
     t2, p2 = np.array([1, 1, 1, 0]), np.array([1, 1, 1, 0])
     total = metrics.confusion_matrix(t1, p1, 2) + metrics.confusion_matrix(t2, p2, 2)
     assert metrics.scores(total, "ab")["per_class_iou"]["b"] == pytest.approx(3 / 4)
+
+
+def test_confusion_matrix_rejects_a_prediction_that_is_no_class():
+    with pytest.raises(ValueError, match=r"Prediction 4 is outside \[0, 4\)"):
+        metrics.confusion_matrix(np.array([[0, 1]]), np.array([[0, 4]]), 4)

@@ -231,3 +231,17 @@ def test_deeplab_aspp_rates_follow_the_output_stride_or_the_caller():
     assert rates(models.deeplab_v3_tiny(classes=3)) == [6, 12, 18]
     assert rates(models.deeplab_v3_tiny(classes=3, output_stride=8)) == [12, 24, 36]
     assert rates(models.deeplab_v3_plus_tiny(classes=3, aspp_rates=(1, 2, 3))) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", SEGMENTERS)
+def test_edge_models_give_the_same_logits_whatever_was_called_before(name):
+    """An odd size at which edge=True crops rather than rescales: the same image must give the same logits
+    from a fresh model and after calls at other sizes (after which TensorFlow retraces with unknown sizes)."""
+    fresh, used = (models.create_model(name, classes=3, edge=True) for _ in range(2))
+    used.set_weights(fresh.get_weights())
+    x = np.random.default_rng(9).uniform(0, 255, (1, 65, 65, 3)).astype("float32")
+    for size in ((32, 48), (40, 40), (57, 71)):
+        predict(used, np.zeros((1, *size, 3), "float32"))
+    expected, after = predict(fresh, x), predict(used, x)
+    np.testing.assert_allclose(after, expected, rtol=1e-4, atol=1e-4)
+    assert (after.argmax(-1) == expected.argmax(-1)).all()

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg.data import shapes
-from kerasseg.data.sources import (IGNORE_LABEL, DatasetError, FolderSource, TfdsSource, VocSource,
+from kerasseg.data.sources import (IGNORE_LABEL, DatasetError, FolderSource, ShapesSource, TfdsSource, VocSource,
                                    read_examples)
 
 ACCEPTED_SPECS = ("shapes", "folder:DIR", "voc:DIR", "tfds:NAME")
@@ -32,6 +32,7 @@ class Split:
     masks: np.ndarray
     class_names: tuple
     resized: int = 0  # how many were resized from another size to get here
+    spec: str = None  # the dataset spec it came from
 
     @property
     def num_classes(self):
@@ -55,8 +56,8 @@ def check_spec(spec):
     return spec
 
 
-def open_source(spec, data_dir=None, classes=None, seed=0):
-    """The source object behind `spec` (None for shapes)."""
+def open_source(spec, data_dir=None, classes=None, seed=0, image_size=None):
+    """The source object behind `spec`: it lists each split's keys and examples."""
     kind, argument = parse_spec(spec)
     if kind == "folder":
         return FolderSource(argument, classes, seed)
@@ -64,55 +65,59 @@ def open_source(spec, data_dir=None, classes=None, seed=0):
         return VocSource(argument)
     if kind == "tfds":
         return TfdsSource(argument, data_dir, classes)
-    return None
+    return ShapesSource(image_size or (64, 64))
 
 
 def class_names(spec, data_dir=None, classes=None):
-    source = open_source(spec, data_dir, classes)
-    names = shapes.CLASS_NAMES if source is None else source.class_names
+    names = open_source(spec, data_dir, classes).class_names
     if classes is not None and classes != len(names):
         raise DatasetError(f"--classes {classes} disagrees with dataset {spec!r}, which has {len(names)} classes "
                            f"({', '.join(names)})")
     return tuple(names)
 
 
-def load_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0):
-    """The decoded and checked (image, mask) pairs of a split, each at its own size, and the class names.
-
-    `shapes` generates its images at `image_size`.
-    """
+def list_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None):
+    """The examples of a split, not yet decoded (the first `count`; those named by `keys`, a run's split
+    list, when given), and the class names. `shapes` generates its images at `image_size`."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
-    source = open_source(spec, data_dir, classes, seed)
-    if source is None:
-        names = class_names(spec, classes=classes)
-        images, masks = shapes.load(split, *image_size, count=count)
-        return list(zip(images, masks)), names
-    examples = source.examples(split)[:count]
+    source = open_source(spec, data_dir, classes, seed, image_size)
+    names = class_names(spec, data_dir, classes) if isinstance(source, ShapesSource) else source.class_names
+    if isinstance(source, ShapesSource) and keys is None:
+        examples = source.examples(split, count=count)  # generate only what is asked for
+    else:
+        examples = source.examples(split, keys)[:count]
     if not examples:
         raise DatasetError(f"dataset {spec!r} has an empty {split} split")
-    return read_examples(examples, len(source.class_names)), tuple(source.class_names)
+    return examples, tuple(names)
+
+
+def load_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None):
+    """The decoded and checked (image, mask) pairs of a split, each at its own size, and the class names
+    (arguments as list_examples)."""
+    examples, names = list_examples(spec, split, image_size, count, data_dir, classes, seed, keys)
+    return read_examples(examples, len(names)), names
 
 
 def resize_pair(image, mask, image_size):
-    """`image` (bilinear) and `mask` (nearest: classes are not blended) at `image_size` (h, w)."""
-    from PIL import Image
+    """`image` (bilinear) and `mask` (nearest: classes are not blended) at `image_size` (h, w), exactly as
+    the training pipeline resizes (kerasseg.data.pipeline.resize), the image rounded back to uint8."""
+    from kerasseg.data.pipeline import resize
 
-    height, width = image_size
-    if image.shape[:2] == (height, width):
+    if image.shape[:2] == tuple(image_size):
         return image, mask
-    image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-    mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
-    return image, mask
+    image, mask = resize(image, mask, image_size)
+    return np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8), mask.numpy().astype(np.uint8)
 
 
-def load_split(spec, split, image_size, count=None, data_dir=None, classes=None):
-    """`count` samples (all when None) of `split` ("train", "val", "test"), resized to `image_size` (h, w)."""
-    pairs, names = load_examples(spec, split, image_size, count, data_dir, classes)
+def load_split(spec, split, image_size, count=None, data_dir=None, classes=None, seed=0, keys=None):
+    """`count` samples (all when None) of `split` ("train", "val", "test"), resized to `image_size` (h, w);
+    `keys`: the examples a run's split list names."""
+    pairs, names = load_examples(spec, split, image_size, count, data_dir, classes, seed, keys)
     resized = sum(image.shape[:2] != tuple(image_size) for image, _ in pairs)
     pairs = [resize_pair(image, mask, image_size) for image, mask in pairs]
-    return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), names, resized)
+    return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), names, resized, spec)
 
 
-__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "load_examples",
-           "load_split", "open_source", "parse_spec", "resize_pair"]
+__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "list_examples",
+           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair"]

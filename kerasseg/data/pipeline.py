@@ -55,6 +55,14 @@ def _photometric(image):
     return tf.clip_by_value(image, 0.0, 1.0) * 255.0
 
 
+def resize(image, mask, image_size):
+    """The one resize of every evaluation path: TensorFlow's half-pixel bilinear (no antialiasing) for the
+    image, nearest for the mask. Returns a float32 image and an int32 mask."""
+    image = tf.image.resize(tf.cast(image, tf.float32), image_size, method="bilinear")
+    mask = tf.image.resize(tf.cast(mask, tf.int32)[..., None], image_size, method="nearest")[..., 0]
+    return image, mask
+
+
 def make_dataset(pairs, image_size, batch_size, shuffle=False, seed=0, augment=None, scale_range=SCALE_RANGE):
     """Batches of (float32 pixel images, int32 masks) at `image_size` from (image, mask) pairs.
 
@@ -79,8 +87,7 @@ def make_dataset(pairs, image_size, batch_size, shuffle=False, seed=0, augment=N
         if augment == "full":  # colour first: the padding stays black
             image, mask = _random_scale_crop_flip(_photometric(image), mask, image_size, scale_range)
         else:
-            image = tf.image.resize(image, image_size, method="bilinear")
-            mask = tf.image.resize(mask[..., None], image_size, method="nearest")[..., 0]
+            image, mask = resize(image, mask, image_size)
             if augment == "flip":
                 flip = tf.random.uniform(()) < 0.5
                 image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)

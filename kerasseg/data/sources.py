@@ -35,6 +35,20 @@ class Example:
     name: str  # what an error message names: the file, or the TFDS example
     image: object  # a path, or an (H, W, 3) uint8 array
     mask: object  # a path, or an (H, W) uint8 array of class indices
+    key: str = ""  # what a run's split list records: the file stem, or the index in the split
+
+
+def select(examples, keys, where):
+    """`examples` whose keys are `keys`, in that order (a DatasetError names the keys that are missing)."""
+    if keys is None:
+        return examples
+    by_key = {e.key: e for e in examples}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise DatasetError(f"{where} has no example {', '.join(missing[:10])}"
+                           f"{f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''}, which the run's "
+                           "split list names: was the dataset changed since the run?")
+    return [by_key[k] for k in keys]
 
 
 def read_image(path):
@@ -77,6 +91,19 @@ def _mask_problems(name, mask, num_classes):
     return []
 
 
+def _binary_mask_problems(examples, pairs):
+    """A split whose masks hold only 0 and 255: hand-made binary masks, whose foreground (255, the ignore
+    label) would be ignored, leaving one class to learn."""
+    if not any((mask == IGNORE_LABEL).any() for _, mask in pairs) or \
+            any(((mask != 0) & (mask != IGNORE_LABEL)).any() for _, mask in pairs):
+        return []
+    names = [e.mask if isinstance(e.mask, str) else e.name for e in examples[:3]]
+    return [f"{', '.join(names)}{', ...' if len(examples) > 3 else ''}: every mask holds only 0 and 255, and "
+            f"{IGNORE_LABEL} is the ignore label, so the foreground would never be learnt. For a binary mask, "
+            "store the foreground as class 1 (e.g. `mask // 255` before saving); keep 255 only for pixels that "
+            "no loss or metric should count"]
+
+
 def read_examples(examples, num_classes, progress=True):
     """Decodes every example; raises a DatasetError listing every bad file (unreadable or truncated
     images, masks of another size than their image, mask values that are no class)."""
@@ -96,7 +123,7 @@ def read_examples(examples, num_classes, progress=True):
         return (image, mask), _mask_problems(mask_name, mask, num_classes)
 
     bar = None
-    if progress and len(examples) > 200:
+    if progress and len(examples) > 200 and isinstance(examples[0].image, str):
         import keras
 
         print(f"reading and checking {len(examples)} examples")
@@ -108,6 +135,7 @@ def read_examples(examples, num_classes, progress=True):
             problems += issues
             if bar and (i % 100 == 0 or i == len(examples)):
                 bar.update(i)
+    problems += _binary_mask_problems(examples, pairs) if not problems else []
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -190,8 +218,15 @@ class FolderSource:
         cut = max(1, len(stems) // 10) if len(stems) > 1 else 0
         return {"train": sorted(stems[cut:]), "val": sorted(stems[:cut]), "test": sorted(stems[:cut])}
 
-    def examples(self, split):
-        return [Example(self.pairs[s][0], *self.pairs[s]) for s in self.splits[split]]
+    def keys(self, split):
+        return list(self.splits[split])
+
+    def examples(self, split, keys=None):
+        stems = self.splits[split] if keys is None else keys
+        unknown = [s for s in stems if s not in self.pairs]
+        if unknown:
+            select([], unknown, f"folder:{self.root}")
+        return [Example(self.pairs[s][0], *self.pairs[s], key=s) for s in stems]
 
 
 class VocSource:
@@ -205,20 +240,44 @@ class VocSource:
         for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
             _check_dir(os.path.join(root, sub), "Pascal VOC folder")
 
-    def examples(self, split):
-        listed = os.path.join(self.root, "ImageSets", "Segmentation", f"{'val' if split == 'test' else split}.txt")
-        if not os.path.isfile(listed):
-            raise DatasetError(f"split list not found: {listed}")
+    def _listed(self, split):
+        return os.path.join(self.root, "ImageSets", "Segmentation", f"{'val' if split == 'test' else split}.txt")
+
+    def keys(self, split):
+        if not os.path.isfile(self._listed(split)):
+            raise DatasetError(f"split list not found: {self._listed(split)}")
+        return _read_lines(self._listed(split))
+
+    def examples(self, split, keys=None):
+        listed = self._listed(split) if keys is None else "the run's split list"
         examples = []
-        for stem in _read_lines(listed):
+        for stem in self.keys(split) if keys is None else keys:
             image = os.path.join(self.root, "JPEGImages", f"{stem}.jpg")
             mask = os.path.join(self.root, "SegmentationClass", f"{stem}.png")
-            examples.append(Example(image, image, mask))
+            examples.append(Example(image, image, mask, key=stem))
         missing = [e.mask for e in examples if not os.path.isfile(e.mask)] + \
                   [e.image for e in examples if not os.path.isfile(e.image)]
         if missing:
             raise DatasetError(f"{len(missing)} file(s) listed in {listed} do not exist:\n  " + "\n  ".join(missing[:20]))
         return examples
+
+
+class ShapesSource:
+    """`shapes`: the built-in generated dataset at `image_size`; an example's key is its index."""
+
+    def __init__(self, image_size):
+        from kerasseg.data import shapes
+
+        self.shapes, self.image_size = shapes, tuple(image_size)
+        self.class_names = shapes.CLASS_NAMES
+
+    def keys(self, split):
+        return [str(i) for i in range(self.shapes.DEFAULT_SIZES[split])]
+
+    def examples(self, split, keys=None, count=None):
+        keys = self.keys(split)[:count] if keys is None else keys
+        return [Example(f"shapes {split} #{k}", *self.shapes.sample(0, split, int(k), *self.image_size), key=k)
+                for k in keys]
 
 
 class TfdsSource:
@@ -249,7 +308,10 @@ class TfdsSource:
                 raise DatasetError(f"tfds:{name}: pass --classes N (its mask values are the classes)")
             self.mask_key, self.class_names, self.mapping = keys[0], tuple(f"class_{i}" for i in range(classes)), None
 
-    def examples(self, split):
+    def keys(self, split):
+        return [str(i) for i in range(self.builder.info.splits[TFDS_SPLITS[split]].num_examples)]
+
+    def examples(self, split, keys=None):
         import tensorflow_datasets as tfds
 
         try:
@@ -274,5 +336,6 @@ class TfdsSource:
                                        f"{sorted(np.unique(mask[unknown]).tolist())[:8]} are not in "
                                        f"{sorted(self.mapping)}")
                 mask = lookup[mask]
-            examples.append(Example(f"tfds:{self.name} {split} example {i}", record["image"], mask.astype(np.uint8)))
-        return examples
+            examples.append(Example(f"tfds:{self.name} {split} example {i}", record["image"], mask.astype(np.uint8),
+                                    key=str(i)))
+        return select(examples, keys, f"tfds:{self.name} {split}")

@@ -20,6 +20,9 @@ convolution of the edge-padded input, and the phases are interleaved by
 concatenation and reshape. That is exactly half-pixel bilinear upsampling;
 a size that is not an integer multiple is upsampled by the next integer
 factor and cropped (top-left: "same" padding put the extra pixel last).
+With unknown sizes the same rule is computed by interpolation matrices, so
+an edge model means the same thing whether a call was traced with static
+or relaxed shapes.
 """
 
 import math
@@ -34,9 +37,14 @@ def _static_hw(x):
     return (h, w) if isinstance(h, int) and isinstance(w, int) else None
 
 
-def _interpolation_matrix(out_size, in_size, dtype):
-    """(out_size, in_size) weights of half-pixel bilinear interpolation."""
-    scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
+def _interpolation_matrix(out_size, in_size, dtype, edge=False):
+    """(out_size, in_size) weights of half-pixel bilinear interpolation; `edge`: of edge_resize's rule
+    (upsampling by the next integer factor, then cropping), for sizes known only when the graph runs."""
+    if edge:
+        factor = ops.maximum(ops.floor_divide(out_size + in_size - 1, in_size), 1)
+        scale = 1.0 / ops.cast(factor, "float32")
+    else:
+        scale = ops.cast(in_size, "float32") / ops.cast(out_size, "float32")
     src = (ops.cast(ops.arange(out_size), "float32") + 0.5) * scale - 0.5
     src = ops.clip(src, 0.0, ops.cast(in_size - 1, "float32"))
     lower = ops.floor(src)
@@ -49,13 +57,13 @@ def _interpolation_matrix(out_size, in_size, dtype):
     return ops.cast(weights, dtype)
 
 
-def bilinear_resize(x, size):
-    """Bilinear resize of an NHWC tensor to `size` (ints or scalar tensors)."""
-    if all(isinstance(s, int) for s in size):
+def bilinear_resize(x, size, edge=False):
+    """Bilinear resize of an NHWC tensor to `size` (ints or scalar tensors); `edge`: edge_resize's rule."""
+    if all(isinstance(s, int) for s in size) and not edge:
         return ops.image.resize(x, size, interpolation="bilinear")
     in_shape = ops.shape(x)
-    rows = _interpolation_matrix(size[0], in_shape[1], x.dtype)
-    cols = _interpolation_matrix(size[1], in_shape[2], x.dtype)
+    rows = _interpolation_matrix(size[0], in_shape[1], x.dtype, edge)
+    cols = _interpolation_matrix(size[1], in_shape[2], x.dtype, edge)
     x = ops.einsum("oh,bhwc->bowc", rows, x)
     return ops.einsum("pw,bowc->bopc", cols, x)
 
@@ -122,7 +130,7 @@ class ResizeToMatch(keras.layers.Layer):
         if target is None:
             shape = ops.shape(reference)
             target = (shape[1], shape[2])
-        return ops.cast(bilinear_resize(x, target), self.compute_dtype)
+        return ops.cast(bilinear_resize(x, target, edge=self.edge), self.compute_dtype)
 
     def compute_output_shape(self, x_shape, reference_shape):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])

@@ -15,6 +15,8 @@ Edge TPU run well (the "EfficientNet-Lite" change), at some accuracy cost.
 
 import math
 
+import numpy as np
+
 from keras import layers
 
 from kerasseg.layers import squeeze_excite
@@ -96,8 +98,6 @@ def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None
     # Normalization layer's mean and variance) load unchanged
     x = layers.Rescaling(1.0 / 255.0, name="rescaling")(inputs)
     x = layers.Normalization(axis=-1, name="normalization")(x)
-    if weights == "imagenet":
-        x = layers.Rescaling([1.0 / math.sqrt(s) for s in _IMAGENET_STD], name="rescaling_1")(x)
     x = layers.Conv2D(round_filters(32, width), 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.Activation(activation, name="stem_activation")(x)
@@ -125,8 +125,22 @@ def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None
     model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
                             classifier_activation=classifier_activation, features_only=features_only,
                             name=name, top=top)
-    return backbone.load_weights(model, weights, _pretrained(variant) if standard else None,
-                                 include_top and not features_only)
+    backbone.load_weights(model, weights, _pretrained(variant) if standard else None,
+                          include_top and not features_only)
+    return _fix_imagenet_variance(model)
+
+
+def _fix_imagenet_variance(model):
+    """keras.applications' EfficientNet files store ImageNet's std where the Normalization layer's variance
+    belongs (keras.applications adds a Rescaling by 1/sqrt(std) when weights="imagenet", and only then).
+    Here the stored variance itself is corrected to std**2, so a file loaded by path, by "imagenet", or
+    saved again from this model normalises alike: (x / 255 - mean) / std."""
+    norm = model.get_layer("normalization")
+    mean, variance, count = norm.get_weights()
+    if np.allclose(variance, _IMAGENET_STD):
+        norm.set_weights([mean, np.square(variance), count])
+        norm.finalize_state()  # (Normalization computes from copies that set_weights does not refresh)
+    return model
 
 
 def _register(variant):

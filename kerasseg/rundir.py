@@ -1,0 +1,267 @@
+"""The run directory: the record of a training run that every later stage reads, and the epoch commits
+that let a killed run continue.
+
+    DIR/run.json         {"arguments": the training arguments, "class_names": [...]}, written first
+    DIR/splits/S.txt     the keys (file stems, or indices) of each split S the run used: train, val, test
+    DIR/model.keras      the best model so far on validation mIoU
+    DIR/history.csv      one row per complete epoch (curves.png is drawn from it)
+    DIR/backup/          the last complete epoch: epoch-N.weights.h5 (weights and optimizer state),
+                         best-N.keras (a new best, until it is published) and state.json, the marker
+
+An epoch ends in two phases. It is staged: the weights and any new best model are written under
+backup/ (temporary name, then os.replace), and state.json, which holds the epoch number, every history
+row and the best score, is renamed into place last: that rename is the instant the epoch is complete.
+Then it is published: the staged best becomes model.keras, history.csv and curves.png are rewritten
+from state.json. Publishing is idempotent, so `--resume` first publishes the last complete epoch again,
+whatever instant the previous process died at, then continues after it: no history row is lost or
+repeated, and model.keras is only ever replaced by a complete better model.
+"""
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+from dataclasses import dataclass
+
+import keras
+
+from kerasseg import cli
+
+SPLITS = ("train", "val", "test")
+RUN_FILES = ("run.json", "splits", "model.keras", "metrics.json", "history.csv", "curves.png", "predictions.png",
+             "backup", "logs")
+# The instants of an epoch's end at which KERASSEG_CRASH_AT="POINT:EPOCH" kills the process with SIGKILL,
+# in the order they happen: the resume tests kill a real run at each of them.
+CRASH_POINTS = ("weights-written", "weights", "best", "state", "model", "history")
+
+
+def crash_point(point, epoch):
+    if os.environ.get("KERASSEG_CRASH_AT") == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Record:
+    """What a run recorded about its data: arguments (dataset, image size, seed, ...), class names, splits."""
+
+    directory: str
+    arguments: dict
+    class_names: tuple
+
+    @classmethod
+    def read(cls, directory):
+        """The record in `directory`, or None when there is none."""
+        path = os.path.join(directory, "run.json")
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+            return cls(os.fspath(directory), saved["arguments"], tuple(saved["class_names"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise cli.UsageError(f"{path} is not a kerasseg run record ({type(error).__name__}: {error})") from None
+
+    @classmethod
+    def of_model(cls, model_path):
+        """The record of the run that wrote `model_path` (run.json beside it), or None."""
+        return cls.read(os.path.dirname(os.path.abspath(os.fspath(model_path))))
+
+    @property
+    def dataset(self):
+        return self.arguments["dataset"]
+
+    @property
+    def image_size(self):
+        return tuple(self.arguments["image_size"])
+
+    def split_keys(self, split):
+        """The keys the run used for `split`, or None when it recorded none."""
+        path = os.path.join(self.directory, "splits", f"{split}.txt")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return f.read().split()
+
+
+@dataclass
+class DataView:
+    """A dataset as a later stage sees it: a spec, and the run's own split lists when it is the run's data."""
+
+    spec: str
+    data_dir: str = None
+    record: Record = None
+    classes: int = None  # for a dataset that does not name its classes (a folder without labels.txt)
+
+    def _arguments(self, split, count):
+        keys = self.record.split_keys(split) if self.record else None
+        return {"data_dir": self.data_dir, "classes": len(self.record.class_names) if self.record else self.classes,
+                "keys": None if keys is None else keys[:count]}
+
+    def load_split(self, split, image_size, count=None):
+        """`count` examples of `split` at `image_size` (a kerasseg.data.Split)."""
+        from kerasseg import data
+
+        return data.load_split(self.spec, split, image_size, count, **self._arguments(split, count))
+
+    def load_examples(self, split, image_size=None, count=None):
+        """The (image, mask) pairs of `split` at their own sizes, and the class names."""
+        from kerasseg import data
+
+        return data.load_examples(self.spec, split, image_size, count, **self._arguments(split, count))
+
+
+
+def resolve_image_size(model, model_path, requested=None):
+    """The fixed (height, width) to export or predict at.
+
+    In order: --image-size; the model's own fixed input size; the training
+    size in the run's record (run.json beside the model).
+    """
+    if requested:
+        return tuple(requested)
+    height, width = model.inputs[0].shape[1:3]
+    if height and width:
+        return (height, width)
+    record = Record.of_model(model_path)
+    if record is not None:
+        return record.image_size
+    raise cli.UsageError(
+        f"{model_path} accepts any image size and no run record (run.json) beside it gives the training size: "
+        "pass --image-size N or HxW"
+    )
+
+
+def data_view(model_path, dataset=None, data_dir=None, classes=None):
+    """The data a stage after training uses for `model_path`: `dataset` when given (with the run's split
+    lists if it is the run's dataset), else the run's record; neither is a UsageError, never `shapes`."""
+    from kerasseg import data
+
+    record = Record.of_model(model_path)
+    if dataset is None:
+        if record is None:
+            raise cli.UsageError(f"{model_path} has no run record (run.json beside it, written by python -m "
+                                 f"kerasseg.train), so its data is unknown: pass --dataset SPEC "
+                                 f"({', '.join(data.ACCEPTED_SPECS)})")
+        dataset = record.dataset
+    if record is not None and dataset == record.dataset:
+        return DataView(dataset, data_dir or record.arguments.get("data_dir"), record)
+    return DataView(dataset, data_dir, classes=classes)
+
+
+class RunDir:
+    """The files of one training run in `path` (see the module docstring)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.backup = os.path.join(self.path, "backup")
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def holds_a_run(self):
+        return any(os.path.exists(self.file(name)) for name in ("run.json", "history.csv", "model.keras", "backup"))
+
+    def clear(self):
+        """Removes an earlier run's files (--overwrite); other files in the directory stay."""
+        for name in RUN_FILES:
+            path = self.file(name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+
+    def write_record(self, arguments, class_names, splits=None):
+        """run.json, and splits/{train,val,test}.txt for each split given ({split: keys})."""
+        for split, keys in (splits or {}).items():
+            if keys is not None:
+                os.makedirs(self.file("splits"), exist_ok=True)
+                cli.write_text_atomic(self.file(os.path.join("splits", f"{split}.txt")), "".join(f"{k}\n" for k in keys))
+        record = {"arguments": arguments, "class_names": list(class_names)}
+        cli.write_text_atomic(self.file("run.json"), json.dumps(record, indent=2) + "\n")
+
+    def state(self):
+        """The last complete epoch's state.json, or None when no epoch completed."""
+        path = os.path.join(self.backup, "state.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def commit(self, model, epoch, rows, best, new_best):
+        """Stages epoch `epoch` (weights, a new best model), marks it complete, then publishes it."""
+        os.makedirs(self.backup, exist_ok=True)
+
+        def save_weights(tmp):
+            model.save_weights(tmp)
+            crash_point("weights-written", epoch)
+
+        weights = f"epoch-{epoch}.weights.h5"
+        cli.atomic_write(os.path.join(self.backup, weights), save_weights)
+        crash_point("weights", epoch)
+        staged = None
+        if new_best:
+            staged = f"best-{epoch}.keras"
+            cli.atomic_write(os.path.join(self.backup, staged), model.save)
+            crash_point("best", epoch)
+        state = {"epoch": epoch, "weights": weights, "best": {**best, "staged": staged}, "history": rows}
+        cli.write_text_atomic(os.path.join(self.backup, "state.json"), json.dumps(state, indent=2) + "\n")
+        crash_point("state", epoch)
+        self.publish(state)
+
+    def publish(self, state):
+        """model.keras, history.csv and curves.png from a complete epoch's state; idempotent."""
+        from kerasseg import plots
+
+        staged = state["best"].get("staged")
+        if staged and os.path.isfile(os.path.join(self.backup, staged)):
+            os.replace(os.path.join(self.backup, staged), self.file("model.keras"))
+        crash_point("model", state["epoch"])
+        rows = state["history"]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+        writer.writeheader()
+        writer.writerows(rows)
+        cli.write_text_atomic(self.file("history.csv"), buffer.getvalue())
+        crash_point("history", state["epoch"])
+        plots.save_curves(rows, self.file("curves.png"))
+        for name in os.listdir(self.backup):  # earlier epochs' files, and any a killed process left half-written
+            if name not in ("state.json", state["weights"]):
+                os.remove(os.path.join(self.backup, name))
+
+    def restore(self, model, state):
+        """Loads the complete epoch's weights and optimizer state into the compiled `model`."""
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(os.path.join(self.backup, state["weights"]))
+
+
+class EpochCommit(keras.callbacks.Callback):
+    """Commits every epoch to a RunDir (its history row, a new best model, the weights), and stops training
+    when the loss becomes NaN or infinite, before anything of that epoch is written."""
+
+    def __init__(self, run, rows=(), best=None):
+        super().__init__()
+        self.run, self.rows = run, list(rows)
+        self.best = best or {"epoch": None, "val_miou": -1.0}
+        self.nonfinite = None  # (epoch, step, loss) once the loss is not finite
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not float("-inf") < float(loss) < float("inf"):
+            self.nonfinite = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nonfinite:
+            return
+        row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]
+        new_best = row.get("val_miou", -1.0) > self.best["val_miou"]
+        if new_best:
+            self.best = {"epoch": epoch, "val_miou": row["val_miou"]}
+        self.run.commit(self.model, epoch, self.rows, {k: self.best[k] for k in ("epoch", "val_miou")}, new_best)

@@ -1,0 +1,126 @@
+"""The README's custom-data path on a user's own folder (custom class names, a non-zero seed, a dim camera's
+narrow pixel range): the run records its view of the data, and every later stage reads that record."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import USER_CLASSES, program_lines, run_cli
+
+
+def _litert(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _split(run, name):
+    return (run / "splits" / f"{name}.txt").read_text().split()
+
+
+def test_the_run_records_disjoint_splits_and_evaluate_reproduces_its_validation_miou(user_run, tmp_path):
+    run, folder = user_run
+    train, val, test = (_split(run, s) for s in ("train", "val", "test"))
+    stems = sorted(p.stem for p in (folder / "images").iterdir())
+    assert sorted(train + val) == stems and not set(train) & set(val)
+    assert test == val  # a folder without splits/ holds out its validation images for testing too
+    record = json.loads((run / "run.json").read_text())
+    assert record["class_names"] == list(USER_CLASSES) and record["arguments"]["seed"] == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    result = run_cli("kerasseg.evaluate", run / "model.keras", "--output", tmp_path / "eval.json")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((tmp_path / "eval.json").read_text())
+    assert scores["dataset"] == f"folder:{folder}" and scores["samples"] == len(val)
+    assert scores["miou"] == pytest.approx(metrics["miou"], abs=1e-9)
+    assert list(scores["per_class_iou"]) == list(USER_CLASSES)
+
+
+def test_int8_export_of_a_dim_camera_run_takes_raw_pixels_exactly(user_run, tmp_path):
+    run, folder = user_run
+    for io, zero_point, dtype in (("uint8", 0, np.uint8), ("int8", -128, np.int8)):
+        path = tmp_path / f"{io}.tflite"
+        result = run_cli("export.tflite", run / "model.keras", "--output", path, "--io", io,
+                         "--min-pixel-agreement", "0.9")
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / f"{io}.report.json").read_text())
+        # calibrated and compared on the run's own data and splits, not on `shapes`
+        assert report["dataset"] == report["calibration_dataset"] == f"folder:{folder}"
+        assert report["samples"] == len(_split(run, "test"))
+        assert report["calibration_samples"] == len(_split(run, "train"))
+        interpreter = _litert(path)
+        detail = interpreter.get_input_details()[0]
+        assert detail["dtype"] == dtype and detail["quantization"] == (1.0, zero_point)
+        # what MediaPipe and pycoral do: the camera's pixels go in as they are, no re-quantization
+        import keras
+
+        model = keras.saving.load_model(run / "model.keras")
+        images = [np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.BILINEAR))
+                  for p in sorted((folder / "images").iterdir())[:8]]
+        agree = []
+        for image in images:
+            interpreter.set_tensor(detail["index"], (image.astype(np.int16) + zero_point).astype(dtype)[None])
+            interpreter.invoke()
+            out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
+            expected = model.predict_on_batch(image[None].astype("float32"))[0]
+            agree.append((out.argmax(-1) == expected.argmax(-1)).mean())
+        assert np.mean(agree) >= 0.95, agree
+
+
+def test_android_bundle_carries_the_runs_class_names(user_run, tmp_path):
+    run, _ = user_run
+    out = tmp_path / "bundle"
+    result = run_cli("export.android", run / "model.keras", "--output", out, "--min-pixel-agreement", "0.9")
+    assert result.returncode == 0, result.stderr
+    assert (out / "labels.txt").read_text().splitlines() == list(USER_CLASSES)
+    card = json.loads((out / "model_card.json").read_text())
+    assert [c["name"] for c in card["classes"]] == list(USER_CLASSES)
+    detail = _litert(out / "segmenter.tflite").get_input_details()[0]
+    assert detail["quantization"] == (1.0, 0)
+    from test_android import _category_mask
+
+    labels, _ = _category_mask(out / "segmenter.tflite", np.full((32, 32, 3), 120, np.uint8))
+    assert labels == list(USER_CLASSES)  # the file's own metadata
+
+
+def test_a_model_without_a_run_record_needs_a_dataset(user_run, tmp_path):
+    run, _ = user_run
+    shutil.copy(run / "model.keras", tmp_path / "loose.keras")
+    result = run_cli("export.tflite", tmp_path / "loose.keras", "--output", tmp_path / "m.tflite", "--image-size", "32")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = program_lines(result.stderr)
+    assert len(lines) == 1 and "--dataset" in lines[0] and "loose.keras" in lines[0], lines
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_a_dataset_with_other_classes_calibrates_and_compares_without_miou(user_run, tmp_path):
+    run, _ = user_run
+    path = tmp_path / "m.tflite"
+    result = run_cli("export.tflite", run / "model.keras", "--output", path, "--dataset", "shapes",
+                     "--samples", "6", "--min-pixel-agreement", "0.5")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "m.report.json").read_text())
+    assert report["calibration_dataset"] == "shapes" and 0.5 <= report["pixel_agreement"] <= 1
+    assert report["miou_reference"] is None and report["miou_drop"] is None
+    assert "mIoU not computed" in report["miou_note"] and "mIoU not computed" in result.stdout
+
+
+@pytest.mark.parametrize("quantize", ["float32", "int8"])
+def test_a_mixed_precision_run_exports(tmp_path, quantize):
+    run = tmp_path / "run"
+    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "1",
+                     "--train-samples", "32", "--mixed-precision", "--output", run)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / f"{quantize}.tflite"
+    result = run_cli("export.tflite", run / "model.keras", "--quantize", quantize, "--output", path,
+                     "--samples", "6", "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads((tmp_path / f"{quantize}.report.json").read_text())
+    assert report["training_policy"] == "mixed_bfloat16" and report["passed"]
+    if quantize == "float32":  # compared with the float32 rebuild of the same weights
+        assert report["max_abs_error"] < 1e-4
