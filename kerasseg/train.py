@@ -240,6 +240,16 @@ def _load_data(args, record):
     return train_pairs, val_split, names, keys
 
 
+def _padded(split, batch_size):
+    """`split` with blank, wholly ignored examples appended up to a multiple of `batch_size`."""
+    from kerasseg.data import IGNORE_LABEL
+
+    extra = -len(split) % batch_size
+    images = np.concatenate([split.images, np.zeros((extra, *split.images.shape[1:]), split.images.dtype)])
+    masks = np.concatenate([split.masks, np.full((extra, *split.masks.shape[1:]), IGNORE_LABEL, split.masks.dtype)])
+    return list(zip(images, masks))
+
+
 def _test_keys(source):
     try:
         return source.keys("test")
@@ -301,10 +311,11 @@ def train(args):
     steps = {}
     if args.strategy == "multiworker":
         # every process must run the same number of steps (each holds a shard of every batch): whole
-        # batches only, from repeated datasets
-        train_data, val_data = train_data.repeat(), val_data.repeat()
-        steps = {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size),
-                 "validation_steps": max(1, len(val_split) // args.batch_size)}
+        # training batches from a repeated dataset; the validation split whole, every epoch, padded to
+        # whole batches with images whose every pixel is the ignore label (they count for no metric)
+        train_data = train_data.repeat()
+        steps = {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size)}
+        val_data = make_dataset(_padded(val_split, args.batch_size), args.image_size, args.batch_size)
     initial_epoch = state["epoch"] + 1 if state else 0
     if initial_epoch < args.epochs:
         with distribute.fit_scope(model, strategy):

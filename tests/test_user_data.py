@@ -124,3 +124,19 @@ def test_a_mixed_precision_run_exports(tmp_path, quantize):
     assert report["training_policy"] == "mixed_bfloat16" and report["passed"]
     if quantize == "float32":  # compared with the float32 rebuild of the same weights
         assert report["max_abs_error"] < 1e-4
+
+
+def test_onnx_int8_quantizes_the_pixel_input_over_0_to_255(user_run, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    run, folder = user_run
+    path = tmp_path / "q.onnx"
+    result = run_cli("export.onnx", run / "model.keras", "--output", path, "--quantize", "int8",
+                     "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
+    assert result.returncode == 0, result.stderr
+    graph = onnx.load(str(path)).graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    first = next(node for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "image")
+    assert float(values[first.input[1]]) == 1.0 and int(values[first.input[2]]) == -128  # no pixel clipped
+    assert json.loads((tmp_path / "q.report.json").read_text())["calibration_dataset"] == f"folder:{folder}"
