@@ -61,7 +61,8 @@ def quantize_int8(content, calibration_images, method="percentile"):
         quantize_static(source, target, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         # pixels: [0, 255] whatever the calibration images span, so none is clipped
-                        extra_options={"TensorQuantOverrides": {"image": [{"rmin": 0.0, "rmax": 255.0}]}},
+                        extra_options={"TensorQuantOverrides": {
+                            "image": [{"rmin": np.float32(0), "rmax": np.float32(255)}]}},
                         calibrate_method={"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
                                           "entropy": CalibrationMethod.Entropy}[method])
         with open(target, "rb") as f:
