@@ -188,8 +188,11 @@ def tensors_of_layers(rows, layer_names):
 
 
 def convert_keeping_float(model, image_size, calibration_images, tensors):
-    """int8 with the ops producing `tensors` left in float (float32 input and output)."""
-    return _debugger(model, image_size, calibration_images, keep_float=tensors).get_nondebug_quantized_model()
+    """int8 with the ops producing `tensors` left in float (float32 input and output; the input's range
+    pinned to pixels, as in `convert`)."""
+    debugger = _debugger(model, image_size, calibration_images, keep_float=tensors)
+    debugger.calibrated_model = _pin_input_range(debugger.calibrated_model, 0.0, 255.0)
+    return debugger.get_nondebug_quantized_model()
 
 
 def auto_keep_float(model, image_size, calibration_images, rows, validation, thresholds):

@@ -140,3 +140,18 @@ def test_onnx_int8_quantizes_the_pixel_input_over_0_to_255(user_run, tmp_path):
     first = next(node for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "image")
     assert float(values[first.input[1]]) == 1.0 and int(values[first.input[2]]) == -128  # no pixel clipped
     assert json.loads((tmp_path / "q.report.json").read_text())["calibration_dataset"] == f"folder:{folder}"
+
+
+def test_keep_float_exports_quantize_the_pixel_input_over_0_to_255(user_run, tmp_path):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    run, _ = user_run
+    path = tmp_path / "kept.tflite"
+    result = run_cli("export.tflite", run / "model.keras", "--output", path, "--keep-float", "bottleneck_1_conv",
+                     "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
+    assert result.returncode == 0, result.stderr
+    model = flatbuffer_utils.read_model(str(path))
+    graph = model.subgraphs[0]
+    first = next(op for op in graph.operators if graph.inputs[0] in op.inputs)  # float pixels -> int8
+    quantization = graph.tensors[first.outputs[0]].quantization
+    assert (list(quantization.scale), list(quantization.zeroPoint)) == ([1.0], [-128])
