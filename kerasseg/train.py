@@ -144,7 +144,11 @@ def _resumed_args(args, given):
             saved["epochs"] = value
             continue
         allowed = " (--epochs may only grow)" if key == "epochs" else ""
-        raise cli.UsageError(f"{flag} {value} contradicts {args.output}/run.json, where the run has {saved.get(key)}"
+        if key == "image_size":
+            value, saved_value = ("x".join(map(str, v)) for v in (value, saved[key]))
+        else:
+            saved_value = saved.get(key)
+        raise cli.UsageError(f"{flag} {value} contradicts {args.output}/run.json, where the run has {saved_value}"
                              f"{allowed}: --resume continues that run as it was; drop {flag}, or start a new run in "
                              "another --output")
     saved["image_size"] = tuple(saved["image_size"])

@@ -84,7 +84,7 @@ def test_kill_at_every_epoch_end_write_and_at_random_instants_then_resume(tmp_pa
     from kerasseg import rundir
 
     run = tmp_path / "run"
-    epochs = 9
+    epochs = 7
     args = [*TRAIN, "--epochs", str(epochs), "--train-samples", "32", "--output", run]
     kills = 0
     for epoch, point in enumerate(rundir.CRASH_POINTS):
@@ -114,6 +114,8 @@ def test_kill_at_every_epoch_end_write_and_at_random_instants_then_resume(tmp_pa
 
 
 def test_a_new_run_refuses_an_output_that_holds_another_and_resume_refuses_other_settings(tmp_path):
+    from kerasseg import cli, train
+
     run = tmp_path / "run"
     first = [*TRAIN, "--epochs", "1", "--train-samples", "16", "--output", run]
     assert run_cli("kerasseg.train", *first).returncode == 0
@@ -122,18 +124,21 @@ def test_a_new_run_refuses_an_output_that_holds_another_and_resume_refuses_other
     assert str(run) in result.stderr and "--resume" in result.stderr and "--overwrite" in result.stderr
     assert _epochs(run) == [0]
 
-    result = run_cli("kerasseg.train", "--output", run, "--resume", "--model", "unet_edge")
-    assert result.returncode == 2 and "--model" in result.stderr and "unet_tiny" in result.stderr
-    result = run_cli("kerasseg.train", "--output", run, "--resume", "--image-size", "48")
-    assert result.returncode == 2 and "--image-size" in result.stderr
-    result = run_cli("kerasseg.train", "--output", run, "--resume", "--epochs", "0")
-    assert result.returncode == 2
+    for flags, message in ((["--model", "unet_edge"], "--model unet_edge contradicts"),
+                           (["--image-size", "48"], "--image-size 48x48 contradicts"),
+                           (["--dataset", "voc:elsewhere"], "--dataset voc:elsewhere contradicts"),
+                           (["--overwrite"], "choose one")):
+        with pytest.raises(cli.UsageError, match=re.escape(message)):
+            train.parse_args(["--output", str(run), "--resume", *flags])
+    assert train.parse_args(["--output", str(run), "--resume", "--model", "unet_tiny"]).model == "unet_tiny"
 
     # --epochs may grow: the run continues to the new count
     result = run_cli("kerasseg.train", "--output", run, "--resume", "--epochs", "3")
     assert result.returncode == 0, result.stderr
     assert _epochs(run) == [0, 1, 2]
     assert json.loads((run / "run.json").read_text())["arguments"]["epochs"] == 3
+    with pytest.raises(cli.UsageError, match="may only grow"):
+        train.parse_args(["--output", str(run), "--resume", "--epochs", "2"])
 
     result = run_cli("kerasseg.train", *first, "--overwrite")
     assert result.returncode == 0, result.stderr
