@@ -130,26 +130,38 @@ def test_pyramid_keys_and_strides(name, output_stride):
 
 
 @pytest.mark.parametrize("name, ours, theirs, preprocess, size", [
-    ("resnet50", "resnet50", "ResNet50", "resnet", 64),
-    ("vgg16 (no top)", "vgg16", "VGG16", "vgg16", 64),
-    ("densenet121", "densenet121", "DenseNet121", "densenet", 64),
-    ("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", 64),
-    ("efficientnet_b0", "efficientnet_b0", "EfficientNetB0", None, 64),
+    ("resnet50", "resnet50", "ResNet50", "resnet", (64, 64)),
+    ("densenet121", "densenet121", "DenseNet121", "densenet", (64, 64)),
+    ("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", (64, 64)),
+    ("efficientnet_b0", "efficientnet_b0", "EfficientNetB0", None, (64, 64)),
+    # odd sizes, no top (any size both accept): the same feature map, and the same pooled vector
+    ("resnet50 (no top)", "resnet50", "ResNet50", "resnet", (67, 97)),
+    ("vgg16 (no top)", "vgg16", "VGG16", "vgg16", (67, 97)),
+    ("vgg19 (no top)", "vgg19", "VGG19", "vgg19", (67, 97)),
+    ("densenet121 (no top)", "densenet121", "DenseNet121", "densenet", (67, 97)),
+    ("mobilenet_v2 (no top)", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", (67, 97)),
+    ("efficientnet_b0 (no top)", "efficientnet_b0", "EfficientNetB0", None, (67, 97)),
 ])
 def test_keras_applications_weight_files_load_into_ours(name, ours, theirs, preprocess, size, tmp_path):
-    """The same weights, saved from keras.applications, give the same outputs through our builder."""
-    include_top = name != "vgg16 (no top)"
-    reference = getattr(keras.applications, theirs)(weights=None, include_top=include_top,
-                                                    input_shape=(size, size, 3))
+    """The same weights, saved from keras.applications, give the same outputs through our builder, at
+    even and odd sizes."""
+    include_top = "(no top)" not in name
+    shape = (*size, 3)
+    reference = getattr(keras.applications, theirs)(weights=None, include_top=include_top, input_shape=shape)
     rng = np.random.default_rng(1)
     for weight in reference.weights:  # non-trivial values, so a misplaced tensor shows
         weight.assign(rng.normal(0, 0.05, weight.shape).astype("float32") + (1.0 if "variance" in weight.path else 0))
     path = tmp_path / f"{theirs}.weights.h5"
     reference.save_weights(path)
-    model = models.create_model(ours, weights=str(path), include_top=include_top, input_shape=(size, size, 3))
-    x = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
+    model = models.create_model(ours, weights=str(path), include_top=include_top, input_shape=shape)
+    x = rng.uniform(0, 255, (2, *shape)).astype("float32")
     expected_input = getattr(keras.applications, preprocess).preprocess_input(x.copy()) if preprocess else x
-    np.testing.assert_allclose(predict(model, x), predict(reference, expected_input), rtol=1e-4, atol=1e-4)
+    expected = predict(reference, expected_input)
+    assert predict(model, x).shape == expected.shape
+    np.testing.assert_allclose(predict(model, x), expected, rtol=1e-4, atol=1e-4)
+    if not include_top:
+        pooled = models.create_model(ours, weights=str(path), include_top=False, input_shape=shape, pooling="avg")
+        np.testing.assert_allclose(predict(pooled, x), expected.mean(axis=(1, 2)), rtol=1e-4, atol=1e-4)
 
 
 def test_googlenet_trains_with_auxiliary_heads_and_deploys_without_them():

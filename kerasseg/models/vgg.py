@@ -40,7 +40,9 @@ def vgg(depth=16, include_top=True, weights=None, input_tensor=None, input_shape
     Args (beyond keras.applications' arguments):
         depth: 16 or 19.
         features_only: the pyramid model; P1..P5 are block1_pool..block5_pool
-            (FCN's pool3/pool4/pool5 are P3/P4/P5).
+            (FCN's pool3/pool4/pool5 are P3/P4/P5). Its pooling rounds odd
+            sides up (any size segments); the classifier's rounds down, as
+            keras.applications' does, whose weights then give equal outputs.
         output_stride: 16 or 8 keeps pool5 (and pool4) at stride 1 (3x3
             pooling, as DeepLab does) and dilates the convolutions after them.
         widths, convs, fc_units: the configuration (tiny variants).
@@ -69,9 +71,11 @@ def vgg(depth=16, include_top=True, weights=None, input_tensor=None, input_shape
                               name=f"block{block}_conv{i + 1}")(x)
         stride, dilation = plan[block - 1]
         if stride == 2:
-            # "same" rounds odd sides up (keras.applications' "valid" rounds down; equal on even
-            # sides), so an odd-sized or small image never pools away to nothing
-            x = layers.MaxPooling2D(2, strides=2, padding="same", name=f"block{block}_pool")(x)
+            # the classifier pools as keras.applications does ("valid": odd sides round down), so its
+            # weights give the same features at every size; the pyramid of a segmenter pools "same"
+            # (odd sides round up), so an odd-sized or small image never pools away to nothing
+            x = layers.MaxPooling2D(2, strides=2, padding="same" if features_only else "valid",
+                                    name=f"block{block}_pool")(x)
         else:
             x = layers.MaxPooling2D(3, strides=1, padding="same", name=f"block{block}_pool")(x)
         pyramid[f"P{block}"] = x
