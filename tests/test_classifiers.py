@@ -257,3 +257,22 @@ def test_efficientnet_normalises_a_weights_file_as_it_does_imagenet(monkeypatch,
     probe = keras.Model(from_path.inputs, from_path.get_layer("stem_conv").input)
     expected = (x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
     np.testing.assert_allclose(predict(probe, x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_option_a_shortcut_pads_with_zeros_and_adds_no_parameters():
+    """He et al.'s CIFAR ResNets (option A): ResNet-20 has exactly the plain-20's parameters, 0.27M."""
+    option_a = models.resnet_cifar(depth=20, shortcut="A")
+    plain = models.resnet_cifar(depth=20, shortcut=False)
+    assert option_a.count_params() == plain.count_params()
+    assert round(option_a.count_params() / 1e6, 2) == 0.27  # Table 6
+    assert models.resnet_cifar(depth=20, shortcut=True).count_params() == _resnet_cifar(20)  # option B, default
+    assert len([layer for layer in option_a.layers if isinstance(layer, keras.layers.Add)]) == 9
+    from kerasseg.layers import ZeroPadShortcut
+
+    x = np.random.default_rng(3).normal(size=(2, 7, 9, 16)).astype("float32")
+    y = keras.ops.convert_to_numpy(ZeroPadShortcut(2, 32)(x))
+    assert y.shape == (2, 4, 5, 32)
+    np.testing.assert_array_equal(y[..., :16], x[:, ::2, ::2, :])
+    assert not y[..., 16:].any()
+    with pytest.raises(ValueError, match="shortcut must be one of"):
+        models.resnet_cifar(depth=20, shortcut="C")

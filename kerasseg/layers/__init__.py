@@ -2,7 +2,7 @@
 
 from kerasseg.layers.aspp import aspp
 from kerasseg.layers.attention import squeeze_excite
-from kerasseg.layers.blocks import conv_bn_act, image_input, scale_pixels
+from kerasseg.layers.blocks import ZeroPadShortcut, conv_bn_act, image_input, scale_pixels
 from kerasseg.layers.inception import inception_module
 from kerasseg.layers.preprocessing import PixelNormalization
 from kerasseg.layers.resize import CenterCropToMatch, ResizeToMatch, Upsample, bilinear_resize
@@ -13,6 +13,7 @@ __all__ = [
     "CenterCropToMatch",
     "ResizeToMatch",
     "Upsample",
+    "ZeroPadShortcut",
     "aspp",
     "bilinear_resize",
     "conv_bn_act",

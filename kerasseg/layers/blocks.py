@@ -1,7 +1,7 @@
 """Blocks shared by several families."""
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 
 def conv_bn_act(x, filters, kernel_size=3, strides=1, dilation_rate=1, padding="same",
@@ -47,3 +47,24 @@ def scale_pixels(x, name="preprocess"):
     """Maps raw pixels in [0, 255] to [0, 1] inside the model (pixels in, logits out)."""
     return layers.Rescaling(1.0 / 255.0, name=name)(x)
 
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ZeroPadShortcut(keras.layers.Layer):
+    """The parameter-free shortcut of He et al.'s option A: the input subsampled by `stride` (every
+    stride-th pixel, as a strided 1x1 convolution with an identity kernel would) and its channels
+    zero-padded to `channels`. ResNet's CIFAR networks use it where a stage doubles the channels."""
+
+    def __init__(self, stride, channels, **kwargs):
+        super().__init__(**kwargs)
+        self.stride, self.channels = int(stride), int(channels)
+
+    def call(self, x):
+        x = x[:, :: self.stride, :: self.stride, :]
+        return ops.pad(x, [(0, 0), (0, 0), (0, 0), (0, self.channels - x.shape[-1])])
+
+    def compute_output_shape(self, shape):
+        smaller = [None if s is None else -(-s // self.stride) for s in shape[1:3]]
+        return (shape[0], *smaller, self.channels)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride, "channels": self.channels}

@@ -186,3 +186,4 @@ class CenterCropToMatch(keras.layers.Layer):
 
     def compute_output_shape(self, x_shape, reference_shape):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+

@@ -23,7 +23,7 @@ published ImageNet weight files load unchanged (`weights="imagenet"`).
 
 from keras import layers
 
-from kerasseg.layers import PixelNormalization, conv_bn_act, squeeze_excite
+from kerasseg.layers import PixelNormalization, ZeroPadShortcut, conv_bn_act, squeeze_excite
 from kerasseg.models import backbone
 from kerasseg.models.registry import register
 
@@ -31,6 +31,7 @@ _BN_EPSILON = 1.001e-5  # keras.applications' value
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
           101: ("bottleneck", (3, 4, 23, 3)), 152: ("bottleneck", (3, 8, 36, 3))}
 ATTENTION = (None, "se")
+SHORTCUTS = (True, False, "A", "B")  # True: the default, B (projection where the shape changes); False: plain
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 _HASHES = {
     "resnet50": ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
@@ -54,7 +55,9 @@ def residual_block(x, filters, kind, stride=1, dilation=1, shortcut=True, attent
                    use_bias=True, name=None):
     """One basic or bottleneck block; `filters` is the bottleneck (inner) width."""
     out_filters = filters * (4 if kind == "bottleneck" else 1)
-    if shortcut and (stride != 1 or x.shape[-1] != out_filters):
+    if shortcut == "A" and (stride != 1 or x.shape[-1] != out_filters):
+        identity = ZeroPadShortcut(stride, out_filters, name=f"{name}_0_pad")(x)  # option A: no parameters
+    elif shortcut and (stride != 1 or x.shape[-1] != out_filters):
         # projection shortcut (the paper's option B): a strided 1x1 convolution.
         # Built first, as keras.applications does, so weight files load in order.
         identity = _conv_bn(x, out_filters, 1, stride, 1, use_bias, f"{name}_0", activation=False)
@@ -85,7 +88,8 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
         depth: 18, 34 (basic blocks), 50, 101, 152 (bottleneck blocks).
         features_only: return the pyramid model, outputs {"P1".."P5"}.
         output_stride: 32, or 16 / 8 to dilate the last stages instead of striding.
-        shortcut: False builds the plain network of the same depth.
+        shortcut: False builds the plain network of the same depth; True or
+            "B" projects where the shape changes; "A" zero-pads instead.
         attention: None or "se" (squeeze-and-excitation, reduction `se_ratio`).
         widths, blocks, stem_filters: the stage configuration (tiny variants).
         use_bias: conv biases; keras.applications' ResNet-50+ have them (so
@@ -144,11 +148,15 @@ def resnet_cifar(depth=20, classes=10, input_shape=(32, 32, 3), input_tensor=Non
     64 filters on 32, 16, 8 pixel maps), global pooling and a classifier:
     depth = 6n + 2 (20, 32, 44, 56, 110). `shortcut=False` is the paper's
     plain network of the same depth. Where the channels double, the shortcut
-    is a strided 1x1 projection (the paper's option B; its CIFAR runs used
-    zero-padding, option A, which adds no parameters).
+    is a strided 1x1 projection by default (`shortcut=True` or "B", the
+    paper's option B) or, with `shortcut="A"`, the subsampled input with
+    zero-padded channels (option A, what the paper's CIFAR runs used; no
+    parameters: ResNet-20 then has the paper's 0.27M).
     """
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110). Received: depth={depth!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS}. Received: shortcut={shortcut!r}")
     backbone.check_head_args(weights, include_top, classes, pooling)
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=8)
     x = PixelNormalization("unit", name="preprocess")(inputs)
