@@ -34,7 +34,7 @@ android-assets: $(STAMP)
 	$(PY) -m export.android $(DEMO)/model.keras --output android_demo_assets
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 	@echo "--- the model suites again on the JAX backend ---"
 	KERAS_BACKEND=jax $(PY) -m pytest -q tests/test_models.py tests/test_classifiers.py
 

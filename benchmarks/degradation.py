@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-RUNS = (("plain-20", 20, False), ("plain-56", 56, False), ("ResNet-20", 20, True), ("ResNet-56", 56, True))
+# the ResNets use the paper's CIFAR shortcut, option A (zero-padding where the channels double: no parameters)
+RUNS = (("plain-20", 20, False), ("plain-56", 56, False), ("ResNet-20", 20, "A"), ("ResNet-56", 56, "A"))
 
 
 def train(depth, shortcut, data, args):
@@ -37,15 +38,20 @@ def train(depth, shortcut, data, args):
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    curve = {"train_error": [], "val_error": []}
+    # running_train_error: the training-mode error over each epoch's batches as they are learnt (the
+    # paper's thin curves); train_error: the model after the epoch in inference mode on the training set
+    curve = {"running_train_error": [], "train_error": [], "val_error": []}
     started = time.time()
     for epoch in range(args.epochs):
-        model.fit(x_train, y_train, batch_size=args.batch_size, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+        history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=epoch + 1, initial_epoch=epoch,
+                            verbose=0)
+        curve["running_train_error"].append(1.0 - history.history["accuracy"][-1])
         for key, (x, y) in (("train_error", (x_train, y_train)), ("val_error", (x_val, y_val))):
             accuracy = model.evaluate(x, y, batch_size=256, verbose=0, return_dict=True)["accuracy"]
             curve[key].append(1.0 - accuracy)
-        print(f"  epoch {epoch + 1}/{args.epochs}: training error {curve['train_error'][-1]:.3f}, "
-              f"validation error {curve['val_error'][-1]:.3f}", flush=True)
+        print(f"  epoch {epoch + 1}/{args.epochs}: running training error {curve['running_train_error'][-1]:.3f}, "
+              f"training error {curve['train_error'][-1]:.3f}, validation error {curve['val_error'][-1]:.3f}",
+              flush=True)
     curve["seconds"] = time.time() - started
     curve["parameters"] = model.count_params()
     return curve
