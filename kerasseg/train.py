@@ -231,14 +231,14 @@ def _load_data(args, record):
     try:
         source = data.open_source(args.dataset, args.data_dir, args.classes, args.seed, args.image_size)
         train_examples, names = data.list_examples(args.dataset, "train", args.image_size, args.train_samples,
-                                                   args.data_dir, args.classes, args.seed, recorded.get("train"))
-        val_examples, _ = data.list_examples(args.dataset, "val", args.image_size, None, args.data_dir,
-                                             args.classes, args.seed, recorded.get("val"))
+                                                   classes=args.classes, keys=recorded.get("train"), source=source)
+        val_examples, _ = data.list_examples(args.dataset, "val", args.image_size, keys=recorded.get("val"),
+                                             source=source)
         keys = {"train": [e.key for e in train_examples], "val": [e.key for e in val_examples],
-                "test": recorded.get("test") or _test_keys(source)}
+                "test": recorded.get("test") or source.keys("test")}
         train_pairs = data.read_examples(train_examples, len(names))
-        val_split = data.load_split(args.dataset, "val", args.image_size, data_dir=args.data_dir,
-                                    classes=args.classes, keys=keys["val"])
+        val_split = data.to_split(data.read_examples(val_examples, len(names)), names, args.image_size,
+                                  args.dataset)
     except data.DatasetError as error:
         raise cli.UsageError(str(error)) from None
     return train_pairs, val_split, names, keys
@@ -254,13 +254,6 @@ def _padded(split, batch_size):
     return list(zip(images, masks))
 
 
-def _test_keys(source):
-    try:
-        return source.keys("test")
-    except Exception:  # a TFDS split that is not prepared here: its test split is fixed by TFDS anyway
-        return None
-
-
 def train(args):
     strategy, replicas, worker = distribute.strategy_for(args)
     import keras
@@ -272,7 +265,7 @@ def train(args):
     if worker:  # worker 0 of a multi-worker run writes the results; each other keeps its own files
         output = os.path.join(output, f"worker-{worker}")
     run = rundir.RunDir(output)
-    if not args.resume and run.holds_a_run() and not getattr(args, "overwrite", False):
+    if not args.resume and run.holds_a_run() and not args.overwrite:
         raise cli.UsageError(f"{output} holds another run: pass --resume to continue it, --overwrite to replace it, "
                              "or another --output")
     record = rundir.Record.read(output) if args.resume else None
@@ -292,7 +285,7 @@ def train(args):
           f"({replicas} replica{'s' if replicas > 1 else ''})")
 
     cli.ensure_output_dir(run.file("run.json"))
-    if getattr(args, "overwrite", False):
+    if args.overwrite:
         run.clear()
     arguments = {k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}
     run.write_record(arguments, names, None if record else keys)

@@ -68,28 +68,31 @@ def open_source(spec, data_dir=None, classes=None, seed=0, image_size=None):
     return ShapesSource(image_size or (64, 64))
 
 
-def class_names(spec, data_dir=None, classes=None):
-    names = open_source(spec, data_dir, classes).class_names
+def class_names(spec, data_dir=None, classes=None, source=None):
+    """The dataset's class names; a DatasetError when `classes` (--classes) disagrees with them."""
+    names = tuple((source or open_source(spec, data_dir, classes)).class_names)
     if classes is not None and classes != len(names):
         raise DatasetError(f"--classes {classes} disagrees with dataset {spec!r}, which has {len(names)} classes "
                            f"({', '.join(names)})")
-    return tuple(names)
+    return names
 
 
-def list_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None):
+def list_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None,
+                  source=None):
     """The examples of a split, not yet decoded (the first `count`; those named by `keys`, a run's split
-    list, when given), and the class names. `shapes` generates its images at `image_size`."""
+    list, when given), and the class names. `shapes` generates its images at `image_size`. `source`: the
+    spec's source when it is already open."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
-    source = open_source(spec, data_dir, classes, seed, image_size)
-    names = class_names(spec, data_dir, classes) if isinstance(source, ShapesSource) else source.class_names
+    source = source or open_source(spec, data_dir, classes, seed, image_size)
+    names = class_names(spec, classes=classes, source=source)
     if isinstance(source, ShapesSource) and keys is None:
         examples = source.examples(split, count=count)  # generate only what is asked for
     else:
         examples = source.examples(split, keys)[:count]
     if not examples:
         raise DatasetError(f"dataset {spec!r} has an empty {split} split")
-    return examples, tuple(names)
+    return examples, names
 
 
 def load_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None):
@@ -114,10 +117,15 @@ def load_split(spec, split, image_size, count=None, data_dir=None, classes=None,
     """`count` samples (all when None) of `split` ("train", "val", "test"), resized to `image_size` (h, w);
     `keys`: the examples a run's split list names."""
     pairs, names = load_examples(spec, split, image_size, count, data_dir, classes, seed, keys)
+    return to_split(pairs, names, image_size, spec)
+
+
+def to_split(pairs, class_names, image_size, spec=None):
+    """A Split of decoded (image, mask) pairs, each resized to `image_size` (resize_pair)."""
     resized = sum(image.shape[:2] != tuple(image_size) for image, _ in pairs)
     pairs = [resize_pair(image, mask, image_size) for image, mask in pairs]
-    return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), names, resized, spec)
+    return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), class_names, resized, spec)
 
 
 __all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "list_examples",
-           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair"]
+           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "to_split"]

@@ -43,12 +43,16 @@ def select(examples, keys, where):
     if keys is None:
         return examples
     by_key = {e.key: e for e in examples}
-    missing = [k for k in keys if k not in by_key]
+    _check_known(keys, by_key, where)
+    return [by_key[k] for k in keys]
+
+
+def _check_known(keys, known, where):
+    missing = [k for k in keys if k not in known]
     if missing:
         raise DatasetError(f"{where} has no example {', '.join(missing[:10])}"
                            f"{f' (and {len(missing) - 10} more)' if len(missing) > 10 else ''}, which the run's "
                            "split list names: was the dataset changed since the run?")
-    return [by_key[k] for k in keys]
 
 
 def read_image(path):
@@ -223,9 +227,7 @@ class FolderSource:
 
     def examples(self, split, keys=None):
         stems = self.splits[split] if keys is None else keys
-        unknown = [s for s in stems if s not in self.pairs]
-        if unknown:
-            select([], unknown, f"folder:{self.root}")
+        _check_known(stems, self.pairs, f"folder:{self.root}")
         return [Example(self.pairs[s][0], *self.pairs[s], key=s) for s in stems]
 
 
@@ -309,7 +311,12 @@ class TfdsSource:
             self.mask_key, self.class_names, self.mapping = keys[0], tuple(f"class_{i}" for i in range(classes)), None
 
     def keys(self, split):
-        return [str(i) for i in range(self.builder.info.splits[TFDS_SPLITS[split]].num_examples)]
+        """The split's indices, or None where TFDS knows no size for it (not prepared here): TFDS fixes its
+        splits anyway, so a run needs no list of them."""
+        try:
+            return [str(i) for i in range(self.builder.info.splits[TFDS_SPLITS[split]].num_examples)]
+        except (KeyError, ValueError):
+            return None
 
     def examples(self, split, keys=None):
         import tensorflow_datasets as tfds
