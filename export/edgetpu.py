@@ -5,7 +5,8 @@ and its constraints, without the compiler (which only runs on x86-64 Linux
 and has not been updated since 2021):
 
 - every activation tensor 8-bit (uint8/int8) and of constant shape, weights
-  and biases constant, at most 3 non-unit dimensions (so batch 1);
+  and biases constant, only the 3 innermost dimensions larger than 1 (so
+  batch 1);
 - the operator in Coral's table, at an op version the last compiler
   (16.0) accepts, and within the operator's own limits (no fused activation
   on pooling or concatenation, equal x/y dilation, reductions and padding
@@ -166,8 +167,9 @@ def _tensor_problems(inputs, outputs):
                 continue
             if tensor["type"] not in EIGHT_BIT:
                 return f"{role} {tensor['name']!r} is {tensor['type']}; only 8-bit (uint8/int8) tensors map"
-            if sum(s != 1 for s in tensor["shape"]) > 3:
-                return f"{role} {tensor['name']!r} {tensor['shape']} has more than 3 non-unit dimensions"
+            if any(s != 1 for s in tensor["shape"][:-3]):
+                return (f"{role} {tensor['name']!r} {tensor['shape']}: only the 3 innermost dimensions may be "
+                        "larger than 1")
     return None
 
 

@@ -65,3 +65,21 @@ def test_cli_exit_status_report_and_bad_files(tmp_path):
     assert result.returncode == 2
     (line,) = program_lines(result.stderr)
     assert line.endswith(f"error: {junk} is not a TFLite model (ValueError: no TFL3 identifier)")
+
+
+def test_only_the_three_innermost_dimensions_may_exceed_one(tmp_path):
+    """Coral's rule is about position, not count: [1, 2, 1, 1, 24] has two non-unit dimensions, one of them
+    outside the innermost three."""
+    import keras
+
+    inputs = keras.Input((4, 4, 3))
+    a = keras.layers.Reshape((2, 1, 1, 24))(keras.layers.Conv2D(3, 1)(inputs))
+    b = keras.layers.Reshape((2, 1, 1, 24))(keras.layers.Conv2D(3, 1)(inputs))
+    x = keras.layers.Reshape((4, 4, 6))(keras.layers.Concatenate(axis=1)([a, b]))  # [1, 4, 1, 1, 24]
+    outputs = keras.layers.Conv2D(4, 1)(x)
+    report = edgetpu.analyse(_int8(tmp_path, keras.Model(inputs, outputs), 4))
+    flagged = [op for op in report["ops"] if "3 innermost dimensions" in op["reason"]]
+    assert flagged and flagged[0]["op"] == "RESHAPE", edgetpu.format_report(report)
+    assert "[1, 2, 1, 1, 24]" in flagged[0]["reason"]
+    assert not report["fully_mapped"]
+    # every tensor of the segmenters keeps to it (test_edge_configurations_map_entirely)
