@@ -27,6 +27,7 @@ DEFAULT_THRESHOLDS = {
     "float16": {"pixel_agreement": 0.999},
     "dynamic": {"pixel_agreement": 0.99, "miou_drop": 1.0},
     "int8": {"pixel_agreement": 0.99, "miou_drop": 1.0},
+    "int16x8": {"pixel_agreement": 0.995, "miou_drop": 0.5},  # activations 256 times finer than int8
 }
 _UPPER_BOUNDS = ("max_abs_error", "mean_abs_error", "miou_drop")
 
@@ -65,11 +66,13 @@ class LiteRTRunner:
 
 
 def _tflite_quantization(interpreter, input_details):
-    """float32 / float16 / dynamic / int8, read off the tensors of the file itself."""
+    """float32 / float16 / dynamic / int8 / int16x8, read off the tensors of the file itself."""
     tensors = interpreter.get_tensor_details()
     dtypes = {t["dtype"] for t in tensors}
     if input_details["dtype"] in (np.uint8, np.int8):
         return "int8"
+    if np.int16 in dtypes:
+        return "int16x8"
     if np.float16 in dtypes:
         return "float16"
     if np.int8 in dtypes:

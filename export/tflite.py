@@ -7,6 +7,8 @@ Modes:
     float32   the graph as it is
     float16   float16 weights (half the size), computed in float32 on CPUs
     dynamic   int8 weights, activations quantized on the fly
+    int16x8   int8 weights, 16-bit activations (TFLite's 16x8 mode, for CPUs and
+              NPUs that run it): float32 input and output, calibrated as int8
     int8      full integer: int8 weights (per channel) and activations, calibrated
               on the run's training split (or --calibration-dataset's); input
               and output uint8 by default (--io): the input is always exactly
@@ -43,7 +45,8 @@ from kerasseg import cli
 from kerasseg.cli import UsageError
 from export import agreement, common, edgetpu
 
-MODES = ("float32", "float16", "dynamic", "int8")
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+CALIBRATED = ("int8", "int16x8")
 FLAG_RMSE_PER_SCALE = 0.7
 IO_TYPES = ("uint8", "int8", "float32")
 
@@ -65,6 +68,16 @@ def _converter(model, quantize, image_size, calibration_images=None, io="uint8")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":
         converter.target_spec.supported_types = [tf.float16]
+    elif quantize == "int16x8":
+        if calibration_images is None or len(calibration_images) == 0:
+            raise UsageError("int16x8 quantization needs calibration images; the calibration set is empty")
+        # one more calibration image, a ramp over every pixel value: the float input's 16-bit range then
+        # covers [0, 255] whatever the images span (the wider ranges cost nothing visible at 16 bits)
+        ramp = np.broadcast_to(np.linspace(0, 255, image_size[1], dtype=np.float32)[None, :, None],
+                               (*image_size, 3))
+        converter.representative_dataset = _representative([*calibration_images, ramp])
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif quantize == "int8":
         if calibration_images is None or len(calibration_images) == 0:
             raise UsageError("int8 quantization needs calibration images; the calibration set is empty")
@@ -282,10 +295,11 @@ def export(model_path, output, quantize="int8", image_size=None, dataset=None, s
     def build(model, size):
         extra = {"output_kind": output_kind}
         calibration = None
-        if quantize == "int8":
+        if quantize in CALIBRATED:
             calibration, spec = common.calibration_images(model_path, calibration_dataset or dataset, size,
                                                           calibration_samples)
-            extra.update(calibration_dataset=spec, calibration_samples=len(calibration), io=io)
+            extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
+                         io=io if quantize == "int8" else "float32")
         model = with_output_kind(model, output_kind)
         if debug or keep_float or auto:
             debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None

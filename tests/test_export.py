@@ -50,6 +50,7 @@ def _independent_agreement(model_path, exported_path, samples):
     ("export.tflite", "float16", ".tflite"),
     ("export.tflite", "dynamic", ".tflite"),
     ("export.tflite", "int8", ".tflite"),
+    ("export.tflite", "int16x8", ".tflite"),
     ("export.onnx", None, ".onnx"),
 ])
 def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, module, quantize, suffix):
@@ -74,6 +75,12 @@ def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, mo
     assert report["max_abs_error"] == pytest.approx(max_error, rel=1e-3, abs=1e-6)
     assert report["miou_drop"] == pytest.approx(100 * (report["miou_reference"] - report["miou_exported"]))
     if report["quantization"] in ("float32", "float16"):
+        assert report["passed"], report["failed"]
+    if quantize == "int16x8":  # 16-bit activations, 8-bit weights, float pixels in
+        interpreter = _litert(output)
+        types = {np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+        assert {np.dtype(np.int16), np.dtype(np.int8)} <= types
+        assert interpreter.get_input_details()[0]["dtype"] == np.float32
         assert report["passed"], report["failed"]
     if quantize == "int8":
         from ai_edge_litert.interpreter import Interpreter
