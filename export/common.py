@@ -17,8 +17,6 @@ from kerasseg.rundir import resolve_image_size  # noqa: F401 (re-exported)
 
 def load_samples(model_path, dataset, split, image_size, count):
     """`count` samples of a split at `image_size`: of `dataset`, else of the run's record (its split lists)."""
-    from kerasseg import data
-
     view = rundir.data_view(model_path, dataset)
     try:
         samples = view.load_split(split, image_size, count)

@@ -112,7 +112,6 @@ class DataView:
         return data.load_examples(self.spec, split, image_size, count, **self._arguments(split, count))
 
 
-
 def resolve_image_size(model, model_path, requested=None):
     """The fixed (height, width) to export or predict at.
 

@@ -128,4 +128,4 @@ def to_split(pairs, class_names, image_size, spec=None):
 
 
 __all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "list_examples",
-           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "to_split"]
+           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "shapes", "to_split"]
