@@ -26,7 +26,7 @@ def export_all(directory):
 
     model = os.path.join(directory, "model.keras")
     for mode in tflite.MODES:  # (file stems differ per runtime: each report sits beside its file)
-        report = tflite.export(model, os.path.join(directory, f"litert_{mode}.tflite"), mode)
+        report = tflite.export(model, os.path.join(directory, f"litert_{mode}.tflite"), quantize=mode)
         print(f"tflite {mode}: passed {report['passed']} {report['failed']}", flush=True)
     for mode in ("float32", "int8"):
         report = onnx.export(model, os.path.join(directory, f"onnxruntime_{mode}.onnx"), quantize=mode)
@@ -45,8 +45,8 @@ def main():
 
     import keras
 
-    from export import agreement
-    from export.agreement import median_ms
+    from export import runtimes
+    from export.runtimes import median_ms
     from kerasseg import data
 
     with open(os.path.join(args.directory, "metrics.json")) as f:
@@ -58,11 +58,11 @@ def main():
     keras_size = os.path.getsize(os.path.join(args.directory, "model.keras"))
     rows.append(("model.keras", "keras", "float32", keras_ms, None, keras_size, None, None))
     for path in sorted(glob.glob(os.path.join(args.directory, "*.tflite")) + glob.glob(os.path.join(args.directory, "*.onnx"))):
-        latencies = [median_ms(agreement.open_runner(path, num_threads=t), image, args.repeats, warmup=5)
+        latencies = [median_ms(runtimes.open_runner(path, num_threads=t), image, args.repeats, warmup=5)
                      for t in (1, 2)]
         report_path = os.path.splitext(path)[0] + ".report.json"
         report = json.load(open(report_path)) if os.path.isfile(report_path) else {}
-        runner = agreement.open_runner(path)
+        runner = runtimes.open_runner(path)
         rows.append((os.path.basename(path), runner.runtime, runner.quantization, *latencies, os.path.getsize(path),
                      report.get("pixel_agreement"), report.get("miou_drop")))
 

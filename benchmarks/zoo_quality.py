@@ -91,10 +91,10 @@ def main():
 
     import keras
 
-    from export.agreement import median_ms
+    from export.runtimes import median_ms
     from kerasseg.cli import write_text_atomic
     from kerasseg import models, train
-    from kerasseg.models.__main__ import multiply_adds
+    from kerasseg.profile import multiply_adds
 
     # Results accumulate in --output, written after each configuration, so `--only` reruns and an
     # interrupted run keep what was measured (a run with other settings starts the file afresh).

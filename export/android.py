@@ -25,8 +25,9 @@ import tempfile
 
 import numpy as np
 
-from kerasseg import cli
-from export import agreement, common, edgetpu, tflite
+from kerasseg import cli, files
+from export import edgetpu, pipeline, report as reports, tflite
+from export.pipeline import DataOptions
 
 FILES = ("segmenter.tflite", "labels.txt", "model_card.json", "sample.png", "sample_expected_mask.png", "README.md")
 
@@ -152,25 +153,23 @@ def class_names(model_path, classes, dataset=None):
     return tuple(names) if len(names) == classes else tuple(f"class_{i}" for i in range(classes))
 
 
-def export(model_path, output_dir, image_size=None, dataset=None, samples=50, calibration_dataset=None,
-           calibration_samples=200, overrides=None):
+def export(model_path, output_dir, *, data=DataOptions()):
     """Writes the bundle into `output_dir`; returns the agreement report (nothing written if it failed)."""
     from kerasseg import plots
 
-    cli.ensure_output_dir(os.path.join(output_dir, FILES[0]))
+    files.ensure_output_dir(os.path.join(output_dir, FILES[0]))
     with tempfile.TemporaryDirectory() as tmp:
         plain = os.path.join(tmp, "segmenter.tflite")
-        report = tflite.export(model_path, plain, "int8", image_size, dataset, samples, calibration_dataset,
-                               calibration_samples, overrides)
+        report = tflite.export(model_path, plain, quantize="int8", data=data)
         if not report["passed"]:
             return report
         with open(plain, "rb") as f:
             content = f.read()
         check = edgetpu.analyse(plain)
-    model, _ = common.load_model(model_path)
+    model, _ = pipeline.load_model(model_path)
     size = tuple(report["image_size"])
-    sample = common.load_samples(model_path, dataset, "test", size, 1).images[0]
-    labels = class_names(model_path, model.outputs[0].shape[-1], dataset)
+    sample = pipeline.load_samples(model_path, data.dataset, "test", size, 1).images[0]
+    labels = class_names(model_path, model.outputs[0].shape[-1], data.dataset)
     expected = model.predict_on_batch(sample[None].astype(np.float32))[0].argmax(-1).astype(np.uint8)
     colours = plots.palette(len(labels))
     card = {
@@ -208,7 +207,7 @@ def export(model_path, output_dir, image_size=None, dataset=None, samples=50, ca
         "README.md": text.encode(),
     }
     for name, data in outputs.items():
-        cli.write_bytes_atomic(os.path.join(output_dir, name), data)
+        files.write_bytes_atomic(os.path.join(output_dir, name), data)
     return report
 
 
@@ -217,13 +216,10 @@ def main(argv=None):
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the trained Keras model (.keras)")
     parser.add_argument("--output", required=True, help="the directory to write the bundle into")
-    common.add_calibration_args(parser)
-    common.add_data_args(parser)
-    common.add_threshold_args(parser)
+    pipeline.add_arguments(parser)
     args = parser.parse_args(argv)
-    report = export(args.model, args.output, args.image_size, args.dataset, args.samples, args.calibration_dataset,
-                    args.calibration_samples, common.threshold_overrides(args))
-    agreement.print_summary(report, os.path.join(args.output, "segmenter.tflite"))
+    report = export(args.model, args.output, data=DataOptions.from_args(args))
+    reports.print_summary(report, os.path.join(args.output, "segmenter.tflite"))
     if report["passed"]:
         print(f"wrote {', '.join(FILES)} to {args.output}")
     return 0 if report["passed"] else 1

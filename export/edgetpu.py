@@ -24,7 +24,7 @@ import json
 import os
 import sys
 
-from kerasseg import cli
+from kerasseg import cli, files
 from kerasseg.cli import UsageError
 
 # Coral's operation table (coral.ai/docs/edgetpu/models-intro, compiler 16.0) with the highest op
@@ -236,8 +236,8 @@ def main(argv=None):
     report = analyse(args.tflite)
     print(format_report(report))
     if args.json:
-        cli.ensure_output_dir(args.json)
-        cli.write_text_atomic(args.json, json.dumps(report, indent=2))
+        files.ensure_output_dir(args.json)
+        files.write_text_atomic(args.json, json.dumps(report, indent=2))
     return 0 if report["fully_mapped"] else 1
 
 

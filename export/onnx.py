@@ -25,7 +25,8 @@ import tempfile
 import numpy as np
 
 from kerasseg import cli
-from export import agreement, common
+from export import pipeline, report as reports
+from export.pipeline import DataOptions
 
 OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
@@ -35,7 +36,7 @@ def convert(model, image_size, opset=17, dynamic_batch=False):
     """The serialised ONNX model of `model` at `image_size` (batch 1, or any with dynamic_batch)."""
     import tf2onnx
 
-    fn = common.fixed_size_function(model, image_size, batch=None if dynamic_batch else 1)
+    fn = pipeline.fixed_size_function(model, image_size, batch=None if dynamic_batch else 1)
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=fn.input_signature, opset=opset)
     return proto.SerializeToString()
 
@@ -69,8 +70,7 @@ def quantize_int8(content, calibration_images, method="percentile"):
             return f.read()
 
 
-def export(model_path, output, image_size=None, dataset=None, samples=50, opset=17, overrides=None,
-           quantize="float32", dynamic_batch=False, calibration_dataset=None, calibration_samples=200,
+def export(model_path, output, *, quantize="float32", data=DataOptions(), opset=17, dynamic_batch=False,
            calibration_method="percentile"):
     """Converts, checks in ONNX Runtime, writes `output` and its report; returns the report."""
 
@@ -78,14 +78,13 @@ def export(model_path, output, image_size=None, dataset=None, samples=50, opset=
         content = convert(model, size, opset, dynamic_batch)
         extra = {"opset": opset, "dynamic_batch": dynamic_batch}
         if quantize == "int8":
-            calibration, spec = common.calibration_images(model_path, calibration_dataset or dataset, size,
-                                                          calibration_samples)
+            calibration, spec = pipeline.calibration_images(model_path, data, size)
             content = quantize_int8(content, calibration, calibration_method)
             extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
                          calibration_method=calibration_method)
         return model, content, extra
 
-    return common.export_checked(model_path, output, build, quantize, image_size, dataset, samples, overrides)
+    return pipeline.export_checked(model_path, output, build, quantize, data)
 
 
 def main(argv=None):
@@ -96,16 +95,13 @@ def main(argv=None):
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
     parser.add_argument("--quantize", choices=("float32", "int8"), default="float32")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
-    common.add_calibration_args(parser)
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",
                         help="how int8 activation ranges are set from the calibration images (default percentile)")
-    common.add_data_args(parser)
-    common.add_threshold_args(parser)
+    pipeline.add_arguments(parser)
     args = parser.parse_args(argv)
-    report = export(args.model, args.output, args.image_size, args.dataset, args.samples, args.opset,
-                    common.threshold_overrides(args), args.quantize, args.dynamic_batch, args.calibration_dataset,
-                    args.calibration_samples, args.calibration_method)
-    agreement.print_summary(report, args.output)
+    report = export(args.model, args.output, quantize=args.quantize, data=DataOptions.from_args(args),
+                    opset=args.opset, dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method)
+    reports.print_summary(report, args.output)
     return 0 if report["passed"] else 1
 
 

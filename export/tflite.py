@@ -41,9 +41,10 @@ import tempfile
 
 import numpy as np
 
-from kerasseg import cli
+from kerasseg import cli, files
 from kerasseg.cli import UsageError
-from export import agreement, common, edgetpu
+from export import edgetpu, pipeline, report as reports, runtimes
+from export.pipeline import DataOptions
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
@@ -62,7 +63,7 @@ def _representative(images):
 def _converter(model, quantize, image_size, calibration_images=None, io="uint8"):
     import tensorflow as tf
 
-    frozen = common.frozen_function(model, image_size)
+    frozen = pipeline.frozen_function(model, image_size)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     if quantize != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -173,7 +174,7 @@ def quantization_debug(model, image_size, calibration_images, csv_path=None):
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["tensor_name"])
         writer.writeheader()
         writer.writerows(rows)
-        cli.write_text_atomic(csv_path, out.getvalue())
+        files.write_text_atomic(csv_path, out.getvalue())
     return rows
 
 
@@ -216,8 +217,8 @@ def auto_keep_float(model, image_size, calibration_images, rows, validation, thr
         with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
             tmp.write(content)
             tmp.flush()
-            numbers, _ = agreement.compare(model, agreement.LiteRTRunner(tmp.name), validation, latency_repeats=1)
-        failed = agreement.check(numbers, thresholds)
+            numbers, _ = reports.compare(model, runtimes.LiteRTRunner(tmp.name), validation, latency_repeats=1)
+        failed = reports.check(numbers, thresholds)
         print(f"keeping the {count} worst tensor(s) in float: {'passes' if not failed else '; '.join(failed)} "
               "on the validation split", flush=True)
         if not failed:
@@ -251,7 +252,7 @@ def run_edgetpu_compiler(output):
     run = subprocess.run([compiler, "-s", "-o", os.path.dirname(os.path.abspath(output)), output],
                          capture_output=True, text=True)
     log = os.path.splitext(output)[0] + "_edgetpu.log"
-    cli.write_text_atomic(log, run.stdout + run.stderr)
+    files.write_text_atomic(log, run.stdout + run.stderr)
     return {"returncode": run.returncode, "log": log}
 
 
@@ -278,8 +279,7 @@ def with_output_kind(model, kind):
     return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
 
 
-def export(model_path, output, quantize="int8", image_size=None, dataset=None, samples=50,
-           calibration_dataset=None, calibration_samples=200, overrides=None, io="uint8", target=None,
+def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8", target=None,
            output_kind="logits", debug=False, keep_float=(), auto=False):
     """Converts, checks in LiteRT, writes `output` and its report; returns the report."""
     if target == "edgetpu":
@@ -296,8 +296,7 @@ def export(model_path, output, quantize="int8", image_size=None, dataset=None, s
         extra = {"output_kind": output_kind}
         calibration = None
         if quantize in CALIBRATED:
-            calibration, spec = common.calibration_images(model_path, calibration_dataset or dataset, size,
-                                                          calibration_samples)
+            calibration, spec = pipeline.calibration_images(model_path, data, size)
             extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
                          io=io if quantize == "int8" else "float32")
         model = with_output_kind(model, output_kind)
@@ -311,8 +310,8 @@ def export(model_path, output, quantize="int8", image_size=None, dataset=None, s
             extra["kept_float"] = tensors_of_layers(rows, keep_float)
             content = convert_keeping_float(model, size, calibration, extra["kept_float"])
         elif auto:
-            validation = common.load_samples(model_path, dataset, "val", size, samples)
-            thresholds = {**agreement.DEFAULT_THRESHOLDS["int8"], **(overrides or {})}
+            validation = pipeline.load_samples(model_path, data.dataset, "val", size, data.samples)
+            thresholds = {**reports.DEFAULT_THRESHOLDS["int8"], **data.overrides}
             content, extra["kept_float"] = auto_keep_float(model, size, calibration, rows, validation, thresholds)
         else:
             content = convert(model, quantize, size, calibration, io)
@@ -322,10 +321,10 @@ def export(model_path, output, quantize="int8", image_size=None, dataset=None, s
             extra["edgetpu"] = edgetpu_check(content, output)
         return model, content, extra
 
-    report = common.export_checked(model_path, output, build, quantize, image_size, dataset, samples, overrides)
+    report = pipeline.export_checked(model_path, output, build, quantize, data)
     if target == "edgetpu":
         report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
-        agreement.write_report(report, common.report_path(output))
+        reports.write_report(report, reports.report_path(output))
     return report
 
 
@@ -335,7 +334,6 @@ def main(argv=None):
     parser.add_argument("model", help="the trained Keras model (.keras)")
     parser.add_argument("--quantize", choices=MODES, default="int8")
     parser.add_argument("--output", required=True, help="the .tflite file to write")
-    common.add_calibration_args(parser)
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits")
@@ -345,13 +343,12 @@ def main(argv=None):
                         help="int8: leave these Keras layers' ops in float")
     parser.add_argument("--auto-keep-float", action="store_true",
                         help="int8: keep the worst tensors in float until the thresholds pass (validation split)")
-    common.add_data_args(parser)
-    common.add_threshold_args(parser)
+    pipeline.add_arguments(parser)
     args = parser.parse_args(argv)
-    report = export(args.model, args.output, args.quantize, args.image_size, args.dataset, args.samples,
-                    args.calibration_dataset, args.calibration_samples, common.threshold_overrides(args),
-                    args.io, args.target, args.output_kind, args.debug, args.keep_float, args.auto_keep_float)
-    agreement.print_summary(report, args.output)
+    report = export(args.model, args.output, quantize=args.quantize, data=DataOptions.from_args(args), io=args.io,
+                    target=args.target, output_kind=args.output_kind, debug=args.debug, keep_float=args.keep_float,
+                    auto=args.auto_keep_float)
+    reports.print_summary(report, args.output)
     return 0 if report["passed"] else 1
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from kerasseg import cli
+from kerasseg import cli, files
 
 
 def main(argv=None):
@@ -33,10 +33,9 @@ def main(argv=None):
     parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json)")
     args = parser.parse_args(argv)
 
-    from kerasseg import rundir
-    from kerasseg.train import evaluate_pairs
+    from kerasseg import metrics, rundir
 
-    model = cli.load_keras_model(args.model)
+    model = files.load_keras_model(args.model)
     classes = model.outputs[0].shape[-1]
     view = rundir.data_view(args.model, args.dataset, args.data_dir, classes)
     native = args.image_size == "native"
@@ -58,13 +57,13 @@ def main(argv=None):
                              f"({', '.join(names)}): mIoU needs the model's own classes")
     if not native:
         pairs = [data.resize_pair(image, mask, size) for image, mask in pairs]
-    scores = evaluate_pairs(model, pairs, names, args.batch_size)
+    scores = metrics.evaluate_pairs(model, pairs, names, args.batch_size)
     sizes = sorted({image.shape[:2] for image, _ in pairs})
     report = {"model": args.model, "dataset": view.spec, "split": args.split, "samples": len(pairs),
               "image_size": "native" if native else list(size), **scores}
     output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
-    cli.ensure_output_dir(output)
-    cli.write_text_atomic(output, json.dumps(report, indent=2) + "\n")
+    files.ensure_output_dir(output)
+    files.write_text_atomic(output, json.dumps(report, indent=2) + "\n")
     at = (f"their own sizes ({len(sizes)} distinct, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]})"
           if native else f"{size[0]}x{size[1]}")
     print(f"{view.spec} {args.split}: {len(pairs)} images at {at}")

@@ -15,7 +15,7 @@ import re
 import keras
 from keras import ops
 
-from kerasseg.data import IGNORE_LABEL
+from kerasseg.labels import IGNORE_LABEL, split_ignored
 
 TERMS = ("ce", "dice", "focal")
 
@@ -45,9 +45,7 @@ class SegmentationLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         logits = ops.cast(y_pred, "float32")
         classes = logits.shape[-1]
-        labels = ops.cast(y_true, "int32")
-        valid = ops.cast(ops.not_equal(labels, self.ignore_label), "float32")
-        labels = ops.where(ops.equal(labels, self.ignore_label), 0, labels)
+        labels, valid = split_ignored(y_true, self.ignore_label)
         onehot = ops.one_hot(labels, classes) * valid[..., None]
         log_probs = ops.log_softmax(logits, axis=-1)
         if self.class_weights is not None:

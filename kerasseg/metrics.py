@@ -1,4 +1,4 @@
-"""Segmentation metrics from a confusion matrix accumulated over a whole split.
+"""Segmentation metrics from a confusion matrix accumulated over a whole split, and a model scored with them.
 
 The mean IoU of a split is computed from the summed confusion matrix, not as
 an average of per-batch IoUs (which weighs a batch with one small object like
@@ -8,21 +8,18 @@ a batch full of it). Pixels labelled with the ignore label do not count.
 import keras
 import numpy as np
 
-from kerasseg.data import IGNORE_LABEL
+from kerasseg.labels import IGNORE_LABEL, out_of_range
 
 
 def confusion_matrix(y_true, y_pred, num_classes, ignore_label=IGNORE_LABEL):
     """(num_classes, num_classes) counts; rows are ground truth, columns predictions."""
     y_true = np.asarray(y_true).ravel().astype(np.int64)
     y_pred = np.asarray(y_pred).ravel().astype(np.int64)
+    bad = out_of_range(y_true, num_classes, ignore_label)
+    if bad:
+        raise ValueError(f"Label {bad[0]} is outside [0, {num_classes}) and is not the ignore label {ignore_label}.")
     keep = y_true != ignore_label
     y_true, y_pred = y_true[keep], y_pred[keep]
-    bad = (y_true < 0) | (y_true >= num_classes)
-    if bad.any():
-        raise ValueError(
-            f"Label {int(y_true[bad][0])} is outside [0, {num_classes}) and is not the "
-            f"ignore label {ignore_label}."
-        )
     bad = (y_pred < 0) | (y_pred >= num_classes)
     if bad.any():
         raise ValueError(
@@ -58,3 +55,25 @@ def mean_iou_metric(num_classes, ignore_label=IGNORE_LABEL, name="miou"):
     return keras.metrics.MeanIoU(
         num_classes=num_classes, ignore_class=ignore_label, sparse_y_pred=False, name=name
     )
+
+
+def evaluate_split(model, split, batch_size=16):
+    """Scores of `model` on a whole split, from one accumulated confusion matrix."""
+    return evaluate_pairs(model, zip(split.images, split.masks), split.class_names, batch_size)
+
+
+def evaluate_pairs(model, pairs, class_names, batch_size=16):
+    """Scores of `model` on (image, mask) pairs of any sizes, from one accumulated confusion matrix.
+
+    Pairs of the same size are predicted together, `batch_size` at a time.
+    """
+    by_size = {}
+    for image, mask in pairs:
+        by_size.setdefault(image.shape[:2], []).append((image, mask))
+    cm = 0
+    for group in by_size.values():
+        for start in range(0, len(group), batch_size):
+            images, masks = zip(*group[start : start + batch_size])
+            logits = model.predict_on_batch(np.stack(images).astype("float32"))
+            cm = cm + confusion_matrix(np.stack(masks), np.asarray(logits).argmax(-1), len(class_names))
+    return scores(cm, class_names)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from kerasseg import cli
+from kerasseg import files
 
 
 def palette(count=256):
@@ -73,7 +73,7 @@ def save_grid(rows, titles, path, caption=None):
     if isinstance(caption, str):
         fig.suptitle(caption, fontsize=10)
     fig.tight_layout()
-    cli.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -97,5 +97,5 @@ def save_curves(rows, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    cli.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)

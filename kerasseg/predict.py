@@ -15,7 +15,7 @@ import io
 import os
 import sys
 
-from kerasseg import cli
+from kerasseg import cli, files
 
 
 def _palette_png(mask):
@@ -63,9 +63,9 @@ def main(argv=None):
         images = [read_image(p) for p in args.images]
     except DatasetError as error:
         raise cli.UsageError(str(error)) from None
-    model = cli.load_keras_model(args.model)
+    model = files.load_keras_model(args.model)
     size = None if args.native else rundir.resolve_image_size(model, args.model, args.image_size)
-    cli.ensure_output_dir(os.path.join(args.output, "x"))
+    files.ensure_output_dir(os.path.join(args.output, "x"))
     for path, image in zip(args.images, images):
         height, width = image.shape[:2]
         x = image[None].astype("float32")
@@ -76,8 +76,8 @@ def main(argv=None):
             logits = ops.convert_to_numpy(ops.image.resize(logits, (height, width), interpolation="bilinear"))
         mask = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
         stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
-        cli.write_bytes_atomic(f"{stem}_mask.png", _palette_png(mask))
-        cli.write_bytes_atomic(f"{stem}_overlay.png", plots.png_bytes(plots.overlay(image, mask)))
+        files.write_bytes_atomic(f"{stem}_mask.png", _palette_png(mask))
+        files.write_bytes_atomic(f"{stem}_overlay.png", plots.png_bytes(plots.overlay(image, mask)))
         counts = np.bincount(mask.ravel(), minlength=logits.shape[-1])
         print(f"{path}: {width}x{height}, classes {dict((i, int(c)) for i, c in enumerate(counts) if c)} "
               f"-> {stem}_mask.png, {stem}_overlay.png")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import keras
 
-from kerasseg import cli
+from kerasseg import cli, files
 
 SPLITS = ("train", "val", "test")
 RUN_FILES = ("run.json", "splits", "model.keras", "metrics.json", "history.csv", "curves.png", "predictions.png",
@@ -176,9 +176,9 @@ class RunDir:
         for split, keys in (splits or {}).items():
             if keys is not None:
                 os.makedirs(self.file("splits"), exist_ok=True)
-                cli.write_text_atomic(self.file(os.path.join("splits", f"{split}.txt")), "".join(f"{k}\n" for k in keys))
+                files.write_text_atomic(self.file(os.path.join("splits", f"{split}.txt")), "".join(f"{k}\n" for k in keys))
         record = {"arguments": arguments, "class_names": list(class_names)}
-        cli.write_text_atomic(self.file("run.json"), json.dumps(record, indent=2) + "\n")
+        files.write_text_atomic(self.file("run.json"), json.dumps(record, indent=2) + "\n")
 
     def state(self):
         """The last complete epoch's state.json, or None when no epoch completed."""
@@ -197,15 +197,15 @@ class RunDir:
             crash_point("weights-written", epoch)
 
         weights = f"epoch-{epoch}.weights.h5"
-        cli.atomic_write(os.path.join(self.backup, weights), save_weights)
+        files.atomic_write(os.path.join(self.backup, weights), save_weights)
         crash_point("weights", epoch)
         staged = None
         if new_best:
             staged = f"best-{epoch}.keras"
-            cli.atomic_write(os.path.join(self.backup, staged), model.save)
+            files.atomic_write(os.path.join(self.backup, staged), model.save)
             crash_point("best", epoch)
         state = {"epoch": epoch, "weights": weights, "best": {**best, "staged": staged}, "history": rows}
-        cli.write_text_atomic(os.path.join(self.backup, "state.json"), json.dumps(state, indent=2) + "\n")
+        files.write_text_atomic(os.path.join(self.backup, "state.json"), json.dumps(state, indent=2) + "\n")
         crash_point("state", epoch)
         self.publish(state)
 
@@ -222,7 +222,7 @@ class RunDir:
         writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
-        cli.write_text_atomic(self.file("history.csv"), buffer.getvalue())
+        files.write_text_atomic(self.file("history.csv"), buffer.getvalue())
         crash_point("history", state["epoch"])
         plots.save_curves(rows, self.file("curves.png"))
         for name in os.listdir(self.backup):  # earlier epochs' files, and any a killed process left half-written

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from kerasseg import cli, distribute
+from kerasseg import cli, distribute, files
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
@@ -155,30 +155,6 @@ def _resumed_args(args, given):
     return cli.argparse.Namespace(**{**saved, "output": args.output, "resume": True, "overwrite": False})
 
 
-def evaluate_split(model, split, batch_size=16):
-    """Scores of `model` on a whole split, from one accumulated confusion matrix."""
-    return evaluate_pairs(model, zip(split.images, split.masks), split.class_names, batch_size)
-
-
-def evaluate_pairs(model, pairs, class_names, batch_size=16):
-    """Scores of `model` on (image, mask) pairs of any sizes, from one accumulated confusion matrix.
-
-    Pairs of the same size are predicted together, `batch_size` at a time.
-    """
-    from kerasseg import metrics
-
-    by_size = {}
-    for image, mask in pairs:
-        by_size.setdefault(image.shape[:2], []).append((image, mask))
-    cm = 0
-    for group in by_size.values():
-        for start in range(0, len(group), batch_size):
-            images, masks = zip(*group[start : start + batch_size])
-            logits = model.predict_on_batch(np.stack(images).astype("float32"))
-            cm = cm + metrics.confusion_matrix(np.stack(masks), np.asarray(logits).argmax(-1), len(class_names))
-    return metrics.scores(cm, class_names)
-
-
 def _mixed_precision():
     import keras
 
@@ -246,11 +222,11 @@ def _load_data(args, record):
 
 def _padded(split, batch_size):
     """`split` with blank, wholly ignored examples appended up to a multiple of `batch_size`."""
-    from kerasseg.data import IGNORE_LABEL
+    from kerasseg.labels import blank_masks
 
     extra = -len(split) % batch_size
     images = np.concatenate([split.images, np.zeros((extra, *split.images.shape[1:]), split.images.dtype)])
-    masks = np.concatenate([split.masks, np.full((extra, *split.masks.shape[1:]), IGNORE_LABEL, split.masks.dtype)])
+    masks = np.concatenate([split.masks, blank_masks(extra, split.masks.shape[1:], split.masks.dtype)])
     return list(zip(images, masks))
 
 
@@ -284,7 +260,7 @@ def train(args):
     print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
           f"({replicas} replica{'s' if replicas > 1 else ''})")
 
-    cli.ensure_output_dir(run.file("run.json"))
+    files.ensure_output_dir(run.file("run.json"))
     if args.overwrite:
         run.clear()
     arguments = {k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}
@@ -334,7 +310,7 @@ def train(args):
     if args.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
         keras.distribution.set_distribution(None)
     best_model = keras.saving.load_model(run.file("model.keras"))
-    scores = evaluate_split(best_model, val_split)
+    scores = metrics.evaluate_split(best_model, val_split)
     best_epoch = commit.best["epoch"]
     report = {
         "model": args.model, "model_args": args.model_args, "backbone": args.backbone, "dataset": args.dataset,
@@ -346,7 +322,7 @@ def train(args):
         "mixed_precision": policy, "strategy": args.strategy, "replicas": replicas, "seed": args.seed,
         "train_seconds": round(seconds, 1),
     }
-    cli.write_text_atomic(run.file("metrics.json"), json.dumps(report, indent=2) + "\n")
+    files.write_text_atomic(run.file("metrics.json"), json.dumps(report, indent=2) + "\n")
     _predictions_png(best_model, val_split, run.file("predictions.png"))
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in scores["per_class_iou"].items() if v is not None)
     print(f"validation mIoU {scores['miou']:.4f} ({per_class}); pixel accuracy {scores['pixel_accuracy']:.4f}")

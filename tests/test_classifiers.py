@@ -220,7 +220,8 @@ def _offline_get_file(*args, **kwargs):
 
 
 def test_model_table_counts_multiply_adds_and_draws_the_chart(tmp_path):
-    from kerasseg.models.__main__ import multiply_adds, plot, rows
+    from kerasseg.models.__main__ import plot, rows
+    from kerasseg.profile import multiply_adds
 
     # one 3x3 conv, 3 -> 8 channels on 10x10 ('same'), then a dense 8 -> 2 per pixel: hand-counted
     inputs = keras.Input((10, 10, 3))

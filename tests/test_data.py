@@ -57,7 +57,7 @@ def _write_voc(root, count=6):
 
 def test_native_size_evaluation_scores_every_image_at_its_own_size(tmp_path):
     from kerasseg import metrics, models
-    from kerasseg.train import evaluate_pairs
+    from kerasseg.metrics import evaluate_pairs
 
     pairs, names = data.load_examples(f"folder:{_write_folder(tmp_path / 'ds')}", "train")
     assert len({image.shape for image, _ in pairs}) == 3

@@ -8,7 +8,7 @@ import keras
 
 from conftest import run_cli
 from kerasseg import data
-from export import agreement
+from export import report as reports
 
 REPORT_KEYS = {"runtime", "quantization", "samples", "max_abs_error", "mean_abs_error", "pixel_agreement",
                "miou_reference", "miou_exported", "miou_drop", "size_bytes", "thresholds", "passed"}
@@ -67,8 +67,8 @@ def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, mo
     assert report["samples"] == 12 and report["size_bytes"] == os.path.getsize(output)
     assert report["image_size"] == [32, 32]  # from metrics.json beside the model
     # the thresholds are the documented defaults and `passed` is their verdict
-    assert report["thresholds"] == agreement.DEFAULT_THRESHOLDS[report["quantization"]]
-    assert report["passed"] == (not agreement.check(report, report["thresholds"]))
+    assert report["thresholds"] == reports.DEFAULT_THRESHOLDS[report["quantization"]]
+    assert report["passed"] == (not reports.check(report, report["thresholds"]))
     samples = data.load_split("shapes", "test", (32, 32), count=12)
     pixel_agreement, max_error = _independent_agreement(trained_run / "model.keras", output, samples)
     assert report["pixel_agreement"] == pytest.approx(pixel_agreement, abs=1e-9)

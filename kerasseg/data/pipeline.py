@@ -15,7 +15,7 @@ run in parallel map calls, and batches are prefetched.
 import numpy as np
 import tensorflow as tf
 
-from kerasseg.data.sources import IGNORE_LABEL
+from kerasseg.labels import IGNORE_LABEL
 
 SCALE_RANGE = (0.75, 1.5)
 

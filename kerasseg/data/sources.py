@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from kerasseg.labels import IGNORE_LABEL, out_of_range
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
@@ -87,9 +88,8 @@ def read_mask(path):
 
 
 def _mask_problems(name, mask, num_classes):
-    bad = (mask >= num_classes) & (mask != IGNORE_LABEL)
-    if bad.any():
-        values = sorted(set(np.unique(mask[bad]).tolist()))
+    values = out_of_range(mask, num_classes)
+    if values:
         return [f"{name}: mask values {values[:8]} are not classes 0..{num_classes - 1} nor the ignore label "
                 f"{IGNORE_LABEL}"]
     return []

@@ -8,10 +8,10 @@ lecture's summary chart from the same numbers: multiply-adds against top-1,
 bubble area proportional to parameters.
 """
 
-import math
 import sys
 
-from kerasseg import cli
+from kerasseg import cli, files
+from kerasseg.profile import multiply_adds
 
 PAPER_TOP1 = {
     "vgg16": 74.4, "vgg19": 74.5,
@@ -29,28 +29,6 @@ def default_size(name, task):
     if task == "segmentation":
         return 256
     return _EFFICIENTNET_SIZES.get(name, 224)
-
-
-def multiply_adds(model):
-    """Multiply-adds of one forward pass, from the layers' static output shapes."""
-    import keras
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):  # a segmenter's encoder: rebuilt at the image's size, counted too
-            config = layer.get_config()
-            config["layers"][0]["config"]["batch_shape"] = (None, *model.inputs[0].shape[1:])
-            total += multiply_adds(keras.Model.from_config(config))
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
-            kh, kw, cin, multiplier = layer.kernel.shape
-            total += math.prod(layer.output.shape[1:3]) * kh * kw * cin * multiplier
-        elif isinstance(layer, keras.layers.Conv2DTranspose):
-            total += math.prod(layer.input.shape[1:3]) * math.prod(layer.kernel.shape)
-        elif isinstance(layer, keras.layers.Conv2D):
-            total += math.prod(layer.output.shape[1:3]) * math.prod(layer.kernel.shape)
-        elif isinstance(layer, keras.layers.Dense):
-            total += math.prod(layer.output.shape[1:-1]) * math.prod(layer.kernel.shape)
-    return total
 
 
 def rows(names=None):
@@ -92,7 +70,7 @@ def plot(table, path):
     ax.set_title("kerasseg classifiers: accuracy vs. compute (bubble area ~ parameters)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    cli.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=130, format="png"))
 
 
 def main(argv=None):

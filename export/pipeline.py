@@ -1,4 +1,8 @@
-"""What the exporters share: loading the Keras model, sizes, data, the report.
+"""The convert-check-write pipeline every exporter runs, and what they share.
+
+Layers, one way: `runtimes` (run a file) -> `report` (compare, thresholds) ->
+`pipeline` (load the model and data, convert, check, write) -> one module per
+format (`tflite`, `onnx`, `edgetpu`, `android`) and the `agreement` CLI.
 
 The data of every exporter defaults to the run's record (run.json and
 splits/ beside the model: its dataset, split lists and class names), so a
@@ -9,10 +13,36 @@ split and compared on its held-out test split; --dataset overrides it.
 import os
 import sys
 import tempfile
+from dataclasses import dataclass, field
 
-from kerasseg import cli, rundir
-from kerasseg.cli import UsageError, load_keras_model  # noqa: F401 (re-exported)
-from kerasseg.rundir import resolve_image_size  # noqa: F401 (re-exported)
+from kerasseg import cli, files, rundir
+from kerasseg.cli import UsageError
+from export import report as reports
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What an exporter compares on and calibrates with, and the thresholds it is held to.
+
+    dataset: the held-out samples' dataset spec (test split), None for the
+    run's record; calibration_dataset: the training images int8 is calibrated
+    on (default: `dataset`, else the run's); overrides: threshold values
+    replacing the defaults of the quantization mode.
+    """
+
+    image_size: tuple = None
+    dataset: str = None
+    samples: int = 50
+    calibration_dataset: str = None
+    calibration_samples: int = 200
+    overrides: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args):
+        overrides = {key: getattr(args, attr) for key, attr in THRESHOLD_FLAGS.items()
+                     if getattr(args, attr, None) is not None}
+        return cls(args.image_size, args.dataset, args.samples, getattr(args, "calibration_dataset", None),
+                   getattr(args, "calibration_samples", 200), overrides)
 
 
 def load_samples(model_path, dataset, split, image_size, count):
@@ -38,7 +68,7 @@ def load_model(path):
     """
     import keras
 
-    model = load_keras_model(path)
+    model = files.load_keras_model(path)
     mixed = set()
 
     def to_float32(node):
@@ -82,57 +112,39 @@ def frozen_function(model, image_size):
     return convert_variables_to_constants_v2(fixed_size_function(model, image_size).get_concrete_function())
 
 
-def report_path(output):
-    return os.path.splitext(os.fspath(output))[0] + ".report.json"
+THRESHOLD_FLAGS = {"max_abs_error": "max_abs_error", "pixel_agreement": "min_pixel_agreement",
+                   "miou_drop": "max_miou_drop"}
 
 
-def figure_path(report):
-    """FILE.disagreement.png beside FILE.report.json."""
-    return os.fspath(report).removesuffix(".report.json").removesuffix(".json") + ".disagreement.png"
+def add_arguments(parser, calibration=True):
+    """The options every exporter shares, declared once: data, calibration, thresholds."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset",
+                      help="dataset spec of the held-out samples compared on (test split; default: the run's "
+                           "dataset and split lists, from run.json beside the model)")
+    data.add_argument("--samples", type=cli.arg_type(cli.positive_int), default=50,
+                      help="held-out samples to compare on (default: 50)")
+    data.add_argument("--image-size", type=cli.arg_type(cli.image_size),
+                      help="fixed export size N or HxW (default: the model's, or the training size)")
+    if calibration:
+        data.add_argument("--calibration-dataset",
+                          help="dataset spec for int8 calibration (train split; default: --dataset, else the run's)")
+        data.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
+    thresholds = parser.add_argument_group("thresholds")
+    thresholds.add_argument("--max-abs-error", type=float, help="override the max_abs_error threshold")
+    thresholds.add_argument("--min-pixel-agreement", type=float, help="override the pixel_agreement threshold")
+    thresholds.add_argument("--max-miou-drop", type=float, help="override the miou_drop threshold (mIoU points)")
 
 
-def add_threshold_args(parser):
-    parser.add_argument("--max-abs-error", type=float, help="override the max_abs_error threshold")
-    parser.add_argument("--min-pixel-agreement", type=float, help="override the pixel_agreement threshold")
-    parser.add_argument("--max-miou-drop", type=float, help="override the miou_drop threshold (mIoU points)")
-
-
-def add_data_args(parser):
-    parser.add_argument("--dataset",
-                        help="dataset spec of the held-out samples compared on (test split; default: the run's "
-                             "dataset and split lists, from run.json beside the model)")
-    parser.add_argument("--samples", type=cli.arg_type(cli.positive_int), default=50,
-                        help="held-out samples to compare on (default: 50)")
-    parser.add_argument("--image-size", type=cli.arg_type(cli.image_size),
-                        help="fixed export size N or HxW (default: the model's, or the training size)")
-
-
-def threshold_overrides(args):
-    return {
-        key: value
-        for key, value in (
-            ("max_abs_error", args.max_abs_error),
-            ("pixel_agreement", args.min_pixel_agreement),
-            ("miou_drop", args.max_miou_drop),
-        )
-        if value is not None
-    }
-
-
-def add_calibration_args(parser):
-    parser.add_argument("--calibration-dataset",
-                        help="dataset spec for int8 calibration (train split; default: --dataset, else the run's)")
-    parser.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
-
-
-def calibration_images(model_path, dataset, image_size, count):
-    """(images, spec) of `count` training images to calibrate on: `dataset`, else the run's training split."""
-    samples = load_samples(model_path, dataset, "train", image_size, count)
+def calibration_images(model_path, data, image_size):
+    """(images, spec) of the training images to calibrate on: `data`'s calibration dataset, else its
+    dataset, else the run's training split."""
+    samples = load_samples(model_path, data.calibration_dataset or data.dataset, "train", image_size,
+                           data.calibration_samples)
     return samples.images, samples.spec
 
 
-def export_checked(model_path, output, build, quantization, image_size=None, dataset=None, samples=50,
-                   overrides=None):
+def export_checked(model_path, output, build, quantization, data):
     """The shared path of every exporter: convert, check in the runtime, then write.
 
     `build(model, size)` returns (the Keras model the file is compared with,
@@ -141,12 +153,10 @@ def export_checked(model_path, output, build, quantization, image_size=None, dat
     (atomically) only once the check has run, so a failure leaves whatever
     was at `output` before untouched and nothing partial.
     """
-    from export import agreement
-
-    cli.ensure_output_dir(output)
+    files.ensure_output_dir(output)
     model, policy = load_model(model_path)
-    size = resolve_image_size(model, model_path, image_size)
-    held_out = load_samples(model_path, dataset, "test", size, samples)
+    size = rundir.resolve_image_size(model, model_path, data.image_size)
+    held_out = load_samples(model_path, data.dataset, "test", size, data.samples)
     print(f"converting {model_path} to {os.path.basename(output)} ({quantization}) at {size[0]}x{size[1]} ...",
           flush=True)
     model, content, extra = build(model, size)
@@ -155,8 +165,8 @@ def export_checked(model_path, output, build, quantization, image_size=None, dat
         tmp.flush()
         extra = {"model": os.fspath(model_path), "dataset": held_out.spec, "image_size": list(size),
                  "training_policy": policy, **extra}
-        report = agreement.agreement_report(model, tmp.name, held_out, quantization, overrides, extra,
-                                            figure=figure_path(report_path(output)))
-    cli.write_bytes_atomic(output, content)
-    agreement.write_report(report, report_path(output))
+        report = reports.agreement_report(model, tmp.name, held_out, quantization, data.overrides, extra,
+                                          figure=reports.figure_path(reports.report_path(output)))
+    files.write_bytes_atomic(output, content)
+    reports.write_report(report, reports.report_path(output))
     return report

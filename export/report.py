@@ -1,0 +1,144 @@
+"""Agreement of an exported file with its Keras model: the numbers, the thresholds, the report.
+
+Layered above `export.runtimes` (which runs the file) and below the
+convert-check-write pipeline (`export.pipeline`) and the exporters.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from kerasseg import files
+from kerasseg.cli import UsageError
+from export.runtimes import median_ms, open_runner
+
+# Quantization changes logits by design; what must survive is the predicted class.
+DEFAULT_THRESHOLDS = {
+    "float32": {"max_abs_error": 1e-4},
+    "float16": {"pixel_agreement": 0.999},
+    "dynamic": {"pixel_agreement": 0.99, "miou_drop": 1.0},
+    "int8": {"pixel_agreement": 0.99, "miou_drop": 1.0},
+    "int16x8": {"pixel_agreement": 0.995, "miou_drop": 0.5},  # activations 256 times finer than int8
+}
+_UPPER_BOUNDS = ("max_abs_error", "mean_abs_error", "miou_drop")
+
+
+def compare(model, runner, samples, latency_repeats=20):
+    """The agreement numbers of `runner` against `model` on `samples` (a data.Split), and both
+    models' predicted classes."""
+    from kerasseg import metrics
+
+    images = samples.images.astype(np.float32)
+    reference = np.concatenate([model.predict_on_batch(images[i : i + 8]) for i in range(0, len(images), 8)])
+    exported = np.stack([runner(image) for image in images])
+    if exported.shape != reference.shape:
+        raise UsageError(f"the exported model returns {exported.shape[1:]} per image, the Keras model {reference.shape[1:]}")
+    error = np.abs(exported.astype(np.float64) - reference)
+    ref_class, exp_class = predicted_classes(reference), predicted_classes(exported)
+    numbers = {
+        "samples": len(images),
+        "nonfinite_outputs": int((~np.isfinite(exported)).sum()),
+        "max_abs_error": float(error.max()),
+        "mean_abs_error": float(error.mean()),
+        "pixel_agreement": float((ref_class == exp_class).mean()),
+        "miou_reference": None, "miou_exported": None, "miou_drop": None,
+        "per_class_iou_reference": None, "per_class_iou_exported": None,
+        "latency_ms": median_ms(runner, images[0], latency_repeats),
+        "keras_latency_ms": median_ms(model.predict_on_batch, images[:1], latency_repeats),
+    }
+    classes = model.outputs[0].shape[-1] if reference.ndim == 4 else samples.num_classes
+    if classes != samples.num_classes:  # another dataset's images still show whether the two models agree
+        numbers["miou_note"] = (f"mIoU not computed: the model predicts {classes} classes and dataset "
+                                f"{samples.spec!r} has {samples.num_classes}; compared on pixels and logits only")
+        return numbers, (ref_class, exp_class)
+    n = samples.num_classes
+    ref_scores = metrics.scores(metrics.confusion_matrix(samples.masks, ref_class, n), samples.class_names)
+    exp_scores = metrics.scores(metrics.confusion_matrix(samples.masks, exp_class, n), samples.class_names)
+    numbers.update(miou_reference=ref_scores["miou"], miou_exported=exp_scores["miou"],
+                   miou_drop=100.0 * (ref_scores["miou"] - exp_scores["miou"]),
+                   per_class_iou_reference=ref_scores["per_class_iou"],
+                   per_class_iou_exported=exp_scores["per_class_iou"])
+    return numbers, (ref_class, exp_class)
+
+
+def predicted_classes(outputs):
+    """Class per pixel of a batch of logits / probabilities (N, H, W, C) or class indices (N, H, W)."""
+    return outputs if outputs.ndim == 3 else outputs.argmax(-1)
+
+
+def check(report, thresholds):
+    """Failed threshold descriptions; an empty list means the export passed."""
+    failures = []
+    if report.get("nonfinite_outputs"):
+        failures.append(f"nonfinite_outputs {report['nonfinite_outputs']} > 0 (NaN or infinite logits)")
+    for key, limit in thresholds.items():
+        value = report[key]
+        if value is None:  # not measured (mIoU on a dataset of other classes): said in miou_note
+            continue
+        ok = value <= limit if key in _UPPER_BOUNDS else value >= limit
+        if not ok:
+            failures.append(f"{key} {value:.6g} {'>' if key in _UPPER_BOUNDS else '<'} {limit:g}")
+    return failures
+
+
+def disagreement_png(samples, classes, path, count=4):
+    """Writes the `count` held-out images with the most disagreeing pixels, side by side."""
+    from kerasseg import plots
+
+    reference, exported = classes
+    differing = (reference != exported).reshape(len(reference), -1).mean(1)
+    rows, captions = [], []
+    for i in np.argsort(-differing, kind="stable")[:count]:
+        image = samples.images[i]
+        rows.append([image, plots.colorize(reference[i]), plots.colorize(exported[i]),
+                     plots.differences(image, reference[i], exported[i])])
+        captions.append(f"test #{i}: {100 * differing[i]:.2f}% differ")
+    plots.save_grid(rows, ["image", "Keras", "exported", "differ"], path, captions)
+
+
+def agreement_report(model, exported_path, samples, quantization=None, overrides=None, extra=None, runner=None,
+                     figure=None):
+    """Runs the comparison and returns the complete report dictionary (and draws `figure`, a PNG path)."""
+    runner = runner or open_runner(exported_path)
+    quantization = quantization or runner.quantization
+    thresholds = {**DEFAULT_THRESHOLDS[quantization], **(overrides or {})}
+    report = {"runtime": runner.runtime, "quantization": quantization, **(extra or {})}
+    numbers, classes = compare(model, runner, samples)
+    report.update(numbers)
+    if figure:
+        disagreement_png(samples, classes, figure)
+        report["disagreement_png"] = os.fspath(figure)
+    report["size_bytes"] = os.path.getsize(exported_path)
+    report["thresholds"] = thresholds
+    report["failed"] = check(report, thresholds)
+    report["passed"] = not report["failed"]
+    return report
+
+
+def print_summary(report, path):
+    miou = report.get("miou_note") or (f"mIoU {report['miou_reference']:.4f} -> {report['miou_exported']:.4f} "
+                                       f"(drop {report['miou_drop']:.2f} pts)")
+    print(
+        f"{path}: {report['runtime']} {report['quantization']}, {report['samples']} held-out samples: "
+        f"pixel agreement {report['pixel_agreement']:.5f}, max |error| {report['max_abs_error']:.3g}, "
+        f"{miou}, {report['size_bytes'] / 1e6:.2f} MB, {report['latency_ms']:.2f} ms/image"
+    )
+    if report["passed"]:
+        print("agreement: passed")
+    else:
+        print(f"agreement: FAILED: {'; '.join(report['failed'])}", file=sys.stderr)
+
+
+def write_report(report, path):
+    files.write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+
+
+def report_path(output):
+    return os.path.splitext(os.fspath(output))[0] + ".report.json"
+
+
+def figure_path(report):
+    """FILE.disagreement.png beside FILE.report.json."""
+    return os.fspath(report).removesuffix(".report.json").removesuffix(".json") + ".disagreement.png"

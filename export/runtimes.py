@@ -1,0 +1,114 @@
+"""The runtimes a device uses, as callables: a .tflite file in LiteRT, an .onnx file in ONNX Runtime.
+
+Each runner takes one image of raw float pixels (H, W, 3) and returns its
+float outputs, feeding a quantized input the pixels as they are, as MediaPipe
+and pycoral do; `open_runner` picks the runner by the file's suffix. The
+bottom layer of the export package: it imports nothing else from it.
+"""
+
+import os
+import time
+
+import numpy as np
+
+from kerasseg.cli import UsageError
+
+
+class LiteRTRunner:
+    """A .tflite file in the LiteRT interpreter; takes float pixels, returns float logits."""
+
+    runtime = "litert"
+
+    def __init__(self, path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except Exception as error:
+            raise UsageError(f"{path} is not a TFLite model LiteRT can load: {error}") from None
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.input_size = tuple(int(s) for s in self.input["shape"][1:3])
+        self.quantization = _tflite_quantization(self.interpreter, self.input)
+
+    def __call__(self, image):
+        x = image[None].astype(np.float32)
+        if self.input["dtype"] != np.float32:
+            # as a device does (MediaPipe, pycoral): the pixels as they are, shifted by -128 for an int8
+            # input; no re-quantization with the file's scale, which would hide a wrong one
+            x = x + np.iinfo(self.input["dtype"]).min
+        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self.output["index"])[0]
+        scale, zero_point = self.output["quantization"]
+        if self.output["dtype"] != np.float32 and scale:  # (class indices carry no quantization)
+            y = (y.astype(np.float32) - zero_point) * scale
+        return y
+
+
+def _tflite_quantization(interpreter, input_details):
+    """float32 / float16 / dynamic / int8 / int16x8, read off the tensors of the file itself."""
+    tensors = interpreter.get_tensor_details()
+    dtypes = {t["dtype"] for t in tensors}
+    if input_details["dtype"] in (np.uint8, np.int8):
+        return "int8"
+    if np.int16 in dtypes:
+        return "int16x8"
+    if np.float16 in dtypes:
+        return "float16"
+    if np.int8 in dtypes:
+        return "dynamic"
+    return "float32"
+
+
+class OnnxRunner:
+    """An .onnx file in ONNX Runtime (CPU)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path, num_threads=None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:
+            raise UsageError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
+        self.input = self.session.get_inputs()[0]
+        self.input_size = tuple(self.input.shape[1:3]) if all(isinstance(s, int) for s in self.input.shape[1:3]) else None
+        self.quantization = "int8" if any(n.op_type == "QuantizeLinear" for n in _onnx_nodes(path)) else "float32"
+
+    def __call__(self, image):
+        return self.session.run(None, {self.input.name: image[None].astype(np.float32)})[0][0]
+
+
+def _onnx_nodes(path):
+    import onnx
+
+    return onnx.load(os.fspath(path), load_external_data=False).graph.node
+
+
+def open_runner(path, num_threads=None):
+    if not os.path.isfile(path):
+        raise UsageError(f"exported file not found: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".tflite":
+        return LiteRTRunner(path, num_threads)
+    if suffix == ".onnx":
+        return OnnxRunner(path, num_threads)
+    raise UsageError(f"{path}: unknown export format {suffix!r}; accepted: .tflite, .onnx")
+
+
+def median_ms(fn, x, repeats, warmup=1):
+    """Median wall time of `fn(x)` in milliseconds, after `warmup` calls (which allocate and trace)."""
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))

@@ -1,0 +1,83 @@
+"""Files written whole or not at all, and the trained model read back with a clear error.
+
+Every file kerasseg writes (models, weights, reports, histories, figures)
+goes through `atomic_write`: a temporary name in the same directory, then a
+rename, so a crash at any instant leaves the old file or the new one, never
+a torn one.
+"""
+
+import os
+import tempfile
+
+from kerasseg.cli import UsageError
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, write):
+    """Calls `write(tmp_path)`, then renames the temporary file to `path`.
+
+    A crash or an error leaves `path` as it was: never a partial file. The
+    temporary file keeps `path`'s suffix, which some writers insist on.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path).lstrip(".")
+    suffix = name[name.index("."):] if "." in name else ""  # all of it: ".weights.h5" is one suffix to Keras
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the file private
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes_atomic(path, data):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    atomic_write(path, write)
+
+
+def write_text_atomic(path, text):
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def ensure_output_dir(path):
+    """Creates the directory that will hold `path`, or raises a UsageError naming it."""
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output directory {directory}: {error.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"output directory {directory} is not writable")
+    return directory
+
+
+def load_keras_model(path):
+    """Loads a .keras file written by kerasseg, or raises a UsageError naming the path."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UsageError(f"model file not found: {path}")
+    if not path.endswith(".keras"):
+        raise UsageError(f"{path} is not a Keras model: expected a .keras file written by model.save()")
+    import keras  # (importing kerasseg registered its custom layers)
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as error:  # zip, json and config errors all mean "not a usable model"
+        raise UsageError(f"{path} is not a readable Keras model: {type(error).__name__}: {error}") from None
+    inputs = model.inputs
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
+        shapes = [tuple(i.shape) for i in inputs]
+        raise UsageError(f"{path}: the model's input is not one RGB image batch (N, H, W, 3); it has inputs {shapes}")
+    return model
