@@ -6,6 +6,7 @@ import pytest
 
 from helpers import predict, weights_without_gradient
 from kerasseg import models
+from kerasseg.models.classifiers import googlenet as googlenet_family
 
 TINY = models.list_models(task="classification", tiny=True)
 
@@ -51,7 +52,7 @@ def _googlenet(classes=1000):
     """Table 1 of Szegedy et al. 2014, every convolution with a bias."""
     total = _conv(3, 64, 7) + _conv(64, 64, 1) + _conv(64, 192, 3)
     cin = 192
-    for c1, c3r, c3, c5r, c5, pp in models.googlenet.__globals__["MODULES"].values():
+    for c1, c3r, c3, c5r, c5, pp in googlenet_family.MODULES.values():
         total += _conv(cin, c1, 1) + _conv(cin, c3r, 1) + _conv(c3r, c3, 3) + _conv(cin, c5r, 1)
         total += _conv(c5r, c5, 5) + _conv(cin, pp, 1)
         cin = c1 + c3 + c5 + pp

@@ -179,7 +179,7 @@ def test_convolutionalized_vgg16_gives_the_classifier_logits_then_a_score_map():
 
 
 def test_bilinear_initialised_upsampling_interpolates():
-    from kerasseg.models.fcn import BilinearUpsampling
+    from kerasseg.models import BilinearUpsampling
 
     layer = keras.layers.Conv2DTranspose(1, 4, strides=2, padding="same", use_bias=False,
                                          kernel_initializer=BilinearUpsampling())
@@ -198,9 +198,30 @@ def test_deeplab_v1_largefov_parameters():
 
 
 def test_deeplab_v3_multi_grid_needs_a_resnet_backbone():
-    with pytest.raises(ValueError, match="multi_grid applies to ResNet-family backbones"):
+    with pytest.raises(ValueError, match="multi_grid applies to backbones that declare it .*resnet50"):
         models.deeplab_v3(backbone="mobilenet_v2_tiny")
     assert models.deeplab_v3(backbone="mobilenet_v2_tiny", multi_grid=None, classes=3).output_shape[-1] == 3
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: models.deeplab_v3_plus(backbone="resnet_cifar"), "'resnet_cifar' cannot be a segmenter's backbone"),
+    (lambda: models.unet(backbone="googlenet", backbone_weights="imagenet"), "googlenet has no published ImageNet"),
+    (lambda: models.fcn8s(backbone="se_resnet50", backbone_weights="imagenet"), "se_resnet50 has no published"),
+    (lambda: models.hypercolumns(backbone="vgg_tiny", levels=("P2", "P6")), r"levels must be among \('P1'"),
+    (lambda: models.deeplab_v3(backbone="resnet_tiny", output_stride=4), "output_stride must be 8 or 16"),
+])
+def test_a_combination_the_backbone_does_not_declare_is_one_clear_error(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+@pytest.mark.parametrize("name", models.list_models(task="classification", tiny=True))
+def test_declared_encoder_channels_are_the_pyramid_the_builder_makes(name):
+    declared = models.registry.encoder(name)
+    pyramid = models.create_model(name, include_top=False, features_only=True, input_shape=(None, None, 3))
+    assert {key: int(output.shape[-1]) for key, output in pyramid.output.items()} == declared.channels
+    assert declared.edge == (name == "efficientnet_tiny") and declared.multi_grid == name.startswith(("resnet",
+                                                                                                      "se_resnet"))
 
 
 @pytest.mark.parametrize("name", SEGMENTERS)

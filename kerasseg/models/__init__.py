@@ -1,115 +1,33 @@
 """Registered model builders: `kerasseg.models.<name>()` builds one.
 
-Importing this package imports every family module, which registers its
-builders with `kerasseg.models.registry`.
+Importing this package imports every module of `classifiers/` and
+`segmenters/`, whose builders register themselves with
+`kerasseg.models.registry`; every registered name, and whatever else a
+module lists in its `__all__` (family builders, helpers), is exported here.
+A new family is one new file in one of the two folders, with no edit
+anywhere else.
 """
 
-from kerasseg.models.registry import create_model, get_builder, list_models, model_task, register
-from kerasseg.models.deeplab import (
-    deeplab_v1,
-    deeplab_v1_tiny,
-    deeplab_v2,
-    deeplab_v2_tiny,
-    deeplab_v3,
-    deeplab_v3_plus,
-    deeplab_v3_plus_tiny,
-    deeplab_v3_tiny,
-)
-from kerasseg.models.densenet import densenet, densenet121, densenet169, densenet201, densenet_tiny
-from kerasseg.models.efficientnet import (
-    efficientnet,
-    efficientnet_b0,
-    efficientnet_b1,
-    efficientnet_b2,
-    efficientnet_b3,
-    efficientnet_b4,
-    efficientnet_b5,
-    efficientnet_b6,
-    efficientnet_b7,
-    efficientnet_tiny,
-)
-from kerasseg.models.fcn import convolutionalize, fcn, fcn8s, fcn8s_tiny, fcn16s, fcn32s
-from kerasseg.models.googlenet import AUX_LOSS_WEIGHTS, googlenet, googlenet_inference, googlenet_tiny
-from kerasseg.models.hypercolumns import hypercolumns, hypercolumns_tiny
-from kerasseg.models.mobilenet import mobilenet_v2, mobilenet_v2_tiny
-from kerasseg.models.resnet import (
-    resnet,
-    resnet18,
-    resnet34,
-    resnet50,
-    resnet101,
-    resnet152,
-    resnet_cifar,
-    resnet_tiny,
-    se_resnet50,
-    se_resnet101,
-    se_resnet152,
-    se_resnet_tiny,
-)
-from kerasseg.models.unet import unet, unet_backbone_tiny, unet_edge, unet_tiny
-from kerasseg.models.vgg import vgg, vgg16, vgg19, vgg_tiny
+import importlib
+import pkgutil
 
-__all__ = [
-    "AUX_LOSS_WEIGHTS",
-    "convolutionalize",
-    "create_model",
-    "deeplab_v1",
-    "deeplab_v1_tiny",
-    "deeplab_v2",
-    "deeplab_v2_tiny",
-    "deeplab_v3",
-    "deeplab_v3_plus",
-    "deeplab_v3_plus_tiny",
-    "deeplab_v3_tiny",
-    "densenet",
-    "densenet121",
-    "densenet169",
-    "densenet201",
-    "densenet_tiny",
-    "efficientnet",
-    "efficientnet_b0",
-    "efficientnet_b1",
-    "efficientnet_b2",
-    "efficientnet_b3",
-    "efficientnet_b4",
-    "efficientnet_b5",
-    "efficientnet_b6",
-    "efficientnet_b7",
-    "efficientnet_tiny",
-    "fcn",
-    "fcn8s",
-    "fcn8s_tiny",
-    "fcn16s",
-    "fcn32s",
-    "get_builder",
-    "googlenet",
-    "googlenet_inference",
-    "googlenet_tiny",
-    "hypercolumns",
-    "hypercolumns_tiny",
-    "list_models",
-    "mobilenet_v2",
-    "mobilenet_v2_tiny",
-    "model_task",
-    "register",
-    "resnet",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnet_cifar",
-    "resnet_tiny",
-    "se_resnet50",
-    "se_resnet101",
-    "se_resnet152",
-    "se_resnet_tiny",
-    "unet",
-    "unet_backbone_tiny",
-    "unet_edge",
-    "unet_tiny",
-    "vgg",
-    "vgg16",
-    "vgg19",
-    "vgg_tiny",
-]
+from kerasseg.models import classifiers, segmenters
+from kerasseg.models.registry import Encoder, create_model, get_builder, list_models, model_task, register
+
+
+def _import_families():
+    """{name: object} that the family modules export: their registered builders and their `__all__`."""
+    from kerasseg.models.registry import builders
+
+    exported = {}
+    for package in (classifiers, segmenters):
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                module = importlib.import_module(f"{package.__name__}.{info.name}")
+                exported.update({name: getattr(module, name) for name in getattr(module, "__all__", ())})
+    return {**exported, **builders()}
+
+
+_FAMILIES = _import_families()
+globals().update(_FAMILIES)
+__all__ = sorted(["Encoder", "create_model", "get_builder", "list_models", "model_task", "register", *_FAMILIES])

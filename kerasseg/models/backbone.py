@@ -53,7 +53,7 @@ def classifier_input(input_shape, input_tensor, weights, min_size):
     return inputs
 
 
-def check_head_args(weights, include_top, classes, pooling, output_stride=32):
+def check_classifier_args(weights, include_top, classes, pooling, output_stride=32):
     if weights == "imagenet" and include_top and classes != 1000:
         raise ValueError(
             "With weights='imagenet' and include_top=True, classes must be 1000 (the ImageNet "
@@ -137,22 +137,44 @@ def fetch_imagenet_weights(pretrained, include_top):
         ) from None
 
 
-def encoder_pyramid(inputs, backbone, weights=None, backbone_kwargs=None, edge=False, **options):
+def encoder_pyramid(inputs, backbone, weights=None, backbone_kwargs=None, edge=False, output_stride=32,
+                    multi_grid=None, levels=None):
     """The feature pyramid {"P1".."P5"} of registered classifier `backbone` applied to `inputs`.
 
     What every segmenter's encoder is: the classifier built with
-    features_only=True and any input size; `options` (output_stride,
-    multi_grid) and `backbone_kwargs` (e.g. {"alpha": 0.35}) go to its builder,
-    and so does edge=True where the builder has an edge variant (EfficientNet:
-    ReLU6 for swish; the other families are ReLU networks already).
+    features_only=True and any input size. What the backbone supports is read
+    from its declared `registry.Encoder` before anything is built, so a wrong
+    combination is one clear ValueError: `output_stride` must be one it
+    builds, `multi_grid` needs a backbone that takes it, `weights="imagenet"`
+    one with published weights, and `levels` (the pyramid keys the segmenter
+    reads) must exist. edge=True selects the backbone's edge variant where it
+    declares one (EfficientNet: ReLU6 for swish); the other families are ReLU
+    networks already. `backbone_kwargs` (e.g. {"alpha": 0.35}) go to its builder.
     """
-    import inspect
+    from kerasseg.models import registry
 
-    from kerasseg.models.registry import create_model, get_builder
-
-    if edge and "edge" in inspect.signature(get_builder(backbone)).parameters:
+    declared = registry.encoder(backbone)
+    if output_stride not in declared.output_strides:
+        raise ValueError(f"{backbone} builds output strides {declared.output_strides}. "
+                         f"Received: output_stride={output_stride!r}")
+    if multi_grid and not declared.multi_grid:
+        raise ValueError(
+            f"multi_grid applies to backbones that declare it (the ResNet family: "
+            f"{', '.join(n for n in registry.list_models(encoder=True) if registry.encoder(n).multi_grid)}); "
+            f"pass multi_grid=None with backbone={backbone!r}. Received: multi_grid={multi_grid}"
+        )
+    if weights == "imagenet" and not declared.pretrained:
+        raise ValueError(f"{backbone} has no published ImageNet weights; use backbone_weights=None or a path. "
+                         "Received: backbone_weights='imagenet'")
+    missing = [level for level in levels or () if level not in declared.channels]
+    if missing:
+        raise ValueError(f"levels must be among {tuple(declared.channels)}. Received: levels={tuple(levels)}")
+    options = dict(backbone_kwargs or {})
+    if multi_grid:
+        options["multi_grid"] = tuple(multi_grid)
+    if edge and declared.edge:
         options["edge"] = True
-
-    encoder = create_model(backbone, include_top=False, features_only=True, weights=weights,
-                           input_shape=(None, None, inputs.shape[-1]), **options, **(backbone_kwargs or {}))
+    encoder = registry.create_model(backbone, include_top=False, features_only=True, weights=weights,
+                                    output_stride=output_stride, input_shape=(None, None, inputs.shape[-1]),
+                                    **options)
     return encoder(inputs)

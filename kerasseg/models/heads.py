@@ -1,4 +1,4 @@
-"""What every segmenter ends with: float32 per-pixel logits (or probabilities)."""
+"""What every segmenter ends with: float32 per-pixel logits (or probabilities) at the input's size."""
 
 import keras
 from keras import layers
@@ -8,32 +8,35 @@ from kerasseg.layers import ResizeToMatch
 ACTIVATIONS = (None, "softmax", "sigmoid")
 
 
-def check_head_args(classes, activation):
+def check_segmenter_args(classes, activation):
+    """The checks every segmenter runs on its head's arguments before it builds anything."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}. Received: activation={activation!r}")
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}")
 
 
-def output_activation(x, activation=None, name="head"):
-    """Optional softmax / sigmoid over float32 logits (the last layer of every segmenter)."""
-    if activation:
-        x = layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)
-    return x
+def segmenter(inputs, x, classes, activation=None, *, name, edge=False, scores=False, resize=True,
+              head="head"):
+    """The segmentation model from `inputs` to the features `x`, ended by the one head every segmenter shares.
 
+    1. A 1x1 convolution to `classes` logits per pixel ("{head}_logits"),
+       unless `scores`: `x` already holds the class scores (DeepLab v2's
+       summed ASPP branches, FCN's fused score maps).
+    2. Bilinear resizing to the input's size ("logits"), unless `resize` is
+       False: U-Net's decoder ends at the input's size already, or, with
+       valid padding, deliberately smaller (the paper's 388 for 572).
+    3. The optional softmax or sigmoid ("head_softmax" / "head_sigmoid").
 
-def segmentation_head(x, classes, activation=None, name="head"):
-    """1x1 convolution to `classes` per-pixel logits, always in float32.
-
-    Under mixed precision the body runs in (b)float16, but logits and the loss
-    stay float32: softmax and cross-entropy lose too much precision otherwise.
+    All three in float32: under mixed precision the body runs in (b)float16,
+    but logits and the loss stay float32, since softmax and cross-entropy
+    lose too much precision otherwise.
     """
-    check_head_args(classes, activation)
-    x = layers.Conv2D(classes, 1, dtype="float32", name=f"{name}_logits")(x)
-    return output_activation(x, activation, name)
-
-
-def segmentation_model(inputs, logits, activation=None, name=None, edge=False):
-    """The segmenter: `logits` resized (bilinear, float32) to the input's size, then the activation."""
-    logits = ResizeToMatch(edge=edge, dtype="float32", name="logits")(logits, inputs)
-    return keras.Model(inputs, output_activation(logits, activation), name=name)
+    check_segmenter_args(classes, activation)
+    if not scores:
+        x = layers.Conv2D(classes, 1, dtype="float32", name=f"{head}_logits")(x)
+    if resize:
+        x = ResizeToMatch(edge=edge, dtype="float32", name="logits")(x, inputs)
+    if activation:
+        x = layers.Activation(activation, dtype="float32", name=f"head_{activation}")(x)
+    return keras.Model(inputs, x, name=name)

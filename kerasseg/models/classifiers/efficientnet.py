@@ -21,7 +21,7 @@ from keras import layers
 
 from kerasseg.layers import squeeze_excite
 from kerasseg.models import backbone
-from kerasseg.models.registry import register
+from kerasseg.models.registry import Encoder, register
 
 # (kernel, repeats, filters_in, filters_out, expand_ratio, stride), Table 1 of the paper; SE ratio 0.25
 BLOCKS = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2), (3, 3, 40, 80, 6, 2),
@@ -90,7 +90,7 @@ def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None
     activation = "relu6" if edge else "swish"
     standard = (width, depth) == (default_width, default_depth) and blocks == BLOCKS and not edge
     name = name or f"efficientnet{variant}"
-    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
     plan = backbone.stage_strides(output_stride)
 
@@ -143,28 +143,72 @@ def _fix_imagenet_variance(model):
     return model
 
 
-def _register(variant):
-    def build(**kwargs):
-        return efficientnet(**{"variant": variant, **kwargs})
-
-    w, d, r, _ = VARIANTS[variant]
-    build.__wrapped__ = efficientnet  # its signature (edge=, ...) for inspect
-    build.__name__ = f"efficientnet_{variant}"
-    build.__doc__ = f"EfficientNet-{variant.upper()}: width x{w}, depth x{d}, trained at {r}x{r}."
-    return register("classification")(build)
+__all__ = ["efficientnet"]
 
 
-efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3 = (_register(v) for v in ("b0", "b1", "b2", "b3"))
-efficientnet_b4, efficientnet_b5, efficientnet_b6, efficientnet_b7 = (_register(v) for v in ("b4", "b5", "b6", "b7"))
+def _encoder(variant, blocks=BLOCKS, width=None, pretrained=True):
+    """P1..P4 the input of each stride-2 stage, P5 the top 1x1 convolution (round_filters(1280))."""
+    width = width or VARIANTS[variant][0]
+    levels = [f_out for (*_, f_out, _, _), (*_, stride) in zip(blocks, blocks[1:]) if stride == 2]
+    channels = {f"P{i}": round_filters(f, width) for i, f in enumerate(levels, start=1)}
+    return Encoder({**channels, "P5": round_filters(1280, width)}, edge=True,
+                   pretrained=_pretrained(variant) if pretrained else None)
 
 
-@register("classification", tiny=True)
+@register("classification", encoder=_encoder("b0"))
+def efficientnet_b0(**kwargs):
+    """EfficientNet-B0: the searched baseline, 5.3M parameters, trained at 224x224."""
+    return efficientnet(**{"variant": "b0", **kwargs})
+
+
+@register("classification", encoder=_encoder("b1"))
+def efficientnet_b1(**kwargs):
+    """EfficientNet-B1: depth x1.1, trained at 240x240."""
+    return efficientnet(**{"variant": "b1", **kwargs})
+
+
+@register("classification", encoder=_encoder("b2"))
+def efficientnet_b2(**kwargs):
+    """EfficientNet-B2: width x1.1, depth x1.2, trained at 260x260."""
+    return efficientnet(**{"variant": "b2", **kwargs})
+
+
+@register("classification", encoder=_encoder("b3"))
+def efficientnet_b3(**kwargs):
+    """EfficientNet-B3: width x1.2, depth x1.4, trained at 300x300."""
+    return efficientnet(**{"variant": "b3", **kwargs})
+
+
+@register("classification", encoder=_encoder("b4"))
+def efficientnet_b4(**kwargs):
+    """EfficientNet-B4: width x1.4, depth x1.8, trained at 380x380."""
+    return efficientnet(**{"variant": "b4", **kwargs})
+
+
+@register("classification", encoder=_encoder("b5"))
+def efficientnet_b5(**kwargs):
+    """EfficientNet-B5: width x1.6, depth x2.2, trained at 456x456."""
+    return efficientnet(**{"variant": "b5", **kwargs})
+
+
+@register("classification", encoder=_encoder("b6"))
+def efficientnet_b6(**kwargs):
+    """EfficientNet-B6: width x1.8, depth x2.6, trained at 528x528."""
+    return efficientnet(**{"variant": "b6", **kwargs})
+
+
+@register("classification", encoder=_encoder("b7"))
+def efficientnet_b7(**kwargs):
+    """EfficientNet-B7: width x2.0, depth x3.1, trained at 600x600."""
+    return efficientnet(**{"variant": "b7", **kwargs})
+
+
+_TINY_BLOCKS = ((3, 1, 8, 8, 1, 1), (3, 1, 8, 8, 2, 2), (5, 1, 8, 16, 2, 2), (3, 1, 16, 16, 2, 2),
+                (5, 1, 16, 24, 2, 1), (5, 1, 24, 32, 2, 2), (3, 1, 32, 32, 2, 1))
+
+
+@register("classification", tiny=True, encoder=_encoder("b0", _TINY_BLOCKS, 0.25, pretrained=False))
 def efficientnet_tiny(**kwargs):
     """A tiny EfficientNet (one narrow MBConv per stage) for tests."""
-    blocks = ((3, 1, 8, 8, 1, 1), (3, 1, 8, 8, 2, 2), (5, 1, 8, 16, 2, 2), (3, 1, 16, 16, 2, 2),
-              (5, 1, 16, 24, 2, 1), (5, 1, 24, 32, 2, 2), (3, 1, 32, 32, 2, 1))
-    config = dict(variant="b0", blocks=blocks, width=0.25, depth=1.0, name="efficientnet_tiny")
+    config = dict(variant="b0", blocks=_TINY_BLOCKS, width=0.25, depth=1.0, name="efficientnet_tiny")
     return efficientnet(**{**config, **kwargs})
-
-
-efficientnet_tiny.__wrapped__ = efficientnet

@@ -17,7 +17,7 @@ from keras import layers
 
 from kerasseg.layers import PixelNormalization
 from kerasseg.models import backbone
-from kerasseg.models.registry import register
+from kerasseg.models.registry import Encoder, register
 
 BLOCKS = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
@@ -68,7 +68,7 @@ def densenet(depth=121, include_top=True, weights=None, input_tensor=None, input
     standard = blocks is None and growth_rate == 32 and stem_filters == 64
     blocks = blocks or BLOCKS[depth]
     name = name or f"densenet{depth}"
-    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
     plan = backbone.stage_strides(output_stride)
 
@@ -96,25 +96,38 @@ def densenet(depth=121, include_top=True, weights=None, input_tensor=None, input
                                  include_top and not features_only)
 
 
-@register("classification")
+__all__ = ["densenet"]
+
+
+def _encoder(depth, blocks=None, growth_rate=32, stem_filters=64):
+    """P1 the stem; P2..P4 each dense block's output before its transition halves it; P5 the last block."""
+    channels, width = {"P1": stem_filters}, stem_filters
+    for stage, count in enumerate(blocks or BLOCKS[depth], start=2):
+        width += count * growth_rate
+        channels[f"P{stage}"] = width
+        width //= 2
+    return Encoder(channels, pretrained=None if blocks else _pretrained(depth))
+
+
+@register("classification", encoder=_encoder(121))
 def densenet121(**kwargs):
     """DenseNet-121: blocks (6, 12, 24, 16), growth 32, 8.1M parameters."""
     return densenet(**{"depth": 121, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(169))
 def densenet169(**kwargs):
     """DenseNet-169: blocks (6, 12, 32, 32), 14.3M parameters."""
     return densenet(**{"depth": 169, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(201))
 def densenet201(**kwargs):
     """DenseNet-201: blocks (6, 12, 48, 32), 20.2M parameters."""
     return densenet(**{"depth": 201, **kwargs})
 
 
-@register("classification", tiny=True)
+@register("classification", tiny=True, encoder=_encoder(121, (1, 1, 1, 1), 4, 8))
 def densenet_tiny(**kwargs):
     """A tiny DenseNet (one layer per block, growth 4) for tests."""
     config = dict(depth=121, blocks=(1, 1, 1, 1), growth_rate=4, stem_filters=8, name="densenet_tiny")

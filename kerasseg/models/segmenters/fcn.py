@@ -19,8 +19,8 @@ import numpy as np
 from keras import layers, ops
 
 from kerasseg.layers import ResizeToMatch, image_input
-from kerasseg.models import heads
 from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.heads import check_segmenter_args, segmenter
 from kerasseg.models.registry import create_model, register
 
 
@@ -71,9 +71,10 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
     """
     if stride not in (8, 16, 32):
         raise ValueError(f"stride must be 8, 16 or 32. Received: stride={stride!r}")
-    heads.check_head_args(classes, activation)
+    check_segmenter_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge,
+                               levels=("P3", "P4", "P5"))
 
     x = features["P5"]
     if fc_units:
@@ -90,7 +91,7 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
         up = ResizeToMatch(edge=edge, name=f"upscore_to_pool{key[1]}_resize")(up, skip)
         score = layers.Add(name=f"fuse_pool{key[1]}")([up, skip])
     logits = _upsample(score, classes, stride, name=f"upscore{stride}", dtype="float32")
-    model = heads.segmentation_model(inputs, logits, activation, name or f"fcn{stride}s", edge=edge)
+    model = segmenter(inputs, logits, classes, activation, name=name or f"fcn{stride}s", edge=edge, scores=True)
     if backbone_weights == "imagenet" and fc_units:
         _init_fc_from_classifier(model, backbone, fc_kernel)
     return model
@@ -144,6 +145,9 @@ def convolutionalize(model, keep_top=True):
         x = conv(x)
         conv.set_weights([kernel.reshape(*size, -1, layer.units), *bias])
     return keras.Model(body_any_size.inputs, x, name=f"{model.name}_convolutional")
+
+
+__all__ = ["BilinearUpsampling", "convolutionalize", "fcn"]
 
 
 @register("segmentation")

@@ -11,11 +11,11 @@ at the end decides every pixel from both "what" (deep) and "where" (shallow).
 Pixels in [0, 255] in, per-pixel float32 logits out at the input's size.
 """
 
-from keras import Model, layers
+from keras import layers
 
 from kerasseg.layers import CenterCropToMatch, ResizeToMatch, Upsample, conv_bn_act, image_input, scale_pixels
-from kerasseg.models.heads import segmentation_head
 from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.heads import check_segmenter_args, segmenter
 from kerasseg.models.registry import register
 
 UPSAMPLING = ("transpose", "bilinear")
@@ -77,7 +77,7 @@ def _upsample(x, filters, mode, batch_norm, edge, name):
 def _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs, decoder_filters, activation, edge,
                    name):
     """Encoder-decoder U-Net on a classifier's pyramid: P5 is upsampled through P4..P1 to the input."""
-    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge)
     x = features["P5"]
     skips = [features[f"P{level}"] for level in (4, 3, 2, 1)] + [None]
     for stage, (skip, filters) in enumerate(zip(skips, decoder_filters), start=1):
@@ -86,7 +86,7 @@ def _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs,
         if skip is not None:
             x = layers.Concatenate(name=f"decoder_stage{stage}_concat")([x, skip])
         x = _double_conv(x, filters, "same", True, f"decoder_stage{stage}")
-    return Model(inputs, segmentation_head(x, classes, activation), name=name)
+    return segmenter(inputs, x, classes, activation, name=name, edge=edge, resize=False)
 
 
 @register("segmentation")
@@ -120,6 +120,7 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
         >>> model(np.zeros((1, 97, 131, 3))).shape
         TensorShape([1, 97, 131, 4])
     """
+    check_segmenter_args(classes, activation)
     if upsampling not in UPSAMPLING:
         raise ValueError(f"upsampling must be one of {UPSAMPLING}. Received: upsampling={upsampling!r}")
     if padding not in PADDING:
@@ -155,8 +156,7 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
         x = layers.Concatenate(name=f"{stage}_concat")([skip, x])
         x = _double_conv(x, base_filters * 2**level, padding, batch_norm, stage)
 
-    outputs = segmentation_head(x, classes, activation)
-    return Model(inputs, outputs, name=name)
+    return segmenter(inputs, x, classes, activation, name=name, edge=edge, resize=False)
 
 
 @register("segmentation")

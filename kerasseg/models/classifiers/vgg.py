@@ -15,7 +15,7 @@ from keras import layers
 
 from kerasseg.layers import PixelNormalization
 from kerasseg.models import backbone
-from kerasseg.models.registry import register
+from kerasseg.models.registry import Encoder, register
 
 CONFIGS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
@@ -51,7 +51,7 @@ def vgg(depth=16, include_top=True, weights=None, input_tensor=None, input_shape
         raise ValueError(f"depth must be one of {tuple(CONFIGS)}. Received: depth={depth!r}")
     convs = convs or CONFIGS[depth]
     name = name or f"vgg{depth}"
-    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     if include_top and input_shape is None and input_tensor is None:
         input_shape = (224, 224, 3)  # the fully connected top fixes the input size
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
@@ -92,19 +92,27 @@ def vgg(depth=16, include_top=True, weights=None, input_tensor=None, input_shape
                                  include_top and not features_only)
 
 
-@register("classification")
+__all__ = ["vgg"]
+
+
+def _encoder(widths=(64, 128, 256, 512, 512), depth=None):
+    """P1..P5 are block1_pool..block5_pool: each block's width."""
+    return Encoder(dict(zip(("P1", "P2", "P3", "P4", "P5"), widths)), pretrained=PRETRAINED.get(depth))
+
+
+@register("classification", encoder=_encoder(depth=16))
 def vgg16(**kwargs):
     """VGG-16: 13 convolutions + 3 fully connected layers, 138.4M parameters."""
     return vgg(**{"depth": 16, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(depth=19))
 def vgg19(**kwargs):
     """VGG-19: 16 convolutions + 3 fully connected layers, 143.7M parameters."""
     return vgg(**{"depth": 19, **kwargs})
 
 
-@register("classification", tiny=True)
+@register("classification", tiny=True, encoder=_encoder((4, 8, 16, 32, 32)))
 def vgg_tiny(**kwargs):
     """A tiny VGG (one conv per block, 4..32 channels, fc 32) for tests."""
     config = dict(depth=16, widths=(4, 8, 16, 32, 32), convs=(1, 1, 1, 1, 1), fc_units=32, name="vgg_tiny",

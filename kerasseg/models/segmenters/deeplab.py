@@ -22,30 +22,11 @@ the receptive field, and the pretrained weights, it was trained with.
 from keras import layers
 
 from kerasseg.layers import ResizeToMatch, aspp, conv_bn_act, image_input
-from kerasseg.models import heads
 from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.heads import check_segmenter_args, segmenter
 from kerasseg.models.registry import register
 
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
-
-
-def _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, edge, multi_grid=None):
-    extra = {"multi_grid": tuple(multi_grid)} if multi_grid else {}
-    try:
-        return encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge,
-                               output_stride=output_stride, **extra)
-    except TypeError as error:
-        if "multi_grid" not in str(error):
-            raise
-        raise ValueError(
-            f"multi_grid applies to ResNet-family backbones; pass multi_grid=None with backbone={backbone!r}. "
-            f"Received: multi_grid={multi_grid}"
-        ) from None
-
-
-def _logits(x, inputs, classes, activation, edge, name):
-    logits = heads.segmentation_head(x, classes, name="head")
-    return heads.segmentation_model(inputs, logits, activation, name, edge=edge)
 
 
 def separable_conv_bn_act(x, filters, name):
@@ -60,26 +41,26 @@ def deeplab_v1(classes=21, backbone="vgg16", backbone_weights=None, input_shape=
                fc_units=1024, fc6_rate=12, dropout=0.5, activation=None, backbone_kwargs=None, edge=False,
                name="deeplab_v1"):
     """DeepLab-LargeFOV: atrous backbone at stride 8, fc6 3x3 dilated 12, fc7 1x1, scores, bilinear upsampling."""
-    heads.check_head_args(classes, activation)
+    check_segmenter_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8, edge)["P5"]
+    x = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge, output_stride=8)["P5"]
     x = layers.Conv2D(fc_units, 3, dilation_rate=fc6_rate, padding="same", activation="relu", name="fc6")(x)
     x = layers.Dropout(dropout, name="drop6")(x)
     x = layers.Conv2D(fc_units, 1, activation="relu", name="fc7")(x)
     x = layers.Dropout(dropout, name="drop7")(x)
-    return _logits(x, inputs, classes, activation, edge, name)
+    return segmenter(inputs, x, classes, activation, name=name, edge=edge)
 
 
 def deeplab_v2(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
                rates=(6, 12, 18, 24), activation=None, backbone_kwargs=None, edge=False, name="deeplab_v2"):
     """DeepLab v2: ASPP of parallel 3x3 atrous class-score branches, summed, on a stride-8 backbone."""
-    heads.check_head_args(classes, activation)
+    check_segmenter_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, 8, edge)["P5"]
+    x = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge, output_stride=8)["P5"]
     scores = [layers.Conv2D(classes, 3, dilation_rate=rate, padding="same", name=f"aspp_rate{rate}")(x)
               for rate in rates]
     x = layers.Add(name="aspp_sum")(scores) if len(scores) > 1 else scores[0]
-    return heads.segmentation_model(inputs, x, activation, name, edge=edge)
+    return segmenter(inputs, x, classes, activation, name=name, edge=edge, scores=True)
 
 
 def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
@@ -93,13 +74,14 @@ def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_sh
     513x513 crops); on small images scale them with the feature map, since a
     rate far beyond the map only sees padding.
     """
-    heads.check_head_args(classes, activation)
+    check_segmenter_args(classes, activation)
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
-    x = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, edge, multi_grid)["P5"]
+    x = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge, output_stride=output_stride,
+                        multi_grid=multi_grid)["P5"]
     x = aspp(x, aspp_filters, aspp_rates or ASPP_RATES[output_stride], edge=edge)
-    return _logits(x, inputs, classes, activation, edge, name)
+    return segmenter(inputs, x, classes, activation, name=name, edge=edge)
 
 
 def deeplab_v3_plus(classes=21, backbone="resnet101", backbone_weights=None, input_shape=None, input_tensor=None,
@@ -107,18 +89,19 @@ def deeplab_v3_plus(classes=21, backbone="resnet101", backbone_weights=None, inp
                     decoder_filters=256, activation=None, backbone_kwargs=None, edge=False, name="deeplab_v3_plus"):
     """DeepLab v3+: the v3 encoder, then a decoder fusing P2 (projected to 48 channels) through
     two 3x3 depthwise-separable convolutions."""
-    heads.check_head_args(classes, activation)
+    check_segmenter_args(classes, activation)
     if output_stride not in ASPP_RATES:
         raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
-    features = _encoder(inputs, backbone, backbone_weights, backbone_kwargs, output_stride, edge, multi_grid)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge, output_stride=output_stride,
+                               multi_grid=multi_grid, levels=("P2", "P5"))
     x = aspp(features["P5"], aspp_filters, aspp_rates or ASPP_RATES[output_stride], edge=edge)
     low = conv_bn_act(features["P2"], low_level_filters, 1, name="decoder_low_level")
     x = ResizeToMatch(edge=edge, name="decoder_upsample")(x, low)
     x = layers.Concatenate(name="decoder_concat")([x, low])
     x = separable_conv_bn_act(x, decoder_filters, name="decoder_conv1")
     x = separable_conv_bn_act(x, decoder_filters, name="decoder_conv2")
-    return _logits(x, inputs, classes, activation, edge, name)
+    return segmenter(inputs, x, classes, activation, name=name, edge=edge)
 
 
 for _builder in (deeplab_v1, deeplab_v2, deeplab_v3, deeplab_v3_plus):

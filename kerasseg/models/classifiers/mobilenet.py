@@ -16,7 +16,7 @@ from keras import layers
 
 from kerasseg.layers import PixelNormalization
 from kerasseg.models import backbone
-from kerasseg.models.registry import register
+from kerasseg.models.registry import Encoder, register
 
 # (expansion, filters, repeats, first stride) per stage, Table 2 of the paper
 BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -70,7 +70,7 @@ def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
     weights (at 0.999 they average over ~1000 steps and validation suffers).
     """
     bn = dict(epsilon=_BN_EPSILON, momentum=bn_momentum)
-    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     if weights == "imagenet" and alpha not in ALPHAS:
         raise ValueError(f"ImageNet weights exist for alpha in {ALPHAS}. Received: alpha={alpha}")
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
@@ -104,12 +104,20 @@ def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
                                  include_top and not features_only)
 
 
-register("classification")(mobilenet_v2)
+def _encoder(blocks=BLOCKS, last_filters=1280, pretrained=None):
+    """P1..P4 the input of each stride-2 stage (alpha 1.0), P5 the last 1x1 convolution."""
+    levels = [filters for (_, filters, _, stride), (_, _, _, next_stride) in zip(blocks, blocks[1:])
+              if next_stride == 2]
+    channels = {f"P{i}": make_divisible(filters) for i, filters in enumerate(levels, start=1)}
+    return Encoder({**channels, "P5": last_filters}, pretrained=pretrained)
 
 
-@register("classification", tiny=True)
+register("classification", encoder=_encoder(pretrained={alpha: _pretrained(alpha) for alpha in ALPHAS}))(mobilenet_v2)
+_TINY_BLOCKS = ((1, 8, 1, 1), (2, 8, 1, 2), (2, 8, 1, 2), (2, 16, 1, 2), (2, 16, 1, 1), (2, 32, 1, 2), (2, 32, 1, 1))
+
+
+@register("classification", tiny=True, encoder=_encoder(_TINY_BLOCKS, 64))
 def mobilenet_v2_tiny(**kwargs):
     """A tiny MobileNetV2 (one block per stage, expansion 2) for tests."""
-    blocks = ((1, 8, 1, 1), (2, 8, 1, 2), (2, 8, 1, 2), (2, 16, 1, 2), (2, 16, 1, 1), (2, 32, 1, 2), (2, 32, 1, 1))
-    config = dict(alpha=1.0, blocks=blocks, last_filters=64, name="mobilenet_v2_tiny")
+    config = dict(alpha=1.0, blocks=_TINY_BLOCKS, last_filters=64, name="mobilenet_v2_tiny")
     return mobilenet_v2(**{**config, **kwargs})

@@ -22,7 +22,7 @@ from keras import layers
 
 from kerasseg.layers import PixelNormalization, conv_bn_act, inception_module
 from kerasseg.models import backbone
-from kerasseg.models.registry import register
+from kerasseg.models.registry import Encoder, register
 
 # Table 1: #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
 MODULES = {
@@ -65,7 +65,7 @@ def googlenet(include_top=True, weights=None, input_tensor=None, input_shape=Non
             "keras.applications publishes no GoogLeNet weights; use weights=None or the path to a weights "
             "file saved from this model. Received: weights='imagenet'"
         )
-    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     if aux_logits and (not include_top or features_only):
         raise ValueError("aux_logits=True needs include_top=True and features_only=False. Received: aux_logits=True")
     if aux_logits and input_shape is None and input_tensor is None:
@@ -120,12 +120,19 @@ def googlenet_inference(model):
     return keras.Model(model.inputs, main, name=model.name)
 
 
-register("classification")(googlenet)
+def _encoder(modules=MODULES, stem=(64, 64, 192)):
+    """P1 conv1, P2 conv2, P3..P5 the last inception module of each stage (3b, 4e, 5b): its four branches."""
+    width = {key: c1 + c3 + c5 + pp for key, (c1, _, c3, _, c5, pp) in modules.items()}
+    return Encoder({"P1": stem[0], "P2": stem[2], "P3": width["3b"], "P4": width["4e"], "P5": width["5b"]})
 
 
-@register("classification", tiny=True)
+__all__ = ["AUX_LOSS_WEIGHTS", "googlenet_inference"]
+register("classification", encoder=_encoder())(googlenet)
+_TINY_MODULES = {k: (4, 4, 8, 4, 4, 4) for k in MODULES}
+
+
+@register("classification", tiny=True, encoder=_encoder(_TINY_MODULES, (8, 8, 16)))
 def googlenet_tiny(**kwargs):
     """A tiny GoogLeNet (every module 4..8 channels per branch, batch norm) for tests."""
-    modules = {k: (4, 4, 8, 4, 4, 4) for k in MODULES}
-    config = dict(modules=modules, stem=(8, 8, 16), aux_fc_units=16, batch_norm=True, name="googlenet_tiny")
+    config = dict(modules=_TINY_MODULES, stem=(8, 8, 16), aux_fc_units=16, batch_norm=True, name="googlenet_tiny")
     return googlenet(**{**config, **kwargs})

@@ -11,8 +11,8 @@ every position, whose scores are upsampled to the input.
 from keras import layers
 
 from kerasseg.layers import ResizeToMatch, conv_bn_act, image_input
-from kerasseg.models import heads
 from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.heads import check_segmenter_args, segmenter
 from kerasseg.models.registry import register
 
 
@@ -27,17 +27,16 @@ def hypercolumns(classes=21, backbone="vgg16", backbone_weights=None, levels=("P
         hidden: width of the per-pixel classifier's hidden 1x1 layer.
         edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (README, "Edge TPU").
     """
-    heads.check_head_args(classes, activation)
-    if not levels or any(level not in ("P1", "P2", "P3", "P4", "P5") for level in levels):
+    check_segmenter_args(classes, activation)
+    if not levels:
         raise ValueError(f"levels must be a non-empty subset of P1..P5. Received: levels={levels!r}")
     inputs = image_input(input_shape, input_tensor)
-    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge=edge)
+    features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge, levels=levels)
     finest = features[min(levels, key=lambda key: int(key[1]))]
     columns = [ResizeToMatch(edge=edge, name=f"hypercolumn_{key}_resize")(features[key], finest) for key in levels]
     x = layers.Concatenate(name="hypercolumn")(columns) if len(columns) > 1 else columns[0]
     x = conv_bn_act(x, hidden, 1, name="classifier_hidden")
-    x = heads.segmentation_head(x, classes, name="classifier")
-    return heads.segmentation_model(inputs, x, activation, name, edge=edge)
+    return segmenter(inputs, x, classes, activation, name=name, edge=edge, head="classifier")
 
 
 register("segmentation")(hypercolumns)

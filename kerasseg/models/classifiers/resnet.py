@@ -25,7 +25,7 @@ from keras import layers
 
 from kerasseg.layers import PixelNormalization, ZeroPadShortcut, conv_bn_act, squeeze_excite
 from kerasseg.models import backbone
-from kerasseg.models.registry import register
+from kerasseg.models.registry import Encoder, register
 
 _BN_EPSILON = 1.001e-5  # keras.applications' value
 BLOCKS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
@@ -111,7 +111,7 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
     blocks = blocks or default_blocks
     use_bias = (kind == "bottleneck") if use_bias is None else use_bias
     name = name or f"{'se_' if attention else ''}{'plain' if not shortcut else 'resnet'}{depth}"
-    backbone.check_head_args(weights, include_top, classes, pooling, output_stride)
+    backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     standard = shortcut and not attention and blocks == default_blocks and tuple(widths) == (64, 128, 256, 512)
     pretrained = PRETRAINED.get(f"resnet{depth}") if standard else None
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
@@ -139,6 +139,16 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
     return backbone.load_weights(model, weights, pretrained, include_top and not features_only)
 
 
+__all__ = ["resnet", "residual_block"]
+
+
+def _encoder(depth, widths=(64, 128, 256, 512), stem_filters=64, pretrained=True):
+    """P1 is the stem (conv1), P2..P5 each stage's last block; multi-grid in the last stage."""
+    scale = 4 if BLOCKS[depth][0] == "bottleneck" else 1
+    channels = {"P1": stem_filters, **{f"P{i}": scale * w for i, w in enumerate(widths, start=2)}}
+    return Encoder(channels, multi_grid=True, pretrained=PRETRAINED.get(f"resnet{depth}") if pretrained else None)
+
+
 @register("classification")
 def resnet_cifar(depth=20, classes=10, input_shape=(32, 32, 3), input_tensor=None, weights=None, include_top=True,
                  pooling=None, classifier_activation="softmax", shortcut=True, name=None):
@@ -157,7 +167,7 @@ def resnet_cifar(depth=20, classes=10, input_shape=(32, 32, 3), input_tensor=Non
         raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110). Received: depth={depth!r}")
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS}. Received: shortcut={shortcut!r}")
-    backbone.check_head_args(weights, include_top, classes, pooling)
+    backbone.check_classifier_args(weights, include_top, classes, pooling)
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=8)
     x = PixelNormalization("unit", name="preprocess")(inputs)
     x = _conv_bn(x, 16, 3, 1, 1, False, "conv1")
@@ -171,62 +181,62 @@ def resnet_cifar(depth=20, classes=10, input_shape=(32, 32, 3), input_tensor=Non
     return backbone.load_weights(model, weights)
 
 
-@register("classification")
+@register("classification", encoder=_encoder(18))
 def resnet18(**kwargs):
     """ResNet-18: basic blocks (2, 2, 2, 2), 11.7M parameters."""
     return resnet(**{"depth": 18, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(34))
 def resnet34(**kwargs):
     """ResNet-34: basic blocks (3, 4, 6, 3), 21.8M parameters."""
     return resnet(**{"depth": 34, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(50))
 def resnet50(**kwargs):
     """ResNet-50: bottleneck blocks (3, 4, 6, 3), 25.6M parameters; keras.applications weights."""
     return resnet(**{"depth": 50, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(101))
 def resnet101(**kwargs):
     """ResNet-101: bottleneck blocks (3, 4, 23, 3), 44.7M parameters; keras.applications weights."""
     return resnet(**{"depth": 101, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(152))
 def resnet152(**kwargs):
     """ResNet-152: bottleneck blocks (3, 8, 36, 3), 60.4M parameters; keras.applications weights."""
     return resnet(**{"depth": 152, **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(50, pretrained=False))
 def se_resnet50(**kwargs):
     """SE-ResNet-50: ResNet-50 with squeeze-and-excitation (reduction 16) in every block."""
     return resnet(**{"depth": 50, "attention": "se", **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(101, pretrained=False))
 def se_resnet101(**kwargs):
     """SE-ResNet-101."""
     return resnet(**{"depth": 101, "attention": "se", **kwargs})
 
 
-@register("classification")
+@register("classification", encoder=_encoder(152, pretrained=False))
 def se_resnet152(**kwargs):
     """SE-ResNet-152."""
     return resnet(**{"depth": 152, "attention": "se", **kwargs})
 
 
-@register("classification", tiny=True)
+@register("classification", tiny=True, encoder=_encoder(50, (4, 8, 16, 32), 8, pretrained=False))
 def resnet_tiny(**kwargs):
     """A tiny bottleneck ResNet (one block per stage, 4..32 channels) for tests."""
     config = dict(depth=50, blocks=(1, 1, 1, 1), widths=(4, 8, 16, 32), stem_filters=8, name="resnet_tiny")
     return resnet(**{**config, **kwargs})
 
 
-@register("classification", tiny=True)
+@register("classification", tiny=True, encoder=_encoder(50, (4, 8, 16, 32), 8, pretrained=False))
 def se_resnet_tiny(**kwargs):
     """A tiny SE-ResNet for tests."""
     config = dict(depth=50, blocks=(1, 1, 1, 1), widths=(4, 8, 16, 32), stem_filters=8, attention="se",

@@ -1,0 +1,1 @@
+"""Classifier families; each module registers its builders (see kerasseg.models)."""

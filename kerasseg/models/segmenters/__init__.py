@@ -1,0 +1,1 @@
+"""Segmenter families; each module registers its builders (see kerasseg.models)."""

@@ -1,0 +1,145 @@
+"""The package's shape: imports flow one way, and a new family is one new file."""
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+
+from conftest import ROOT
+
+PACKAGES = ("kerasseg", "export")
+
+
+def _modules(root):
+    found = {}
+    for package in PACKAGES:
+        for directory, _, names in os.walk(os.path.join(root, package)):
+            for file_name in names:
+                if file_name.endswith(".py"):
+                    path = os.path.join(directory, file_name)
+                    found[os.path.relpath(path, root)[:-3].replace(os.sep, ".").removesuffix(".__init__")] = path
+    return found
+
+
+def import_graph(root=ROOT):
+    """{module: modules of kerasseg / export it imports}, lazy imports inside functions included."""
+    modules, graph = _modules(root), {}
+    for name, path in modules.items():
+        package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names if alias.name in modules)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    deps.add(full if full in modules else base)
+        graph[name] = (deps & set(modules)) - {name}
+    return graph
+
+
+def cycles(graph):
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle_in_kerasseg_or_export():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_check_finds_a_cycle():
+    graph = {"export.common": {"export.agreement"}, "export.agreement": {"export.tflite"},
+             "export.tflite": {"export.common"}, "kerasseg.cli": set()}
+    assert cycles(graph) == [["export.agreement", "export.common", "export.tflite"]]
+
+
+def test_export_is_layered_runtimes_report_pipeline_formats():
+    graph = import_graph()
+    order = ["export.runtimes", "export.report", "export.pipeline", "export.edgetpu", "export.tflite",
+             "export.onnx", "export.android", "export.agreement"]
+    for i, module in enumerate(order):
+        upward = {dep for dep in graph[module] if dep in order[i + 1:]}
+        assert not upward, f"{module} imports {upward}, a layer above it"
+
+
+NEW_CLASSIFIER = '''
+from keras import layers
+
+from kerasseg.layers import PixelNormalization, image_input
+from kerasseg.models import backbone
+from kerasseg.models.registry import Encoder, register
+
+
+@register("classification", encoder=Encoder({"P1": 4, "P2": 4, "P3": 4, "P4": 4, "P5": 8}))
+def toy_net(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=10,
+            classifier_activation="softmax", features_only=False, output_stride=32, name="toy_net"):
+    inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
+    x, pyramid = PixelNormalization("unit")(inputs), {}
+    for level, (stride, dilation) in enumerate(backbone.stage_strides(output_stride), start=1):
+        x = layers.Conv2D(8 if level == 5 else 4, 3, strides=stride, dilation_rate=dilation, padding="same",
+                          activation="relu")(x)
+        pyramid[f"P{level}"] = x
+    return backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
+                           classifier_activation=classifier_activation, features_only=features_only, name=name)
+'''
+
+NEW_SEGMENTER = '''
+from kerasseg.layers import image_input
+from kerasseg.models.backbone import encoder_pyramid
+from kerasseg.models.heads import segmenter
+from kerasseg.models.registry import register
+
+
+@register("segmentation")
+def toy_segmenter(classes=3, backbone="toy_net", input_shape=None, activation=None, name="toy_segmenter"):
+    inputs = image_input(input_shape)
+    return segmenter(inputs, encoder_pyramid(inputs, backbone)["P3"], classes, activation, name=name)
+'''
+
+
+def test_a_new_classifier_and_a_new_segmenter_are_one_file_each(tmp_path):
+    """In a copy of the package: drop the two files in, edit nothing else, and both are built by name."""
+    shutil.copytree(os.path.join(ROOT, "kerasseg"), tmp_path / "kerasseg",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "kerasseg" / "models" / "classifiers" / "toy.py").write_text(NEW_CLASSIFIER)
+    (tmp_path / "kerasseg" / "models" / "segmenters" / "toy_head.py").write_text(NEW_SEGMENTER)
+    script = (
+        "import numpy as np\n"
+        "from kerasseg import models\n"
+        "assert 'toy_net' in models.list_models(encoder=True) and 'toy_net' in models.__all__\n"
+        "model = models.toy_segmenter(classes=5)\n"
+        "print(models.toy_net().output_shape, model(np.zeros((1, 40, 56, 3), 'float32')).shape)\n"
+        "print(models.deeplab_v3_plus(backbone='toy_net', classes=2, aspp_filters=8).output_shape)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["(None,", "10)", "(1,", "40,", "56,", "5)", "(None,", "None,", "None,", "2)"]
