@@ -212,10 +212,7 @@ def export(model_path, output_dir, *, data=DataOptions()):
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(prog="python -m export.android", description=__doc__,
-                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="the trained Keras model (.keras)")
-    parser.add_argument("--output", required=True, help="the directory to write the bundle into")
+    parser = pipeline.exporter_parser("python -m export.android", __doc__, "the directory to write the bundle into")
     pipeline.add_arguments(parser)
     args = parser.parse_args(argv)
     report = export(args.model, args.output, data=DataOptions.from_args(args))

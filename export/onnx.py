@@ -88,10 +88,7 @@ def export(model_path, output, *, quantize="float32", data=DataOptions(), opset=
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(prog="python -m export.onnx", description=__doc__,
-                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="the trained Keras model (.keras)")
-    parser.add_argument("--output", required=True, help="the .onnx file to write")
+    parser = pipeline.exporter_parser("python -m export.onnx", __doc__, "the .onnx file to write")
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
     parser.add_argument("--quantize", choices=("float32", "int8"), default="float32")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")

@@ -116,6 +116,15 @@ THRESHOLD_FLAGS = {"max_abs_error": "max_abs_error", "pixel_agreement": "min_pix
                    "miou_drop": "max_miou_drop"}
 
 
+def exporter_parser(prog, description, output_help):
+    """The command line of an exporter: the trained model, --output, then its own options."""
+    parser = cli.ArgumentParser(prog=prog, description=description,
+                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="the trained Keras model (.keras)")
+    parser.add_argument("--output", required=True, help=output_help)
+    return parser
+
+
 def add_arguments(parser, calibration=True):
     """The options every exporter shares, declared once: data, calibration, thresholds."""
     data = parser.add_argument_group("data")

@@ -329,11 +329,8 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
 
 
 def main(argv=None):
-    parser = cli.ArgumentParser(prog="python -m export.tflite", description=__doc__,
-                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="the trained Keras model (.keras)")
+    parser = pipeline.exporter_parser("python -m export.tflite", __doc__, "the .tflite file to write")
     parser.add_argument("--quantize", choices=MODES, default="int8")
-    parser.add_argument("--output", required=True, help="the .tflite file to write")
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits")

@@ -230,41 +230,41 @@ def _padded(split, batch_size):
     return list(zip(images, masks))
 
 
-def train(args):
-    strategy, replicas, worker = distribute.strategy_for(args)
-    import keras
-
-    from kerasseg import losses, metrics, rundir
-    from kerasseg.data.pipeline import make_dataset
+def _open_run(args, worker):
+    """The run directory (worker 0 of a multi-worker run writes the results, each other its own files) and,
+    when resuming, its record; a new run refuses a directory that holds another."""
+    from kerasseg import rundir
 
     output = os.path.abspath(args.output)
-    if worker:  # worker 0 of a multi-worker run writes the results; each other keeps its own files
+    if worker:
         output = os.path.join(output, f"worker-{worker}")
     run = rundir.RunDir(output)
     if not args.resume and run.holds_a_run() and not args.overwrite:
         raise cli.UsageError(f"{output} holds another run: pass --resume to continue it, --overwrite to replace it, "
                              "or another --output")
-    record = rundir.Record.read(output) if args.resume else None
-    keras.utils.set_random_seed(args.seed)
-    policy = _mixed_precision() if args.mixed_precision else "float32"
-    train_pairs, val_split, names, keys = _load_data(args, record)
-    print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
-          f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
+    return run, rundir.Record.read(output) if args.resume else None
 
-    steps = -(-len(train_pairs) // args.batch_size) * args.epochs
+
+def _compiled_model(args, strategy, names, steps):
+    import keras
+
+    from kerasseg import losses, metrics
+
     with distribute.scope(strategy):
         model = _build(args, len(names))
         model.compile(optimizer=_optimizer(keras, args, steps),
                       loss=losses.SegmentationLoss(args.loss, args.class_weights),
                       metrics=[metrics.mean_iou_metric(len(names))])
-    print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
-          f"({replicas} replica{'s' if replicas > 1 else ''})")
+    return model
 
+
+def _start(run, args, model, strategy, names, keys):
+    """Writes the record (`keys`: the split lists of a new run), then restores the last complete epoch when
+    resuming; returns its state (None: from the first epoch)."""
     files.ensure_output_dir(run.file("run.json"))
     if args.overwrite:
         run.clear()
-    arguments = {k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}
-    run.write_record(arguments, names, None if record else keys)
+    run.write_record({k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}, names, keys)
     state = run.state() if args.resume else None
     if state:
         run.publish(state)  # finishes the publication a kill may have interrupted
@@ -273,38 +273,71 @@ def train(args):
         print(f"resuming {args.output} after epoch {state['epoch'] + 1} of {args.epochs}")
     elif args.resume:
         print(f"resuming {args.output}: no epoch had completed, so training starts from the first")
+    return state
+
+
+def _datasets(args, train_pairs, val_split):
+    """(training data, validation data, fit's step arguments)."""
+    from kerasseg.data.pipeline import make_dataset
+
+    train_data = make_dataset(train_pairs, args.image_size, args.batch_size, shuffle=True, seed=args.seed,
+                              augment=None if args.augment == "none" else args.augment)
+    if args.strategy != "multiworker":
+        return train_data, make_dataset(val_split, args.image_size, args.batch_size), {}
+    # every process must run the same number of steps (each holds a shard of every batch): whole
+    # training batches from a repeated dataset; the validation split whole, every epoch, padded to
+    # whole batches with images whose every pixel is the ignore label (they count for no metric)
+    val_data = make_dataset(_padded(val_split, args.batch_size), args.image_size, args.batch_size)
+    return train_data.repeat(), val_data, {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size)}
+
+
+def _fit(args, run, model, strategy, state, train_pairs, val_split):
+    """Trains from the epoch after `state`, committing every epoch; returns the commit callback."""
+    import keras
+
+    from kerasseg import rundir
+
     commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()))
     callbacks = [commit, keras.callbacks.TensorBoard(run.file("logs"))]
     if args.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=args.patience))
-    started = time.time()
-    train_data = make_dataset(train_pairs, args.image_size, args.batch_size, shuffle=True, seed=args.seed,
-                              augment=None if args.augment == "none" else args.augment)
-    val_data = make_dataset(val_split, args.image_size, args.batch_size)
-    steps = {}
-    if args.strategy == "multiworker":
-        # every process must run the same number of steps (each holds a shard of every batch): whole
-        # training batches from a repeated dataset; the validation split whole, every epoch, padded to
-        # whole batches with images whose every pixel is the ignore label (they count for no metric)
-        train_data = train_data.repeat()
-        steps = {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size)}
-        val_data = make_dataset(_padded(val_split, args.batch_size), args.image_size, args.batch_size)
+    train_data, val_data, steps = _datasets(args, train_pairs, val_split)
     initial_epoch = state["epoch"] + 1 if state else 0
     if initial_epoch < args.epochs:
         with distribute.fit_scope(model, strategy):
-            model.fit(
-                train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=initial_epoch,
-                callbacks=callbacks, **steps,
-                shuffle=False,  # the tf.data pipeline shuffles, seeded
-                verbose=1 if sys.stdout.isatty() else 2,
-            )
-    seconds = time.time() - started
+            model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=initial_epoch,
+                      callbacks=callbacks, **steps,
+                      shuffle=False,  # the tf.data pipeline shuffles, seeded
+                      verbose=1 if sys.stdout.isatty() else 2)
     if commit.nonfinite:
         epoch, step, value = commit.nonfinite
         kept = "the last good model.keras is kept" if os.path.isfile(run.file("model.keras")) else \
             "no epoch had completed, so there is no model.keras"
         raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
+    return commit
+
+
+def train(args):
+    """Trains `args.model` into the run directory `args.output`; returns the metrics.json report."""
+    strategy, replicas, worker = distribute.strategy_for(args)
+    import keras
+
+    from kerasseg import metrics
+
+    run, record = _open_run(args, worker)
+    keras.utils.set_random_seed(args.seed)
+    policy = _mixed_precision() if args.mixed_precision else "float32"
+    train_pairs, val_split, names, keys = _load_data(args, record)
+    print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
+          f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
+    model = _compiled_model(args, strategy, names, steps=-(-len(train_pairs) // args.batch_size) * args.epochs)
+    print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
+          f"({replicas} replica{'s' if replicas > 1 else ''})")
+    state = _start(run, args, model, strategy, names, None if record else keys)
+    started = time.time()
+    commit = _fit(args, run, model, strategy, state, train_pairs, val_split)
+    seconds = time.time() - started
     if worker:
         return {}
     if args.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
@@ -326,7 +359,7 @@ def train(args):
     _predictions_png(best_model, val_split, run.file("predictions.png"))
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in scores["per_class_iou"].items() if v is not None)
     print(f"validation mIoU {scores['miou']:.4f} ({per_class}); pixel accuracy {scores['pixel_accuracy']:.4f}")
-    print(f"wrote {output}/model.keras (epoch {report['best_epoch']}), metrics.json, history.csv, curves.png, "
+    print(f"wrote {run.path}/model.keras (epoch {report['best_epoch']}), metrics.json, history.csv, curves.png, "
           "predictions.png, logs/")
     return report
 

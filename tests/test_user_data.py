@@ -116,14 +116,18 @@ def test_a_mixed_precision_run_exports(tmp_path):
     assert result.returncode == 0, result.stderr
     for quantize in ("float32", "int8"):
         path = tmp_path / f"{quantize}.tflite"
-        result = run_cli("export.tflite", run / "model.keras", "--quantize", quantize, "--output", path,
-                         "--samples", "6", "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
-        assert result.returncode == 0, result.stderr
-        assert "Traceback" not in result.stderr
-        report = json.loads((tmp_path / f"{quantize}.report.json").read_text())
+        report = _exported("export.tflite", run / "model.keras", path, "--quantize", quantize, "--samples", "6")
         assert report["training_policy"] == "mixed_bfloat16" and report["passed"]
         if quantize == "float32":  # compared with the float32 rebuild of the same weights
             assert report["max_abs_error"] < 1e-4
+
+
+def _exported(module, model, path, *flags):
+    """Exports `model` to `path` through the CLI (16 calibration images, agreement >= 0.9); returns the report."""
+    result = run_cli(module, model, "--output", path, "--calibration-samples", "16", "--min-pixel-agreement", "0.9",
+                     *flags)
+    assert result.returncode == 0, result.stderr
+    return json.loads(path.with_suffix(".report.json").read_text())
 
 
 def test_onnx_int8_quantizes_the_pixel_input_over_0_to_255(user_run, tmp_path):
@@ -132,14 +136,12 @@ def test_onnx_int8_quantizes_the_pixel_input_over_0_to_255(user_run, tmp_path):
 
     run, folder = user_run
     path = tmp_path / "q.onnx"
-    result = run_cli("export.onnx", run / "model.keras", "--output", path, "--quantize", "int8",
-                     "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
-    assert result.returncode == 0, result.stderr
+    report = _exported("export.onnx", run / "model.keras", path, "--quantize", "int8")
     graph = onnx.load(str(path)).graph
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     first = next(node for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "image")
     assert float(values[first.input[1]]) == 1.0 and int(values[first.input[2]]) == -128  # no pixel clipped
-    assert json.loads((tmp_path / "q.report.json").read_text())["calibration_dataset"] == f"folder:{folder}"
+    assert report["calibration_dataset"] == f"folder:{folder}"
 
 
 def test_keep_float_exports_quantize_the_pixel_input_over_0_to_255(user_run, tmp_path):
@@ -147,9 +149,7 @@ def test_keep_float_exports_quantize_the_pixel_input_over_0_to_255(user_run, tmp
 
     run, _ = user_run
     path = tmp_path / "kept.tflite"
-    result = run_cli("export.tflite", run / "model.keras", "--output", path, "--keep-float", "bottleneck_1_conv",
-                     "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
-    assert result.returncode == 0, result.stderr
+    _exported("export.tflite", run / "model.keras", path, "--keep-float", "bottleneck_1_conv")
     model = flatbuffer_utils.read_model(str(path))
     graph = model.subgraphs[0]
     first = next(op for op in graph.operators if graph.inputs[0] in op.inputs)  # float pixels -> int8

@@ -52,6 +52,16 @@ def _shape_mask(kind, yy, xx, cy, cx, radius, angle):
     return inside
 
 
+def _contrasting_colour(rng, under):
+    """A random colour that stands out from `under` (the mean background below the shape), 20 draws at most."""
+    colour = rng.uniform(0, 255, 3)
+    for _ in range(20):
+        if np.abs(colour - under).sum() >= 150:
+            break
+        colour = rng.uniform(0, 255, 3)
+    return colour
+
+
 def sample(seed, split, index, height, width):
     """One (image uint8 HxWx3, mask uint8 HxW) pair."""
     rng = np.random.default_rng([seed, SPLITS[split], index])
@@ -64,13 +74,7 @@ def sample(seed, split, index, height, width):
         radius = rng.uniform(0.12, 0.26) * side
         cy, cx = rng.uniform(0.1, 0.9) * height, rng.uniform(0.1, 0.9) * width
         shape = _shape_mask(kind, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-        # a colour that stands out from the background under the shape
-        under = image[shape].mean(axis=0) if shape.any() else image.mean(axis=(0, 1))
-        colour = rng.uniform(0, 255, 3)
-        for _ in range(20):
-            if np.abs(colour - under).sum() >= 150:
-                break
-            colour = rng.uniform(0, 255, 3)
+        colour = _contrasting_colour(rng, image[shape].mean(axis=0) if shape.any() else image.mean(axis=(0, 1)))
         shading = _smooth_field(rng, height, width, cells=2) - 127.5
         image[shape] = np.clip(colour + 0.25 * shading[shape], 0, 255)
         mask[shape] = kind
@@ -78,16 +82,36 @@ def sample(seed, split, index, height, width):
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def load(split, height, width, count=None, seed=0):
-    """`count` samples of `split` (the split's default size when None) as arrays."""
+def _generate(split, count, make, height, width, target_shape):
+    """`count` (default: the split's size) images and targets of `split`, the i-th from `make(i)`."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {tuple(SPLITS)}. Received: split={split!r}")
     count = DEFAULT_SIZES[split] if count is None else count
     images = np.empty((count, height, width, 3), np.uint8)
-    masks = np.empty((count, height, width), np.uint8)
+    targets = np.empty((count, *target_shape), np.uint8 if target_shape else np.int32)
     for i in range(count):
-        images[i], masks[i] = sample(seed, split, i, height, width)
-    return images, masks
+        images[i], targets[i] = make(i)
+    return images, targets
+
+
+def load(split, height, width, count=None, seed=0):
+    """`count` samples of `split` (the split's default size when None) as arrays."""
+    return _generate(split, count, lambda i: sample(seed, split, i, height, width), height, width, (height, width))
+
+
+def classification_sample(seed, split, index, height, width):
+    """One (image, label 0..2) pair: a single disc, square or triangle on the same backgrounds."""
+    rng = np.random.default_rng([seed, SPLITS[split], index, 1])
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    image = _smooth_field(rng, height, width)
+    kind = int(rng.integers(1, len(CLASS_NAMES)))
+    side = min(height, width)
+    radius = rng.uniform(0.2, 0.4) * side
+    cy, cx = rng.uniform(0.35, 0.65) * height, rng.uniform(0.35, 0.65) * width
+    shape = _shape_mask(kind, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+    image[shape] = _contrasting_colour(rng, image[shape].mean(axis=0))
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), kind - 1
 
 
 def load_classification(split, height, width, count=None, seed=0):
@@ -96,26 +120,5 @@ def load_classification(split, height, width, count=None, seed=0):
     The same generator and backgrounds as the segmentation data; used to
     train classifiers (the degradation benchmark) without any download.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {tuple(SPLITS)}. Received: split={split!r}")
-    count = DEFAULT_SIZES[split] if count is None else count
-    images = np.empty((count, height, width, 3), np.uint8)
-    labels = np.empty((count,), np.int32)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
-    for i in range(count):
-        rng = np.random.default_rng([seed, SPLITS[split], i, 1])
-        image = _smooth_field(rng, height, width)
-        kind = int(rng.integers(1, len(CLASS_NAMES)))
-        side = min(height, width)
-        radius = rng.uniform(0.2, 0.4) * side
-        cy, cx = rng.uniform(0.35, 0.65) * height, rng.uniform(0.35, 0.65) * width
-        shape = _shape_mask(kind, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-        colour = rng.uniform(0, 255, 3)
-        for _ in range(20):
-            if np.abs(colour - image[shape].mean(axis=0)).sum() >= 150:
-                break
-            colour = rng.uniform(0, 255, 3)
-        image[shape] = colour
-        image += rng.normal(0, 8, image.shape)
-        images[i], labels[i] = np.clip(image, 0, 255).astype(np.uint8), kind - 1
-    return images, labels
+    return _generate(split, count, lambda i: classification_sample(seed, split, i, height, width), height, width,
+                     ())

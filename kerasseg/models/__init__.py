@@ -30,4 +30,5 @@ def _import_families():
 
 _FAMILIES = _import_families()
 globals().update(_FAMILIES)
-__all__ = sorted(["Encoder", "create_model", "get_builder", "list_models", "model_task", "register", *_FAMILIES])
+__all__ = ["Encoder", "create_model", "get_builder", "list_models", "model_task", "register"]
+__all__ += sorted(_FAMILIES)

@@ -83,6 +83,24 @@ def stage_strides(output_stride, num_stages=5):
     return plan
 
 
+class Pyramid(dict):
+    """The feature pyramid {"P1": ..., "P5": ...} a classifier collects while it builds.
+
+    `close(x)` records `x` as the next level, the last feature map at its
+    stride, and returns the (stride, dilation) of the stage that follows it
+    (see `stage_strides`): stride 2, or past the output stride 1 and a doubled
+    dilation.
+    """
+
+    def __init__(self, output_stride):
+        super().__init__()
+        self.plan = stage_strides(output_stride)
+
+    def close(self, x):
+        self[f"P{len(self) + 1}"] = x
+        return self.plan[len(self)] if len(self) < len(self.plan) else None
+
+
 def finish(inputs, x, pyramid, *, include_top, pooling, classes, classifier_activation,
            features_only, name, top=None):
     """The classifier, or with `features_only` the pyramid model (outputs keyed "P1".."P5")."""

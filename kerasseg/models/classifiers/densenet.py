@@ -70,25 +70,26 @@ def densenet(depth=121, include_top=True, weights=None, input_tensor=None, input
     name = name or f"densenet{depth}"
     backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
-    plan = backbone.stage_strides(output_stride)
+    pyramid = backbone.Pyramid(output_stride)
 
     x = PixelNormalization("torch", name="preprocess")(inputs)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = layers.Conv2D(stem_filters, 7, strides=2, use_bias=False, name="conv1_conv")(x)
     x = layers.BatchNormalization(**_BN, name="conv1_bn")(x)
-    pyramid = {"P1": layers.Activation("relu", name="conv1_relu")(x)}
-    x = layers.ZeroPadding2D(1, name="pool1_pad")(pyramid["P1"])
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    pyramid.close(x)
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1")(x)
     dilation = 1
     for stage, count in enumerate(blocks, start=2):
         for i in range(count):
             x = dense_layer(x, growth_rate, dilation, name=f"conv{stage}_block{i + 1}")
         if stage < 5:
-            pyramid[f"P{stage}"] = x
-            stride, dilation = plan[stage]
+            stride, dilation = pyramid.close(x)
             x = transition(x, 0.5, stride, name=f"pool{stage}")
     x = layers.BatchNormalization(**_BN, name="bn")(x)
-    pyramid["P5"] = x = layers.Activation("relu", name="relu")(x)
+    x = layers.Activation("relu", name="relu")(x)
+    pyramid.close(x)
 
     model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
                             classifier_activation=classifier_activation, features_only=features_only, name=name)

@@ -92,7 +92,6 @@ def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None
     name = name or f"efficientnet{variant}"
     backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
-    plan = backbone.stage_strides(output_stride)
 
     # keras.applications' preprocessing layers, kept so that its weight files (which hold the
     # Normalization layer's mean and variance) load unchanged
@@ -103,12 +102,10 @@ def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None
     x = layers.Activation(activation, name="stem_activation")(x)
 
     total = sum(math.ceil(depth * b[1]) for b in blocks)
-    pyramid, level, dilation, index = {}, 1, 1, 0
+    pyramid, dilation, index = backbone.Pyramid(output_stride), 1, 0
     for i, (kernel, repeats, f_in, f_out, expand, stride) in enumerate(blocks):
         if stride == 2:
-            pyramid[f"P{level}"] = x
-            level += 1
-            stride, dilation = plan[level - 1]
+            stride, dilation = pyramid.close(x)
         f_in, f_out = round_filters(f_in, width), round_filters(f_out, width)
         for j in range(math.ceil(depth * repeats)):
             x = mbconv(x, activation, drop_connect_rate * index / total, kernel, f_in if j == 0 else f_out, f_out,
@@ -116,7 +113,8 @@ def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None
             index += 1
     x = layers.Conv2D(round_filters(1280, width), 1, padding="same", use_bias=False, name="top_conv")(x)
     x = layers.BatchNormalization(name="top_bn")(x)
-    pyramid[f"P{level}"] = x = layers.Activation(activation, name="top_activation")(x)
+    x = layers.Activation(activation, name="top_activation")(x)
+    pyramid.close(x)
 
     def top(x):
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

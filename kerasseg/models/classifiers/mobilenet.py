@@ -74,19 +74,16 @@ def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
     if weights == "imagenet" and alpha not in ALPHAS:
         raise ValueError(f"ImageNet weights exist for alpha in {ALPHAS}. Received: alpha={alpha}")
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
-    plan = backbone.stage_strides(output_stride)
     name = name or f"mobilenetv2_{alpha:0.2f}"
 
     x = PixelNormalization("tf", name="preprocess")(inputs)
     x = layers.Conv2D(make_divisible(32 * alpha), 3, strides=2, padding="same", use_bias=False, name="Conv1")(x)
     x = layers.BatchNormalization(**bn, name="bn_Conv1")(x)
     x = layers.ReLU(6.0, name="Conv1_relu")(x)
-    pyramid, level, dilation, block_id = {}, 1, 1, 0
+    pyramid, dilation, block_id = backbone.Pyramid(output_stride), 1, 0
     for expansion, filters, repeats, stride in blocks:
         if stride == 2:
-            pyramid[f"P{level}"] = x
-            level += 1
-            stride, dilation = plan[level - 1]
+            stride, dilation = pyramid.close(x)
         for i in range(repeats):
             x = inverted_residual(x, expansion, make_divisible(int(filters * alpha)), stride if i == 0 else 1,
                                   dilation, block_id, bn_momentum)
@@ -95,7 +92,7 @@ def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
     x = layers.Conv2D(last, 1, use_bias=False, name="Conv_1")(x)
     x = layers.BatchNormalization(**bn, name="Conv_1_bn")(x)
     x = layers.ReLU(6.0, name="out_relu")(x)
-    pyramid[f"P{level}"] = x
+    pyramid.close(x)
 
     model = backbone.finish(inputs, x, pyramid, include_top=include_top, pooling=pooling, classes=classes,
                             classifier_activation=classifier_activation, features_only=features_only, name=name)
