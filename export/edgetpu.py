@@ -21,6 +21,7 @@ unless all of them map.
 """
 
 import json
+import math
 import os
 import sys
 
@@ -41,6 +42,9 @@ MAX_VERSION = {
     "TRANSPOSE_CONV": 3,
 }
 EIGHT_BIT = ("UINT8", "INT8")
+# the Edge TPU's on-chip memory (coral.ai/docs/edgetpu/compiler, "parameter data caching"): Coral's table says
+# "certain reshapes might not be mapped for large tensor sizes"; one that cannot even fit there is flagged
+ON_CHIP_BYTES = 8 * 2**20
 # constant operands that are not weights (shapes, axes, paddings, sizes) may be 32/64-bit integers
 INTEGER_CONSTANTS = ("INT32", "INT64")
 
@@ -88,6 +92,9 @@ class _Graph:
             "dynamic": any(int(s) < 0 for s in (signature if signature is not None else [])),
             "constant": constant,
             "values": _constant_values(buffer.data, self.type_names.get(tensor.type)) if constant else None,
+            "zero_point": int(tensor.quantization.zeroPoint[0]) if tensor.quantization is not None
+            and tensor.quantization.zeroPoint is not None and len(tensor.quantization.zeroPoint) else 0,
+            "data": buffer.data if constant else None,
         }
 
 
@@ -96,6 +103,14 @@ def _constant_values(data, type_name):
 
     dtype = {"INT32": np.int32, "INT64": np.int64}.get(type_name)
     return np.frombuffer(bytes(data), dtype).tolist() if dtype else None
+
+
+def _all_zero(tensor):
+    """Whether a constant tensor holds only (quantized) zeros."""
+    import numpy as np
+
+    dtype = {"INT8": np.int8, "UINT8": np.uint8, "INT32": np.int32, "FLOAT32": np.float32}.get(tensor["type"])
+    return dtype is not None and bool((np.asarray(tensor["data"], np.uint8).view(dtype) == tensor["zero_point"]).all())
 
 
 def _fused_activation(options):
@@ -118,6 +133,8 @@ def _op_limits(name, options, inputs, outputs):
         constants = [t for t in inputs if t["constant"]]
         if constants and len(inputs) != 2:
             return "a compile-time constant input is only allowed with exactly 2 inputs (zero padding)"
+        if any(not _all_zero(t) for t in constants):
+            return "a compile-time constant input must be all zeros (a zero padding)"
     if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         if getattr(options, "dilationHFactor", 1) != getattr(options, "dilationWFactor", 1):
             return "dilation must be the same in x and y"
@@ -151,8 +168,23 @@ def _op_limits(name, options, inputs, outputs):
         return ("half_pixel_centers=True (TensorFlow 2's resize) is the op version the Edge TPU compilers "
                 "reject ('Operation version not supported'); upsample with a transposed convolution or "
                 "build the model with edge=True")
-    if name == "FULLY_CONNECTED" and getattr(options, "weightsFormat", 0) != 0:
-        return "only the default weights format is supported"
+    if name == "FULLY_CONNECTED":
+        if getattr(options, "weightsFormat", 0) != 0:
+            return "only the default weights format is supported"
+        if sum(s > 1 for s in outputs[0]["shape"]) > 1:
+            return f"the output must be one-dimensional; it is {outputs[0]['shape']}"
+    if name == "PRELU" and sum(s > 1 for s in inputs[1]["shape"][:-1]):
+        return (f"alpha must be 1-D (only its innermost dimension > 1); it is {inputs[1]['shape']}: "
+                "use Keras PReLU(shared_axes=[1, 2])")
+    return None
+
+
+def _resize_problem(name, inputs, outputs):
+    """RESIZE_*: Coral maps only a 3-D image (height, width, channels) in and out: batch 1."""
+    if name in ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR"):
+        for tensor in (inputs[0], outputs[0]):
+            if len(tensor["shape"]) != 4 or tensor["shape"][0] != 1:
+                return f"input and output must be one 3-D image (batch 1); {tensor['name']!r} is {tensor['shape']}"
     return None
 
 
@@ -186,10 +218,16 @@ def analyse(path):
         elif version > MAX_VERSION[name]:
             reason = f"op version {version} is newer than the last compiler accepts ({MAX_VERSION[name]})"
         else:
-            reason = _tensor_problems(inputs, outputs) or _op_limits(name, op.builtinOptions, inputs, outputs)
+            reason = (_resize_problem(name, inputs, outputs) or _tensor_problems(inputs, outputs)
+                      or _op_limits(name, op.builtinOptions, inputs, outputs))
         ops.append({"index": index, "op": name, "version": version, "output": outputs[0]["name"] if outputs else "",
                     "output_shape": outputs[0]["shape"] if outputs else [], "mapped": reason is None,
                     "reason": reason or ""})
+    reshapes = sorted(((op["index"], op["output_shape"]) for op in ops if op["op"] == "RESHAPE"),
+                      key=lambda item: -math.prod(item[1]))
+    warnings = [f"RESHAPE op {index} writes {shape} ({math.prod(shape) / 2**20:.1f} MiB), more than the "
+                f"{ON_CHIP_BYTES // 2**20} MiB of on-chip memory: Coral's table says large reshapes may not map"
+                for index, shape in reshapes if math.prod(shape) > ON_CHIP_BYTES]
     first_cpu = next((op["index"] for op in ops if not op["mapped"]), None)
     edge_ops = len(ops) if first_cpu is None else first_cpu
     io = [graph.tensor(i) for i in list(graph.graph.inputs) + list(graph.graph.outputs)]
@@ -202,8 +240,42 @@ def analyse(path):
         "first_cpu_op": first_cpu,
         "fully_mapped": first_cpu is None and bool(ops) and not graph.extra_subgraphs,
         "io": [{"name": t["name"], "type": t["type"], "shape": t["shape"]} for t in io],
+        "largest_reshape_bytes": math.prod(reshapes[0][1]) if reshapes else 0,
+        "warnings": warnings,
         "ops": ops,
     }
+
+
+_COUNTS = {"total_operators": "Total number of operations", "edge_tpu_operators": "Number of operations that will run "
+           "on Edge TPU", "cpu_operators": "Number of operations that will run on CPU",
+           "subgraphs": "Number of Edge TPU subgraphs"}
+
+
+def parse_compiler_log(text):
+    """What edgetpu_compiler (-s) printed: whether it compiled, its operator counts and its per-op table.
+
+    Compiler 16 prints "Total number of operations: N", and when some fall to
+    the CPU "Number of operations that will run on Edge TPU / on CPU: N";
+    with -s a table of "OPERATOR  COUNT  STATUS" rows. A failed compilation
+    prints "Compilation failed: ..." (large activation tensors, internal errors).
+    """
+    import re
+
+    parsed = {"compiled": "compiled successfully" in text, "error": None, "operators": []}
+    failure = re.search(r"^.*Compilation failed.*$", text, re.MULTILINE)
+    if failure:
+        parsed["compiled"], parsed["error"] = False, failure.group(0).strip()
+    for key, label in _COUNTS.items():
+        match = re.search(rf"^{label}:\s*(\d+)", text, re.MULTILINE)
+        parsed[key] = int(match.group(1)) if match else None
+    for match in re.finditer(r"^([A-Z][A-Z0-9_]+)\s+(\d+)\s+(\S.*?)\s*$", text, re.MULTILINE):
+        name, count, status = match.groups()
+        parsed["operators"].append({"op": name, "count": int(count), "status": status,
+                                    "mapped": status.startswith("Mapped to Edge TPU")})
+    if parsed["compiled"] and parsed["cpu_operators"] is None and parsed["total_operators"] is not None:
+        parsed["edge_tpu_operators"], parsed["cpu_operators"] = parsed["total_operators"], 0  # all of them mapped
+    parsed["fully_mapped"] = parsed["compiled"] and parsed["cpu_operators"] == 0
+    return parsed
 
 
 def format_report(report, limit=None):
@@ -217,6 +289,7 @@ def format_report(report, limit=None):
     if limit is not None and len(lines) > limit:
         lines = lines[:limit] + [f"  ... {len(lines) - limit} more"]
     first = report["first_cpu_op"]
+    lines += [f"warning: {warning}" for warning in report["warnings"]]
     lines.append(
         f"{report['edge_tpu_operators']} of {report['operators']} operators map to the Edge TPU "
         f"({100 * report['mapped_share']:.1f}%)"

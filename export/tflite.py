@@ -245,7 +245,8 @@ def edgetpu_check(content, output):
 
 
 def run_edgetpu_compiler(output):
-    """Compiles `output` with edgetpu_compiler when it is on PATH (FILE_edgetpu.tflite and its log beside it)."""
+    """Compiles `output` with edgetpu_compiler when it is on PATH (FILE_edgetpu.tflite and its log beside it);
+    returns what its log says (edgetpu.parse_compiler_log), or why it did not run."""
     compiler = shutil.which("edgetpu_compiler")
     if compiler is None:
         return "edgetpu_compiler not on PATH: the static check is what was done"
@@ -253,7 +254,7 @@ def run_edgetpu_compiler(output):
                          capture_output=True, text=True)
     log = os.path.splitext(output)[0] + "_edgetpu.log"
     files.write_text_atomic(log, run.stdout + run.stderr)
-    return {"returncode": run.returncode, "log": log}
+    return {"returncode": run.returncode, "log": log, **edgetpu.parse_compiler_log(run.stdout + run.stderr)}
 
 
 def _class_indices(logits):
@@ -323,7 +324,12 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
 
     report = pipeline.export_checked(model_path, output, build, quantize, data)
     if target == "edgetpu":
-        report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
+        compiled = report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
+        if isinstance(compiled, dict) and not compiled["fully_mapped"]:
+            cpu = [f"{op['op']} x{op['count']}: {op['status']}" for op in compiled["operators"] if not op["mapped"]]
+            report["failed"].append("edgetpu_compiler: " + (compiled["error"] or f"{compiled['cpu_operators']} "
+                                    f"operators run on the CPU ({'; '.join(cpu) or 'see ' + compiled['log']})"))
+            report["passed"] = False
         reports.write_report(report, reports.report_path(output))
     return report
 

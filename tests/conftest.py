@@ -2,6 +2,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -11,9 +12,12 @@ import pytest  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_cli(*args, timeout=600):
-    """Runs `python -m ...` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "PYTHONPATH": ROOT}
+COMPILER_LOGS = Path(ROOT) / "tests" / "data" / "edgetpu_compiler"  # edgetpu_compiler 16's output, as it prints it
+
+
+def run_cli(*args, timeout=600, env=None):
+    """Runs `python -m ...` as a user would (`env`: variables to set); returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
     return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT)
 

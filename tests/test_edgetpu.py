@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import program_lines, run_cli
+from conftest import COMPILER_LOGS, program_lines, run_cli
 from export import edgetpu, tflite
 from kerasseg import models
 
@@ -26,6 +26,7 @@ def test_edge_configurations_map_entirely(tmp_path, name, kwargs, size):
     report = edgetpu.analyse(_int8(tmp_path, models.create_model(name, classes=4, **kwargs), size))
     assert report["fully_mapped"], edgetpu.format_report(report)
     assert report["mapped_share"] == 1.0 and report["first_cpu_op"] is None
+    assert report["warnings"] == []  # every RESHAPE fits the 8 MiB of on-chip memory, at 513 too
     assert [t["type"] for t in report["io"]] == ["UINT8", "UINT8"]
     assert report["io"][0]["shape"] == [1, size, size, 3]
 
@@ -83,3 +84,117 @@ def test_only_the_three_innermost_dimensions_may_exceed_one(tmp_path):
     assert "[1, 2, 1, 1, 24]" in flagged[0]["reason"]
     assert not report["fully_mapped"]
     # every tensor of the segmenters keeps to it (test_edge_configurations_map_entirely)
+
+
+class _Constant(__import__("keras").layers.Layer):
+    """Concatenates compile-time constants (`value`) to its inputs along the channels."""
+
+    def __init__(self, value, channels=2, **kwargs):
+        super().__init__(**kwargs)
+        self.value, self.channels = value, channels
+
+    def call(self, *inputs):
+        import keras
+
+        constant = keras.ops.full((1, *inputs[0].shape[1:3], self.channels), self.value)
+        return keras.ops.concatenate([*inputs, constant], axis=-1)
+
+
+def _tiny(build, size=8, channels=4):
+    """A model conv -> build(x) -> conv, in which build(x) is the op under test."""
+    import keras
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(channels, 1, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(4, 1)(build(x)))
+
+
+def _flagged(tmp_path, model, size=8):
+    """{op: reason} of every operator the static check does not map."""
+    report = edgetpu.analyse(_int8(tmp_path, model, size))
+    return {op["op"]: op["reason"] for op in report["ops"] if op["reason"]}
+
+
+def test_each_of_corals_per_op_rules_is_checked(tmp_path):
+    import keras
+
+    layers = keras.layers
+    cases = {  # one broken rule each; what Coral's table says about that op
+        "CONV_2D": (lambda x: layers.Conv2D(4, 3, dilation_rate=(1, 2), padding="same")(x),
+                    "same in x and y"),
+        "MEAN": (lambda x: keras.ops.mean(layers.Conv2D(6, 1)(x), axis=-1, keepdims=True),
+                 "multiple of 4 channels"),
+        "FULLY_CONNECTED": (lambda x: layers.Reshape((4, 4, 5))(layers.Dense(5)(layers.Reshape((16, 4))(
+            layers.MaxPooling2D(2)(x)))), "one-dimensional"),
+    }
+    for op, (build, reason) in cases.items():
+        flagged = _flagged(tmp_path, _tiny(build))
+        assert list(flagged) == [op] and reason in flagged[op], (op, flagged)
+    # a constant input to a concatenation: only as the second of two, and only zeros (a zero padding)
+    assert list(_flagged(tmp_path, _tiny(lambda x: _Constant(0.0)(x)))) == []
+    flagged = _flagged(tmp_path, _tiny(lambda x: _Constant(1.0)(x)))
+    assert list(flagged) == ["CONCATENATION"] and "all zeros" in flagged["CONCATENATION"]
+    flagged = _flagged(tmp_path, _tiny(lambda x: _Constant(0.0)(x, layers.Conv2D(2, 1)(x))))
+    assert list(flagged) == ["CONCATENATION"] and "exactly 2 inputs" in flagged["CONCATENATION"]
+    # (the equal-dilation model and the 4-channel mean map)
+    for build in (lambda x: layers.Conv2D(4, 3, dilation_rate=2, padding="same")(x),
+                  lambda x: keras.ops.mean(x, axis=-1, keepdims=True)):
+        assert _flagged(tmp_path, _tiny(build)) == {}
+
+
+def _int8_of_tf(tmp_path, fn, shape):
+    """A TensorFlow function of one float input `shape`, as a full-integer .tflite file (uint8 I/O)."""
+    import tensorflow as tf
+
+    concrete = tf.function(fn, input_signature=[tf.TensorSpec(shape, tf.float32)]).get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([np.full(shape, v, np.float32)] for v in (-1.0, 1.0))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.uint8
+    path = tmp_path / "op.tflite"
+    path.write_bytes(converter.convert())
+    return {op["op"]: op["reason"] for op in edgetpu.analyse(path)["ops"] if op["reason"]}
+
+
+def test_prelu_maps_with_one_alpha_per_channel_and_resize_with_one_image(tmp_path):
+    import tensorflow as tf
+
+    def prelu(alpha):  # the pattern the converter fuses into one PRELU op
+        return lambda x: tf.nn.relu(x) + tf.constant(-alpha) * tf.nn.relu(-x)
+
+    flagged = _int8_of_tf(tmp_path, prelu(np.full((8, 8, 4), 0.2, np.float32)), [1, 8, 8, 4])
+    assert list(flagged) == ["PRELU"] and "shared_axes=[1, 2]" in flagged["PRELU"], flagged
+    assert _int8_of_tf(tmp_path, prelu(np.full((1, 1, 4), 0.2, np.float32)), [1, 8, 8, 4]) == {}
+
+    def resize(x):
+        return tf.compat.v1.image.resize_bilinear(x, (16, 16), half_pixel_centers=False)
+
+    assert _int8_of_tf(tmp_path, resize, [1, 8, 8, 4]) == {}
+    flagged = _int8_of_tf(tmp_path, resize, [2, 8, 8, 4])  # (its QUANTIZE breaks the innermost-dimensions rule)
+    assert "one 3-D image (batch 1)" in flagged["RESIZE_BILINEAR"], flagged
+
+
+def test_a_reshape_larger_than_on_chip_memory_is_a_warning(tmp_path, monkeypatch):
+    from kerasseg.layers import Upsample
+
+    # the edge upsampling interleaves its phases with RESHAPEs: [1, 8, 16, 4] (512 bytes), [1, 16, 16, 4] (1,024)
+    path = _int8(tmp_path, _tiny(lambda x: Upsample(2, edge=True)(x)), 8)
+    report = edgetpu.analyse(path)
+    assert report["warnings"] == [] and report["largest_reshape_bytes"] == 1024 and report["fully_mapped"]
+    monkeypatch.setattr(edgetpu, "ON_CHIP_BYTES", 1000)
+    report = edgetpu.analyse(path)
+    assert len(report["warnings"]) == 1 and "[1, 16, 16, 4] (0.0 MiB)" in report["warnings"][0]
+    assert "large reshapes may not map" in report["warnings"][0] and report["fully_mapped"]
+    assert "warning: RESHAPE op" in edgetpu.format_report(report)
+
+
+def test_edgetpu_compiler_logs_are_read():
+    partial = edgetpu.parse_compiler_log((COMPILER_LOGS / "partial.log").read_text())
+    assert (partial["compiled"], partial["fully_mapped"], partial["cpu_operators"]) == (True, False, 6)
+    assert [op["op"] for op in partial["operators"] if not op["mapped"]] == ["RESHAPE", "RESIZE_BILINEAR"]
+    mapped = edgetpu.parse_compiler_log((COMPILER_LOGS / "mapped.log").read_text())
+    assert (mapped["fully_mapped"], mapped["edge_tpu_operators"], mapped["cpu_operators"]) == (True, 87, 0)
+    failed = edgetpu.parse_compiler_log((COMPILER_LOGS / "failed.log").read_text())
+    assert not failed["compiled"] and not failed["fully_mapped"]
+    assert failed["error"] == "Compilation failed: Compilation failed due to large activation tensors in model."

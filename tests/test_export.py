@@ -6,7 +6,7 @@ import pytest
 
 import keras
 
-from conftest import run_cli
+from conftest import COMPILER_LOGS, run_cli
 from kerasseg import data
 from export import report as reports
 
@@ -186,6 +186,20 @@ def test_edgetpu_target_exports_a_mappable_model_and_refuses_the_rest(trained_ru
     report = json.loads((tmp_path / "edge.report.json").read_text())
     assert report["edgetpu"]["fully_mapped"] and report["edgetpu"]["mapped_share"] == 1.0
     assert "static check" in report["edgetpu"]["compiler"]  # no edgetpu_compiler on this machine
+
+    # with edgetpu_compiler on PATH its log decides: here a (recorded) log where 6 operators fall to the CPU
+    fake = tmp_path / "bin" / "edgetpu_compiler"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ncat {COMPILER_LOGS / 'partial.log'}\n")
+    fake.chmod(0o755)
+    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", output,
+                     "--samples", "4", "--calibration-samples", "8", "--min-pixel-agreement", "0",
+                     env={"PATH": f"{fake.parent}:{os.environ['PATH']}"})
+    assert result.returncode == 1, result.stderr
+    compiled = json.loads((tmp_path / "edge.report.json").read_text())["edgetpu"]["compiler"]
+    assert (compiled["total_operators"], compiled["edge_tpu_operators"], compiled["cpu_operators"]) == (161, 155, 6)
+    assert "edgetpu_compiler: 6 operators run on the CPU (RESHAPE x2" in result.stderr
+    assert (tmp_path / "edge_edgetpu.log").read_text() == (COMPILER_LOGS / "partial.log").read_text()
 
     # an argmax head is not in Coral's table: refused, with the op report, nothing written
     refused = tmp_path / "refused.tflite"

@@ -1,10 +1,17 @@
 """What every classifier family shares: keras.applications' arguments, the top,
-the feature pyramid and pretrained weights.
+the feature pyramid and pretrained weights; and the segmenters' encoder.
 
-A family module builds its stem and stages, collects the output of each
-stride level into a pyramid `{"P1": ..., "P5": ...}` (Pn at stride 2**n, or
-at the output stride when the last stages are dilated), and hands both to
-`finish()`.
+The contract of a classifier family (one file in `classifiers/`):
+- its builders take keras.applications' arguments (include_top, weights,
+  input_tensor, input_shape, pooling, classes, classifier_activation), plus
+  `features_only` and `output_stride` when it can be an encoder;
+- it builds its stem and stages, collecting the last feature map of each
+  stride level in a `Pyramid` ({"P1": ..., "P5": ...}, Pn at stride 2**n, or
+  at the output stride when the last stages are dilated), and hands both to
+  `finish()`, which makes the classifier or the pyramid model;
+- it registers each builder with the `registry.Encoder` it offers (pyramid
+  channels, output strides, edge variant, multi-grid, published weights),
+  which `encoder_pyramid` checks before it builds anything.
 """
 
 import os
