@@ -45,7 +45,7 @@ def main(argv=None):
             raise cli.UsageError(f"{args.model} takes {fixed[0]}x{fixed[1]} images only, so it cannot be scored "
                                  "at each image's own size; pass --image-size N or HxW")
         # files are read at their own sizes; only the generated `shapes` needs one (the training size)
-        size = rundir.resolve_image_size(model, args.model) if view.spec == "shapes" else None
+        size = rundir.resolve_image_size(model, args.model) if view.spec.startswith("shapes") else None
     else:
         size = rundir.resolve_image_size(model, args.model, args.image_size)
     try:

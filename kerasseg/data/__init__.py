@@ -20,7 +20,7 @@ from kerasseg.data import shapes
 from kerasseg.data.sources import (IGNORE_LABEL, DatasetError, FolderSource, ShapesSource, TfdsSource, VocSource,
                                    read_examples)
 
-ACCEPTED_SPECS = ("shapes", "folder:DIR", "voc:DIR", "tfds:NAME")
+ACCEPTED_SPECS = ("shapes", "shapes:hard", "folder:DIR", "voc:DIR", "tfds:NAME")
 SPLITS = ("train", "val", "test")
 
 
@@ -45,7 +45,7 @@ class Split:
 def parse_spec(spec):
     """(kind, argument) of a dataset spec, or a ValueError listing the accepted ones."""
     kind, _, argument = str(spec).partition(":")
-    if spec == "shapes" or (kind in ("folder", "voc", "tfds") and argument):
+    if (kind == "shapes" and argument in shapes.VARIANTS) or (kind in ("folder", "voc", "tfds") and argument):
         return kind, argument
     raise ValueError(f"unknown dataset {spec!r}; accepted: {', '.join(ACCEPTED_SPECS)}")
 
@@ -65,7 +65,7 @@ def open_source(spec, data_dir=None, classes=None, seed=0, image_size=None):
         return VocSource(argument)
     if kind == "tfds":
         return TfdsSource(argument, data_dir, classes)
-    return ShapesSource(image_size or (64, 64))
+    return ShapesSource(image_size or (64, 64), argument)
 
 
 def class_names(spec, data_dir=None, classes=None, source=None):

@@ -8,6 +8,14 @@ smooth colour fields with noise, so no colour threshold can solve the task;
 the network has to see the outline, which needs a receptive field as large as
 the shape (exactly what the contracting path of a U-Net provides).
 
+`shapes:hard` (`hard_sample`) is the variant on which models do not
+saturate, for comparing architectures and measuring what quantization costs:
+nine classes (adding ring, cross, thin bar, ellipse and diamond, so aspect
+and topology matter, not only corners), four to eight objects per image that
+occlude each other heavily, small objects and bars one to two pixels thick,
+and striped backgrounds whose colours are drawn from the same distribution
+as the objects' (no colour contrast is guaranteed).
+
 Samples are a pure function of (seed, split, index, size): the same call
 always gives the same pixels, the three splits never share an image, and any
 height and width can be asked for.
@@ -16,6 +24,7 @@ height and width can be asked for.
 import numpy as np
 
 CLASS_NAMES = ("background", "disc", "square", "triangle")
+HARD_CLASS_NAMES = CLASS_NAMES + ("ring", "cross", "bar", "ellipse", "diamond")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 DEFAULT_SIZES = {"train": 2000, "val": 200, "test": 200}
 
@@ -80,6 +89,56 @@ def sample(seed, split, index, height, width):
         mask[shape] = kind
     image += rng.normal(0, 8, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def _hard_mask(kind, yy, xx, cy, cx, radius, angle, rng):
+    """Boolean mask of one shape of shapes:hard (kinds 1..3 as `shapes`)."""
+    if kind <= 3:
+        return _shape_mask(kind, yy, xx, cy, cx, radius, angle)
+    dy, dx = yy - cy, xx - cx
+    cos, sin = np.cos(angle), np.sin(angle)
+    u, v = np.abs(cos * dx + sin * dy), np.abs(-sin * dx + cos * dy)
+    if kind == 4:  # ring: a disc with a hole of 45-70% of its radius
+        r2 = dy**2 + dx**2
+        return (r2 <= (0.85 * radius) ** 2) & (r2 >= (rng.uniform(0.45, 0.7) * 0.85 * radius) ** 2)
+    if kind == 5:  # cross: two perpendicular arms
+        arm = max(0.6, 0.22 * radius)
+        return ((u <= radius) & (v <= arm)) | ((v <= radius) & (u <= arm))
+    if kind == 6:  # bar: a long stroke one to two pixels thick
+        return (u <= 1.3 * radius) & (v <= rng.uniform(0.5, 1.0))
+    if kind == 7:  # ellipse: half as wide as long
+        return (u / (0.9 * radius)) ** 2 + (v / (0.45 * radius)) ** 2 <= 1
+    return u / (0.9 * radius) + v / (0.55 * radius) <= 1  # diamond: a rhombus, not a turned square
+
+
+def _stripes(rng, height, width, yy, xx):
+    """A smooth field crossed by stripes of a second random colour at a random angle and period."""
+    field = _smooth_field(rng, height, width)
+    theta, period = rng.uniform(0, np.pi), rng.uniform(3, 12)
+    weight = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(theta) + yy * np.sin(theta)) / period)
+    return field * (1 - 0.6 * weight[..., None]) + 0.6 * weight[..., None] * rng.uniform(0, 255, 3)
+
+
+def hard_sample(seed, split, index, height, width):
+    """One (image uint8 HxWx3, mask uint8 HxW) pair of shapes:hard (HARD_CLASS_NAMES)."""
+    rng = np.random.default_rng([seed, SPLITS[split], index, 2])
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
+    image = _stripes(rng, height, width, yy, xx)
+    mask = np.zeros((height, width), np.uint8)
+    side = min(height, width)
+    for _ in range(rng.integers(4, 9)):
+        kind = int(rng.integers(1, len(HARD_CLASS_NAMES)))
+        radius = max(2.0, rng.uniform(0.06, 0.24) * side)
+        cy, cx = rng.uniform(0.05, 0.95) * height, rng.uniform(0.05, 0.95) * width
+        shape = _hard_mask(kind, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi), rng)
+        shading = _smooth_field(rng, height, width, cells=2) - 127.5
+        image[shape] = np.clip(rng.uniform(0, 255, 3) + 0.3 * shading[shape], 0, 255)
+        mask[shape] = kind
+    image += rng.normal(0, 10, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+VARIANTS = {"": (CLASS_NAMES, sample), "hard": (HARD_CLASS_NAMES, hard_sample)}
 
 
 def _generate(split, count, make, height, width, target_shape):

@@ -265,20 +265,20 @@ class VocSource:
 
 
 class ShapesSource:
-    """`shapes`: the built-in generated dataset at `image_size`; an example's key is its index."""
+    """`shapes` / `shapes:hard`: the built-in generated datasets at `image_size`; an example's key is its index."""
 
-    def __init__(self, image_size):
+    def __init__(self, image_size, variant=""):
         from kerasseg.data import shapes
 
-        self.shapes, self.image_size = shapes, tuple(image_size)
-        self.class_names = shapes.CLASS_NAMES
+        self.shapes, self.image_size, self.spec = shapes, tuple(image_size), ":".join(filter(None, ("shapes", variant)))
+        self.class_names, self.sample = shapes.VARIANTS[variant]
 
     def keys(self, split):
         return [str(i) for i in range(self.shapes.DEFAULT_SIZES[split])]
 
     def examples(self, split, keys=None, count=None):
         keys = self.keys(split)[:count] if keys is None else keys
-        return [Example(f"shapes {split} #{k}", *self.shapes.sample(0, split, int(k), *self.image_size), key=k)
+        return [Example(f"{self.spec} {split} #{k}", *self.sample(0, split, int(k), *self.image_size), key=k)
                 for k in keys]
 
 

@@ -1,0 +1,105 @@
+"""What quantization costs where int8 is hard: segmenters trained on `shapes:hard`, exported every way.
+
+    python benchmarks/quantization.py [--size 96] [--epochs 12] [--configs unet_edge deeplab_v3_plus_mnv2]
+                                      [--runs runs/quantization] [--output benchmarks/quantization]
+
+Each configuration is trained with `python -m kerasseg.train` on the
+built-in `shapes:hard` data (nine classes, thin and small objects,
+occlusion, colours shared with the background), or reused when its run
+directory already holds a trained model. Each export method is then run
+through the package's own exporter (`export.tflite`): converted, run in
+LiteRT on the held-out test split (which neither training nor calibration
+saw) and compared with the Keras model. Per method: pixel agreement with
+the float model, the mIoU drop (points), the worst per-class IoU drop, the
+file size and the LiteRT CPU latency (1 image, median). Writes OUTPUT.json
+and prints the Markdown table for RESULTS.md.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# name: (model, extra training arguments)
+CONFIGS = {
+    "unet_edge": ("unet_edge", []),  # the demo U-Net
+    "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", ["--backbone", "mobilenet_v2", "--model-args",
+                                                 '{"edge": true, "aspp_rates": [2, 4, 6]}']),  # Model Garden / Coral
+}
+METHODS = ("float16", "dynamic", "int8", "int16x8")
+
+
+def train(name, args):
+    model, extra = CONFIGS[name]
+    run = os.path.join(args.runs, name)
+    if os.path.isfile(os.path.join(run, "metrics.json")):
+        print(f"{name}: reusing {run}", flush=True)
+        return run
+    command = [sys.executable, "-m", "kerasseg.train", "--model", model, *extra, "--dataset", "shapes:hard",
+               "--image-size", str(args.size), "--epochs", str(args.epochs), "--batch-size", "16",
+               "--train-samples", str(args.train_samples), "--lr", str(args.lr), "--augment", "flip",
+               "--seed", "0", "--output", run, "--overwrite"]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    return run
+
+
+def export_all(name, run, args):
+    from export import tflite
+    from export.pipeline import DataOptions
+
+    data = DataOptions(samples=args.samples, calibration_samples=args.calibration_samples,
+                       overrides={"pixel_agreement": 0.0, "miou_drop": 100.0, "max_abs_error": 1e9})
+    with open(os.path.join(run, "metrics.json")) as f:
+        float_miou = json.load(f)["miou"]
+    rows = {}
+    for method in METHODS:
+        started = time.time()
+        path = os.path.join(run, f"{name}_{method}.tflite")
+        report = tflite.export(os.path.join(run, "model.keras"), path, quantize=method, data=data)
+        drops = [100 * (report["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
+                 for c in report["per_class_iou_reference"] if report["per_class_iou_reference"][c] is not None]
+        rows[method] = {key: report[key] for key in ("pixel_agreement", "miou_reference", "miou_exported",
+                                                     "miou_drop", "size_bytes", "latency_ms")}
+        rows[method].update(worst_class_drop=max(drops), seconds=time.time() - started)
+        print(f"  {method}: agreement {report['pixel_agreement']:.4f}, mIoU {report['miou_reference']:.4f} -> "
+              f"{report['miou_exported']:.4f} ({report['miou_drop']:+.2f} pts), worst class "
+              f"{max(drops):+.2f} pts", flush=True)
+    return {"validation_miou": float_miou, "methods": rows}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", choices=tuple(CONFIGS), default=tuple(CONFIGS))
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--train-samples", type=int, default=2000)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--samples", type=int, default=200, help="held-out test images compared on")
+    parser.add_argument("--calibration-samples", type=int, default=200)
+    parser.add_argument("--runs", default="runs/quantization")
+    parser.add_argument("--output", default="benchmarks/quantization")
+    args = parser.parse_args()
+    results = {}
+    for name in args.configs:
+        run = train(name, args)
+        results[name] = export_all(name, run, args)
+    with open(args.output + ".json", "w") as f:
+        json.dump({"settings": vars(args), "results": results}, f, indent=2)
+    print("\n| configuration | float mIoU (test) | method | pixel agreement | mIoU drop (pts) | worst class drop "
+          "(pts) | size MB | LiteRT ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, result in results.items():
+        for method, row in result["methods"].items():
+            print(f"| {name} | {row['miou_reference']:.4f} | {method} | {row['pixel_agreement']:.4f} | "
+                  f"{row['miou_drop']:+.2f} | {row['worst_class_drop']:+.2f} | {row['size_bytes'] / 1e6:.2f} | "
+                  f"{row['latency_ms']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
