@@ -36,7 +36,7 @@ android-assets: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15 tests
 	@echo "--- the model suites again on the JAX backend ---"
-	KERAS_BACKEND=jax $(PY) -m pytest -q tests/test_models.py tests/test_classifiers.py
+	KERAS_BACKEND=jax $(PY) -m pytest -q --durations=10 tests/test_models.py tests/test_classifiers.py
 
 clean:
 	rm -rf runs .pytest_cache
