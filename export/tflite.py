@@ -209,6 +209,41 @@ def convert_keeping_float(model, image_size, calibration_images, tensors):
     return debugger.get_nondebug_quantized_model()
 
 
+def _layers_of(tensor):
+    """The Keras layers whose ops TFLite fused into the op writing `tensor` (its name lists each, ";"-joined)."""
+    names = [match.group(1) for part in tensor.split(";") for match in [re.search(r"/([^/;]+?)(?:_\d+)?/", part)]
+             if match]
+    return list(dict.fromkeys(names)) or [tensor.split(";")[0]]
+
+
+def float_costs(model, image_size, calibration_images, tensors, image, repeats=20):
+    """What keeping each of `tensors` in float costs, against the same file with every op in int8:
+    bytes and LiteRT milliseconds per image (median of `repeats`, one thread as on a phone core)."""
+
+    def measure(content):
+        with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
+            tmp.write(content)
+            tmp.flush()
+            return len(content), runtimes.median_ms(runtimes.LiteRTRunner(tmp.name, num_threads=1), image, repeats)
+
+    int8_bytes, int8_ms = measure(convert_keeping_float(model, image_size, calibration_images, []))
+    costs = []
+    for tensor in tensors:
+        size, ms = measure(convert_keeping_float(model, image_size, calibration_images, [tensor]))
+        costs.append({"layers": _layers_of(tensor), "tensor": tensor, "bytes": size - int8_bytes,
+                      "latency_ms": ms - int8_ms})
+    return {"int8_bytes": int8_bytes, "int8_latency_ms": int8_ms, "tensors": costs}
+
+
+def format_costs(costs):
+    lines = [f"kept in float, each against all-int8 ({costs['int8_bytes'] / 1e3:.0f} kB, "
+             f"{costs['int8_latency_ms']:.2f} ms/image on 1 thread):"]
+    for cost in costs["tensors"]:
+        lines.append(f"  {' + '.join(cost['layers']):<40} {cost['bytes'] / 1e3:+8.1f} kB  "
+                     f"{cost['latency_ms']:+7.2f} ms")
+    return "\n".join(lines)
+
+
 def auto_keep_float(model, image_size, calibration_images, rows, validation, thresholds):
     """Keeps the 1, 2, 4, ... worst tensors in float until `validation` samples meet `thresholds`."""
     for count in (1, 2, 4, 8, 16):
@@ -318,6 +353,9 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
             content = convert(model, quantize, size, calibration, io)
         if extra.get("kept_float"):
             extra["io"] = "float32"  # the split graph takes and returns float
+            extra["kept_float_costs"] = float_costs(model, size, calibration, extra["kept_float"],
+                                                    calibration[0].astype(np.float32))
+            print(format_costs(extra["kept_float_costs"]), flush=True)
         if target == "edgetpu":
             extra["edgetpu"] = edgetpu_check(content, output)
         return model, content, extra

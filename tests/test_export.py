@@ -227,6 +227,12 @@ def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path):
     report = json.loads((tmp_path / "m.report.json").read_text())
     assert report["kept_float"] and all("bottleneck_1_conv" in name for name in report["kept_float"])
     assert report["io"] == "float32" and _litert(path).get_input_details()[0]["dtype"] == np.float32
+    # what each costs: the layer, and the bytes and milliseconds it adds to the all-int8 file
+    costs = report["kept_float_costs"]
+    assert [c["tensor"] for c in costs["tensors"]] == report["kept_float"]
+    assert all("bottleneck_1_conv" in c["layers"] for c in costs["tensors"])
+    assert all(c["bytes"] > 0 for c in costs["tensors"])  # float32 weights instead of int8
+    assert costs["int8_bytes"] < report["size_bytes"] and "kept in float, each against all-int8" in result.stdout
 
     result = run_cli("export.tflite", trained_run / "model.keras", "--output", path, "--keep-float", "no_such_layer",
                      "--calibration-samples", "8")
