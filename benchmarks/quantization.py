@@ -31,7 +31,10 @@ CONFIGS = {
     "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", ["--backbone", "mobilenet_v2", "--model-args",
                                                  '{"edge": true, "aspp_rates": [2, 4, 6]}']),  # Model Garden / Coral
 }
-METHODS = ("float16", "dynamic", "int8", "int16x8")
+# (label, export.tflite arguments)
+METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dynamic")),
+           ("int8", dict(quantize="int8")), ("int8 percentile", dict(quantize="int8", calibration_method="percentile")),
+           ("int16x8", dict(quantize="int16x8")))
 
 
 def train(name, args):
@@ -58,10 +61,10 @@ def export_all(name, run, args):
     with open(os.path.join(run, "metrics.json")) as f:
         float_miou = json.load(f)["miou"]
     rows = {}
-    for method in METHODS:
+    for method, options in METHODS:
         started = time.time()
-        path = os.path.join(run, f"{name}_{method}.tflite")
-        report = tflite.export(os.path.join(run, "model.keras"), path, quantize=method, data=data)
+        path = os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
+        report = tflite.export(os.path.join(run, "model.keras"), path, data=data, **options)
         drops = [100 * (report["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
                  for c in report["per_class_iou_reference"] if report["per_class_iou_reference"][c] is not None]
         rows[method] = {key: report[key] for key in ("pixel_agreement", "miou_reference", "miou_exported",

@@ -50,6 +50,8 @@ MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
 FLAG_RMSE_PER_SCALE = 0.7
 IO_TYPES = ("uint8", "int8", "float32")
+CALIBRATIONS = ("minmax", "percentile")
+PERCENTILE = 99.99
 
 
 def _representative(images):
@@ -91,7 +93,7 @@ def _converter(model, quantize, image_size, calibration_images=None, io="uint8")
     return converter
 
 
-def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
+def convert(model, quantize, image_size, calibration_images=None, io="uint8", calibration="minmax"):
     """The .tflite bytes of `model` at a fixed batch-1 `image_size`.
 
     int8 only: `io` is the input and output type (a class-index output
@@ -99,8 +101,13 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
     before quantizing: the model takes pixels, and a device feeds them
     unscaled, so an integer input must be scale 1.0 exactly; calibration
     images that span less (a dim camera: [40, 200]) would otherwise give a
-    scale of 0.63 and clip every brighter pixel.
+    scale of 0.63 and clip every brighter pixel. `calibration`: each
+    activation's range is its min/max over the calibration images (TFLite's
+    own), or with "percentile" the PERCENTILE-th percentiles of its values,
+    which clips rare outliers for a finer step everywhere else.
     """
+    if calibration not in CALIBRATIONS:
+        raise UsageError(f"--calibration must be one of {CALIBRATIONS}; received {calibration!r}")
     converter = _converter(model, quantize, image_size, calibration_images, io)
     if quantize != "int8" or io == "float32":
         return converter.convert()
@@ -108,12 +115,43 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8"):
     from tensorflow.lite.python import convert as lite_convert
 
     converter._experimental_calibrate_only = True  # the path TFLite's own QuantizationDebugger takes
-    calibrated = _pin_input_range(converter.convert(), 0.0, 255.0)
+    calibrated = converter.convert()
+    if calibration == "percentile":
+        calibrated = _percentile_ranges(calibrated, calibration_images)
+    calibrated = _pin_input_range(calibrated, 0.0, 255.0)
     io_type = {"uint8": tf.uint8, "int8": tf.int8}[io]
     output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
     content = lite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=output_type)
     check_pixel_input(content)
     return content
+
+
+def _percentile_ranges(calibrated, images, values_per_image=4096):
+    """The calibrated model with each activation's recorded range narrowed to the PERCENTILE-th
+    percentiles of its values over `images`, read by running the calibrated float model itself in LiteRT
+    (every intermediate tensor kept), so the tensors are the file's own. Ranges still include 0."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    recorded = [i for i, t in enumerate(graph.tensors) if t.quantization is not None and t.quantization.min is not None
+                and i not in graph.inputs]
+    interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    rng, samples = np.random.default_rng(0), {i: [] for i in recorded}
+    for image in images:
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
+        interpreter.invoke()
+        for i in recorded:
+            values = interpreter.get_tensor(i).ravel()
+            samples[i].append(values if values.size <= values_per_image else rng.choice(values, values_per_image))
+    for i in recorded:
+        values = np.concatenate(samples[i])
+        low, high = np.percentile(values, [100 - PERCENTILE, PERCENTILE])
+        graph.tensors[i].quantization.min = [float(min(low, 0.0))]
+        graph.tensors[i].quantization.max = [float(max(high, 0.0))]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _pin_input_range(calibrated, low, high):
@@ -316,7 +354,7 @@ def with_output_kind(model, kind):
 
 
 def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8", target=None,
-           output_kind="logits", debug=False, keep_float=(), auto=False):
+           output_kind="logits", debug=False, keep_float=(), auto=False, calibration_method="minmax"):
     """Converts, checks in LiteRT, writes `output` and its report; returns the report."""
     if target == "edgetpu":
         if quantize != "int8" or io != "uint8":
@@ -327,6 +365,9 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
                              "the Edge TPU runs only the first part: not allowed with --target edgetpu")
     if (debug or keep_float or auto) and quantize != "int8":
         raise UsageError(f"--debug, --keep-float and --auto-keep-float apply to --quantize int8, not {quantize}")
+    if calibration_method != "minmax" and (quantize != "int8" or keep_float or auto):
+        raise UsageError(f"--calibration {calibration_method} applies to plain --quantize int8 (not {quantize}, "
+                         "--keep-float or --auto-keep-float)")
 
     def build(model, size):
         extra = {"output_kind": output_kind}
@@ -334,7 +375,7 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
         if quantize in CALIBRATED:
             calibration, spec = pipeline.calibration_images(model_path, data, size)
             extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
-                         io=io if quantize == "int8" else "float32")
+                         io=io if quantize == "int8" else "float32", calibration_method=calibration_method)
         model = with_output_kind(model, output_kind)
         if debug or keep_float or auto:
             debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None
@@ -350,7 +391,7 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
             thresholds = {**reports.DEFAULT_THRESHOLDS["int8"], **data.overrides}
             content, extra["kept_float"] = auto_keep_float(model, size, calibration, rows, validation, thresholds)
         else:
-            content = convert(model, quantize, size, calibration, io)
+            content = convert(model, quantize, size, calibration, io, calibration_method)
         if extra.get("kept_float"):
             extra["io"] = "float32"  # the split graph takes and returns float
             extra["kept_float_costs"] = float_costs(model, size, calibration, extra["kept_float"],
@@ -376,6 +417,9 @@ def main(argv=None):
     parser = pipeline.exporter_parser("python -m export.tflite", __doc__, "the .tflite file to write")
     parser.add_argument("--quantize", choices=MODES, default="int8")
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
+    parser.add_argument("--calibration", choices=CALIBRATIONS, default="minmax",
+                        help=f"int8 activation ranges: min/max over the calibration images (default), or their "
+                             f"{PERCENTILE}th percentiles")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits")
     parser.add_argument("--debug", action="store_true",
@@ -387,6 +431,7 @@ def main(argv=None):
     pipeline.add_arguments(parser)
     args = parser.parse_args(argv)
     report = export(args.model, args.output, quantize=args.quantize, data=DataOptions.from_args(args), io=args.io,
+                    calibration_method=args.calibration,
                     target=args.target, output_kind=args.output_kind, debug=args.debug, keep_float=args.keep_float,
                     auto=args.auto_keep_float)
     reports.print_summary(report, args.output)

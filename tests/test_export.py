@@ -280,3 +280,26 @@ def test_a_model_that_does_not_take_images_and_an_unwritable_output(tmp_path):
     blocker.write_text("")
     result = run_cli("export.onnx", tmp_path / "dense.keras", "--output", blocker / "m.onnx")
     assert result.returncode == 2 and f"cannot create output directory {blocker}" in result.stderr
+
+
+def test_percentile_calibration_narrows_activation_ranges_and_keeps_pixels_unscaled(tmp_path):
+    from export import tflite
+    from kerasseg import models
+
+    keras.utils.set_random_seed(0)
+    model = models.unet_tiny(classes=3)
+    images = np.random.default_rng(0).uniform(60, 190, (16, 32, 32, 3)).astype("float32")
+    scales = {}
+    for method in ("minmax", "percentile"):
+        path = tmp_path / f"{method}.tflite"
+        path.write_bytes(tflite.convert(model, "int8", (32, 32), images, calibration=method))
+        interpreter = _litert(path)
+        assert tuple(interpreter.get_input_details()[0]["quantization"]) == (1.0, 0)  # pixels as they are
+        scales[method] = {t["name"]: t["quantization"][0] for t in interpreter.get_tensor_details()
+                          if t["dtype"] == np.int8 and len(t["shape"]) == 4 and t["quantization"][0]}
+    common = scales["minmax"].keys() & scales["percentile"].keys()
+    assert len(common) >= 5
+    narrower = [name for name in common if scales["percentile"][name] < scales["minmax"][name] * 0.999]
+    assert narrower and all(scales["percentile"][n] <= scales["minmax"][n] * 1.001 for n in common)
+    with pytest.raises(Exception, match="--calibration must be one of"):
+        tflite.convert(model, "int8", (32, 32), images, calibration="mse")
