@@ -28,8 +28,10 @@ sys.path.insert(0, ROOT)
 # name: (model, extra training arguments)
 CONFIGS = {
     "unet_edge": ("unet_edge", []),  # the demo U-Net
+    # the TF Model Garden / Coral configuration: full-width MobileNetV2 at output stride 16, ASPP and decoder;
+    # the ASPP rates scaled to the image (the paper's 6/12/18 are for 513 px: 96 px gives 2/4/6)
     "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", ["--backbone", "mobilenet_v2", "--model-args",
-                                                 '{"edge": true, "aspp_rates": [2, 4, 6]}']),  # Model Garden / Coral
+                                                 '{{"edge": true, "aspp_rates": [{}, {}, {}]}}']),
 }
 # (label, export.tflite arguments)
 METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dynamic")),
@@ -39,6 +41,7 @@ METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dyn
 
 def train(name, args):
     model, extra = CONFIGS[name]
+    extra = [e.format(*(max(1, args.size // d) for d in (48, 24, 16))) for e in extra]
     run = os.path.join(args.runs, name)
     if os.path.isfile(os.path.join(run, "metrics.json")):
         print(f"{name}: reusing {run}", flush=True)
