@@ -29,9 +29,11 @@ sys.path.insert(0, ROOT)
 CONFIGS = {
     "unet_edge": ("unet_edge", []),  # the demo U-Net
     # the TF Model Garden / Coral configuration: full-width MobileNetV2 at output stride 16, ASPP and decoder;
-    # the ASPP rates scaled to the image (the paper's 6/12/18 are for 513 px: 96 px gives 2/4/6)
+    # the ASPP rates scaled to the image (the paper's 6/12/18 are for 513 px: 96 px gives 2/4/6); batch-norm
+    # momentum 0.9, since from scratch keras.applications' 0.999 leaves the moving statistics far behind
     "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", ["--backbone", "mobilenet_v2", "--model-args",
-                                                 '{{"edge": true, "aspp_rates": [{}, {}, {}]}}']),
+                                                 '{{"edge": true, "aspp_rates": [{}, {}, {}], '
+                                                 '"backbone_kwargs": {{"bn_momentum": 0.9}}}}']),
 }
 # (label, export.tflite arguments)
 METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dynamic")),
