@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -71,8 +72,6 @@ def test_cli_exit_status_report_and_bad_files(tmp_path):
 def test_only_the_three_innermost_dimensions_may_exceed_one(tmp_path):
     """Coral's rule is about position, not count: [1, 2, 1, 1, 24] has two non-unit dimensions, one of them
     outside the innermost three."""
-    import keras
-
     inputs = keras.Input((4, 4, 3))
     a = keras.layers.Reshape((2, 1, 1, 24))(keras.layers.Conv2D(3, 1)(inputs))
     b = keras.layers.Reshape((2, 1, 1, 24))(keras.layers.Conv2D(3, 1)(inputs))
@@ -86,7 +85,7 @@ def test_only_the_three_innermost_dimensions_may_exceed_one(tmp_path):
     # every tensor of the segmenters keeps to it (test_edge_configurations_map_entirely)
 
 
-class _Constant(__import__("keras").layers.Layer):
+class _Constant(keras.layers.Layer):
     """Concatenates compile-time constants (`value`) to its inputs along the channels."""
 
     def __init__(self, value, channels=2, **kwargs):
@@ -94,16 +93,12 @@ class _Constant(__import__("keras").layers.Layer):
         self.value, self.channels = value, channels
 
     def call(self, *inputs):
-        import keras
-
         constant = keras.ops.full((1, *inputs[0].shape[1:3], self.channels), self.value)
         return keras.ops.concatenate([*inputs, constant], axis=-1)
 
 
 def _tiny(build, size=8, channels=4):
     """A model conv -> build(x) -> conv, in which build(x) is the op under test."""
-    import keras
-
     inputs = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(channels, 1, activation="relu")(inputs)
     return keras.Model(inputs, keras.layers.Conv2D(4, 1)(build(x)))
@@ -116,8 +111,6 @@ def _flagged(tmp_path, model, size=8):
 
 
 def test_each_of_corals_per_op_rules_is_checked(tmp_path):
-    import keras
-
     layers = keras.layers
     cases = {  # one broken rule each; what Coral's table says about that op
         "CONV_2D": (lambda x: layers.Conv2D(4, 3, dilation_rate=(1, 2), padding="same")(x),
