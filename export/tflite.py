@@ -126,7 +126,7 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     return content
 
 
-def _percentile_ranges(calibrated, images, values_per_image=4096):
+def _percentile_ranges(calibrated, images, values_per_image=2048):
     """The calibrated model with each activation's recorded range narrowed to the PERCENTILE-th
     percentiles of its values over `images`, read by running the calibrated float model itself in LiteRT
     (every intermediate tensor kept), so the tensors are the file's own. Ranges still include 0."""
