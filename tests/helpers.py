@@ -4,7 +4,7 @@ import keras
 import numpy as np
 
 
-def on_jax_only(values, keep):
+def fewer_on_jax(values, keep):
     """`values` on TensorFlow; on JAX (make test's second run, which repeats the model suites to show
     they run there too) only the representative `keep` of them, whose code paths cover the rest."""
     return [v for v in values if v in keep] if keras.backend.backend() == "jax" else list(values)

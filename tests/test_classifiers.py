@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import on_jax_only, predict, weights_without_gradient
+from helpers import fewer_on_jax, predict, weights_without_gradient
 from kerasseg import models
 from kerasseg.models.classifiers import googlenet as googlenet_family
 
@@ -136,7 +136,7 @@ def _odd(*case):
                                                                   reason="rounding is checked on TensorFlow"))
 
 
-@pytest.mark.parametrize("name, ours, theirs, preprocess, size", on_jax_only([
+@pytest.mark.parametrize("name, ours, theirs, preprocess, size", fewer_on_jax([
     ("resnet50", "resnet50", "ResNet50", "resnet", (64, 64)),
     ("densenet121", "densenet121", "DenseNet121", "densenet", (64, 64)),
     ("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", (64, 64)),
