@@ -140,8 +140,9 @@ def _percentile_ranges(calibrated, images, values_per_image=2048):
     interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     rng, samples = np.random.default_rng(0), {i: [] for i in recorded}
+    input_index = interpreter.get_input_details()[0]["index"]
     for image in images:
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
+        interpreter.set_tensor(input_index, image[None].astype(np.float32))
         interpreter.invoke()
         for i in recorded:
             values = interpreter.get_tensor(i).ravel()
