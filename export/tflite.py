@@ -41,7 +41,7 @@ import tempfile
 
 import numpy as np
 
-from kerasseg import cli, files
+from kerasseg import cli, files, qat
 from kerasseg.cli import UsageError
 from export import edgetpu, pipeline, report as reports, runtimes
 from export.pipeline import DataOptions
@@ -108,8 +108,11 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     """
     if calibration not in CALIBRATIONS:
         raise UsageError(f"--calibration must be one of {CALIBRATIONS}; received {calibration!r}")
+    learned = None
+    if qat.is_quantization_aware(model):
+        model, *learned = qat.export_twin(model)
     converter = _converter(model, quantize, image_size, calibration_images, io)
-    if quantize != "int8" or io == "float32":
+    if quantize != "int8" or (io == "float32" and learned is None):
         return converter.convert()
     import tensorflow as tf
     from tensorflow.lite.python import convert as lite_convert
@@ -118,12 +121,55 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     calibrated = converter.convert()
     if calibration == "percentile":
         calibrated = _percentile_ranges(calibrated, calibration_images)
+    if learned is not None:
+        calibrated = _learned_ranges(calibrated, *learned, calibration_images[0])
     calibrated = _pin_input_range(calibrated, 0.0, 255.0)
-    io_type = {"uint8": tf.uint8, "int8": tf.int8}[io]
+    io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
     output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
     content = lite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=output_type)
     check_pixel_input(content)
     return content
+
+
+def _recorded_tensors(calibrated, image):
+    """(the calibrated model as a flatbuffer object, {index: value on `image`} of each activation tensor
+    with a recorded range), read by running the calibrated float model in LiteRT, every tensor kept."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    recorded = [i for i, t in enumerate(graph.tensors) if t.quantization is not None and t.quantization.min is not None
+                and i not in graph.inputs]
+    interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
+    interpreter.invoke()
+    return model, {i: interpreter.get_tensor(i) for i in recorded}
+
+
+def _learned_ranges(calibrated, probe, ranges, image):
+    """The calibrated model with the range of each quantization-aware model's FakeQuant tensor replaced by the
+    range it learned. Each is found by value: the LiteRT tensor of its shape that equals `probe`'s output
+    for it on `image`. One the converter folded away (the pixel scaling, folded into the first convolution)
+    has none, and needs none. Refuses (UsageError) a model where none is found."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model, values = _recorded_tensors(calibrated, image)
+    expected = probe(image[None].astype(np.float32))
+    found = 0
+    for wanted, (low, high) in zip(expected if isinstance(expected, list) else [expected], ranges):
+        wanted = np.asarray(wanted)
+        errors = {i: np.abs(v - wanted).max() for i, v in values.items() if v.shape == wanted.shape}
+        best = min(errors, key=errors.get, default=None)
+        if best is not None and errors[best] <= 1e-3 * (np.abs(wanted).max() + 1e-3):
+            tensor = model.subgraphs[0].tensors[best]
+            tensor.quantization.min, tensor.quantization.max = [low], [high]
+            found += 1
+    if not found:
+        raise UsageError("none of the quantization-aware model's quantized tensors has a counterpart in the "
+                         "converted graph, so its learned ranges cannot be written")
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _percentile_ranges(calibrated, images, values_per_image=2048):
@@ -378,6 +424,12 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
             extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
                          io=io if quantize == "int8" else "float32", calibration_method=calibration_method)
         model = with_output_kind(model, output_kind)
+        if qat.is_quantization_aware(model):
+            if debug or keep_float or auto:
+                raise UsageError(f"{model_path} is quantization-aware (trained with --quantization-aware): its "
+                                 "int8 ranges are learned, so --debug, --keep-float and --auto-keep-float, which "
+                                 "recalibrate, do not apply; export it with plain --quantize int8")
+            extra["quantization_aware"] = True
         if debug or keep_float or auto:
             debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None
             rows = quantization_debug(model, size, calibration, debug_csv)

@@ -3,6 +3,8 @@
     python -m kerasseg.train --model deeplab_v3_plus --backbone mobilenet_v2 --dataset folder:my_data \\
         --image-size 256 --epochs 50 --loss ce+dice --output runs/mine
     python -m kerasseg.train --output runs/mine --resume      # after an interruption
+    python -m kerasseg.train --init-from runs/mine/model.keras --quantization-aware --dataset folder:my_data \
+        --image-size 256 --epochs 5 --lr 1e-4 --output runs/mine-qat   # then export.tflite --quantize int8
 
 Writes, into --output DIR:
     model.keras    the best model so far on validation mIoU (pixels in [0, 255] in, float32 logits out)
@@ -63,6 +65,13 @@ def _parser():
     parser.add_argument("--backbone-weights", help="backbone weights: imagenet or a .weights.h5 path")
     parser.add_argument("--model-args", default={}, type=cli.arg_type(_model_args),
                         help='more builder arguments as JSON, e.g. \'{"base_filters": 8}\'')
+    parser.add_argument("--init-from", metavar="MODEL.keras",
+                        help="start from this trained model (its architecture and weights; --model, --backbone, "
+                             "--backbone-weights and --model-args are then unused)")
+    parser.add_argument("--quantization-aware", action="store_true",
+                        help="fine-tune --init-from with TFLite's int8 arithmetic simulated (kerasseg.qat: batch "
+                             "norm folded, int8 weights per channel, int8 activations); its model.keras exports "
+                             "with export.tflite --quantize int8 at the ranges it learned")
     parser.add_argument("--dataset", default="shapes", type=cli.arg_type(data.check_spec),
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)")
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")
@@ -108,6 +117,11 @@ _NOT_RECORDED = ("output", "resume", "overwrite")
 
 def parse_args(argv=None):
     args = _parser().parse_args(argv)
+    if args.quantization_aware and not args.init_from:
+        raise cli.UsageError("--quantization-aware fine-tunes a trained float model: give it with --init-from "
+                             "RUN/model.keras")
+    if args.quantization_aware and args.mixed_precision:
+        raise cli.UsageError("--quantization-aware simulates int8 in float32: drop --mixed-precision")
     if args.resume:
         if args.overwrite:
             raise cli.UsageError("--resume continues the run in --output and --overwrite deletes it: choose one")
@@ -172,9 +186,22 @@ def _mixed_precision():
     return policy
 
 
-def _build(args, num_classes):
+def _build(args, num_classes, calibration_images):
     from kerasseg import models
 
+    if args.init_from:
+        model = files.load_keras_model(args.init_from)
+        if model.output_shape[-1] != num_classes:
+            raise cli.UsageError(f"--init-from {args.init_from} predicts {model.output_shape[-1]} classes, but "
+                                 f"{args.dataset} has {num_classes}")
+        if args.quantization_aware:
+            from kerasseg import qat
+
+            try:
+                model = qat.quantization_aware(model, calibration_images())
+            except ValueError as error:
+                raise cli.UsageError(f"--init-from {args.init_from}: {error}") from None
+        return model
     kwargs = dict(args.model_args)
     if args.backbone:
         kwargs["backbone"] = args.backbone
@@ -245,13 +272,13 @@ def _open_run(args, worker):
     return run, rundir.Record.read(output) if args.resume else None
 
 
-def _compiled_model(args, strategy, names, steps):
+def _compiled_model(args, strategy, names, steps, calibration_images):
     import keras
 
     from kerasseg import losses, metrics
 
     with distribute.scope(strategy):
-        model = _build(args, len(names))
+        model = _build(args, len(names), calibration_images)
         model.compile(optimizer=_optimizer(keras, args, steps),
                       loss=losses.SegmentationLoss(args.loss, args.class_weights),
                       metrics=[metrics.mean_iou_metric(len(names))])
@@ -274,6 +301,15 @@ def _start(run, args, model, strategy, names, keys):
     elif args.resume:
         print(f"resuming {args.output}: no epoch had completed, so training starts from the first")
     return state
+
+
+def _calibration_images(args, train_pairs, count=64):
+    """The first `count` training images at the training size, unaugmented: where a quantization-aware
+    model's ranges start (as post-training calibration would measure them)."""
+    from kerasseg.data.pipeline import make_dataset
+
+    dataset = make_dataset(train_pairs[:count], args.image_size, args.batch_size)
+    return np.concatenate([np.asarray(images) for images, _ in dataset])
 
 
 def _datasets(args, train_pairs, val_split):
@@ -331,7 +367,8 @@ def train(args):
     train_pairs, val_split, names, keys = _load_data(args, record)
     print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
           f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
-    model = _compiled_model(args, strategy, names, steps=-(-len(train_pairs) // args.batch_size) * args.epochs)
+    model = _compiled_model(args, strategy, names, steps=-(-len(train_pairs) // args.batch_size) * args.epochs,
+                            calibration_images=lambda: _calibration_images(args, train_pairs))
     print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
           f"({replicas} replica{'s' if replicas > 1 else ''})")
     state = _start(run, args, model, strategy, names, None if record else keys)
@@ -346,7 +383,8 @@ def train(args):
     scores = metrics.evaluate_split(best_model, val_split)
     best_epoch = commit.best["epoch"]
     report = {
-        "model": args.model, "model_args": args.model_args, "backbone": args.backbone, "dataset": args.dataset,
+        "model": best_model.name if args.init_from else args.model, "model_args": args.model_args,
+        "init_from": args.init_from, "quantization_aware": args.quantization_aware, "backbone": args.backbone, "dataset": args.dataset,
         "split": "val", "image_size": list(args.image_size), "classes": list(names), **scores,
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": args.epochs,
         "epochs_run": len(commit.rows), "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),

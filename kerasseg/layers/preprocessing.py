@@ -6,6 +6,7 @@ uint8 camera frames directly.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 _IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -41,7 +42,11 @@ class PixelNormalization(keras.layers.Layer):
             std = ops.convert_to_tensor(_IMAGENET_STD_RGB, self.compute_dtype)
             return (x / 255.0 - mean) / std
         mean_bgr = ops.convert_to_tensor((103.939, 116.779, 123.68), self.compute_dtype)
-        return ops.flip(x, axis=-1) - mean_bgr
+        # RGB -> BGR as a 1x1 convolution with a permutation kernel (exact in float and in int8), not
+        # ops.flip or slices: TFLite's int8 converter gives REVERSE_V2 / CONCATENATION after the pixel
+        # input one range with the subtraction after them, so the file read a pixel p as (p - 83) * 1.485
+        reverse = ops.convert_to_tensor(np.eye(3)[::-1].reshape(1, 1, 3, 3), self.compute_dtype)
+        return ops.conv(x, reverse) - mean_bgr
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
