@@ -270,3 +270,36 @@ def test_edge_models_give_the_same_logits_whatever_was_called_before(name):
     expected, after = predict(fresh, x), predict(used, x)
     np.testing.assert_allclose(after, expected, rtol=1e-4, atol=1e-4)
     assert (after.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_quantization_aware_model_folds_batch_norm_rounds_weights_and_trains():
+    """Backend-agnostic QAT: batch norm folded exactly, weights on TFLite's per-channel int8 grid, one fit step."""
+    from kerasseg import losses, qat
+    from kerasseg.layers.quantization import QuantizedConv
+
+    keras.utils.set_random_seed(0)
+    model = models.create_model("deeplab_v3_plus_tiny", classes=3)
+    rng = np.random.default_rng(0)
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):  # statistics a trained model would have
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 1, beta.shape),
+                               rng.normal(0, 1, mean.shape), rng.uniform(0.5, 2, variance.shape)])
+    images = rng.integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    quantized = qat.quantization_aware(model, images)
+    convs = [layer for layer in quantized.layers if isinstance(layer, QuantizedConv)]
+    assert sum(c.batch_norm is not None for c in convs) >= 10
+    for conv in convs:
+        kernel = keras.ops.convert_to_numpy(conv.folded()[0])
+        channels = kernel.reshape(-1, kernel.shape[-1] * (kernel.shape[-2] if "Depthwise" in
+                                                          type(conv.conv).__name__ else 1))
+        steps = channels / (np.abs(channels).max(0) / 127)
+        assert np.abs(steps - np.round(steps)).max() < 1e-3 and np.abs(steps).max() == pytest.approx(127, abs=1e-3)
+    twin, _, _ = qat.export_twin(quantized)  # folded float weights: the float model's outputs, up to rounding
+    float_logits, twin_logits = predict(model, images), predict(twin, images)
+    assert np.abs(float_logits - twin_logits).max() < 0.05 * np.abs(float_logits).max()
+    quantized.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.SegmentationLoss("ce"))
+    before = [keras.ops.convert_to_numpy(w).copy() for w in quantized.trainable_weights]
+    quantized.fit(images, rng.integers(0, 3, (4, 32, 32)), batch_size=4, epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(w) for w in quantized.trainable_weights]
+    assert sum(not np.array_equal(a, b) for a, b in zip(before, after)) == len(before)

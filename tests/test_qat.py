@@ -34,12 +34,15 @@ def test_int8_files_normalize_pixels_as_the_model_does(mode):
     # the bug: with ops.flip, TFLite's int8 REVERSE_V2 read every pixel p as (p - 83) * 1.485 ("caffe": VGG,
     # ResNet and every segmenter on them)
     image = keras.Input((8, 8, 3))
-    model = keras.Model(image, layers.PixelNormalization(mode)(image))
+    # followed by a convolution (an identity here), as in every model: the bug needs the op after
+    conv = keras.layers.Conv2D(3, 1, use_bias=False)
+    model = keras.Model(image, conv(layers.PixelNormalization(mode)(image)))
+    conv.set_weights([np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)])
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.float32)
     lite, scale = _litert_outputs(tflite.convert(model, "int8", (8, 8), pixels), pixels[:4])
-    # within the rounding of its two or three int8 ops (the bug was off by up to 120 pixel values)
-    assert np.abs(lite - model.predict(pixels[:4], verbose=0)).max() <= 2 * scale
+    # within the rounding of its int8 ops (torch: 3 steps; the bug: off by up to 120 pixel values)
+    assert np.abs(lite - model.predict(pixels[:4], verbose=0)).max() <= 4 * scale
 
 
 @pytest.mark.parametrize("name", ["deeplab_v3_plus_tiny", "hypercolumns_tiny", "fcn8s_tiny"])
