@@ -1,7 +1,7 @@
 """What quantization costs where int8 is hard: segmenters trained on `shapes:hard`, exported every way.
 
     python benchmarks/quantization.py [--size 96] [--epochs 12] [--configs unet_edge deeplab_v3_plus_mnv2]
-                                      [--runs runs/quantization] [--output benchmarks/quantization]
+                                      [--qat-epochs 2] [--runs runs/quantization] [--output benchmarks/quantization]
 
 Each configuration is trained with `python -m kerasseg.train` on the
 built-in `shapes:hard` data (nine classes, thin and small objects,
@@ -13,6 +13,14 @@ saw) and compared with the Keras model. Per method: pixel agreement with
 the float model, the mIoU drop (points), the worst per-class IoU drop, the
 file size and the LiteRT CPU latency (1 image, median). Writes OUTPUT.json
 and prints the Markdown table for RESULTS.md.
+
+"int8 QAT": the float run fine-tuned with `--quantization-aware` for
+--qat-epochs (run directory NAME_qat, reused likewise), exported int8 at the
+ranges it learned. Its mIoU drop is against the float model; its pixel
+agreement is with the QAT Keras model it came from (how faithful the
+simulation is). "kernels" is LiteRT's agreement with itself: the same int8
+file run with its XNNPACK kernels and with its reference kernels, the floor
+under any simulation's agreement.
 """
 
 import argparse
@@ -57,6 +65,39 @@ def train(name, args):
     return run
 
 
+def train_qat(name, run, args):
+    qat_run = run + "_qat"
+    if os.path.isfile(os.path.join(qat_run, "metrics.json")):
+        print(f"{name}: reusing {qat_run}", flush=True)
+        return qat_run
+    command = [sys.executable, "-m", "kerasseg.train", "--init-from", os.path.join(run, "model.keras"),
+               "--quantization-aware", "--dataset", "shapes:hard", "--image-size", str(args.size),
+               "--epochs", str(args.qat_epochs), "--batch-size", "16", "--train-samples", str(args.train_samples),
+               "--lr", str(args.qat_lr), "--augment", "flip", "--seed", "0", "--output", qat_run, "--overwrite"]
+    print(" ".join(command), flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    return qat_run
+
+
+def kernel_agreement(path, images):
+    """Pixel agreement of one .tflite file with itself: XNNPACK's kernels against LiteRT's reference ones."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    classes = []
+    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_REF):
+        interpreter = Interpreter(model_path=path, experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        found = []
+        for image in images:
+            interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
+            interpreter.invoke()
+            found.append(interpreter.get_tensor(sink["index"]).argmax(-1))
+        classes.append(np.concatenate(found))
+    return float((classes[0] == classes[1]).mean())
+
+
 def export_all(name, run, args):
     from export import tflite
     from export.pipeline import DataOptions
@@ -73,12 +114,43 @@ def export_all(name, run, args):
         drops = [100 * (report["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
                  for c in report["per_class_iou_reference"] if report["per_class_iou_reference"][c] is not None]
         rows[method] = {key: report[key] for key in ("pixel_agreement", "miou_reference", "miou_exported",
-                                                     "miou_drop", "size_bytes", "latency_ms")}
+                                                     "miou_drop", "size_bytes", "latency_ms",
+                                                     "per_class_iou_reference")}
         rows[method].update(worst_class_drop=max(drops), seconds=time.time() - started)
+        if method == "int8":
+            rows[method]["kernel_agreement"] = kernel_agreement(path, test_images(run, args))
         print(f"  {method}: agreement {report['pixel_agreement']:.4f}, mIoU {report['miou_reference']:.4f} -> "
               f"{report['miou_exported']:.4f} ({report['miou_drop']:+.2f} pts), worst class "
               f"{max(drops):+.2f} pts", flush=True)
+    if args.qat_epochs:
+        qat_run = train_qat(name, run, args)
+        path = os.path.join(qat_run, f"{name}_int8_qat.tflite")
+        started = time.time()
+        report = tflite.export(os.path.join(qat_run, "model.keras"), path, data=data, quantize="int8")
+        reference = rows["int8"]
+        drops = [100 * (reference["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
+                 for c in reference["per_class_iou_reference"] if reference["per_class_iou_reference"][c] is not None]
+        with open(os.path.join(qat_run, "metrics.json")) as f:
+            fine_tuning = json.load(f)
+        row = rows[f"int8 QAT ({args.qat_epochs} epochs)"] = {
+            "pixel_agreement": report["pixel_agreement"], "miou_reference": reference["miou_reference"],
+            "miou_exported": report["miou_exported"],
+            "miou_drop": 100 * (reference["miou_reference"] - report["miou_exported"]),
+            "qat_keras_miou": report["miou_reference"], "size_bytes": report["size_bytes"],
+            "latency_ms": report["latency_ms"], "worst_class_drop": max(drops), "seconds": time.time() - started,
+            "fine_tuning_seconds": fine_tuning["train_seconds"], "fine_tuning_epochs": fine_tuning["epochs"],
+            "kernel_agreement": kernel_agreement(path, test_images(run, args))}
+        print(f"  int8 QAT: agreement with its Keras model {row['pixel_agreement']:.4f} (kernels "
+              f"{row['kernel_agreement']:.4f}), mIoU {row['miou_reference']:.4f} -> {row['miou_exported']:.4f} "
+              f"({row['miou_drop']:+.2f} pts), fine-tuning {row['fine_tuning_seconds']:.0f} s", flush=True)
     return {"validation_miou": float_miou, "methods": rows}
+
+
+def test_images(run, args):
+    from kerasseg import rundir
+
+    return rundir.data_view(os.path.join(run, "model.keras")).load_split("test", (args.size, args.size),
+                                                                         args.samples).images
 
 
 def main():
@@ -90,6 +162,8 @@ def main():
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--samples", type=int, default=200, help="held-out test images compared on")
     parser.add_argument("--calibration-samples", type=int, default=200)
+    parser.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware fine-tuning (0: none)")
+    parser.add_argument("--qat-lr", type=float, default=1e-4)
     parser.add_argument("--runs", default="runs/quantization")
     parser.add_argument("--output", default="benchmarks/quantization")
     args = parser.parse_args()
@@ -99,12 +173,13 @@ def main():
         results[name] = export_all(name, run, args)
     with open(args.output + ".json", "w") as f:
         json.dump({"settings": vars(args), "results": results}, f, indent=2)
-    print("\n| configuration | float mIoU (test) | method | pixel agreement | mIoU drop (pts) | worst class drop "
-          "(pts) | size MB | LiteRT ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| configuration | float mIoU (test) | method | pixel agreement | kernels | mIoU drop (pts) | "
+          "worst class drop (pts) | size MB | LiteRT ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, result in results.items():
         for method, row in result["methods"].items():
-            print(f"| {name} | {row['miou_reference']:.4f} | {method} | {row['pixel_agreement']:.4f} | "
+            kernels = f"{row['kernel_agreement']:.4f}" if "kernel_agreement" in row else ""
+            print(f"| {name} | {row['miou_reference']:.4f} | {method} | {row['pixel_agreement']:.4f} | {kernels} | "
                   f"{row['miou_drop']:+.2f} | {row['worst_class_drop']:+.2f} | {row['size_bytes'] / 1e6:.2f} | "
                   f"{row['latency_ms']:.1f} |")
 

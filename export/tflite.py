@@ -131,9 +131,10 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     return content
 
 
-def _recorded_tensors(calibrated, image):
-    """(the calibrated model as a flatbuffer object, {index: value on `image`} of each activation tensor
-    with a recorded range), read by running the calibrated float model in LiteRT, every tensor kept."""
+def _recorded_values(calibrated, images):
+    """(the calibrated model as a flatbuffer object, an iterator giving for each of `images` the value
+    {index: array} of every activation tensor with a recorded range), read by running the calibrated float
+    model itself in LiteRT with every tensor kept, so the tensors are the file's own."""
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -143,9 +144,15 @@ def _recorded_tensors(calibrated, image):
                 and i not in graph.inputs]
     interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], image[None].astype(np.float32))
-    interpreter.invoke()
-    return model, {i: interpreter.get_tensor(i) for i in recorded}
+    input_index = interpreter.get_input_details()[0]["index"]
+
+    def values():
+        for image in images:
+            interpreter.set_tensor(input_index, image[None].astype(np.float32))
+            interpreter.invoke()
+            yield {i: interpreter.get_tensor(i) for i in recorded}
+
+    return model, values()
 
 
 def _learned_ranges(calibrated, probe, ranges, image):
@@ -155,7 +162,8 @@ def _learned_ranges(calibrated, probe, ranges, image):
     has none, and needs none. Refuses (UsageError) a model where none is found."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model, values = _recorded_tensors(calibrated, image)
+    model, values = _recorded_values(calibrated, [image])
+    values = next(values)
     expected = probe(image[None].astype(np.float32))
     found = 0
     for wanted, (low, high) in zip(expected if isinstance(expected, list) else [expected], ranges):
@@ -174,30 +182,22 @@ def _learned_ranges(calibrated, probe, ranges, image):
 
 def _percentile_ranges(calibrated, images, values_per_image=2048):
     """The calibrated model with each activation's recorded range narrowed to the PERCENTILE-th
-    percentiles of its values over `images`, read by running the calibrated float model itself in LiteRT
-    (every intermediate tensor kept), so the tensors are the file's own. Ranges still include 0."""
-    from ai_edge_litert.interpreter import Interpreter
+    percentiles of its values over `images` (the calibrated model's own tensors, in LiteRT). Ranges still
+    include 0."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    recorded = [i for i, t in enumerate(graph.tensors) if t.quantization is not None and t.quantization.min is not None
-                and i not in graph.inputs]
-    interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
-    rng, samples = np.random.default_rng(0), {i: [] for i in recorded}
-    input_index = interpreter.get_input_details()[0]["index"]
-    for image in images:
-        interpreter.set_tensor(input_index, image[None].astype(np.float32))
-        interpreter.invoke()
-        for i in recorded:
-            values = interpreter.get_tensor(i).ravel()
-            samples[i].append(values if values.size <= values_per_image else rng.choice(values, values_per_image))
-    for i in recorded:
-        values = np.concatenate(samples[i])
-        low, high = np.percentile(values, [100 - PERCENTILE, PERCENTILE])
-        graph.tensors[i].quantization.min = [float(min(low, 0.0))]
-        graph.tensors[i].quantization.max = [float(max(high, 0.0))]
+    model, values = _recorded_values(calibrated, images)
+    rng, samples = np.random.default_rng(0), {}
+    for image_values in values:
+        for i, value in image_values.items():
+            value = value.ravel()
+            samples.setdefault(i, []).append(value if value.size <= values_per_image
+                                             else rng.choice(value, values_per_image))
+    tensors = model.subgraphs[0].tensors
+    for i, parts in samples.items():
+        low, high = np.percentile(np.concatenate(parts), [100 - PERCENTILE, PERCENTILE])
+        tensors[i].quantization.min = [float(min(low, 0.0))]
+        tensors[i].quantization.max = [float(max(high, 0.0))]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 

@@ -1,7 +1,7 @@
 """Quantization-aware training (QAT) for Keras 3 models, and the float model an int8 export converts.
 
     qat = quantization_aware(model, calibration_images)   # then compile and fit, as any model
-    twin, ranges = export_twin(qat)                        # what export.tflite converts, and the ranges
+    twin, probe, ranges = export_twin(qat)                 # what export.tflite converts, and the ranges
 
 `quantization_aware` rewrites a trained float functional model (nested
 functional models, such as a segmenter's backbone, are inlined) so that it
@@ -40,12 +40,13 @@ _SAME_SCALE = ("Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D"
                "Reshape", "UpSampling2D", "ResizeToMatch", "Upsample", "CenterCropToMatch", "ZeroPadShortcut",
                "InputLayer")
 _FUSING = _CONVOLUTIONS + ("Add",)
-# the pixel normalization: TFLite folds a scaling into the first convolution, and lowers the other modes
-# to several ops (reverse, subtract, multiply) whose ranges post-training calibration sets well
+# the pixel normalization, left to calibration: TFLite folds a scaling into the first convolution, and
+# lowers the other modes to two or three ops (channel-permuting convolution, subtraction, multiplication)
 _CALIBRATED = ("PixelNormalization", "Rescaling")
 
 
 def is_quantization_aware(model):
+    """Whether `model` (or a model nested in it) holds FakeQuant layers: made by `quantization_aware`."""
     return any(isinstance(layer, FakeQuant) for layer in model._flatten_layers())
 
 
@@ -204,9 +205,10 @@ def quantization_aware(model, calibration_images, batch_size=8):
 
 
 def export_twin(qat):
-    """(the float model an int8 export converts: `qat` without its FakeQuants, each QuantizedConv a plain
-    convolution holding the folded int8-exact kernel and bias; {tensor index in the twin's probe outputs:
-    (min, max)}) as `(twin, probe, ranges)`: `probe` maps an image to every FakeQuant's tensor."""
+    """`(twin, probe, ranges)`: `twin` is the float model an int8 export converts (`qat` without its
+    FakeQuants, each QuantizedConv a plain convolution holding the folded, int8-exact kernel and bias);
+    `probe` maps an image to the twin's tensor at each FakeQuant, in order, and `ranges` gives each its
+    learned (min, max)."""
     replaced, points, tensors = [], [], []
 
     def rewrite(layer, *args, **kwargs):
