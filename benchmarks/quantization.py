@@ -18,7 +18,9 @@ and prints the Markdown table for RESULTS.md.
 --qat-epochs (run directory NAME_qat, reused likewise), exported int8 at the
 ranges it learned. Its mIoU drop is against the float model; its pixel
 agreement is with the QAT Keras model it came from (how faithful the
-simulation is). "kernels" is LiteRT's agreement with itself: the same int8
+simulation is). The control, "int8 after float fine-tuning": the same
+epochs of plain float training from the same model (NAME_float_tuned), then
+post-training int8, so what QAT gains beyond the extra training shows. "kernels" is LiteRT's agreement with itself: the same int8
 file run with its XNNPACK kernels and with its reference kernels, the floor
 under any simulation's agreement.
 """
@@ -42,6 +44,9 @@ CONFIGS = {
     "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", ["--backbone", "mobilenet_v2", "--model-args",
                                                  '{{"edge": true, "aspp_rates": [{}, {}, {}], '
                                                  '"backbone_kwargs": {{"bn_momentum": 0.9}}}}']),
+    # where the concatenation's one shared scale is hardest: a hypercolumn joins every ResNet stage's
+    # features (their ranges differ several-fold) before one 1x1 classifier
+    "hypercolumns_resnet18": ("hypercolumns", ["--backbone", "resnet18", "--model-args", '{{"hidden": 128}}']),
 }
 # (label, export.tflite arguments)
 METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dynamic")),
@@ -65,18 +70,21 @@ def train(name, args):
     return run
 
 
-def train_qat(name, run, args):
-    qat_run = run + "_qat"
-    if os.path.isfile(os.path.join(qat_run, "metrics.json")):
-        print(f"{name}: reusing {qat_run}", flush=True)
-        return qat_run
+def fine_tune(name, run, args, quantization_aware):
+    """The float run fine-tuned for --qat-epochs at --qat-lr, quantization-aware or (the control: as much
+    more training, in float) not; reused when done."""
+    tuned = run + ("_qat" if quantization_aware else "_float_tuned")
+    if os.path.isfile(os.path.join(tuned, "metrics.json")):
+        print(f"{name}: reusing {tuned}", flush=True)
+        return tuned
     command = [sys.executable, "-m", "kerasseg.train", "--init-from", os.path.join(run, "model.keras"),
-               "--quantization-aware", "--dataset", "shapes:hard", "--image-size", str(args.size),
-               "--epochs", str(args.qat_epochs), "--batch-size", "16", "--train-samples", str(args.train_samples),
-               "--lr", str(args.qat_lr), "--augment", "flip", "--seed", "0", "--output", qat_run, "--overwrite"]
+               *(["--quantization-aware"] if quantization_aware else []), "--dataset", "shapes:hard",
+               "--image-size", str(args.size), "--epochs", str(args.qat_epochs), "--batch-size", "16",
+               "--train-samples", str(args.train_samples), "--lr", str(args.qat_lr), "--augment", "flip",
+               "--seed", "0", "--output", tuned, "--overwrite"]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
-    return qat_run
+    return tuned
 
 
 def kernel_agreement(path, images):
@@ -106,7 +114,7 @@ def export_all(name, run, args):
                        overrides={"pixel_agreement": 0.0, "miou_drop": 100.0, "max_abs_error": 1e9})
     with open(os.path.join(run, "metrics.json")) as f:
         float_miou = json.load(f)["miou"]
-    rows = {}
+    rows, images = {}, test_images(run, args)
     for method, options in METHODS:
         started = time.time()
         path = os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
@@ -118,31 +126,36 @@ def export_all(name, run, args):
                                                      "per_class_iou_reference")}
         rows[method].update(worst_class_drop=max(drops), seconds=time.time() - started)
         if method == "int8":
-            rows[method]["kernel_agreement"] = kernel_agreement(path, test_images(run, args))
+            rows[method]["kernel_agreement"] = kernel_agreement(path, images)
         print(f"  {method}: agreement {report['pixel_agreement']:.4f}, mIoU {report['miou_reference']:.4f} -> "
               f"{report['miou_exported']:.4f} ({report['miou_drop']:+.2f} pts), worst class "
               f"{max(drops):+.2f} pts", flush=True)
     if args.qat_epochs:
-        qat_run = train_qat(name, run, args)
-        path = os.path.join(qat_run, f"{name}_int8_qat.tflite")
-        started = time.time()
-        report = tflite.export(os.path.join(qat_run, "model.keras"), path, data=data, quantize="int8")
-        reference = rows["int8"]
-        drops = [100 * (reference["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
-                 for c in reference["per_class_iou_reference"] if reference["per_class_iou_reference"][c] is not None]
-        with open(os.path.join(qat_run, "metrics.json")) as f:
-            fine_tuning = json.load(f)
-        row = rows[f"int8 QAT ({args.qat_epochs} epochs)"] = {
-            "pixel_agreement": report["pixel_agreement"], "miou_reference": reference["miou_reference"],
-            "miou_exported": report["miou_exported"],
-            "miou_drop": 100 * (reference["miou_reference"] - report["miou_exported"]),
-            "qat_keras_miou": report["miou_reference"], "size_bytes": report["size_bytes"],
-            "latency_ms": report["latency_ms"], "worst_class_drop": max(drops), "seconds": time.time() - started,
-            "fine_tuning_seconds": fine_tuning["train_seconds"], "fine_tuning_epochs": fine_tuning["epochs"],
-            "kernel_agreement": kernel_agreement(path, test_images(run, args))}
-        print(f"  int8 QAT: agreement with its Keras model {row['pixel_agreement']:.4f} (kernels "
-              f"{row['kernel_agreement']:.4f}), mIoU {row['miou_reference']:.4f} -> {row['miou_exported']:.4f} "
-              f"({row['miou_drop']:+.2f} pts), fine-tuning {row['fine_tuning_seconds']:.0f} s", flush=True)
+        for quantization_aware in (False, True):
+            tuned = fine_tune(name, run, args, quantization_aware)
+            label = f"int8 {'QAT' if quantization_aware else 'after float fine-tuning'} ({args.qat_epochs} epochs)"
+            path = os.path.join(tuned, f"{name}_int8.tflite")
+            started = time.time()
+            report = tflite.export(os.path.join(tuned, "model.keras"), path, data=data, quantize="int8")
+            # QAT: against the float model it started from (its own Keras model is the simulation);
+            # the control: against its own float model, as every other row
+            reference = rows["int8"] if quantization_aware else report
+            drops = [100 * (reference["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
+                     for c in reference["per_class_iou_reference"]
+                     if reference["per_class_iou_reference"][c] is not None]
+            with open(os.path.join(tuned, "metrics.json")) as f:
+                fine_tuning = json.load(f)
+            row = rows[label] = {
+                "pixel_agreement": report["pixel_agreement"], "miou_reference": reference["miou_reference"],
+                "miou_exported": report["miou_exported"],
+                "miou_drop": 100 * (reference["miou_reference"] - report["miou_exported"]),
+                "keras_miou": report["miou_reference"], "size_bytes": report["size_bytes"],
+                "latency_ms": report["latency_ms"], "worst_class_drop": max(drops),
+                "seconds": time.time() - started, "fine_tuning_seconds": fine_tuning["train_seconds"],
+                "fine_tuning_epochs": fine_tuning["epochs"], "kernel_agreement": kernel_agreement(path, images)}
+            print(f"  {label}: agreement with its Keras model {row['pixel_agreement']:.4f} (kernels "
+                  f"{row['kernel_agreement']:.4f}), mIoU {row['miou_reference']:.4f} -> {row['miou_exported']:.4f} "
+                  f"({row['miou_drop']:+.2f} pts), fine-tuning {row['fine_tuning_seconds']:.0f} s", flush=True)
     return {"validation_miou": float_miou, "methods": rows}
 
 

@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from kerasseg import cli
+from kerasseg import cli, qat
 from export import pipeline, report as reports
 from export.pipeline import DataOptions
 
@@ -75,6 +75,10 @@ def export(model_path, output, *, quantize="float32", data=DataOptions(), opset=
     """Converts, checks in ONNX Runtime, writes `output` and its report; returns the report."""
 
     def build(model, size):
+        if qat.is_quantization_aware(model):
+            raise cli.UsageError(f"{model_path} is quantization-aware: its learned int8 ranges go into TFLite files "
+                                 "(python -m export.tflite --quantize int8), not yet into ONNX; export the float "
+                                 "model it was fine-tuned from (its run's --init-from) to ONNX instead")
         content = convert(model, size, opset, dynamic_batch)
         extra = {"opset": opset, "dynamic_batch": dynamic_batch}
         if quantize == "int8":

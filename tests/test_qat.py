@@ -94,6 +94,17 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
 
 def test_quantization_aware_refusals(user_run, tmp_path):
     run, folder = user_run
+    qat_run = tmp_path / "qat"
+    qat_run.mkdir()
+    for name in ("run.json", "splits"):
+        (qat_run / name).symlink_to(run / name)
+    images = np.zeros((2, 32, 32, 3), np.float32)
+    qat.quantization_aware(keras.saving.load_model(run / "model.keras", compile=False), images).save(
+        qat_run / "model.keras")
+    for exporter, flags in (("export.onnx", []), ("export.tflite", ["--keep-float", "head_logits"])):
+        result = run_cli(exporter, qat_run / "model.keras", "--output", tmp_path / "x.out", *flags)
+        assert result.returncode == 2 and "quantization-aware" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "x.out").exists()
     result = run_cli("kerasseg.train", "--quantization-aware", "--output", tmp_path / "a")
     assert result.returncode == 2 and "--init-from" in result.stderr
     result = run_cli("kerasseg.train", "--init-from", run / "model.keras", "--quantization-aware",
