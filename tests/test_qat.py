@@ -2,6 +2,7 @@
 the pixel normalization of VGG/ResNet ("caffe") survives int8."""
 
 import json
+import signal
 
 import keras
 import numpy as np
@@ -64,12 +65,17 @@ def test_every_family_trains_quantization_aware_and_its_int8_file_agrees(name):
 def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(user_run, tmp_path):
     run, folder = user_run
     out = tmp_path / "qat"
+    # killed after its first epoch, then resumed: the second process rebuilds the same simulation
     result = run_cli("kerasseg.train", "--init-from", run / "model.keras", "--quantization-aware",
                      "--dataset", f"folder:{folder}", "--image-size", "32", "--epochs", "2", "--batch-size", "8",
-                     "--lr", "1e-3", "--seed", "5", "--output", out)
+                     "--lr", "1e-3", "--seed", "5", "--output", out, env={"KERASSEG_CRASH_AT": "history:0"})
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    result = run_cli("kerasseg.train", "--output", out, "--resume")
     assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout and len((out / "history.csv").read_text().splitlines()) == 3
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["quantization_aware"] and list(metrics["per_class_iou"]) == list(USER_CLASSES)
+    assert metrics["epochs_run"] == 2
     model = keras.saving.load_model(out / "model.keras", compile=False)
     points = {layer.name: layer for layer in model.layers if isinstance(layer, FakeQuant)}
     head = points["head_logits_quant"]
