@@ -54,37 +54,33 @@ METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dyn
            ("int16x8", dict(quantize="int16x8")))
 
 
-def train(name, args):
-    model, extra = CONFIGS[name]
-    extra = [e.format(*(max(1, args.size // d) for d in (48, 24, 16))) for e in extra]
-    run = os.path.join(args.runs, name)
+def _trained(run, args, flags, epochs, lr):
+    """`run`, trained on shapes:hard with kerasseg.train `flags` unless it already holds a finished run."""
     if os.path.isfile(os.path.join(run, "metrics.json")):
-        print(f"{name}: reusing {run}", flush=True)
+        print(f"reusing {run}", flush=True)
         return run
-    command = [sys.executable, "-m", "kerasseg.train", "--model", model, *extra, "--dataset", "shapes:hard",
-               "--image-size", str(args.size), "--epochs", str(args.epochs), "--batch-size", "16",
-               "--train-samples", str(args.train_samples), "--lr", str(args.lr), "--augment", "flip",
-               "--seed", "0", "--output", run, "--overwrite"]
+    command = [sys.executable, "-m", "kerasseg.train", *flags, "--dataset", "shapes:hard", "--image-size",
+               str(args.size), "--epochs", str(epochs), "--batch-size", "16", "--train-samples",
+               str(args.train_samples), "--lr", str(lr), "--augment", "flip", "--seed", "0", "--output", run,
+               "--overwrite"]
     print(" ".join(command), flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
     return run
 
 
-def fine_tune(name, run, args, quantization_aware):
+def train(name, args):
+    model, extra = CONFIGS[name]
+    extra = [e.format(*(max(1, args.size // d) for d in (48, 24, 16))) for e in extra]
+    return _trained(os.path.join(args.runs, name), args, ["--model", model, *extra], args.epochs, args.lr)
+
+
+def fine_tune(run, args, quantization_aware):
     """The float run fine-tuned for --qat-epochs at --qat-lr, quantization-aware or (the control: as much
-    more training, in float) not; reused when done."""
-    tuned = run + ("_qat" if quantization_aware else "_float_tuned")
-    if os.path.isfile(os.path.join(tuned, "metrics.json")):
-        print(f"{name}: reusing {tuned}", flush=True)
-        return tuned
-    command = [sys.executable, "-m", "kerasseg.train", "--init-from", os.path.join(run, "model.keras"),
-               *(["--quantization-aware"] if quantization_aware else []), "--dataset", "shapes:hard",
-               "--image-size", str(args.size), "--epochs", str(args.qat_epochs), "--batch-size", "16",
-               "--train-samples", str(args.train_samples), "--lr", str(args.qat_lr), "--augment", "flip",
-               "--seed", "0", "--output", tuned, "--overwrite"]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
-    return tuned
+    more training, in float) not."""
+    flags = ["--init-from", os.path.join(run, "model.keras")] + (["--quantization-aware"] if quantization_aware
+                                                                 else [])
+    return _trained(run + ("_qat" if quantization_aware else "_float_tuned"), args, flags, args.qat_epochs,
+                    args.qat_lr)
 
 
 def kernel_agreement(path, images):
@@ -132,7 +128,7 @@ def export_all(name, run, args):
               f"{max(drops):+.2f} pts", flush=True)
     if args.qat_epochs:
         for quantization_aware in (False, True):
-            tuned = fine_tune(name, run, args, quantization_aware)
+            tuned = fine_tune(run, args, quantization_aware)
             label = f"int8 {'QAT' if quantization_aware else 'after float fine-tuning'} ({args.qat_epochs} epochs)"
             path = os.path.join(tuned, f"{name}_int8.tflite")
             started = time.time()

@@ -46,7 +46,8 @@ def test_int8_files_normalize_pixels_as_the_model_does(mode):
     assert np.abs(lite - model.predict(pixels[:4], verbose=0)).max() <= 4 * scale
 
 
-@pytest.mark.parametrize("name", ["deeplab_v3_plus_tiny", "hypercolumns_tiny", "fcn8s_tiny"])
+# depthwise convolutions, ASPP and a decoder concatenation; VGG (caffe pixels) with transposed convolutions
+@pytest.mark.parametrize("name", ["deeplab_v3_plus_tiny", "fcn8s_tiny"])
 def test_every_family_trains_quantization_aware_and_its_int8_file_agrees(name):
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
