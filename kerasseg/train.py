@@ -166,7 +166,10 @@ def _resumed_args(args, given):
                              f"{allowed}: --resume continues that run as it was; drop {flag}, or start a new run in "
                              "another --output")
     saved["image_size"] = tuple(saved["image_size"])
-    return cli.argparse.Namespace(**{**saved, "output": args.output, "resume": True, "overwrite": False})
+    # a flag newer than the run's record takes its default (the run was made without it)
+    defaults = {action.dest: action.default for action in _parser()._actions if action.dest != "help"}
+    return cli.argparse.Namespace(**{**defaults, **saved, "output": args.output, "resume": True,
+                                     "overwrite": False})
 
 
 def _mixed_precision():

@@ -122,3 +122,15 @@ def test_quantization_aware_refusals(user_run, tmp_path, capsys):
     for main, flags in ((onnx.main, []), (tflite.main, ["--keep-float", "head_logits"])):
         assert "quantization-aware" in refused(main, qat_run / "model.keras", "--output", tmp_path / "x.out", *flags)
         assert not (tmp_path / "x.out").exists()
+
+
+def test_a_run_recorded_before_init_from_existed_still_resumes(user_run, tmp_path):
+    from kerasseg import train
+
+    run, _ = user_run
+    record = json.loads((run / "run.json").read_text())
+    for key in ("init_from", "quantization_aware"):
+        record["arguments"].pop(key)
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    args = train.parse_args(["--output", str(tmp_path), "--resume"])
+    assert args.init_from is None and args.quantization_aware is False and args.seed == 3
