@@ -3,7 +3,7 @@
     python -m kerasseg.train --model deeplab_v3_plus --backbone mobilenet_v2 --dataset folder:my_data \\
         --image-size 256 --epochs 50 --loss ce+dice --output runs/mine
     python -m kerasseg.train --output runs/mine --resume      # after an interruption
-    python -m kerasseg.train --init-from runs/mine/model.keras --quantization-aware --dataset folder:my_data \
+    python -m kerasseg.train --init-from runs/mine/model.keras --quantization-aware --dataset folder:my_data \\
         --image-size 256 --epochs 5 --lr 1e-4 --output runs/mine-qat   # then export.tflite --quantize int8
 
 Writes, into --output DIR:
