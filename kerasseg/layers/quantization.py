@@ -17,6 +17,7 @@ import math
 import keras
 from keras import ops
 
+
 def _output_axes(conv):
     """The kernel axes that index a convolution's output channels (depthwise: input channel x multiplier)."""
     name = type(conv).__name__
@@ -47,13 +48,12 @@ class FakeQuant(keras.layers.Layer):
     The range starts where `set_range` puts it (the float model's min and max
     on calibration images, as post-training quantization would) and, while
     training, follows an exponential moving average of each batch's min and
-    max (`decay`); `fixed=True` keeps it (the pixel input: [0, 255], scale 1).
+    max (`decay`).
     """
 
-    def __init__(self, decay=0.99, fixed=False, **kwargs):
+    def __init__(self, decay=0.99, **kwargs):
         super().__init__(**kwargs)
         self.decay = float(decay)
-        self.fixed = bool(fixed)
 
     def build(self, input_shape):
         self.range_min = self.add_weight(name="range_min", shape=(), initializer="zeros", trainable=False)
@@ -72,7 +72,7 @@ class FakeQuant(keras.layers.Layer):
                 values = ops.convert_to_numpy(x)
                 observed[:] = min(observed[0], values.min()), max(observed[1], values.max())
             return x
-        if training and track and not self.fixed:
+        if training and track:
             low = ops.minimum(ops.cast(ops.min(x), "float32"), 0.0)
             high = ops.maximum(ops.cast(ops.max(x), "float32"), 0.0)
             self.range_min.assign(self.decay * self.range_min + (1 - self.decay) * ops.stop_gradient(low))
@@ -80,7 +80,7 @@ class FakeQuant(keras.layers.Layer):
         return keras.quantizers.fake_quant_with_min_max_vars(x, self.range_min, self.range_max, num_bits=8)
 
     def get_config(self):
-        return {**super().get_config(), "decay": self.decay, "fixed": self.fixed}
+        return {**super().get_config(), "decay": self.decay}
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
