@@ -12,5 +12,6 @@ The modules import one way: `runtimes` (run a file) -> `report` (compare,
 thresholds, the report) -> `pipeline` (load the model and the run's data,
 convert, check, write; the options every exporter shares) -> one module per
 format (`tflite`, `onnx`, `edgetpu`, `android`) and the `agreement` and
-`summary` commands.
+`summary` commands. `ranges` (a calibrated TFLite model's activation ranges,
+edited before quantizing) imports none of them; `tflite` uses it.
 """

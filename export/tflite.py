@@ -43,15 +43,15 @@ import numpy as np
 
 from kerasseg import cli, files, qat
 from kerasseg.cli import UsageError
-from export import edgetpu, pipeline, report as reports, runtimes
+from export import edgetpu, pipeline, ranges, report as reports, runtimes
 from export.pipeline import DataOptions
+from export.ranges import PERCENTILE
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
 FLAG_RMSE_PER_SCALE = 0.7
 IO_TYPES = ("uint8", "int8", "float32")
 CALIBRATIONS = ("minmax", "percentile")
-PERCENTILE = 99.99
 
 
 def _representative(images):
@@ -120,97 +120,15 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     converter._experimental_calibrate_only = True  # the path TFLite's own QuantizationDebugger takes
     calibrated = converter.convert()
     if calibration == "percentile":
-        calibrated = _percentile_ranges(calibrated, calibration_images)
+        calibrated = ranges.percentile_ranges(calibrated, calibration_images)
     if learned is not None:
-        calibrated = _learned_ranges(calibrated, *learned, calibration_images[0])
-    calibrated = _pin_input_range(calibrated, 0.0, 255.0)
+        calibrated = ranges.learned_ranges(calibrated, *learned, calibration_images[0])
+    calibrated = ranges.pin_input_range(calibrated, 0.0, 255.0)
     io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
     output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
     content = lite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=output_type)
     check_pixel_input(content)
     return content
-
-
-def _recorded_values(calibrated, images):
-    """(the calibrated model as a flatbuffer object, an iterator giving for each of `images` the value
-    {index: array} of every activation tensor with a recorded range), read by running the calibrated float
-    model itself in LiteRT with every tensor kept, so the tensors are the file's own."""
-    from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    recorded = [i for i, t in enumerate(graph.tensors) if t.quantization is not None and t.quantization.min is not None
-                and i not in graph.inputs]
-    interpreter = Interpreter(model_content=bytes(calibrated), experimental_preserve_all_tensors=True)
-    interpreter.allocate_tensors()
-    input_index = interpreter.get_input_details()[0]["index"]
-
-    def values():
-        for image in images:
-            interpreter.set_tensor(input_index, image[None].astype(np.float32))
-            interpreter.invoke()
-            yield {i: interpreter.get_tensor(i) for i in recorded}
-
-    return model, values()
-
-
-def _learned_ranges(calibrated, probe, ranges, image):
-    """The calibrated model with the range of each quantization-aware model's FakeQuant tensor replaced by the
-    range it learned. Each is found by value: the LiteRT tensor of its shape that equals `probe`'s output
-    for it on `image`. One the converter folded away (the pixel scaling, folded into the first convolution)
-    has none, and needs none. Refuses (UsageError) a model where none is found."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model, values = _recorded_values(calibrated, [image])
-    values = next(values)
-    expected = probe(image[None].astype(np.float32))
-    found = 0
-    for wanted, (low, high) in zip(expected if isinstance(expected, list) else [expected], ranges):
-        wanted = np.asarray(wanted)
-        errors = {i: np.abs(v - wanted).max() for i, v in values.items() if v.shape == wanted.shape}
-        best = min(errors, key=errors.get, default=None)
-        if best is not None and errors[best] <= 1e-3 * (np.abs(wanted).max() + 1e-3):
-            tensor = model.subgraphs[0].tensors[best]
-            tensor.quantization.min, tensor.quantization.max = [low], [high]
-            found += 1
-    if not found:
-        raise UsageError("none of the quantization-aware model's quantized tensors has a counterpart in the "
-                         "converted graph, so its learned ranges cannot be written")
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _percentile_ranges(calibrated, images, values_per_image=2048):
-    """The calibrated model with each activation's recorded range narrowed to the PERCENTILE-th
-    percentiles of its values over `images` (the calibrated model's own tensors, in LiteRT). Ranges still
-    include 0."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model, values = _recorded_values(calibrated, images)
-    rng, samples = np.random.default_rng(0), {}
-    for image_values in values:
-        for i, value in image_values.items():
-            value = value.ravel()
-            samples.setdefault(i, []).append(value if value.size <= values_per_image
-                                             else rng.choice(value, values_per_image))
-    tensors = model.subgraphs[0].tensors
-    for i, parts in samples.items():
-        low, high = np.percentile(np.concatenate(parts), [100 - PERCENTILE, PERCENTILE])
-        tensors[i].quantization.min = [float(min(low, 0.0))]
-        tensors[i].quantization.max = [float(max(high, 0.0))]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _pin_input_range(calibrated, low, high):
-    """A calibrated (not yet quantized) model whose input tensor's recorded range is [low, high]."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    for index in graph.inputs:
-        graph.tensors[index].quantization.min = [low]
-        graph.tensors[index].quantization.max = [high]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def check_pixel_input(content):
@@ -290,7 +208,7 @@ def convert_keeping_float(model, image_size, calibration_images, tensors):
     """int8 with the ops producing `tensors` left in float (float32 input and output; the input's range
     pinned to pixels, as in `convert`)."""
     debugger = _debugger(model, image_size, calibration_images, keep_float=tensors)
-    debugger.calibrated_model = _pin_input_range(debugger.calibrated_model, 0.0, 255.0)
+    debugger.calibrated_model = ranges.pin_input_range(debugger.calibrated_model, 0.0, 255.0)
     return debugger.get_nondebug_quantized_model()
 
 
