@@ -387,7 +387,8 @@ def train(args):
     best_epoch = commit.best["epoch"]
     report = {
         "model": best_model.name if args.init_from else args.model, "model_args": args.model_args,
-        "init_from": args.init_from, "quantization_aware": args.quantization_aware, "backbone": args.backbone, "dataset": args.dataset,
+        "init_from": args.init_from, "quantization_aware": args.quantization_aware, "backbone": args.backbone,
+        "dataset": args.dataset,
         "split": "val", "image_size": list(args.image_size), "classes": list(names), **scores,
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": args.epochs,
         "epochs_run": len(commit.rows), "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
