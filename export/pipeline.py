@@ -64,27 +64,12 @@ def load_model(path):
     A model trained with --mixed-precision computes in bfloat16 or float16,
     which the converters cannot lower (`'tf.Mul' op is neither a custom op
     nor a flex op`); it is rebuilt layer for layer in float32 with the same
-    weights, and that rebuild is what the export is compared with.
+    weights (kerasseg.qat.float32_model), and that rebuild is what the
+    export is compared with.
     """
-    import keras
+    from kerasseg import qat
 
-    model = files.load_keras_model(path)
-    mixed = set()
-
-    def to_float32(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed"):
-                mixed.add(node["config"]["name"])
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return {k: to_float32(v) for k, v in node.items()}
-        return [to_float32(v) for v in node] if isinstance(node, list) else node
-
-    config = to_float32(keras.saving.serialize_keras_object(model))
-    if not mixed:
-        return model, "float32"
-    rebuilt = keras.saving.deserialize_keras_object(config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt, "/".join(sorted(mixed))
+    return qat.float32_model(files.load_keras_model(path))
 
 
 def fixed_size_function(model, image_size, batch=1):

@@ -7,9 +7,12 @@ pixel input pinned to [0, 255], percentile ranges, or the ranges a
 quantization-aware model learned.
 """
 
+import re
+
 import numpy as np
 
 from kerasseg.cli import UsageError
+from kerasseg.layers.quantization import effective_range
 
 PERCENTILE = 99.99
 
@@ -38,29 +41,145 @@ def recorded_values(calibrated, images):
     return model, values()
 
 
-def learned_ranges(calibrated, probe, ranges, image):
-    """The calibrated model with the range of each quantization-aware model's FakeQuant tensor replaced by the
-    range it learned. Each is found by value: the LiteRT tensor of its shape that equals `probe`'s output
-    for it on `image`. One the converter folded away (the pixel scaling, folded into the first convolution)
-    has none, and needs none. Refuses (UsageError) a model where none is found."""
+def _layer_names(name, model_name, layers):
+    """The Keras layers whose ops TFLite fused into the op writing a tensor of this `name`: its ";"-joined
+    parts are the TensorFlow op names, `MODEL/LAYER/op` (TensorFlow adds _N to a repeated scope name)."""
+    found = set()
+    for part in name.split(";"):
+        scopes = part.split("/")
+        if len(scopes) > 2 and re.fullmatch(rf"{re.escape(model_name)}(_\d+)?", scopes[0]):
+            found.update(layer for layer in layers if re.fullmatch(rf"{re.escape(layer)}(_\d+)?", scopes[1]))
+    return found
+
+
+def _output_layer(tensor, op, owners):
+    """The twin layer whose output is the file's output tensor that `op` writes (the twin's output `tensor`):
+    the twin's last layer, unless that and the layers before it keep their input's scale (a crop to the
+    same size, a reshape: the converter may drop them) and `op` reads no tensor of the layer before it."""
+    import keras
+
+    from kerasseg.qat import SAME_SCALE
+
+    chain = []
+    while True:
+        layer = tensor._keras_history.operation
+        chain.append(layer.name)
+        inputs = keras.tree.flatten(layer._inbound_nodes[tensor._keras_history.node_index].input_tensors)
+        if type(layer).__name__ not in SAME_SCALE or not inputs:
+            break
+        tensor = inputs[0]
+    for layer, before in zip(chain, chain[1:]):
+        if any(before in owners.get(i, ()) for i in op.inputs):
+            return layer
+    return chain[-1]
+
+
+def learned_ranges(calibrated, twin, sites):
+    """(the calibrated model with each learned range of a quantization-aware model written into its tensor,
+    {tensor name: (low, high, site)} of what was written).
+
+    Found by structure: a Site rounds the output of one of `twin`'s layers, and that output is the tensor
+    of the file that the layer's ops write and an op of another layer reads (or the model's output). Refuses
+    (UsageError, naming the layer) a range with no such tensor or more than one, and two ranges on one
+    tensor: the simulation would then not compute what the file computes."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    model, values = recorded_values(calibrated, [image])
-    values = next(values)
-    expected = probe(image[None].astype(np.float32))
-    found = 0
-    for wanted, (low, high) in zip(expected if isinstance(expected, list) else [expected], ranges):
-        wanted = np.asarray(wanted)
-        errors = {i: np.abs(v - wanted).max() for i, v in values.items() if v.shape == wanted.shape}
-        best = min(errors, key=errors.get, default=None)
-        if best is not None and errors[best] <= 1e-3 * (np.abs(wanted).max() + 1e-3):
-            tensor = model.subgraphs[0].tensors[best]
-            tensor.quantization.min, tensor.quantization.max = [low], [high]
-            found += 1
-    if not found:
-        raise UsageError("none of the quantization-aware model's quantized tensors has a counterpart in the "
-                         "converted graph, so its learned ranges cannot be written")
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    layers = {layer.name for layer in twin.layers}
+    recorded = {i for i, t in enumerate(graph.tensors)
+                if t.quantization is not None and t.quantization.min is not None and i not in graph.inputs}
+    owners = {i: _layer_names(graph.tensors[i].name.decode(), twin.name, layers) for i in recorded}
+    readers, writer = {}, {}
+    for op in graph.operators:
+        writer.update((i, op) for i in op.outputs)
+        for i in op.inputs:
+            readers.setdefault(i, []).append(op)
+    for index, output in zip(graph.outputs, twin.outputs):  # the file names its outputs Identity, Identity_1, ...
+        owners.setdefault(index, set()).add(_output_layer(output, writer[index], owners))
+    placed, problems = {}, []
+    for site in sites:
+        mine = {i for i in recorded if site.layer in owners[i]}
+        exits = [i for i in sorted(mine) if i in graph.outputs or any(
+            out not in mine for op in readers.get(i, []) for out in op.outputs)]
+        if len(exits) != 1:
+            problems.append(f"{site.layer} (rounded by {site.point}): " + (
+                f"{len(exits)} tensors of the file leave it ({', '.join(graph.tensors[i].name.decode() for i in exits)})"
+                if exits else "no tensor of the file is its output: the converter removed it or fused it into "
+                "another op at this size (an average over a 1x1 map, an addition of zeros in an untrained "
+                "batch normalization)"))
+            continue
+        tensor = graph.tensors[exits[0]]
+        name = tensor.name.decode()
+        if name in placed and (placed[name][2].point != site.point):
+            problems.append(f"{site.layer} (rounded by {site.point}) and {placed[name][2].layer} (rounded by "
+                            f"{placed[name][2].point}) are one tensor of the file, {name}")
+            continue
+        tensor.quantization.min, tensor.quantization.max = [site.low], [site.high]
+        placed[name] = (site.low, site.high, site)
+    if problems:
+        raise UsageError(f"{len(problems)} learned range(s) of the quantization-aware model have no tensor of "
+                         f"their own in the converted file, so the file would not compute what the model "
+                         f"simulates: {'; '.join(problems[:8])}{' ...' if len(problems) > 8 else ''}")
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), placed
+
+
+def _is_activation(model, tensor):
+    """Whether `tensor` is computed when the model runs (its buffer holds no constant data)."""
+    data = model.buffers[tensor.buffer].data
+    return data is None or len(data) == 0
+
+
+def check_learned_ranges(content, placed):
+    """{"simulated", "written", "fixed", "calibrated"}: how many learned ranges `placed` holds; how many of
+    their tensors in the quantized file `content` have that range's scale (a UsageError names any that has
+    not); how many int8 tensors have a kernel's fixed scale (sigmoid, softmax, tanh); and the names of the
+    file's other int8 activation tensors whose ranges calibration set (not those that take the scale of
+    the op's input: pooling, padding, resizing)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    graph = model.subgraphs[0]
+    ops = schema.BuiltinOperator
+    made_by, read_by = {}, {}
+    for op in graph.operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        kind = max(code.builtinCode, code.deprecatedBuiltinCode)
+        made_by.update((i, (kind, op)) for i in op.outputs)
+        for i in op.inputs:
+            read_by.setdefault(i, set()).add(kind)
+
+    def params(i):
+        q = graph.tensors[i].quantization
+        return None if q is None or q.scale is None else (tuple(q.scale), tuple(q.zeroPoint))
+
+    activations = {t.name.decode(): i for i, t in enumerate(graph.tensors)
+                   if t.type in (3, 9) and _is_activation(model, t) and i not in graph.inputs  # UINT8, INT8
+                   and read_by.get(i) != {ops.QUANTIZE}}  # (not the int8 twin of a uint8 output)
+    written, wrong = 0, []
+    for name, (low, high, site) in placed.items():
+        scales = list(params(activations[name])[0]) if name in activations else []
+        low, high = (float(v) for v in effective_range(low, high))
+        scale = (high - low) / 255
+        # a range that is all but zero (a dead ReLU): the quantizer widens it by a rule of its own
+        near_zero = high - low <= 1e-5 and len(scales) == 1 and scales[0] * 255 <= 1e-5
+        if len(scales) == 1 and abs(scales[0] - scale) <= 1e-5 * scale or near_zero:
+            written += 1
+        else:
+            wrong.append(f"{site.layer} ({site.point}: scale {scale:.6g}, the file's {scales or 'none'})")
+    if wrong:
+        raise UsageError(f"{len(wrong)} learned range(s) did not survive quantization: {'; '.join(wrong[:8])}")
+    fixed, calibrated = 0, []
+    for name, i in activations.items():
+        kind, op = made_by.get(i, (None, None))
+        if name in placed or kind == ops.QUANTIZE:  # (the integer input's and output's own conversions)
+            continue
+        if kind in (ops.LOGISTIC, ops.SOFTMAX, ops.TANH):
+            fixed += 1
+        elif op is None or params(op.inputs[0]) != params(i):
+            calibrated.append(name)
+    return {"simulated": len(placed), "written": written, "fixed": fixed, "calibrated": sorted(calibrated)}
 
 
 def percentile_ranges(calibrated, images, values_per_image=2048):

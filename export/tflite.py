@@ -105,15 +105,27 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     activation's range is its min/max over the calibration images (TFLite's
     own), or with "percentile" the PERCENTILE-th percentiles of its values,
     which clips rare outliers for a finer step everywhere else.
+
+    A quantization-aware model (kerasseg.qat) converts as its float twin;
+    int8 writes the ranges it learned into the file (export.ranges).
     """
+    return _convert(model, quantize, image_size, calibration_images, io, calibration)[0]
+
+
+def _convert(model, quantize, image_size, calibration_images=None, io="uint8", calibration="minmax"):
+    """(the .tflite bytes, for a quantization-aware model converted to int8 the learned ranges' counts
+    (export.ranges.check_learned_ranges), else None)."""
     if calibration not in CALIBRATIONS:
         raise UsageError(f"--calibration must be one of {CALIBRATIONS}; received {calibration!r}")
-    learned = None
+    sites = None
     if qat.is_quantization_aware(model):
-        model, *learned = qat.export_twin(model)
+        if calibration != "minmax":
+            raise UsageError(f"a quantization-aware model's int8 ranges are the ones it learned: --calibration "
+                             f"{calibration} does not apply to it")
+        model, sites = qat.export_twin(model)
     converter = _converter(model, quantize, image_size, calibration_images, io)
-    if quantize != "int8" or (io == "float32" and learned is None):
-        return converter.convert()
+    if quantize != "int8" or (io == "float32" and sites is None):
+        return converter.convert(), None
     import tensorflow as tf
     from tensorflow.lite.python import convert as lite_convert
 
@@ -121,14 +133,14 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     calibrated = converter.convert()
     if calibration == "percentile":
         calibrated = ranges.percentile_ranges(calibrated, calibration_images)
-    if learned is not None:
-        calibrated = ranges.learned_ranges(calibrated, *learned, calibration_images[0])
+    if sites is not None:
+        calibrated, placed = ranges.learned_ranges(calibrated, model, sites)
     calibrated = ranges.pin_input_range(calibrated, 0.0, 255.0)
     io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
     output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
     content = lite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=output_type)
     check_pixel_input(content)
-    return content
+    return content, None if sites is None else ranges.check_learned_ranges(content, placed)
 
 
 def check_pixel_input(content):
@@ -343,11 +355,15 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
                          io=io if quantize == "int8" else "float32", calibration_method=calibration_method)
         model = with_output_kind(model, output_kind)
         if qat.is_quantization_aware(model):
-            if debug or keep_float or auto:
+            if debug or keep_float or auto or calibration_method != "minmax":
                 raise UsageError(f"{model_path} is quantization-aware (trained with --quantization-aware): its "
-                                 "int8 ranges are learned, so --debug, --keep-float and --auto-keep-float, which "
-                                 "recalibrate, do not apply; export it with plain --quantize int8")
+                                 "int8 ranges are learned, so --debug, --keep-float, --auto-keep-float and "
+                                 "--calibration percentile, which recalibrate, do not apply; export it with plain "
+                                 "--quantize int8")
             extra["quantization_aware"] = True
+            if quantize != "int8":  # no int8 arithmetic to simulate: the float model it computes, compared as such
+                model, _ = qat.export_twin(model)
+                extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
         if debug or keep_float or auto:
             debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None
             rows = quantization_debug(model, size, calibration, debug_csv)
@@ -362,7 +378,13 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
             thresholds = {**reports.DEFAULT_THRESHOLDS["int8"], **data.overrides}
             content, extra["kept_float"] = auto_keep_float(model, size, calibration, rows, validation, thresholds)
         else:
-            content = convert(model, quantize, size, calibration, io, calibration_method)
+            content, learned = _convert(model, quantize, size, calibration, io, calibration_method)
+            if learned is not None:
+                extra["learned_ranges"] = learned
+                print(f"learned ranges: {learned['written']} of {learned['simulated']} written into the file "
+                      f"({learned['fixed']} fixed-scale outputs; calibration set {len(learned['calibrated'])}: "
+                      f"{', '.join(learned['calibrated'][:4]) or 'none'}"
+                      f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
         if extra.get("kept_float"):
             extra["io"] = "float32"  # the split graph takes and returns float
             extra["kept_float_costs"] = float_costs(model, size, calibration, extra["kept_float"],

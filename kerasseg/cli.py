@@ -9,6 +9,19 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
 
 
+class WriteError(OSError):
+    """A file that could not be written (disk full, quota, read-only or failing device): one line, exit
+    status 1. Whatever was at `path` before is untouched (kerasseg.files.atomic_write)."""
+
+    def __init__(self, path, error):
+        reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
+        super().__init__(error.errno, f"cannot write {path}: {reason}")
+        self.path = path
+
+    def __str__(self):
+        return self.strerror
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):
         print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -16,12 +29,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(main, argv=None):
-    """Runs `main(argv)`, turning a UsageError into one line on stderr and exit status 2."""
+    """Runs `main(argv)`, turning a UsageError into one line on stderr and exit status 2, a WriteError into
+    one line and exit status 1."""
     try:
         return main(argv)
     except UsageError as error:
         print(f"{_prog()}: error: {error}", file=sys.stderr)
         return 2
+    except WriteError as error:
+        print(f"{_prog()}: error: {error}", file=sys.stderr)
+        return 1
 
 
 def _prog():

@@ -9,7 +9,7 @@ a torn one.
 import os
 import tempfile
 
-from kerasseg.cli import UsageError
+from kerasseg.cli import UsageError, WriteError
 
 
 def _umask():
@@ -28,12 +28,17 @@ def atomic_write(path, write):
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path).lstrip(".")
     suffix = name[name.index("."):] if "." in name else ""  # all of it: ".weights.h5" is one suffix to Keras
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+        os.close(fd)
+    except OSError as error:
+        raise WriteError(path, error) from None
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make the file private
         os.replace(tmp, path)
+    except OSError as error:  # a full disk, a quota, a read-only or failing device (h5py's errors too)
+        raise WriteError(path, error) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -48,7 +53,24 @@ def write_bytes_atomic(path, data):
 
 
 def write_text_atomic(path, text):
-    write_bytes_atomic(path, text.encode("utf-8"))
+    # surrogateescape: a file name that is not valid UTF-8 (os.listdir gives it with surrogates) survives
+    write_bytes_atomic(path, text.encode("utf-8", errors="surrogateescape"))
+
+
+def write_lines_atomic(path, lines):
+    """One item per line, each exactly as it is (spaces, dots, any script); an item with a line break is a
+    ValueError, since no line-based list could hold it."""
+    broken = [line for line in lines if "\n" in line or "\r" in line]
+    if broken:
+        raise ValueError(f"cannot list {broken[0]!r} in {path}: it holds a line break")
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
+
+
+def read_lines(path):
+    """The items `write_lines_atomic` wrote, exactly."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as f:
+        text = f.read()
+    return text.split("\n")[:-1] if text else []
 
 
 def ensure_output_dir(path):

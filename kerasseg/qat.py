@@ -1,48 +1,76 @@
 """Quantization-aware training (QAT) for Keras 3 models, and the float model an int8 export converts.
 
     qat = quantization_aware(model, calibration_images)   # then compile and fit, as any model
-    twin, probe, ranges = export_twin(qat)                 # what export.tflite converts, and the ranges
+    twin, sites = export_twin(qat)                         # what export.tflite converts, and the learned ranges
 
 `quantization_aware` rewrites a trained float functional model (nested
-functional models, such as a segmenter's backbone, are inlined) so that it
-computes what TFLite's full-integer file will compute:
+functional models, such as a segmenter's backbone, are inlined; a model
+trained in mixed precision is first rebuilt in float32) so that it computes
+what TFLite's full-integer file will compute, op for op:
 
 - each Conv2D, DepthwiseConv2D and Conv2DTranspose becomes a QuantizedConv:
   the batch normalization that follows it folded in (frozen moving
   statistics, as TFLite folds it), the folded kernel rounded to int8 per
   output channel;
-- each tensor TFLite keeps as int8 goes through a FakeQuant, its range
+- a batch normalization no convolution absorbs (DenseNet's pre-activation)
+  becomes what the file makes of it: a multiplication and an addition by
+  per-channel constants (ChannelScale, ChannelShift), each its own int8
+  tensor;
+- sigmoid, softmax and tanh round to the file's fixed output scales, and
+  swish is the file's LOGISTIC then MUL (FixedScaleActivation); an
+  activation inside a convolution other than ReLU/ReLU6 becomes a layer of
+  its own, as it is an op of its own in the file;
+- each other tensor TFLite keeps as int8 goes through a FakeQuant, its range
   started at the float model's min and max on the calibration images (what
   post-training calibration measures) and then tracked while training.
-  Not every layer output is such a tensor: a convolution or addition whose
-  only consumer is ReLU/ReLU6 is fused with it (one tensor, after the
-  activation), and pooling, padding, cropping, reshapes, resizes and dropout
-  keep their input's scale.
+  Not every layer output is such a tensor: a convolution, addition,
+  multiplication or scaling whose only consumer is ReLU/ReLU6 is fused with
+  it (one tensor, after the activation); pooling, padding, cropping,
+  reshapes, resizes and dropout keep their input's scale; and the tensors a
+  concatenation joins share its range (TFLite gives them one scale).
+
+A layer it cannot simulate (attention, normalizations other than batch
+normalization, activations such as GELU, a Lambda, a custom layer) is refused
+before anything is built, with every such layer named (QuantizationError).
 
 Training it is ordinary `model.fit`: the straight-through estimator lets
 gradients through the rounding, so the weights learn to live with it. The
-result saves and loads as any kerasseg model; `export_twin` gives the float
-model with the folded, int8-exact weights, and the learned range of every
-FakeQuant's tensor, which export.tflite writes into the file it quantizes.
+result saves and loads as any kerasseg model. `export_twin` gives the float
+model an int8 export converts (the same ops, with the int8-exact weights) and
+every learned range with the twin layer whose output it rounds: each such
+output is one tensor of the converted file, where export.tflite writes the
+range (found by structure, export.ranges).
 """
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 
 import keras
 
-from kerasseg.layers.quantization import FakeQuant, QuantizedConv
+from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale, ChannelShift,
+                                          FakeQuant, FixedScaleActivation, QuantizedConv, batch_norm_halves)
 
-_CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D", "Conv2DTranspose")
+CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D", "Conv2DTranspose")
 # int8 kernels that write their input's scale and zero point: no range of their own
-_SAME_SCALE = ("Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D", "ZeroPadding2D", "Cropping2D",
-               "Reshape", "UpSampling2D", "ResizeToMatch", "Upsample", "CenterCropToMatch", "ZeroPadShortcut",
-               "InputLayer")
-_FUSING = _CONVOLUTIONS + ("Add",)
+SAME_SCALE = ("Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D", "ZeroPadding2D", "Cropping2D",
+              "Reshape", "UpSampling2D", "ResizeToMatch", "Upsample", "CenterCropToMatch", "ZeroPadShortcut",
+              "InputLayer", "Identity")
+# those of them that compute new values (averages, bilinear interpolation), which the file rounds to that scale
+INTERPOLATING = ("AveragePooling2D", "ResizeToMatch", "Upsample", "UpSampling2D")
+# ops with an int8 output of their own range
+LEARNED = ("Add", "Multiply", "GlobalAveragePooling2D", "Concatenate")
+# the ops into which TFLite fuses a ReLU / ReLU6 that is their output's only consumer
+FUSING = (*CONVOLUTIONS, "Add", "Multiply", "ChannelScale", "ChannelShift")
 # the pixel normalization, left to calibration: TFLite folds a scaling into the first convolution, and
 # lowers the other modes to two or three ops (channel-permuting convolution, subtraction, multiplication)
-_CALIBRATED = ("PixelNormalization", "Rescaling")
+PIXELS = ("PixelNormalization", "Rescaling", "Normalization")
+ACTIVATIONS = ("linear", "relu", "relu6", *FIXED_SCALE_ACTIVATIONS)
+
+
+class QuantizationError(ValueError):
+    """A model that quantization-aware training cannot simulate faithfully; the message names its layers."""
 
 
 def is_quantization_aware(model):
@@ -50,17 +78,54 @@ def is_quantization_aware(model):
     return any(isinstance(layer, FakeQuant) for layer in model._flatten_layers())
 
 
-def _fused_activation(layer):
-    """Whether TFLite fuses `layer` into the convolution or addition before it (ReLU, ReLU6)."""
+def _activation(layer):
+    """The activation a layer applies: its `activation` (Activation, convolutions), "relu" / "relu6" for a
+    plain ReLU layer, None for a ReLU with a slope or threshold (no int8 kernel of TFLite's fuses it)."""
     config = layer.get_config()
     if type(layer).__name__ == "ReLU":
-        return not config.get("negative_slope") and not config.get("threshold") and \
-            config.get("max_value") in (None, 6.0)
-    return type(layer).__name__ == "Activation" and config["activation"] in ("relu", "relu6")
+        plain = not config.get("negative_slope") and not config.get("threshold")
+        return {None: "relu", 6.0: "relu6"}.get(config.get("max_value")) if plain else None
+    activation = config.get("activation", "linear")
+    return activation if isinstance(activation, str) else getattr(activation, "__name__", str(activation))
 
 
-def _linear(layer):
-    return layer.get_config().get("activation", "linear") == "linear"
+def _kind(layer):
+    """How the file computes `layer`: 'convolution', 'batch_norm', 'activation', 'learned', 'same_scale' or
+    'pixels'; None where kerasseg.qat has no faithful simulation of it."""
+    name = type(layer).__name__
+    if name in CONVOLUTIONS:
+        return "convolution" if _activation(layer) in ACTIVATIONS else None
+    if name == "BatchNormalization":
+        return "batch_norm" if layer.axis in (-1, 3) or layer.axis == [3] else None
+    if name in SAME_SCALE or (name == "Activation" and _activation(layer) == "linear"):
+        return "same_scale"
+    if name in ("Activation", "ReLU"):
+        return "activation" if _activation(layer) in ACTIVATIONS else None
+    if name in LEARNED:
+        return "learned"
+    return "pixels" if name in PIXELS else None
+
+
+def float32_model(model):
+    """`model` computing in float32: itself, or, if any layer has a mixed-precision policy (bfloat16 or
+    float16 compute), a copy rebuilt layer for layer in float32 with the same weights. The converters cannot
+    lower mixed precision, and the int8 simulation must round float32 values."""
+    mixed = set()
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed"):
+                mixed.add(node["config"]["name"])
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in node.items()}
+        return [to_float32(v) for v in node] if isinstance(node, list) else node
+
+    config = to_float32(keras.saving.serialize_keras_object(model))
+    if not mixed:
+        return model, "float32"
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt, "/".join(sorted(mixed))
 
 
 def _replay(model, inputs, call):
@@ -80,11 +145,21 @@ def _unpacked(inputs, outputs):
     return tuple(t[0] if isinstance(t, (list, tuple)) and len(t) == 1 else t for t in (inputs, outputs))
 
 
+@dataclass
+class _Step:
+    """What the rewrite does with one layer call (see _plan)."""
+
+    kind: str  # _kind's; a batch normalization folded into the convolution before it becomes "same_scale"
+    batch_norm: object = None  # the batch normalization folded into this convolution
+    split: str = None  # this convolution's activation, computed by a layer of its own after it
+    fused: bool = False  # the ReLU / ReLU6 after this op is fused into it: its output is no int8 tensor
+    owner: int = None  # the call whose FakeQuant rounds this call's output (None: no FakeQuant)
+    reround: int = None  # an interpolation: its output is rounded again with its input's range (this owner's)
+
+
 def _plan(model):
-    """The layer calls of `model`, inlined, in order, and for each: 'batch_norm' (the batch normalization
-    folded into this convolution), 'folded' (it is one), 'quantize' (whether its output gets a FakeQuant) and
-    'owner' (the call whose FakeQuant it shares: TFLite gives a concatenation's inputs and output one scale,
-    its output's, so the tensors it joins take the concatenation's range)."""
+    """The layer calls of `model`, inlined, in order, and a _Step for each. Refuses (QuantizationError) a
+    model with a layer it cannot simulate, naming every one."""
     calls, consumers, producer = [], {}, {}
 
     def record(layer, *args, **kwargs):
@@ -100,46 +175,92 @@ def _plan(model):
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]
     for tensor in keras.tree.flatten(_replay(model, inputs, record)):
         consumers.setdefault(id(tensor), []).append(None)
+    steps = [_Step(_kind(layer)) for layer, _, _ in calls]
+    _refuse_unsimulated(model, calls, steps, {id(t) for t in inputs})
 
     def only_consumer(index):
         outputs = calls[index][2]
         users = consumers.get(outputs[0], []) if len(outputs) == 1 else []
-        return users[0] if len(users) == 1 else None
+        return users[0] if len(users) == 1 and users[0] is not None else None
 
-    plan = [{"batch_norm": None, "folded": False, "quantize": True, "owner": i} for i in range(len(calls))]
-    for index, (layer, _, _) in enumerate(calls):
+    def relu_follows(index):
         user = only_consumer(index)
-        if type(layer).__name__ in _CONVOLUTIONS and _linear(layer) and user is not None and \
-                type(calls[user][0]).__name__ == "BatchNormalization" and calls[user][0].axis in (-1, 3):
-            plan[index]["batch_norm"] = calls[user][0]
-            plan[user]["folded"] = True
-    for index, (layer, _, _) in enumerate(calls):
-        kind = type(layer).__name__
-        fusing = (kind in _FUSING and _linear(layer)) or plan[index]["folded"]
+        return user is not None and steps[user].kind == "activation" and \
+            _activation(calls[user][0]) in ("relu", "relu6")
+
+    for index, ((layer, _, _), step) in enumerate(zip(calls, steps)):
         user = only_consumer(index)
-        if plan[index]["batch_norm"] or kind in _SAME_SCALE + _CALIBRATED or \
-                (fusing and user is not None and _fused_activation(calls[user][0])):
-            plan[index]["quantize"] = False
+        if step.kind == "convolution" and _activation(layer) not in ("linear", "relu", "relu6"):
+            step.split = _activation(layer)
+        elif step.kind == "convolution" and _activation(layer) == "linear" and user is not None and \
+                steps[user].kind == "batch_norm":
+            step.batch_norm, steps[user].kind = calls[user][0], "same_scale"  # folded: an identity now
+        ends = index if step.batch_norm is None else user  # the call whose output is this op's output
+        linear = _activation(layer) in (None, "linear")
+        step.fused = (step.kind == "batch_norm" or type(layer).__name__ in FUSING and linear) and relu_follows(ends)
+    for index, ((layer, _, _), step) in enumerate(zip(calls, steps)):
+        if step.kind in ("convolution", "batch_norm", "learned"):
+            rounded = not step.fused and step.split not in FIXED_RANGES
+        else:  # an activation's own int8 tensor: ReLU (fused into the op before it or not), swish's product
+            rounded = step.kind == "activation" and _activation(layer) in ("relu", "relu6", "swish", "silu")
+        step.owner = index if rounded else None
 
     def owner(index):
-        while plan[index]["owner"] != index:
-            index = plan[index]["owner"]
+        while steps[index].owner != index:
+            index = steps[index].owner
         return index
 
+    # TFLite gives a concatenation's inputs its output's scale: the FakeQuant that rounded each input (back
+    # through the ops that keep their input's scale) takes the concatenation's range
     for index, (layer, inputs, _) in enumerate(calls):
-        if type(layer).__name__ != "Concatenate" or not plan[index]["quantize"]:
+        if type(layer).__name__ != "Concatenate":
             continue
         for tensor in inputs:
             source = producer.get(tensor)
-            # the FakeQuant that rounded this input: back through the ops that keep their input's scale
-            while source is not None and not plan[source]["quantize"] and type(calls[source][0]).__name__ in \
-                    _SAME_SCALE and calls[source][1]:
+            while source is not None and steps[source].owner is None and steps[source].kind == "same_scale" and \
+                    calls[source][1]:
                 source = producer.get(calls[source][1][0])
-            if source is not None and plan[source]["quantize"]:
-                plan[owner(source)]["owner"] = index
-    for step in plan:
-        step["owner"] = owner(step["owner"])
-    return calls, plan
+            if source is not None and steps[source].owner is not None:
+                steps[owner(source)].owner = index
+    for step in steps:
+        if step.owner is not None:
+            step.owner = owner(step.owner)
+    for index, (layer, inputs, _) in enumerate(calls):
+        if _interpolates(layer) and inputs:
+            source = producer.get(inputs[0])
+            while source is not None and steps[source].owner is None and steps[source].kind == "same_scale" and \
+                    calls[source][1]:
+                source = producer.get(calls[source][1][0])
+            steps[index].reround = None if source is None else steps[source].owner
+    return calls, steps
+
+
+def _interpolates(layer):
+    """Whether `layer` keeps its input's scale but computes new values, which the file rounds to it (the
+    Edge TPU's resize has int8 tensors of its own inside, which calibration sets)."""
+    name, config = type(layer).__name__, layer.get_config()
+    return name in INTERPOLATING and not config.get("edge") and config.get("interpolation", "bilinear") != "nearest"
+
+
+def _refuse_unsimulated(model, calls, steps, inputs):
+    """QuantizationError naming every layer with no faithful simulation, and every pixel normalization that
+    does not take the model's input (calibrated where it is, as the converter folds it)."""
+    refused, pixel_side = [], set(inputs)
+    for (layer, ins, outs), step in zip(calls, steps):
+        if step.kind is None:
+            activation = _activation(layer)
+            refused.append(f"{layer.name} ({type(layer).__name__}"
+                           f"{'' if activation in (None, 'linear') else ', activation ' + str(activation)})")
+        elif step.kind == "pixels" and not set(ins) <= pixel_side:
+            refused.append(f"{layer.name} ({type(layer).__name__} inside the network, not on its input)")
+        if step.kind == "pixels" or type(layer).__name__ == "InputLayer":
+            pixel_side.update(outs)
+    if refused:
+        raise QuantizationError(
+            f"{model.name} has {len(refused)} layer(s) that quantization-aware training cannot simulate as "
+            f"TFLite's int8 kernels compute them: {', '.join(refused)}. It simulates convolutions with "
+            f"activations {', '.join(ACTIVATIONS)}; batch normalization; {', '.join(LEARNED)}; "
+            f"{', '.join(SAME_SCALE[:-2])}; and a pixel normalization on the input")
 
 
 @contextlib.contextmanager
@@ -158,38 +279,66 @@ def _observing(points):
 
 def quantization_aware(model, calibration_images, batch_size=8):
     """A model computing `model`'s outputs as TFLite's int8 file of it will (see the module docstring),
-    its ranges calibrated on `calibration_images` (pixels, NHWC). It shares `model`'s layers other than
-    the folded convolutions and batch normalizations, whose weights it copies."""
+    its ranges calibrated on `calibration_images` (pixels, NHWC). It shares `model`'s layers (those of its
+    float32 rebuild, for a mixed-precision model) other than the convolutions and batch normalizations it
+    rewrites, whose weights it copies. Raises QuantizationError naming the layers it cannot simulate."""
     if is_quantization_aware(model):
-        raise ValueError(f"{model.name} is already quantization-aware")
+        raise QuantizationError(f"{model.name} is already quantization-aware")
     if len(calibration_images) == 0:
-        raise ValueError("quantization-aware training needs calibration images; none were given")
-    calls, plan = _plan(model)
-    steps = iter(enumerate(plan))
+        raise QuantizationError("quantization-aware training needs calibration images; none were given")
+    model, _ = float32_model(model)
+    calls, steps = _plan(model)
+    order = iter(enumerate(steps))
     copies, points, names = [], {}, {layer.name for layer in model._flatten_layers()}
 
+    def unique(name):
+        while name in names:
+            name += "_"
+        names.add(name)
+        return name
+
+    def rounded(x, name):
+        """`x` through a FakeQuant of its own: an int8 tensor inside what one Keras layer computes."""
+        points[name] = FakeQuant(name=unique(name))
+        return points[name](x)
+
     def rewrite(layer, *args, **kwargs):
-        index, step = next(steps)
-        if step["folded"]:
-            outputs = args[0]
-        elif type(layer).__name__ in _CONVOLUTIONS:
-            batch_norm = step["batch_norm"]
-            quantized = QuantizedConv(keras.layers.serialize(layer),
-                                      None if batch_norm is None else keras.layers.serialize(batch_norm),
-                                      name=f"{layer.name}_quantized")
+        index, step = next(order)
+        if step.kind == "convolution":
+            config = keras.layers.serialize(layer)
+            if step.split:
+                config = {**config, "config": {**config["config"], "activation": "linear"}}
+            batch_norm = None if step.batch_norm is None else keras.layers.serialize(step.batch_norm)
+            quantized = QuantizedConv(config, batch_norm, name=unique(f"{layer.name}_quantized"))
+            copies.append((quantized, layer, step.batch_norm))
             outputs = quantized(*args, **kwargs)
-            copies.append((quantized, layer, batch_norm))
+            if step.split:
+                outputs = rounded(outputs, f"{layer.name}_quant")
+                outputs = FixedScaleActivation(step.split, name=unique(f"{layer.name}_{step.split}"))(outputs)
+        elif step.kind == "batch_norm":
+            scale, shift = batch_norm_halves(layer, names=(unique(f"{layer.name}_scale"), unique(f"{layer.name}_shift")))
+            outputs = shift(rounded(scale(args[0]), f"{scale.name}_quant"))
+        elif step.kind == "same_scale" and type(layer).__name__ == "BatchNormalization":
+            outputs = args[0]  # folded into the convolution before it
+        elif type(layer).__name__ in ("Add", "Multiply") and len(args[0]) > 2:
+            # the file sums (multiplies) two at a time, in order, each partial result an int8 tensor
+            partial, merge = args[0][0], type(layer)
+            for k, x in enumerate(args[0][1:-1], start=1):
+                partial = rounded(merge(name=unique(f"{layer.name}_{k}"))([partial, x]), f"{layer.name}_{k}_quant")
+            outputs = merge(name=layer.name)([partial, args[0][-1]])
+        elif step.kind == "activation" and _activation(layer) in FIXED_SCALE_ACTIVATIONS:
+            outputs = FixedScaleActivation(_activation(layer), name=unique(f"{layer.name}_fixed_scale"))(args[0])
         else:
             outputs = layer(*args, **kwargs)
-        if step["quantize"] and all(keras.backend.is_float_dtype(t.dtype) for t in keras.tree.flatten(outputs)):
-            if step["owner"] not in points:
-                name = f"{calls[step['owner']][0].name}_quant"
-                while name in names:
-                    name += "_"
-                names.add(name)
-                points[step["owner"]] = FakeQuant(name=name)
+        if step.reround is not None:
+            outputs = points[step.reround](outputs, track=False)
+        if step.owner is not None:
+            owner = calls[step.owner][0]
+            name = f"{owner.name}_{steps[step.owner].split}_quant" if steps[step.owner].split else f"{owner.name}_quant"
+            if step.owner not in points:
+                points[step.owner] = FakeQuant(name=unique(name))
             # a shared range is tracked on its owner's tensor (a concatenation's output: every input's values)
-            outputs = points[step["owner"]](outputs, track=step["owner"] == index)
+            outputs = points[step.owner](outputs, track=step.owner == index)
         return outputs
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
@@ -204,32 +353,47 @@ def quantization_aware(model, calibration_images, batch_size=8):
     return qat
 
 
+@dataclass(frozen=True)
+class Site:
+    """A learned range and where it applies: the output of the twin's layer `layer` (one tensor of the
+    converted file), rounded by the quantization-aware model's FakeQuant `point`."""
+
+    point: str
+    layer: str
+    low: float
+    high: float
+
+
 def export_twin(qat):
-    """`(twin, probe, ranges)`: `twin` is the float model an int8 export converts (`qat` without its
-    FakeQuants, each QuantizedConv a plain convolution holding the folded, int8-exact kernel and bias);
-    `probe` maps an image to the twin's tensor at each FakeQuant, in order, and `ranges` gives each its
-    learned (min, max)."""
-    replaced, points, tensors = [], [], []
+    """`(twin, sites)`: `twin` is the float model an int8 export converts (`qat` without its FakeQuants and
+    with float copies of its rounding layers: each QuantizedConv a plain convolution holding the folded,
+    int8-exact kernel and bias; ChannelScale and ChannelShift holding their 8-bit constants unrounded;
+    FixedScaleActivation its plain activation), whose layers compute the file's ops one for one; `sites`
+    (Site) are the learned ranges, each at the output of the twin layer it rounds."""
+    replaced, sites = [], []
 
     def rewrite(layer, *args, **kwargs):
         if isinstance(layer, FakeQuant):
-            points.append(layer)
-            tensors.append(args[0])
+            low, high = (float(keras.ops.convert_to_numpy(v)) for v in (layer.range_min, layer.range_max))
+            producer = args[0]._keras_history.operation
+            if type(producer).__name__ not in SAME_SCALE:  # (an interpolation's rounding: its input's range)
+                sites.append(Site(layer.name, producer.name, low, high))
             return args[0]
         if isinstance(layer, QuantizedConv):
             config = {**layer.conv.get_config(), "use_bias": True, "name": layer.conv.name}
-            conv = type(layer.conv).from_config(config)
-            outputs = conv(*args, **kwargs)
-            replaced.append((conv, layer))
-            return outputs
-        return layer(*args, **kwargs)
+            twin = type(layer.conv).from_config(config)
+            replaced.append((twin, [keras.ops.convert_to_numpy(w) for w in layer.folded()]))
+        elif isinstance(layer, (ChannelScale, ChannelShift)):
+            twin = type(layer)(quantized=False, name=layer.name)
+            replaced.append((twin, [keras.ops.convert_to_numpy(layer.value())]))
+        elif isinstance(layer, FixedScaleActivation):
+            twin = keras.layers.Activation(layer.activation, name=layer.name)
+        else:
+            twin = layer
+        return twin(*args, **kwargs)
 
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name) for t in qat.inputs]
     outputs = _replay(qat, inputs, rewrite)
-    for conv, quantized in replaced:
-        conv.set_weights([keras.ops.convert_to_numpy(w) for w in quantized.folded()])
-    twin = keras.Model(*_unpacked(inputs, outputs), name=qat.name)
-    probe = keras.Model(_unpacked(inputs, [])[0], tensors)
-    ranges = [(float(keras.ops.convert_to_numpy(p.range_min)), float(keras.ops.convert_to_numpy(p.range_max)))
-              for p in points]
-    return twin, probe, ranges
+    for twin, weights in replaced:
+        twin.set_weights(weights)
+    return keras.Model(*_unpacked(inputs, outputs), name=qat.name), sites

@@ -7,6 +7,7 @@ that let a killed run continue.
     DIR/history.csv      one row per complete epoch (curves.png is drawn from it)
     DIR/backup/          the last complete epoch: epoch-N.weights.h5 (weights and optimizer state),
                          best-N.keras (a new best, until it is published) and state.json, the marker
+    DIR/.lock            held (flock) by the one training that writes DIR, and naming its process
 
 An epoch ends in two phases. It is staged: the weights and any new best model are written under
 backup/ (temporary name, then os.replace), and state.json, which holds the epoch number, every history
@@ -18,11 +19,14 @@ repeated, and model.keras is only ever replaced by a complete better model.
 """
 
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import shutil
 import signal
+import socket
 from dataclasses import dataclass
 
 import keras
@@ -44,11 +48,13 @@ def crash_point(point, epoch):
 
 @dataclass
 class Record:
-    """What a run recorded about its data: arguments (dataset, image size, seed, ...), class names, splits."""
+    """What a run recorded about its data: arguments (dataset, image size, seed, ...), class names, splits,
+    and `extra` facts it keeps for later (the float model's scores of a quantization-aware run)."""
 
     directory: str
     arguments: dict
     class_names: tuple
+    extra: dict = None
 
     @classmethod
     def read(cls, directory):
@@ -59,7 +65,8 @@ class Record:
         try:
             with open(path) as f:
                 saved = json.load(f)
-            return cls(os.fspath(directory), saved["arguments"], tuple(saved["class_names"]))
+            extra = {k: v for k, v in saved.items() if k not in ("arguments", "class_names")}
+            return cls(os.fspath(directory), saved["arguments"], tuple(saved["class_names"]), extra)
         except (ValueError, KeyError, TypeError) as error:
             raise cli.UsageError(f"{path} is not a kerasseg run record ({type(error).__name__}: {error})") from None
 
@@ -81,8 +88,7 @@ class Record:
         path = os.path.join(self.directory, "splits", f"{split}.txt")
         if not os.path.isfile(path):
             return None
-        with open(path) as f:
-            return f.read().split()
+        return files.read_lines(path)  # one key per line, exactly: a file name may hold spaces
 
 
 @dataclass
@@ -134,7 +140,8 @@ def resolve_image_size(model, model_path, requested=None):
 
 def data_view(model_path, dataset=None, data_dir=None, classes=None):
     """The data a stage after training uses for `model_path`: `dataset` when given (with the run's split
-    lists if it is the run's dataset), else the run's record; neither is a UsageError, never `shapes`."""
+    lists if it names the run's dataset, however spelled), else the run's record; neither is a UsageError,
+    never `shapes`."""
     from kerasseg import data
 
     record = Record.of_model(model_path)
@@ -144,9 +151,13 @@ def data_view(model_path, dataset=None, data_dir=None, classes=None):
                                  f"kerasseg.train), so its data is unknown: pass --dataset SPEC "
                                  f"({', '.join(data.ACCEPTED_SPECS)})")
         dataset = record.dataset
-    if record is not None and dataset == record.dataset:
-        return DataView(dataset, data_dir or record.arguments.get("data_dir"), record)
-    return DataView(dataset, data_dir, classes=classes)
+    try:
+        spec = data.resolve_spec(dataset)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    if record is not None and spec == data.resolve_spec(record.dataset):
+        return DataView(spec, data_dir or record.arguments.get("data_dir"), record)
+    return DataView(spec, data_dir, classes=classes)
 
 
 class RunDir:
@@ -155,6 +166,34 @@ class RunDir:
     def __init__(self, path):
         self.path = os.fspath(path)
         self.backup = os.path.join(self.path, "backup")
+        self._lock = None
+
+    def lock(self):
+        """Takes the directory for this process, for its whole life: an exclusive flock on DIR/.lock, which
+        records the holder's pid and host. The kernel drops the lock when its holder dies (kill -9 too), so a
+        dead holder's lock is simply taken over; a live one is a UsageError naming its process."""
+        if self._lock is not None:
+            return
+        files.ensure_output_dir(self.file(".lock"))
+        path = self.file(".lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as error:
+            raise cli.WriteError(path, error) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = (os.pread(fd, 200, 0).decode(errors="replace").splitlines() or [""])[0] or \
+                "a process that is starting"
+            os.close(fd)
+            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise cli.WriteError(path, error) from None
+            raise cli.UsageError(f"{self.path} is in use by another training ({holder}): wait for it to end, "
+                                 "or write this run into another --output") from None
+        holder = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
+        os.pwrite(fd, holder, 0)  # then cut: a reader sees a whole first line, the last holder's or this one
+        os.ftruncate(fd, len(holder))
+        self._lock = fd
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -171,13 +210,14 @@ class RunDir:
             elif os.path.exists(path):
                 os.remove(path)
 
-    def write_record(self, arguments, class_names, splits=None):
-        """run.json, and splits/{train,val,test}.txt for each split given ({split: keys})."""
+    def write_record(self, arguments, class_names, splits=None, extra=None):
+        """run.json (with `extra`'s keys beside the arguments and class names), and splits/{train,val,test}.txt
+        for each split given ({split: keys})."""
         for split, keys in (splits or {}).items():
             if keys is not None:
                 os.makedirs(self.file("splits"), exist_ok=True)
-                files.write_text_atomic(self.file(os.path.join("splits", f"{split}.txt")), "".join(f"{k}\n" for k in keys))
-        record = {"arguments": arguments, "class_names": list(class_names)}
+                files.write_lines_atomic(self.file(os.path.join("splits", f"{split}.txt")), keys)
+        record = {"arguments": arguments, "class_names": list(class_names), **(extra or {})}
         files.write_text_atomic(self.file("run.json"), json.dumps(record, indent=2) + "\n")
 
     def state(self):

@@ -4,7 +4,7 @@
         --image-size 256 --epochs 50 --loss ce+dice --output runs/mine
     python -m kerasseg.train --output runs/mine --resume      # after an interruption
     python -m kerasseg.train --init-from runs/mine/model.keras --quantization-aware --dataset folder:my_data \\
-        --image-size 256 --epochs 5 --lr 1e-4 --output runs/mine-qat   # then export.tflite --quantize int8
+        --image-size 256 --epochs 5 --output runs/mine-qat   # then export.tflite --quantize int8
 
 Writes, into --output DIR:
     model.keras    the best model so far on validation mIoU (pixels in [0, 255] in, float32 logits out)
@@ -19,10 +19,14 @@ Writes, into --output DIR:
 
 Every epoch ends with a commit (kerasseg.rundir): a run killed at any
 instant (even SIGKILL) continues with --resume from its last complete epoch,
-to the same final epoch count (or a larger --epochs). A new run refuses a
-DIR that holds another run unless --overwrite is given. A loss that becomes
-NaN or infinite stops training, naming the epoch and step, and keeps the
-last good model.keras.
+to the same final epoch count (or a larger --epochs), with the model it saved
+(not one rebuilt from the arguments, which a newer kerasseg may build
+differently). A new run refuses a DIR that holds another run unless
+--overwrite is given; one training at a time holds DIR (a second exits 2
+naming the first's process). A loss that becomes NaN or infinite stops
+training, naming the epoch and step, and keeps the last good model.keras; a
+file that cannot be written (a full disk) stops it too, with the last
+complete epoch intact for --resume (both exit status 1).
 """
 
 import json
@@ -36,6 +40,8 @@ from kerasseg import cli, distribute, files
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
+LEARNING_RATE = 2e-3  # training from scratch (or from ImageNet weights)
+FINE_TUNING_LEARNING_RATE = 1e-4  # --quantization-aware: 2e-3 undoes the float training (demo U-Net: 0.930 -> 0.678)
 
 
 def _parser():
@@ -70,8 +76,9 @@ def _parser():
                              "--backbone-weights and --model-args are then unused)")
     parser.add_argument("--quantization-aware", action="store_true",
                         help="fine-tune --init-from with TFLite's int8 arithmetic simulated (kerasseg.qat: batch "
-                             "norm folded, int8 weights per channel, int8 activations); its model.keras exports "
-                             "with export.tflite --quantize int8 at the ranges it learned")
+                             "norm folded, int8 weights per channel, int8 activations), at --lr "
+                             f"{FINE_TUNING_LEARNING_RATE:g} unless given; its model.keras exports with export.tflite "
+                             "--quantize int8 at the ranges it learned")
     parser.add_argument("--dataset", default="shapes", type=cli.arg_type(data.check_spec),
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)")
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")
@@ -85,7 +92,9 @@ def _parser():
                         help="use the first N training samples (default: the whole split)")
     parser.add_argument("--augment", choices=("full", "flip", "none"), default="full",
                         help="full: random scale, crop/pad, flip and colour jitter; flip: flips only")
-    parser.add_argument("--lr", default=2e-3, type=float, help="peak learning rate (default: 2e-3)")
+    parser.add_argument("--lr", type=float,
+                        help=f"peak learning rate (default: {LEARNING_RATE:g}; {FINE_TUNING_LEARNING_RATE:g} with "
+                             "--quantization-aware, which fine-tunes)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     parser.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                         help="cosine decay, or DeepLab's polynomial (power 0.9) decay")
@@ -122,13 +131,18 @@ def parse_args(argv=None):
                              "RUN/model.keras")
     if args.quantization_aware and args.mixed_precision:
         raise cli.UsageError("--quantization-aware simulates int8 in float32: drop --mixed-precision")
+    if args.lr is None:
+        args.lr = FINE_TUNING_LEARNING_RATE if args.quantization_aware else LEARNING_RATE
     if args.resume:
         if args.overwrite:
             raise cli.UsageError("--resume continues the run in --output and --overwrite deletes it: choose one")
         explicit = _parser()
         for action in explicit._actions:
             action.default = cli.argparse.SUPPRESS
-        args = _resumed_args(args, vars(explicit.parse_args(argv)))
+        return _resumed_args(args, vars(explicit.parse_args(argv)))
+    from kerasseg import data
+
+    args.dataset = data.resolve_spec(args.dataset)  # the run records where its data is, not how it was typed
     return args
 
 
@@ -149,9 +163,12 @@ def _resumed_args(args, given):
     record = rundir.Record.read(args.output)
     if record is None:
         raise cli.UsageError(f"nothing to resume in {args.output}: no run.json (start the run without --resume)")
+    from kerasseg import data
+
     saved = dict(record.arguments)
     for key, value in given.items():
-        if key in _NOT_RECORDED or json.loads(json.dumps(value)) == saved.get(key):
+        if key in _NOT_RECORDED or json.loads(json.dumps(value)) == saved.get(key) or \
+                (key == "dataset" and data.same_dataset(value, saved[key])):
             continue
         flag = "--" + key.replace("_", "-")
         if key == "epochs" and value > saved["epochs"]:
@@ -189,29 +206,41 @@ def _mixed_precision():
     return policy
 
 
-def _build(args, num_classes, calibration_images):
-    from kerasseg import models
+def _build(args, num_classes, train_pairs, val_split, saved=None):
+    """(the model to train, the validation scores of the float model a quantization-aware run starts from or
+    None). The model: `saved` (the model.keras of the run being resumed: its architecture is what the
+    backed-up weights fit, whatever the arguments would build today), --init-from's (made quantization-aware
+    on request, its ranges calibrated on the first training images), or a new one from the registry."""
+    from kerasseg import metrics, models
 
+    if saved:
+        try:
+            return files.load_keras_model(saved), None
+        except cli.UsageError as error:
+            raise cli.UsageError(f"cannot resume {args.output}: its model cannot be rebuilt ({error})") from None
     if args.init_from:
+        if not os.path.isfile(args.init_from):
+            raise cli.UsageError(f"--init-from {args.init_from}: model file not found")
         model = files.load_keras_model(args.init_from)
         if model.output_shape[-1] != num_classes:
             raise cli.UsageError(f"--init-from {args.init_from} predicts {model.output_shape[-1]} classes, but "
                                  f"{args.dataset} has {num_classes}")
-        if args.quantization_aware:
-            from kerasseg import qat
+        if not args.quantization_aware:
+            return model, None
+        from kerasseg import qat
 
-            try:
-                model = qat.quantization_aware(model, calibration_images())
-            except ValueError as error:
-                raise cli.UsageError(f"--init-from {args.init_from}: {error}") from None
-        return model
+        float_scores = metrics.evaluate_split(model, val_split)
+        try:
+            return qat.quantization_aware(model, _calibration_images(args, train_pairs)), float_scores
+        except ValueError as error:
+            raise cli.UsageError(f"--init-from {args.init_from}: {error}") from None
     kwargs = dict(args.model_args)
     if args.backbone:
         kwargs["backbone"] = args.backbone
     if args.backbone_weights:
         kwargs["backbone_weights"] = args.backbone_weights
     try:
-        return models.create_model(args.model, classes=num_classes, **kwargs)
+        return models.create_model(args.model, classes=num_classes, **kwargs), None
     except (TypeError, ValueError) as error:
         raise cli.UsageError(f"cannot build {args.model} with --model-args {kwargs}: {error}") from None
 
@@ -262,48 +291,69 @@ def _padded(split, batch_size):
 
 def _open_run(args, worker):
     """The run directory (worker 0 of a multi-worker run writes the results, each other its own files) and,
-    when resuming, its record; a new run refuses a directory that holds another."""
+    when resuming, its record. A directory that exists is locked for this process at once (RunDir.lock);
+    a new run refuses one that holds another run."""
     from kerasseg import rundir
 
     output = os.path.abspath(args.output)
     if worker:
         output = os.path.join(output, f"worker-{worker}")
     run = rundir.RunDir(output)
-    if not args.resume and run.holds_a_run() and not args.overwrite:
-        raise cli.UsageError(f"{output} holds another run: pass --resume to continue it, --overwrite to replace it, "
-                             "or another --output")
+    if os.path.isdir(output):  # (a new directory is made and locked when the run writes its record)
+        _take(run, args)
     return run, rundir.Record.read(output) if args.resume else None
 
 
-def _compiled_model(args, strategy, names, steps, calibration_images):
+def _take(run, args):
+    """Locks `run` for this process; then, holding it, refuses a directory that holds another run (unless
+    resuming or --overwrite)."""
+    run.lock()
+    if not args.resume and not args.overwrite and run.holds_a_run():
+        raise cli.UsageError(f"{run.path} holds another run: pass --resume to continue it, --overwrite to replace "
+                             "it, or another --output")
+
+
+def _compiled_model(args, strategy, names, train_pairs, val_split, saved=None):
+    """(the compiled model, the float model's scores of a quantization-aware run: see _build)."""
     import keras
 
     from kerasseg import losses, metrics
 
+    steps = -(-len(train_pairs) // args.batch_size) * args.epochs
     with distribute.scope(strategy):
-        model = _build(args, len(names), calibration_images)
+        model, float_scores = _build(args, len(names), train_pairs, val_split, saved)
         model.compile(optimizer=_optimizer(keras, args, steps),
                       loss=losses.SegmentationLoss(args.loss, args.class_weights),
                       metrics=[metrics.mean_iou_metric(len(names))])
-    return model
+    return model, float_scores
 
 
-def _start(run, args, model, strategy, names, keys):
-    """Writes the record (`keys`: the split lists of a new run), then restores the last complete epoch when
-    resuming; returns its state (None: from the first epoch)."""
-    files.ensure_output_dir(run.file("run.json"))
-    if args.overwrite:
-        run.clear()
-    run.write_record({k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}, names, keys)
+def _last_epoch(run, args):
+    """The last complete epoch's state when resuming (its files published again first: a kill may have
+    interrupted that), or None: training starts from the first epoch."""
     state = run.state() if args.resume else None
     if state:
-        run.publish(state)  # finishes the publication a kill may have interrupted
+        run.publish(state)
+    return state
+
+
+def _start(run, args, model, strategy, names, keys, state, extra):
+    """Writes the record (`keys`: the split lists of a new run; `extra`: more it keeps, such as the float
+    model's scores), then restores the last complete epoch `state` into `model` when resuming."""
+    _take(run, args)
+    if args.overwrite:
+        run.clear()
+    run.write_record({k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}, names, keys, extra)
+    if state:
         with distribute.scope(strategy):
-            run.restore(model, state)
+            try:
+                run.restore(model, state)
+            except ValueError as error:  # weights of another architecture (model.keras lost or replaced)
+                raise cli.UsageError(f"cannot resume {run.path}: backup/{state['weights']} does not fit the "
+                                     f"model ({str(error).splitlines()[0]})") from None
         print(f"resuming {args.output} after epoch {state['epoch'] + 1} of {args.epochs}")
     elif args.resume:
         print(f"resuming {args.output}: no epoch had completed, so training starts from the first")
-    return state
 
 
 def _calibration_images(args, train_pairs, count=64):
@@ -352,7 +402,7 @@ def _fit(args, run, model, strategy, state, train_pairs, val_split):
         epoch, step, value = commit.nonfinite
         kept = "the last good model.keras is kept" if os.path.isfile(run.file("model.keras")) else \
             "no epoch had completed, so there is no model.keras"
-        raise TrainingDiverged(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
+        raise TrainingStopped(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
     return commit
 
@@ -362,24 +412,40 @@ def train(args):
     strategy, replicas, worker = distribute.strategy_for(args)
     import keras
 
-    from kerasseg import metrics
-
     run, record = _open_run(args, worker)
     keras.utils.set_random_seed(args.seed)
     policy = _mixed_precision() if args.mixed_precision else "float32"
     train_pairs, val_split, names, keys = _load_data(args, record)
     print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
           f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
-    model = _compiled_model(args, strategy, names, steps=-(-len(train_pairs) // args.batch_size) * args.epochs,
-                            calibration_images=lambda: _calibration_images(args, train_pairs))
-    print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
-          f"({replicas} replica{'s' if replicas > 1 else ''})")
-    state = _start(run, args, model, strategy, names, None if record else keys)
-    started = time.time()
-    commit = _fit(args, run, model, strategy, state, train_pairs, val_split)
-    seconds = time.time() - started
-    if worker:
-        return {}
+    try:
+        state = _last_epoch(run, args)
+        model, float_scores = _compiled_model(args, strategy, names, train_pairs, val_split,
+                                              saved=run.file("model.keras") if state else None)
+        print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
+              f"({replicas} replica{'s' if replicas > 1 else ''})")
+        extra = record.extra if record else {"init_from_scores": float_scores} if float_scores else {}
+        _start(run, args, model, strategy, names, None if record else keys, state, extra)
+        started = time.time()
+        commit = _fit(args, run, model, strategy, state, train_pairs, val_split)
+        if worker:
+            return {}
+        return _finish(args, run, model, commit, val_split, names, extra.get("init_from_scores"), policy, replicas,
+                       time.time() - started, len(train_pairs))
+    except cli.WriteError as error:
+        state = run.state()
+        kept = (f"nothing was lost: epoch {state['epoch'] + 1} of {args.epochs} is complete in {run.path} "
+                "(model.keras, history.csv, backup/); make room, then continue it with python -m kerasseg.train "
+                f"--output {args.output} --resume") if state else "no epoch had completed"
+        raise TrainingStopped(f"{error}; training stopped, {kept}") from None
+
+
+def _finish(args, run, model, commit, val_split, names, float_scores, policy, replicas, seconds, train_samples):
+    """Scores the best model on the validation split and writes metrics.json and predictions.png."""
+    import keras
+
+    from kerasseg import metrics
+
     if args.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
         keras.distribution.set_distribution(None)
     best_model = keras.saving.load_model(run.file("model.keras"))
@@ -390,9 +456,11 @@ def train(args):
         "init_from": args.init_from, "quantization_aware": args.quantization_aware, "backbone": args.backbone,
         "dataset": args.dataset,
         "split": "val", "image_size": list(args.image_size), "classes": list(names), **scores,
+        "init_from_miou": float_scores["miou"] if float_scores else None,
+        "init_from_per_class_iou": float_scores["per_class_iou"] if float_scores else None,
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": args.epochs,
         "epochs_run": len(commit.rows), "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-        "batch_size": args.batch_size, "train_samples": len(train_pairs),
+        "batch_size": args.batch_size, "train_samples": train_samples,
         "loss": args.loss, "optimizer": args.optimizer, "schedule": args.schedule, "lr": args.lr,
         "mixed_precision": policy, "strategy": args.strategy, "replicas": replicas, "seed": args.seed,
         "train_seconds": round(seconds, 1),
@@ -401,6 +469,12 @@ def train(args):
     _predictions_png(best_model, val_split, run.file("predictions.png"))
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in scores["per_class_iou"].items() if v is not None)
     print(f"validation mIoU {scores['miou']:.4f} ({per_class}); pixel accuracy {scores['pixel_accuracy']:.4f}")
+    if float_scores:
+        drop = 100 * (float_scores["miou"] - scores["miou"])
+        print(f"the float model it fine-tuned (--init-from {args.init_from}): validation mIoU "
+              f"{float_scores['miou']:.4f}; the quantization-aware model {'loses' if drop > 0 else 'gains'} "
+              f"{abs(drop):.2f} points" + (f" (--lr {args.lr:g}: a lower one keeps more of the float model)"
+                                           if drop > 1 else ""))
     print(f"wrote {run.path}/model.keras (epoch {report['best_epoch']}), metrics.json, history.csv, curves.png, "
           "predictions.png, logs/")
     return report
@@ -417,14 +491,15 @@ def _predictions_png(model, split, path, count=4):
                     [f"val #{i}" for i in range(len(rows))])
 
 
-class TrainingDiverged(Exception):
-    """The loss became NaN or infinite."""
+class TrainingStopped(Exception):
+    """Training stopped before its last epoch: the loss became NaN or infinite, or a file could not be
+    written (exit status 1)."""
 
 
 def main(argv=None):
     try:
         train(parse_args(argv))
-    except TrainingDiverged as error:
+    except TrainingStopped as error:
         print(f"python -m kerasseg.train: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -10,6 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "data"))  # awkward_folders: the user's own files
 
 
 COMPILER_LOGS = Path(ROOT) / "tests" / "data" / "edgetpu_compiler"  # edgetpu_compiler 16's output, as it prints it

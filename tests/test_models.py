@@ -295,7 +295,7 @@ def test_quantization_aware_model_folds_batch_norm_rounds_weights_and_trains():
                                                           type(conv.conv).__name__ else 1))
         steps = channels / (np.abs(channels).max(0) / 127)
         assert np.abs(steps - np.round(steps)).max() < 1e-3 and np.abs(steps).max() == pytest.approx(127, abs=1e-3)
-    twin, _, _ = qat.export_twin(quantized)  # folded float weights: the float model's outputs, up to rounding
+    twin, _ = qat.export_twin(quantized)  # folded float weights: the float model's outputs, up to rounding
     float_logits, twin_logits = predict(model, images), predict(twin, images)
     assert np.abs(float_logits - twin_logits).max() < 0.05 * np.abs(float_logits).max()
     quantized.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.SegmentationLoss("ce"))

@@ -12,6 +12,7 @@ Masks hold class indices; IGNORE_LABEL (255) marks pixels that no loss,
 metric or augmentation counts.
 """
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,21 @@ def parse_spec(spec):
     if (kind == "shapes" and argument in shapes.VARIANTS) or (kind in ("folder", "voc", "tfds") and argument):
         return kind, argument
     raise ValueError(f"unknown dataset {spec!r}; accepted: {', '.join(ACCEPTED_SPECS)}")
+
+
+def resolve_spec(spec):
+    """`spec` naming its files by their resolved location (`folder:DIR/`, `folder:DIR/../DIR`, a symlink to
+    DIR and a relative DIR all become `folder:/absolute/DIR`, `~` expanded): the dataset's identity, which
+    a run records and later stages compare, so the run's split lists follow the data whatever its spelling."""
+    kind, argument = parse_spec(spec)
+    if kind in ("folder", "voc"):
+        return f"{kind}:{os.path.realpath(os.path.expanduser(argument))}"
+    return spec
+
+
+def same_dataset(spec, other):
+    """Whether two specs name the same dataset (resolve_spec)."""
+    return resolve_spec(spec) == resolve_spec(other)
 
 
 def check_spec(spec):
@@ -128,4 +144,5 @@ def to_split(pairs, class_names, image_size, spec=None):
 
 
 __all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "list_examples",
-           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "shapes", "to_split"]
+           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "resolve_spec", "same_dataset",
+           "shapes", "to_split"]

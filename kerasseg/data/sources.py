@@ -56,32 +56,50 @@ def _check_known(keys, known, where):
                            "split list names: was the dataset changed since the run?")
 
 
-def read_image(path):
-    from PIL import Image
+def _opened(path, what):
+    """`path` opened, decoded whole (a truncated file fails here, not in training) and turned upright as a
+    viewer shows it (its EXIF orientation applied: a phone stores a portrait photo sideways, tagged)."""
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as image:
-            image.load()  # a truncated file fails here, not later in training
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
-        raise DatasetError(f"{path}: unreadable or truncated image ({error})") from None
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise DatasetError(f"{path}: unreadable or truncated {what} ({error})") from None
+
+
+def read_image(path):
+    """The image at `path` as a viewer shows it: (H, W, 3) uint8 RGB, upright (EXIF orientation applied).
+
+    8-bit files (grayscale, palette, RGB, CMYK, with or without alpha, which is dropped) are converted to
+    RGB. 16-bit values keep their high byte, `v >> 8` (what Pillow does to 16-bit RGB, and OpenCV and
+    Android's decoders to every 16-bit image), never clipped; 32-bit float images are refused, saying how
+    to convert them.
+    """
+    image = _opened(path, "image")
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image)
+        if image.mode == "F" or values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+            raise DatasetError(f"{path}: {'32-bit float' if image.mode == 'F' else '32-bit integer'} pixels "
+                               f"({values.min():g} to {values.max():g}) are not an image kerasseg reads: save it "
+                               "with 8 or 16 bits per channel (e.g. scaled to 0..255 as uint8)")
+        gray = (values.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    try:
+        return np.asarray(image.convert("RGB"))
+    except ValueError as error:  # a mode Pillow cannot convert (LAB, HSV)
+        raise DatasetError(f"{path}: a {image.mode} image cannot be read as RGB ({error}); save it as RGB") from None
 
 
 def read_mask(path):
-    """Class indices from a grayscale or palette PNG (a palette mask's indices, not its colours)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as mask:
-            mask.load()
-            if mask.mode not in ("P", "L", "I", "I;16", "1"):
-                raise DatasetError(f"{path}: a mask must hold class indices (grayscale or palette PNG); "
-                                   f"this one is {mask.mode}")
-            values = np.asarray(mask)
-    except (OSError, SyntaxError, ValueError) as error:
-        if isinstance(error, DatasetError):
-            raise
-        raise DatasetError(f"{path}: unreadable or truncated mask ({error})") from None
+    """Class indices from a grayscale or palette PNG (a palette mask's indices, not its colours), upright
+    (EXIF orientation applied, as to its image)."""
+    mask = _opened(path, "mask")
+    if mask.mode not in ("P", "L", "I", "1") and not mask.mode.startswith("I;16"):
+        raise DatasetError(f"{path}: a mask must hold class indices (grayscale or palette PNG); "
+                           f"this one is {mask.mode}")
+    values = np.asarray(mask)
     if values.max(initial=0) > 255:
         raise DatasetError(f"{path}: mask values up to {values.max()} do not fit 8 bits")
     return values.astype(np.uint8)
@@ -148,8 +166,15 @@ def read_examples(examples, num_classes, progress=True):
 
 
 def _read_lines(path):
-    with open(path) as f:
+    """The non-blank lines of a text file a user wrote (UTF-8, a byte-order mark allowed), stripped."""
+    with open(path, encoding="utf-8-sig") as f:
         return [line.strip() for line in f if line.strip()]
+
+
+def _lines_as_written(path):
+    """The non-blank lines of a text file, each exactly as it is (a file name may begin or end in a blank)."""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        return [line for line in f.read().replace("\r\n", "\n").split("\n") if line.strip()]
 
 
 def _check_dir(path, what):
@@ -157,12 +182,30 @@ def _check_dir(path, what):
         raise DatasetError(f"{what} not found: {path}")
 
 
+def _by_stem(directory, suffixes):
+    """{stem: path} of the files in `directory` with one of `suffixes` (any case), hidden files skipped;
+    a DatasetError names every stem that two files share and every name no split list can hold."""
+    found = {}
+    for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if not name.startswith(".") and name.lower().endswith(suffixes) and os.path.isfile(path):
+            found.setdefault(os.path.splitext(name)[0], []).append(path)
+    problems = [f"{' and '.join(paths)} share the stem {stem!r}: an example is an image and a mask with one "
+                "stem, so rename one of them" for stem, paths in found.items() if len(paths) > 1]
+    problems += [f"{paths[0]}: a file name with a line break cannot be listed in a run's split lists; rename it"
+                 for stem, paths in found.items() if "\n" in stem or "\r" in stem]
+    if problems:
+        raise DatasetError(f"{len(problems)} problem(s) in {directory}:\n  " + "\n  ".join(problems))
+    return {stem: paths[0] for stem, paths in found.items()}
+
+
 class FolderSource:
-    """`folder:DIR`: DIR/images/* and DIR/masks/*.png matched by file stem.
+    """`folder:DIR`: DIR/images/* and DIR/masks/*.png matched by file stem (two files with one stem are
+    refused; hidden files are skipped).
 
     Optional: DIR/splits/{train,val,test}.txt (stems, one per line; without
     them a seeded 90/10 train/val split, and test is val) and DIR/labels.txt
-    (class names, one per line). Without labels.txt the classes are `classes`
+    (class names, one per line, each once). Without labels.txt the classes are `classes`
     (--classes) or, failing that, the largest mask value + 1.
     """
 
@@ -172,10 +215,7 @@ class FolderSource:
         _check_dir(root, "dataset folder")
         _check_dir(images_dir, "image folder (folder:DIR needs DIR/images and DIR/masks)")
         _check_dir(masks_dir, "mask folder (folder:DIR needs DIR/images and DIR/masks)")
-        images = {os.path.splitext(f)[0]: os.path.join(images_dir, f) for f in sorted(os.listdir(images_dir))
-                  if f.lower().endswith(IMAGE_SUFFIXES)}
-        masks = {os.path.splitext(f)[0]: os.path.join(masks_dir, f) for f in sorted(os.listdir(masks_dir))
-                 if f.lower().endswith(".png")}
+        images, masks = _by_stem(images_dir, IMAGE_SUFFIXES), _by_stem(masks_dir, (".png",))
         if not images:
             raise DatasetError(f"{images_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         missing = [images[stem] for stem in images if stem not in masks]
@@ -190,6 +230,11 @@ class FolderSource:
         labels = os.path.join(self.root, "labels.txt")
         if os.path.isfile(labels):
             names = tuple(_read_lines(labels))
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise DatasetError(f"{labels} names {', '.join(repr(n) for n in twice)} more than once: each "
+                                   f"class needs its own name (line {names.index(twice[0]) + 1} and "
+                                   f"{names.index(twice[0], names.index(twice[0]) + 1) + 1})")
             if classes is not None and classes != len(names):
                 raise DatasetError(f"--classes {classes} disagrees with {labels}, which names {len(names)} "
                                    f"classes ({', '.join(names)})")
@@ -208,7 +253,8 @@ class FolderSource:
             for split, path in listed.items():
                 if not os.path.isfile(path):
                     continue
-                stems = _read_lines(path)
+                # a line is a stem as it is, or stripped of the blanks an editor may have added around it
+                stems = [line if line in self.pairs else line.strip() for line in _lines_as_written(path)]
                 unknown = [s for s in stems if s not in self.pairs]
                 if unknown:
                     raise DatasetError(f"{path} lists {len(unknown)} stem(s) with no image and mask: "

@@ -7,7 +7,12 @@ tensor it keeps as int8 with one scale and zero point, from the tensor's
 [min, max] range (`scale = (max - min) / 255`, 0 exactly representable).
 `QuantizedConv` and `FakeQuant` round to those grids in the forward pass and
 let gradients through unchanged (the straight-through estimator), so
-training learns weights that survive the rounding. Both are backend-agnostic
+training learns weights that survive the rounding. A batch normalization
+that no convolution absorbs is what the file makes of it, a multiplication
+and an addition by per-channel constants (`ChannelScale`, `ChannelShift`),
+each constant rounded to 8 bits per tensor as the file stores it. Sigmoid,
+softmax and tanh outputs have fixed scales in the file (1/256, 1/256, 1/128),
+which `FixedScaleActivation` rounds to. All are backend-agnostic
 (`keras.quantizers.fake_quant_with_min_max_vars`, which on TensorFlow is the
 FakeQuant op itself).
 """
@@ -39,6 +44,17 @@ def quantize_weights_per_channel(kernel, axes):
                                                         axis=-1)
     inverse = [order.index(a) for a in range(len(shape))]
     return ops.transpose(ops.reshape(flat, [shape[a] for a in order]), inverse)
+
+
+NEAR_ZERO_RANGE = 1e-6
+
+
+def effective_range(low, high):
+    """The range TFLite's quantizer uses for a learned [low, high]: one of width NEAR_ZERO_RANGE or less (a
+    tensor that is zero, as a dead ReLU's) is widened to at least [-5e-7, 5e-7] (its ExpandVerySmallRange)."""
+    small = (high - low) <= NEAR_ZERO_RANGE
+    half = NEAR_ZERO_RANGE / 2
+    return ops.where(small, ops.minimum(low, -half), low), ops.where(small, ops.maximum(high, half), high)
 
 
 @keras.saving.register_keras_serializable(package="kerasseg")
@@ -77,7 +93,8 @@ class FakeQuant(keras.layers.Layer):
             high = ops.maximum(ops.cast(ops.max(x), "float32"), 0.0)
             self.range_min.assign(self.decay * self.range_min + (1 - self.decay) * ops.stop_gradient(low))
             self.range_max.assign(self.decay * self.range_max + (1 - self.decay) * ops.stop_gradient(high))
-        return keras.quantizers.fake_quant_with_min_max_vars(x, self.range_min, self.range_max, num_bits=8)
+        return keras.quantizers.fake_quant_with_min_max_vars(x, *effective_range(self.range_min, self.range_max),
+                                                             num_bits=8)
 
     def get_config(self):
         return {**super().get_config(), "decay": self.decay}
@@ -144,3 +161,96 @@ class QuantizedConv(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "conv": self.conv_config, "batch_norm": self.batch_norm_config}
+
+
+def quantize_per_tensor(values):
+    """`values` rounded to the 256 levels of [min(values, 0), max(values, 0)]: how the file stores the constant
+    operand of a multiplication or an addition (one scale for the tensor); gradients pass straight through."""
+    low = ops.stop_gradient(ops.minimum(ops.min(values), 0.0))
+    high = ops.stop_gradient(ops.maximum(ops.max(values), 0.0))
+    return keras.quantizers.fake_quant_with_min_max_vars(values, low, ops.maximum(high, low + 1e-12), num_bits=8)
+
+
+class _ChannelConstant(keras.layers.Layer):
+    """`x` combined with one trainable constant per channel, the constant rounded as the file stores it
+    (quantized=False: the float constant, as in the model an export converts)."""
+
+    def __init__(self, quantized=True, **kwargs):
+        super().__init__(**kwargs)
+        self.quantized = bool(quantized)
+
+    def build(self, input_shape):
+        self.constant = self.add_weight(name="constant", shape=(input_shape[-1],), initializer=self.initial)
+
+    def value(self):
+        return quantize_per_tensor(self.constant) if self.quantized else self.constant
+
+    def get_config(self):
+        return {**super().get_config(), "quantized": self.quantized}
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ChannelScale(_ChannelConstant):
+    """`x * scale`, one scale per channel: the first half of a batch normalization in the file (MUL)."""
+
+    initial = "ones"
+
+    def call(self, x):
+        return x * ops.cast(self.value(), x.dtype)
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ChannelShift(_ChannelConstant):
+    """`x + shift`, one shift per channel: the second half of a batch normalization in the file (ADD)."""
+
+    initial = "zeros"
+
+    def call(self, x):
+        return x + ops.cast(self.value(), x.dtype)
+
+
+def batch_norm_halves(batch_norm, quantized=True, names=None):
+    """(ChannelScale, ChannelShift) computing `batch_norm` at inference, from its moving statistics:
+    x * gamma / sqrt(variance + epsilon) + (beta - mean * gamma / sqrt(variance + epsilon)); `names`: theirs
+    (default: the norm's name + "_scale", "_shift")."""
+    factor = ops.rsqrt(batch_norm.moving_variance + batch_norm.epsilon)
+    if batch_norm.scale:
+        factor = factor * batch_norm.gamma
+    shift = -batch_norm.moving_mean * factor + (batch_norm.beta if batch_norm.center else 0.0)
+    names = names or (f"{batch_norm.name}_scale", f"{batch_norm.name}_shift")
+    halves = (ChannelScale(quantized, name=names[0]), ChannelShift(quantized, name=names[1]))
+    for layer, value in zip(halves, (factor, shift)):
+        layer.build((None, value.shape[0]))
+        layer.constant.assign(ops.convert_to_numpy(value))
+    return halves
+
+
+# int8 TFLite's fixed output ranges: LOGISTIC and SOFTMAX scale 1/256 (zero point -128), TANH 1/128 (0)
+FIXED_RANGES = {"sigmoid": (0.0, 255 / 256), "softmax": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
+# swish is LOGISTIC then MUL in the file: the sigmoid rounded to its fixed scale, the product to a learned range
+FIXED_SCALE_ACTIVATIONS = (*FIXED_RANGES, "swish", "silu")
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class FixedScaleActivation(keras.layers.Layer):
+    """An activation whose int8 kernel writes a fixed scale (FIXED_RANGES), rounded to it; swish / silu is
+    `x * sigmoid(x)` with the sigmoid rounded so (its product is rounded by the FakeQuant after it)."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        if activation not in FIXED_SCALE_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {FIXED_SCALE_ACTIVATIONS}. Received: {activation!r}")
+        self.activation = activation
+
+    def call(self, x):
+        if self.activation in ("swish", "silu"):
+            return x * _fixed(ops.sigmoid(x), "sigmoid")
+        return _fixed(keras.activations.get(self.activation)(x), self.activation)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation}
+
+
+def _fixed(x, kind):
+    low, high = FIXED_RANGES[kind]
+    return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, num_bits=8)
