@@ -75,12 +75,17 @@ def export(model_path, output, *, quantize="float32", data=DataOptions(), opset=
     """Converts, checks in ONNX Runtime, writes `output` and its report; returns the report."""
 
     def build(model, size):
-        if qat.is_quantization_aware(model):
-            raise cli.UsageError(f"{model_path} is quantization-aware: its learned int8 ranges go into TFLite files "
-                                 "(python -m export.tflite --quantize int8), not yet into ONNX; export the float "
-                                 "model it was fine-tuned from (its run's --init-from) to ONNX instead")
-        content = convert(model, size, opset, dynamic_batch)
         extra = {"opset": opset, "dynamic_batch": dynamic_batch}
+        if qat.is_quantization_aware(model):
+            if quantize == "int8":
+                raise cli.UsageError(f"{model_path} is quantization-aware: its learned int8 ranges go into TFLite "
+                                     "files (python -m export.tflite --quantize int8), not yet into ONNX; export "
+                                     "it to ONNX in float32 (its float twin), or the float model it was fine-tuned "
+                                     "from (its run's --init-from) to int8")
+            model, _ = qat.export_twin(model)  # no int8 arithmetic to simulate: the float model it computes
+            extra.update(quantization_aware=True,
+                         compared_with="the quantization-aware model's float twin (folded int8-exact weights)")
+        content = convert(model, size, opset, dynamic_batch)
         if quantize == "int8":
             calibration, spec = pipeline.calibration_images(model_path, data, size)
             content = quantize_int8(content, calibration, calibration_method)

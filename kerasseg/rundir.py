@@ -195,6 +195,12 @@ class RunDir:
         os.ftruncate(fd, len(holder))
         self._lock = fd
 
+    def unlock(self):
+        """Lets another training take the directory (a process that trains again, or goes on after training)."""
+        if self._lock is not None:
+            os.close(self._lock)  # (closing the descriptor releases the flock)
+            self._lock = None
+
     def file(self, name):
         return os.path.join(self.path, name)
 

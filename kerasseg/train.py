@@ -257,12 +257,26 @@ def _optimizer(keras, args, steps):
     return keras.optimizers.Adam(schedule)
 
 
+def _split_lists(args, record):
+    """{split: keys} to train and validate on: the resumed run's; else, for --init-from a model whose run
+    trained on this dataset, that run's, so that its validation and test images stay held out; else none
+    (the dataset's own splits: a folder's seeded one uses --seed)."""
+    from kerasseg import data, rundir
+
+    if record is None and args.init_from:
+        origin = rundir.Record.of_model(args.init_from)
+        if origin is not None and data.same_dataset(origin.dataset, args.dataset):
+            print(f"the splits of {origin.directory}, where --init-from was trained: its held-out images stay "
+                  "held out")
+            record = origin
+    return {s: record.split_keys(s) for s in ("train", "val", "test")} if record else {}
+
+
 def _load_data(args, record):
-    """The training pairs, the validation split, the class names and every split's keys: the run's recorded
-    split lists when it resumes, else the dataset's own (a folder's seeded split uses --seed)."""
+    """The training pairs, the validation split, the class names and every split's keys (_split_lists)."""
     from kerasseg import data
 
-    recorded = {s: record.split_keys(s) for s in ("train", "val", "test")} if record else {}
+    recorded = _split_lists(args, record)
     try:
         source = data.open_source(args.dataset, args.data_dir, args.classes, args.seed, args.image_size)
         train_examples, names = data.list_examples(args.dataset, "train", args.image_size, args.train_samples,
@@ -309,6 +323,7 @@ def _take(run, args):
     resuming or --overwrite)."""
     run.lock()
     if not args.resume and not args.overwrite and run.holds_a_run():
+        run.unlock()
         raise cli.UsageError(f"{run.path} holds another run: pass --resume to continue it, --overwrite to replace "
                              "it, or another --output")
 
@@ -413,12 +428,12 @@ def train(args):
     import keras
 
     run, record = _open_run(args, worker)
-    keras.utils.set_random_seed(args.seed)
-    policy = _mixed_precision() if args.mixed_precision else "float32"
-    train_pairs, val_split, names, keys = _load_data(args, record)
-    print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
-          f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
     try:
+        keras.utils.set_random_seed(args.seed)
+        policy = _mixed_precision() if args.mixed_precision else "float32"
+        train_pairs, val_split, names, keys = _load_data(args, record)
+        print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
+              f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
         state = _last_epoch(run, args)
         model, float_scores = _compiled_model(args, strategy, names, train_pairs, val_split,
                                               saved=run.file("model.keras") if state else None)
@@ -438,6 +453,8 @@ def train(args):
                 "(model.keras, history.csv, backup/); make room, then continue it with python -m kerasseg.train "
                 f"--output {args.output} --resume") if state else "no epoch had completed"
         raise TrainingStopped(f"{error}; training stopped, {kept}") from None
+    finally:
+        run.unlock()
 
 
 def _finish(args, run, model, commit, val_split, names, float_scores, policy, replicas, seconds, train_samples):

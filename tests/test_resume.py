@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,3 +144,146 @@ def test_a_new_run_refuses_an_output_that_holds_another_and_resume_refuses_other
     result = run_cli("kerasseg.train", *first, "--overwrite")
     assert result.returncode == 0, result.stderr
     assert _epochs(run) == [0] and json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
+
+
+def _wait_for(condition, process, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not condition():
+        time.sleep(0.1)
+    assert condition(), "the training ended or stalled before it got there"
+
+
+def test_one_training_at_a_time_holds_the_run_directory(tmp_path, capsys):
+    """A second training, a --resume and an --overwrite while a run trains are refused naming its process (the
+    old code let two processes write one directory: run.json of one, model and history of the other, and a
+    --resume that crashed); two started at once leave one run, whole."""
+    from kerasseg import cli, train
+
+    run = tmp_path / "run"
+    first = _start([*TRAIN, "--epochs", "4", "--train-samples", "256", "--seed", "1", "--output", run])
+    try:
+        _wait_for(lambda: (run / "run.json").exists() and f"pid {first.pid} " in (run / ".lock").read_text(), first)
+        for flags in (["--resume"], [*TRAIN, "--epochs", "1", "--overwrite"]):
+            assert cli.run(train.main, ["--output", str(run), *flags]) == 2
+            assert f"in use by another training (pid {first.pid} on" in capsys.readouterr().err
+        assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
+    finally:
+        first.kill()
+    assert _epochs(run) == [0, 1, 2, 3] and json.loads((run / "metrics.json").read_text())["seed"] == 1
+
+    together = tmp_path / "together"
+    processes = [_start([*TRAIN, "--epochs", "2", "--train-samples", "32", "--seed", str(seed), "--output", together])
+                 for seed in (1, 2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    winner, loser = (processes[0], results[1]) if results[0][0] == 0 else (processes[1], results[0])
+    assert f"in use by another training (pid {winner.pid} on" in loser[1] and "Traceback" not in loser[1]
+    seed = json.loads((together / "run.json").read_text())["arguments"]["seed"]
+    assert json.loads((together / "metrics.json").read_text())["seed"] == seed  # one run's files, all of them
+    result = run_cli("kerasseg.train", "--output", together, "--resume", "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    assert _epochs(together) == [0, 1, 2]
+
+
+def _fill_the_disk_after_the_first_epoch(tmp_path):
+    """Runs a training on a 40 MB tmpfs (a user namespace of its own) that a filler file fills once the
+    first epoch is complete; then, the filler removed, resumes it. Returns (the first process's exit status and
+    stderr, the run directory as it was left, the resume's exit status and stderr), or None where this machine
+    cannot make the namespace."""
+    tmp_path.mkdir()
+    script = tmp_path / "full.sh"
+    script.write_text(f"""set -u
+disk={tmp_path}/mount
+mkdir -p "$disk"
+mount -t tmpfs -o size=40m tmpfs "$disk" || exit 77
+{sys.executable} -m kerasseg.train {' '.join(TRAIN)} --epochs 4 --train-samples 64 --output "$disk/run" \\
+    > {tmp_path}/out.txt 2> {tmp_path}/err.txt &
+pid=$!
+until [ "$(cat "$disk/run/history.csv" 2>/dev/null | wc -l)" -ge 2 ] || ! kill -0 $pid 2>/dev/null; do sleep 0.1; done
+head -c 40m /dev/zero > "$disk/filler" 2>/dev/null
+wait $pid; echo $? > {tmp_path}/status.txt
+cp -r "$disk/run" {tmp_path}/left
+rm "$disk/filler"
+{sys.executable} -m kerasseg.train --output "$disk/run" --resume > /dev/null 2> {tmp_path}/resume_err.txt
+echo $? > {tmp_path}/resume_status.txt
+cp "$disk/run/history.csv" {tmp_path}/resumed_history.csv
+""")
+    try:
+        code = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", str(script)], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": ROOT}, timeout=600).returncode
+    except FileNotFoundError:
+        return None
+    if code == 77 or not (tmp_path / "status.txt").exists():
+        return None
+    return (int((tmp_path / "status.txt").read_text()), (tmp_path / "err.txt").read_text(), tmp_path / "left",
+            int((tmp_path / "resume_status.txt").read_text()), (tmp_path / "resume_err.txt").read_text())
+
+
+def _limit_file_sizes_after_the_first_epoch(tmp_path):
+    """Runs a training whose files may not grow at all once its first epoch is complete (RLIMIT_FSIZE: EFBIG,
+    "File too large", on any write), then resumes it without the limit: as _fill_the_disk_after_the_first_epoch
+    returns."""
+    import resource
+
+    run = tmp_path / "run"
+    process = _start([*TRAIN, "--epochs", "4", "--train-samples", "64", "--output", run])
+    try:
+        _wait_for(lambda: len(_epochs(run)) >= 1, process)
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (0, 0))
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    shutil.copytree(run, tmp_path / "left")
+    result = run_cli("kerasseg.train", "--output", run, "--resume")
+    shutil.copy(run / "history.csv", tmp_path / "resumed_history.csv")
+    return process.returncode, stderr, tmp_path / "left", result.returncode, result.stderr
+
+
+def test_a_full_disk_or_another_write_error_stops_with_one_line_and_loses_nothing(tmp_path):
+    """The old code ended in an HDF5 OSError traceback (and a segfault); now: one line, exit 1, the last
+    complete epoch intact, and --resume continues once there is room. A real full disk (ENOSPC) where a user
+    namespace can mount a small tmpfs, else a file size limit (EFBIG)."""
+    from conftest import program_lines
+
+    outcome = _fill_the_disk_after_the_first_epoch(tmp_path / "disk") or \
+        _limit_file_sizes_after_the_first_epoch(tmp_path / "limit")
+    code, stderr, left, resumed, resume_stderr = outcome
+    lines = program_lines(stderr)
+    assert code == 1 and "Traceback" not in stderr and len(lines) == 1, stderr[-3000:]
+    state = json.loads((left / "backup" / "state.json").read_text())
+    assert re.search(r"python -m kerasseg.train: error: cannot write .*: (No space left on device|File too large);"
+                     rf" training stopped, nothing was lost: epoch {state['epoch'] + 1} of 4 is complete .*--resume",
+                     lines[0]), lines[0]
+    _check_consistent(left)
+    assert _epochs(left) == list(range(state["epoch"] + 1))
+    assert resumed == 0, resume_stderr[-3000:]
+    assert len((left.parent / "resumed_history.csv").read_text().splitlines()) == 5
+
+
+def test_resume_uses_the_saved_model_when_the_code_now_builds_another(tmp_path):
+    """A builder's default changed between the kill and --resume (here unet_tiny's base_filters, edited by a
+    sitecustomize the resuming process imports): the old code rebuilt the model from the arguments and died in
+    a shape-mismatch traceback. The killed process's lock is taken over."""
+    run = tmp_path / "run"
+    process = _start([*TRAIN, "--epochs", "3", "--train-samples", "32", "--output", run],
+                     {"KERASSEG_CRASH_AT": "history:0"})
+    assert process.wait(timeout=300) == -signal.SIGKILL
+    assert f"pid {process.pid} " in (run / ".lock").read_text()  # the dead holder's
+    edited = tmp_path / "edited"
+    edited.mkdir()
+    (edited / "sitecustomize.py").write_text(
+        "from kerasseg.models import registry\n"
+        "import kerasseg.models\n"
+        "entry = registry._REGISTRY['unet_tiny']\n"
+        "builder = entry['fn']\n"
+        "entry['fn'] = lambda **kwargs: builder(**{'base_filters': 8, **kwargs})\n")
+    result = run_cli("kerasseg.train", "--output", run, "--resume",
+                     env={"PYTHONPATH": os.pathsep.join([str(edited), ROOT])})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _epochs(run) == [0, 1, 2]
+    import keras
+
+    import kerasseg  # noqa: F401
+
+    assert keras.saving.load_model(run / "model.keras").count_params() == 7724  # base_filters 4, as trained

@@ -1,14 +1,20 @@
-"""The README's custom-data path on a user's own folder (custom class names, a non-zero seed, a dim camera's
-narrow pixel range): the run records its view of the data, and every later stage reads that record."""
+"""The README's custom-data path on a user's own folder as real folders are (tests/data/awkward_folders.py:
+sideways phone photos, 16-bit and palette images, names with spaces and non-ASCII letters; custom class
+names, a non-zero seed, a dim camera's narrow pixel range): the run records its view of the data, every
+later stage reads that record, whatever the folder's spelling, and the exports are held to the default
+thresholds of a well-trained model."""
 
 import json
+import os
 import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import USER_CLASSES, program_lines, run_cli
+from awkward_folders import spellings
+from conftest import ROOT, USER_CLASSES, program_lines, run_cli
+from kerasseg import files
+from kerasseg.data.sources import read_image
 
 
 def _litert(path):
@@ -20,18 +26,29 @@ def _litert(path):
 
 
 def _split(run, name):
-    return (run / "splits" / f"{name}.txt").read_text().split()
+    return files.read_lines(run / "splits" / f"{name}.txt")
+
+
+def _folder_images(folder, size, count):
+    """The first `count` of a folder's images as a viewer shows them, resized to `size` (as a camera frame)."""
+    from PIL import Image
+
+    paths = sorted((folder / "images").iterdir())[:count]
+    return [np.asarray(Image.fromarray(read_image(str(p))).resize((size, size), Image.BILINEAR)) for p in paths]
 
 
 def test_the_run_records_disjoint_splits_and_evaluate_reproduces_its_validation_miou(user_run, tmp_path):
     run, folder = user_run
     train, val, test = (_split(run, s) for s in ("train", "val", "test"))
-    stems = sorted(p.stem for p in (folder / "images").iterdir())
+    stems = sorted(os.path.splitext(p.name)[0] for p in (folder / "images").iterdir())
     assert sorted(train + val) == stems and not set(train) & set(val)
+    assert any(" " in stem for stem in val)  # names with spaces among the held-out images
     assert test == val  # a folder without splits/ holds out its validation images for testing too
     record = json.loads((run / "run.json").read_text())
     assert record["class_names"] == list(USER_CLASSES) and record["arguments"]["seed"] == 3
+    assert record["arguments"]["dataset"] == f"folder:{folder}"  # typed with a trailing slash: its location
     metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["miou"] >= 0.9  # a trained model: the exports below are held to the default thresholds
     result = run_cli("kerasseg.evaluate", run / "model.keras", "--output", tmp_path / "eval.json")
     assert result.returncode == 0, result.stderr
     scores = json.loads((tmp_path / "eval.json").read_text())
@@ -40,12 +57,44 @@ def test_the_run_records_disjoint_splits_and_evaluate_reproduces_its_validation_
     assert list(scores["per_class_iou"]) == list(USER_CLASSES)
 
 
+def test_every_spelling_of_the_folder_keeps_the_runs_held_out_split(user_run, tmp_path, capsys):
+    """`folder:DIR/`, `folder:DIR/../DIR`, a symlink and a relative path are the run's dataset: scored on its
+    held-out images (the old code compared the strings, and scored these on training images)."""
+    from kerasseg import cli, evaluate
+
+    run, folder = user_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the relative spelling is relative to where the user stands
+    try:
+        for i, spelling in enumerate(spellings(folder, ROOT)):
+            assert cli.run(evaluate.main, [str(run / "model.keras"), "--dataset", f"folder:{spelling}",
+                                           "--output", str(tmp_path / f"{i}.json")]) == 0, capsys.readouterr().err
+            scores = json.loads((tmp_path / f"{i}.json").read_text())
+            assert scores["samples"] == len(_split(run, "val")), spelling
+            assert scores["miou"] == pytest.approx(metrics["miou"], abs=1e-9), spelling
+    finally:
+        os.chdir(cwd)
+
+
+def test_the_runs_files_with_spaces_in_their_names_resume_and_export(user_run, tmp_path):
+    """Every later step reads the split lists of a run on files named with spaces (the old code read
+    "field plot 00" as three names and stopped with "has no example field, plot, ...")."""
+    from export import onnx
+    from kerasseg import train
+
+    run, _ = user_run
+    args = train.parse_args(["--output", str(run), "--resume"])
+    assert args.dataset.startswith("folder:") and args.seed == 3
+    report = onnx.export(run / "model.keras", tmp_path / "m.onnx")
+    assert report["passed"] and report["samples"] == len(_split(run, "test"))
+
+
 def test_int8_export_of_a_dim_camera_run_takes_raw_pixels_exactly(user_run, tmp_path):
     run, folder = user_run
     for io, zero_point, dtype in (("uint8", 0, np.uint8), ("int8", -128, np.int8)):
         path = tmp_path / f"{io}.tflite"
-        result = run_cli("export.tflite", run / "model.keras", "--output", path, "--io", io,
-                         "--min-pixel-agreement", "0.9")
+        result = run_cli("export.tflite", run / "model.keras", "--output", path, "--io", io)
         assert result.returncode == 0, result.stderr
         report = json.loads((tmp_path / f"{io}.report.json").read_text())
         # calibrated and compared on the run's own data and splits, not on `shapes`
@@ -59,8 +108,7 @@ def test_int8_export_of_a_dim_camera_run_takes_raw_pixels_exactly(user_run, tmp_
         import keras
 
         model = keras.saving.load_model(run / "model.keras")
-        images = [np.asarray(Image.open(p).convert("RGB").resize((32, 32), Image.BILINEAR))
-                  for p in sorted((folder / "images").iterdir())[:8]]
+        images = _folder_images(folder, 32, 12)
         agree = []
         for image in images:
             interpreter.set_tensor(detail["index"], (image.astype(np.int16) + zero_point).astype(dtype)[None])
@@ -68,13 +116,13 @@ def test_int8_export_of_a_dim_camera_run_takes_raw_pixels_exactly(user_run, tmp_
             out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0]
             expected = model.predict_on_batch(image[None].astype("float32"))[0]
             agree.append((out.argmax(-1) == expected.argmax(-1)).mean())
-        assert np.mean(agree) >= 0.95, agree
+        assert np.mean(agree) >= 0.99, agree
 
 
 def test_android_bundle_carries_the_runs_class_names(user_run, tmp_path):
     run, _ = user_run
     out = tmp_path / "bundle"
-    result = run_cli("export.android", run / "model.keras", "--output", out, "--min-pixel-agreement", "0.9")
+    result = run_cli("export.android", run / "model.keras", "--output", out)
     assert result.returncode == 0, result.stderr
     assert (out / "labels.txt").read_text().splitlines() == list(USER_CLASSES)
     card = json.loads((out / "model_card.json").read_text())
@@ -100,32 +148,29 @@ def test_a_model_without_a_run_record_needs_a_dataset(user_run, tmp_path):
 def test_a_dataset_with_other_classes_calibrates_and_compares_without_miou(user_run, tmp_path):
     run, _ = user_run
     path = tmp_path / "m.tflite"
+    # images this model never saw, whose pixels are nearer ties than its own data's: measured 0.989
     result = run_cli("export.tflite", run / "model.keras", "--output", path, "--dataset", "shapes",
-                     "--samples", "6", "--min-pixel-agreement", "0.5")
+                     "--samples", "6", "--min-pixel-agreement", "0.97")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "m.report.json").read_text())
-    assert report["calibration_dataset"] == "shapes" and 0.5 <= report["pixel_agreement"] <= 1
+    assert report["calibration_dataset"] == "shapes" and report["pixel_agreement"] >= 0.97
     assert report["miou_reference"] is None and report["miou_drop"] is None
     assert "mIoU not computed" in report["miou_note"] and "mIoU not computed" in result.stdout
 
 
-def test_a_mixed_precision_run_exports(tmp_path):
-    run = tmp_path / "run"
-    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "1",
-                     "--train-samples", "32", "--mixed-precision", "--output", run)
-    assert result.returncode == 0, result.stderr
+def test_a_mixed_precision_run_exports(mixed_run, tmp_path):
     for quantize in ("float32", "int8"):
         path = tmp_path / f"{quantize}.tflite"
-        report = _exported("export.tflite", run / "model.keras", path, "--quantize", quantize, "--samples", "6")
+        report = _exported("export.tflite", mixed_run / "model.keras", path, "--quantize", quantize)
         assert report["training_policy"] == "mixed_bfloat16" and report["passed"]
         if quantize == "float32":  # compared with the float32 rebuild of the same weights
             assert report["max_abs_error"] < 1e-4
 
 
 def _exported(module, model, path, *flags):
-    """Exports `model` to `path` through the CLI (16 calibration images, agreement >= 0.9); returns the report."""
-    result = run_cli(module, model, "--output", path, "--calibration-samples", "16", "--min-pixel-agreement", "0.9",
-                     *flags)
+    """Exports `model` to `path` through the CLI (16 calibration images, the default thresholds); returns the
+    report."""
+    result = run_cli(module, model, "--output", path, "--calibration-samples", "16", *flags)
     assert result.returncode == 0, result.stderr
     return json.loads(path.with_suffix(".report.json").read_text())
 
