@@ -6,7 +6,7 @@ import pytest
 
 import keras
 
-from conftest import COMPILER_LOGS, run_cli
+from conftest import COMPILER_LOGS, run_cli, run_main
 from kerasseg import data
 from export import report as reports
 
@@ -125,26 +125,30 @@ def test_agreement_cli_rechecks_an_exported_file(trained_run, tmp_path):
     ("text", "is not a readable Keras model"),
     ("h5", "is not a Keras model"),
 ])
-def test_bad_model_path_is_named(tmp_path, make_model, message):
+def test_bad_model_path_is_named(tmp_path, make_model, message, capsys):
+    from export import tflite
+
     model = tmp_path / ("broken.keras" if make_model != "h5" else "weights.h5")
     if make_model:
         model.write_text("not a model")
     output = tmp_path / "out.tflite"
     output.write_bytes(b"previous export")
-    result = run_cli("export.tflite", model, "--quantize", "float32", "--output", output)
-    assert result.returncode == 2
-    assert message in result.stderr and str(model) in result.stderr
-    assert "Traceback" not in result.stderr
+    assert run_main(tflite.main, model, "--quantize", "float32", "--output", output) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr and str(model) in stderr
+    assert "Traceback" not in stderr
     assert output.read_bytes() == b"previous export"  # nothing written over, nothing partial
     assert sorted(os.listdir(tmp_path)) == sorted([model.name, output.name] if make_model else [output.name])
 
 
-def test_exported_file_that_is_not_a_model(trained_run, tmp_path):
+def test_exported_file_that_is_not_a_model(trained_run, tmp_path, capsys):
+    from export import agreement
+
     fake = tmp_path / "fake.tflite"
     fake.write_bytes(b"\x00" * 64)
-    result = run_cli("export.agreement", trained_run / "model.keras", fake)
-    assert result.returncode == 2
-    assert "is not a TFLite model" in result.stderr and str(fake) in result.stderr
+    assert run_main(agreement.main, trained_run / "model.keras", fake) == 2
+    stderr = capsys.readouterr().err
+    assert "is not a TFLite model" in stderr and str(fake) in stderr
 
 
 @pytest.mark.parametrize("args, message", [
@@ -153,10 +157,12 @@ def test_exported_file_that_is_not_a_model(trained_run, tmp_path):
     (["--quantize", "int4"], "invalid choice: 'int4'"),
     (["--image-size", "64x"], "image size must be N or HxW"),
 ])
-def test_export_cli_bad_arguments(trained_run, tmp_path, args, message):
+def test_export_cli_bad_arguments(trained_run, tmp_path, args, message, capsys):
+    from export import tflite
+
     output = tmp_path / "m.tflite"
-    result = run_cli("export.tflite", trained_run / "model.keras", "--output", output, *args)
-    assert result.returncode == 2 and message in result.stderr
+    assert run_main(tflite.main, trained_run / "model.keras", "--output", output, *args) == 2
+    assert message in capsys.readouterr().err
     assert not output.exists()
 
 
@@ -277,17 +283,19 @@ def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path):
     assert out.shape == (3, 32, 32, 4)
 
 
-def test_a_model_that_does_not_take_images_and_an_unwritable_output(tmp_path):
+def test_a_model_that_does_not_take_images_and_an_unwritable_output(tmp_path, capsys):
+    from export import onnx, tflite
+
     model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)])
     model.save(tmp_path / "dense.keras")
-    result = run_cli("export.tflite", tmp_path / "dense.keras", "--output", tmp_path / "out.tflite")
-    assert result.returncode == 2 and "is not one RGB image batch (N, H, W, 3)" in result.stderr
+    assert run_main(tflite.main, tmp_path / "dense.keras", "--output", tmp_path / "out.tflite") == 2
+    assert "is not one RGB image batch (N, H, W, 3)" in capsys.readouterr().err
     assert not (tmp_path / "out.tflite").exists()
 
     blocker = tmp_path / "a_file"  # an output "directory" that is a file: not creatable, even as root
     blocker.write_text("")
-    result = run_cli("export.onnx", tmp_path / "dense.keras", "--output", blocker / "m.onnx")
-    assert result.returncode == 2 and f"cannot create output directory {blocker}" in result.stderr
+    assert run_main(onnx.main, tmp_path / "dense.keras", "--output", blocker / "m.onnx") == 2
+    assert f"cannot create output directory {blocker}" in capsys.readouterr().err
 
 
 def test_percentile_calibration_narrows_activation_ranges_and_keeps_pixels_unscaled(tmp_path):

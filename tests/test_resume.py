@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_main
 
 TRAIN = ["--model", "unet_tiny", "--image-size", "32", "--batch-size", "8"]
 
@@ -114,12 +114,12 @@ def test_kill_at_every_epoch_end_write_and_at_random_instants_then_resume(tmp_pa
     assert not [p for p in (run / "backup").iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_a_new_run_refuses_an_output_that_holds_another_and_resume_refuses_other_settings(tmp_path):
+def test_a_new_run_refuses_an_output_that_holds_another_and_resume_refuses_other_settings(tmp_path, capsys):
     from kerasseg import cli, train
 
     run = tmp_path / "run"
     first = [*TRAIN, "--epochs", "1", "--train-samples", "16", "--output", run]
-    assert run_cli("kerasseg.train", *first).returncode == 0
+    assert run_main(train.main, *first) == 0  # (in this process: the commands' own runs are tested above)
     with pytest.raises(cli.UsageError, match="holds another run") as refused:  # before any data is read
         train.train(train.parse_args(list(map(str, first))))
     assert "--resume" in str(refused.value) and "--overwrite" in str(refused.value)
@@ -134,15 +134,13 @@ def test_a_new_run_refuses_an_output_that_holds_another_and_resume_refuses_other
     assert train.parse_args(["--output", str(run), "--resume", "--model", "unet_tiny"]).model == "unet_tiny"
 
     # --epochs may grow: the run continues to the new count
-    result = run_cli("kerasseg.train", "--output", run, "--resume", "--epochs", "3")
-    assert result.returncode == 0, result.stderr
+    assert run_main(train.main, "--output", run, "--resume", "--epochs", "3") == 0, capsys.readouterr().err
     assert _epochs(run) == [0, 1, 2]
     assert json.loads((run / "run.json").read_text())["arguments"]["epochs"] == 3
     with pytest.raises(cli.UsageError, match="may only grow"):
         train.parse_args(["--output", str(run), "--resume", "--epochs", "2"])
 
-    result = run_cli("kerasseg.train", *first, "--overwrite")
-    assert result.returncode == 0, result.stderr
+    assert run_main(train.main, *first, "--overwrite") == 0, capsys.readouterr().err
     assert _epochs(run) == [0] and json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
 
 

@@ -6,7 +6,7 @@ import pytest
 
 import keras
 
-from conftest import program_lines, run_cli
+from conftest import program_lines, run_cli, run_main
 from kerasseg import data, losses, metrics, models
 from kerasseg.data.pipeline import make_dataset
 
@@ -38,13 +38,15 @@ def test_train_cli_writes_model_metrics_and_history(trained_run):
     assert model.output_shape[-1] == 4
     report = json.loads((trained_run / "metrics.json").read_text())
     assert set(report["per_class_iou"]) == set(data.class_names("shapes"))
-    assert 0 <= report["miou"] <= 1 and 0 <= report["pixel_accuracy"] <= 1
     assert report["image_size"] == [32, 32]
     # the metrics are the model's own: recompute on the validation split
     val = data.load_split("shapes", "val", (32, 32))
     logits = model.predict(val.images.astype("float32"), verbose=0)
     cm = metrics.confusion_matrix(val.masks, logits.argmax(-1), val.num_classes)
     assert metrics.scores(cm, val.class_names)["miou"] == pytest.approx(report["miou"], abs=1e-6)
+    # and it learnt: better than calling every pixel background (three short epochs: 0.228 against 0.203)
+    background = metrics.scores(metrics.confusion_matrix(val.masks, np.zeros_like(val.masks), 4), val.class_names)
+    assert report["miou"] > background["miou"] and report["pixel_accuracy"] > background["pixel_accuracy"]
     with open(trained_run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
@@ -62,12 +64,14 @@ def test_train_cli_writes_model_metrics_and_history(trained_run):
     (["--model", "unet_tiny", "--model-args", '{"depth": 0}', "--epochs", "1", "--train-samples", "2"],
      "cannot build unet_tiny with --model-args"),
 ])
-def test_train_cli_bad_input_is_one_line_exit_2(args, message, tmp_path):
-    result = run_cli("kerasseg.train", "--output", tmp_path / "out", *args)
-    assert result.returncode == 2
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(program_lines(result.stderr)) == 1
+def test_train_cli_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
+    from kerasseg import train
+
+    assert run_main(train.main, "--output", tmp_path / "out", *args) == 2
+    stderr = capsys.readouterr().err
+    assert message in stderr
+    assert "Traceback" not in stderr
+    assert len(program_lines(stderr)) == 1
     assert not (tmp_path / "out").exists()
 
 

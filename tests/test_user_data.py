@@ -119,22 +119,6 @@ def test_int8_export_of_a_dim_camera_run_takes_raw_pixels_exactly(user_run, tmp_
         assert np.mean(agree) >= 0.99, agree
 
 
-def test_android_bundle_carries_the_runs_class_names(user_run, tmp_path):
-    run, _ = user_run
-    out = tmp_path / "bundle"
-    result = run_cli("export.android", run / "model.keras", "--output", out)
-    assert result.returncode == 0, result.stderr
-    assert (out / "labels.txt").read_text().splitlines() == list(USER_CLASSES)
-    card = json.loads((out / "model_card.json").read_text())
-    assert [c["name"] for c in card["classes"]] == list(USER_CLASSES)
-    detail = _litert(out / "segmenter.tflite").get_input_details()[0]
-    assert detail["quantization"] == (1.0, 0)
-    from test_android import _category_mask
-
-    labels, _ = _category_mask(out / "segmenter.tflite", np.full((32, 32, 3), 120, np.uint8))
-    assert labels == list(USER_CLASSES)  # the file's own metadata
-
-
 def test_a_model_without_a_run_record_needs_a_dataset(user_run, tmp_path):
     run, _ = user_run
     shutil.copy(run / "model.keras", tmp_path / "loose.keras")
