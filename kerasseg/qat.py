@@ -61,8 +61,9 @@ SAME_SCALE = ("Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D",
 INTERPOLATING = ("AveragePooling2D", "ResizeToMatch", "Upsample", "UpSampling2D")
 # ops with an int8 output of their own range
 LEARNED = ("Add", "Multiply", "GlobalAveragePooling2D", "Concatenate")
-# the ops into which TFLite fuses a ReLU / ReLU6 that is their output's only consumer
-FUSING = (*CONVOLUTIONS, "Add", "Multiply", "ChannelScale", "ChannelShift")
+# the ops into which TFLite fuses a ReLU / ReLU6 that is their output's only consumer (and a batch
+# normalization's addition)
+FUSING = (*CONVOLUTIONS, "Add", "Multiply")
 # the pixel normalization, left to calibration: TFLite folds a scaling into the first convolution, and
 # lowers the other modes to two or three ops (channel-permuting convolution, subtraction, multiplication)
 PIXELS = ("PixelNormalization", "Rescaling", "Normalization")
@@ -210,28 +211,27 @@ def _plan(model):
             index = steps[index].owner
         return index
 
-    # TFLite gives a concatenation's inputs its output's scale: the FakeQuant that rounded each input (back
-    # through the ops that keep their input's scale) takes the concatenation's range
+    def rounded_by(tensor):
+        """The call whose FakeQuant rounded `tensor`: back through the ops that keep their input's scale."""
+        source = producer.get(tensor)
+        while source is not None and steps[source].owner is None and steps[source].kind == "same_scale" and \
+                calls[source][1]:
+            source = producer.get(calls[source][1][0])
+        return None if source is None or steps[source].owner is None else source
+
+    # TFLite gives a concatenation's inputs its output's scale: the FakeQuant that rounded each input takes
+    # the concatenation's range
     for index, (layer, inputs, _) in enumerate(calls):
-        if type(layer).__name__ != "Concatenate":
-            continue
-        for tensor in inputs:
-            source = producer.get(tensor)
-            while source is not None and steps[source].owner is None and steps[source].kind == "same_scale" and \
-                    calls[source][1]:
-                source = producer.get(calls[source][1][0])
-            if source is not None and steps[source].owner is not None:
+        for source in map(rounded_by, inputs if type(layer).__name__ == "Concatenate" else ()):
+            if source is not None:
                 steps[owner(source)].owner = index
     for step in steps:
         if step.owner is not None:
             step.owner = owner(step.owner)
+    # an average or a bilinear resize: rounded again with its input's range
     for index, (layer, inputs, _) in enumerate(calls):
-        if _interpolates(layer) and inputs:
-            source = producer.get(inputs[0])
-            while source is not None and steps[source].owner is None and steps[source].kind == "same_scale" and \
-                    calls[source][1]:
-                source = producer.get(calls[source][1][0])
-            steps[index].reround = None if source is None else steps[source].owner
+        source = rounded_by(inputs[0]) if _interpolates(layer) and inputs else None
+        steps[index].reround = None if source is None else steps[source].owner
     return calls, steps
 
 
@@ -259,8 +259,8 @@ def _refuse_unsimulated(model, calls, steps, inputs):
         raise QuantizationError(
             f"{model.name} has {len(refused)} layer(s) that quantization-aware training cannot simulate as "
             f"TFLite's int8 kernels compute them: {', '.join(refused)}. It simulates convolutions with "
-            f"activations {', '.join(ACTIVATIONS)}; batch normalization; {', '.join(LEARNED)}; "
-            f"{', '.join(SAME_SCALE[:-2])}; and a pixel normalization on the input")
+            f"activations {', '.join(ACTIVATIONS)}; batch normalization; {', '.join(LEARNED)}; pooling, padding, "
+            "cropping, reshapes, resizes and dropout; and a pixel normalization on the input")
 
 
 @contextlib.contextmanager
@@ -289,7 +289,9 @@ def quantization_aware(model, calibration_images, batch_size=8):
     model, _ = float32_model(model)
     calls, steps = _plan(model)
     order = iter(enumerate(steps))
-    copies, points, names = [], {}, {layer.name for layer in model._flatten_layers()}
+    # the FakeQuants: one per call whose output is rounded (shared where a concatenation owns several), and
+    # those that round a tensor inside what one Keras layer computes
+    copies, points, inner, names = [], {}, [], {layer.name for layer in model._flatten_layers()}
 
     def unique(name):
         while name in names:
@@ -299,8 +301,8 @@ def quantization_aware(model, calibration_images, batch_size=8):
 
     def rounded(x, name):
         """`x` through a FakeQuant of its own: an int8 tensor inside what one Keras layer computes."""
-        points[name] = FakeQuant(name=unique(name))
-        return points[name](x)
+        inner.append(FakeQuant(name=unique(name)))
+        return inner[-1](x)
 
     def rewrite(layer, *args, **kwargs):
         index, step = next(order)
@@ -316,7 +318,8 @@ def quantization_aware(model, calibration_images, batch_size=8):
                 outputs = rounded(outputs, f"{layer.name}_quant")
                 outputs = FixedScaleActivation(step.split, name=unique(f"{layer.name}_{step.split}"))(outputs)
         elif step.kind == "batch_norm":
-            scale, shift = batch_norm_halves(layer, names=(unique(f"{layer.name}_scale"), unique(f"{layer.name}_shift")))
+            halves = [unique(f"{layer.name}_{half}") for half in ("scale", "shift")]
+            scale, shift = batch_norm_halves(layer, names=halves)
             outputs = shift(rounded(scale(args[0]), f"{scale.name}_quant"))
         elif step.kind == "same_scale" and type(layer).__name__ == "BatchNormalization":
             outputs = args[0]  # folded into the convolution before it
@@ -334,9 +337,9 @@ def quantization_aware(model, calibration_images, batch_size=8):
             outputs = points[step.reround](outputs, track=False)
         if step.owner is not None:
             owner = calls[step.owner][0]
-            name = f"{owner.name}_{steps[step.owner].split}_quant" if steps[step.owner].split else f"{owner.name}_quant"
             if step.owner not in points:
-                points[step.owner] = FakeQuant(name=unique(name))
+                split = steps[step.owner].split  # (after a convolution's own activation: rounds the activation's)
+                points[step.owner] = FakeQuant(name=unique(f"{owner.name}{'_' + split if split else ''}_quant"))
             # a shared range is tracked on its owner's tensor (a concatenation's output: every input's values)
             outputs = points[step.owner](outputs, track=step.owner == index)
         return outputs
@@ -347,7 +350,7 @@ def quantization_aware(model, calibration_images, batch_size=8):
         quantized.conv.set_weights(conv.get_weights())
         if batch_norm is not None:
             quantized.batch_norm.set_weights(batch_norm.get_weights())
-    with _observing(points.values()):
+    with _observing([*points.values(), *inner]):
         for start in range(0, len(calibration_images), batch_size):
             qat(np.asarray(calibration_images[start:start + batch_size], "float32"), training=False)
     return qat

@@ -36,6 +36,24 @@ def run_main(main, *args):
         return exit.code
 
 
+@pytest.fixture
+def run_here(capsys, monkeypatch):
+    """run_cli's twin for a test of what a command computes more than of its process: `python -m MODULE`'s
+    main run in this process (`env`: variables set while it runs); returns its exit status and output."""
+    import importlib
+    import types
+
+    def run(module, *args, env=None):
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = run_main(importlib.import_module(module).main, *args)
+        output = capsys.readouterr()
+        return types.SimpleNamespace(returncode=code, stdout=output.out, stderr=output.err)
+
+    return run
+
+
 _TF_LOG = re.compile(r"^(WARNING: All log messages before absl|[IWE]\d{4} )")
 
 
@@ -79,7 +97,7 @@ def mixed_run(user_run, tmp_path_factory):
     _, folder = user_run
     out = tmp_path_factory.mktemp("mixed") / "run"
     result = run_cli("kerasseg.train", "--model", "unet_tiny", "--model-args", '{"base_filters": 8}', "--dataset",
-                     f"folder:{folder}", "--image-size", "32", "--epochs", "10", "--batch-size", "8", "--lr", "0.01",
+                     f"folder:{folder}", "--image-size", "32", "--epochs", "8", "--batch-size", "8", "--lr", "0.01",
                      "--augment", "flip", "--mixed-precision", "--output", out)
     assert result.returncode == 0, result.stderr
     return out

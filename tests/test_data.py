@@ -129,7 +129,9 @@ def test_bad_datasets_are_named_exit_2(tmp_path, breakage, message, capsys):
     assert "Traceback" not in stderr and not (tmp_path / "out").exists()
 
 
-def test_folder_and_voc_train_evaluate_and_predict_from_the_cli(tmp_path):
+def test_folder_and_voc_train_evaluate_and_predict_from_the_cli(tmp_path, capsys):
+    from kerasseg import evaluate, predict
+
     folder = _write_folder(tmp_path / "folder")
     voc = _write_voc(tmp_path / "voc")
     for spec, classes in ((f"folder:{folder}", 4), (f"voc:{voc}", 21)):
@@ -142,20 +144,18 @@ def test_folder_and_voc_train_evaluate_and_predict_from_the_cli(tmp_path):
         for name in ("model.keras", "history.csv", "curves.png", "predictions.png", "run.json"):
             assert (out / "run" / name).is_file(), name
         assert any((out / "run" / "logs").rglob("*tfevents*"))
-        result = run_cli("kerasseg.evaluate", out / "run" / "model.keras", "--dataset", spec,
-                         "--output", out / "eval.json")
-        assert result.returncode == 0, result.stderr
+        assert run_main(evaluate.main, out / "run" / "model.keras", "--dataset", spec, "--output",
+                        out / "eval.json") == 0, capsys.readouterr().err
         scores = json.loads((out / "eval.json").read_text())
         assert scores["split"] == "val" and len(scores["per_class_iou"]) == classes
-    result = run_cli("kerasseg.evaluate", tmp_path / "folder" / "run" / "model.keras", "--dataset",
-                     f"folder:{folder}", "--split", "train", "--image-size", "native", "--output", tmp_path / "n.json")
-    assert result.returncode == 0, result.stderr
-    assert "3 distinct, 36x60 to 48x48" in result.stdout
+    capsys.readouterr()
+    assert run_main(evaluate.main, tmp_path / "folder" / "run" / "model.keras", "--dataset", f"folder:{folder}",
+                    "--split", "train", "--image-size", "native", "--output", tmp_path / "n.json") == 0
+    assert "3 distinct, 36x60 to 48x48" in capsys.readouterr().out
     assert json.loads((tmp_path / "n.json").read_text())["image_size"] == "native"
     image = next((voc / "JPEGImages").iterdir())
-    result = run_cli("kerasseg.predict", tmp_path / "voc" / "run" / "model.keras", image, "--output",
-                     tmp_path / "pred")
-    assert result.returncode == 0, result.stderr
+    assert run_main(predict.main, tmp_path / "voc" / "run" / "model.keras", image, "--output",
+                    tmp_path / "pred") == 0, capsys.readouterr().err
     mask = Image.open(tmp_path / "pred" / f"{image.stem}_mask.png")
     assert mask.mode == "P" and mask.size == Image.open(image).size
     assert (tmp_path / "pred" / f"{image.stem}_overlay.png").is_file()

@@ -53,12 +53,12 @@ def _independent_agreement(model_path, exported_path, samples):
     ("export.tflite", "int16x8", ".tflite"),
     ("export.onnx", None, ".onnx"),
 ])
-def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, module, quantize, suffix):
+def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, module, quantize, suffix, run_here):
     output = tmp_path / f"model{suffix}"
     args = [module, trained_run / "model.keras", "--output", output, "--samples", "12"]
     if quantize:
         args += ["--quantize", quantize, "--calibration-samples", "32"]
-    result = run_cli(*args)
+    result = run_here(*args)
     report = json.loads((tmp_path / "model.report.json").read_text())
     assert REPORT_KEYS <= set(report)
     assert result.returncode == (0 if report["passed"] else 1), result.stderr
@@ -86,7 +86,7 @@ def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, mo
         # itself lands on both sides of the default threshold from one training to the next; the error ratio
         # measured 0.48 and 0.76 in two of them, so the bound is int8's error itself)
         int8 = tmp_path / "int8.tflite"
-        assert run_cli(*args[:3], int8, "--samples", "12", "--quantize", "int8", "--calibration-samples", "32",
+        assert run_here(*args[:3], int8, "--samples", "12", "--quantize", "int8", "--calibration-samples", "32",
                        "--min-pixel-agreement", "0", "--max-miou-drop", "100").returncode == 0
         int8_report = json.loads((tmp_path / "int8.report.json").read_text())
         assert report["mean_abs_error"] < int8_report["mean_abs_error"]
@@ -100,9 +100,9 @@ def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, mo
         assert interpreter.get_output_details()[0]["dtype"] == np.uint8
 
 
-def test_failed_threshold_exits_1_names_it_and_keeps_the_file(trained_run, tmp_path):
+def test_failed_threshold_exits_1_names_it_and_keeps_the_file(trained_run, tmp_path, run_here):
     output = tmp_path / "strict.tflite"
-    result = run_cli("export.tflite", trained_run / "model.keras", "--quantize", "dynamic", "--output", output,
+    result = run_here("export.tflite", trained_run / "model.keras", "--quantize", "dynamic", "--output", output,
                      "--samples", "4", "--min-pixel-agreement", "1.01")
     assert result.returncode == 1
     assert "pixel_agreement" in result.stderr and "< 1.01" in result.stderr
@@ -178,9 +178,9 @@ def _litert(path):
     (["--io", "int8"], np.int8, ((1, 32, 32, 4), np.int8)),
     (["--output-kind", "category"], np.uint8, ((1, 32, 32), np.int32)),
 ])
-def test_int8_io_types_and_output_kinds(trained_run, tmp_path, args, input_dtype, output):
+def test_int8_io_types_and_output_kinds(trained_run, tmp_path, args, input_dtype, output, run_here):
     path = tmp_path / "m.tflite"
-    result = run_cli("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "6",
+    result = run_here("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "6",
                      "--calibration-samples", "16", "--min-pixel-agreement", "0.9", *args)
     assert result.returncode == 0, result.stderr
     interpreter = _litert(path)
@@ -191,10 +191,10 @@ def test_int8_io_types_and_output_kinds(trained_run, tmp_path, args, input_dtype
     assert report["pixel_agreement"] >= 0.9 and (tmp_path / "m.disagreement.png").stat().st_size > 0
 
 
-def test_edgetpu_target_exports_a_mappable_model_and_refuses_the_rest(trained_run, tmp_path):
+def test_edgetpu_target_exports_a_mappable_model_and_refuses_the_rest(trained_run, tmp_path, run_here):
     # the tiny U-Net (transposed-convolution upsampling) maps entirely
     output = tmp_path / "edge.tflite"
-    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", output,
+    result = run_here("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", output,
                      "--samples", "4", "--calibration-samples", "8", "--min-pixel-agreement", "0")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "edge.report.json").read_text())
@@ -206,7 +206,7 @@ def test_edgetpu_target_exports_a_mappable_model_and_refuses_the_rest(trained_ru
     fake.parent.mkdir()
     fake.write_text(f"#!/bin/sh\ncat {COMPILER_LOGS / 'partial.log'}\n")
     fake.chmod(0o755)
-    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", output,
+    result = run_here("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", output,
                      "--samples", "4", "--calibration-samples", "8", "--min-pixel-agreement", "0",
                      env={"PATH": f"{fake.parent}:{os.environ['PATH']}"})
     assert result.returncode == 1, result.stderr
@@ -217,20 +217,20 @@ def test_edgetpu_target_exports_a_mappable_model_and_refuses_the_rest(trained_ru
 
     # an argmax head is not in Coral's table: refused, with the op report, nothing written
     refused = tmp_path / "refused.tflite"
-    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", refused,
+    result = run_here("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--output", refused,
                      "--output-kind", "category", "--samples", "4", "--calibration-samples", "8")
     assert result.returncode == 2
     assert "refusing --target edgetpu" in result.stderr and "ARG_MAX" in result.stderr
     assert "not in the Edge TPU's operation table" in result.stderr
     assert not refused.exists() and not (tmp_path / "refused.report.json").exists()
-    result = run_cli("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--auto-keep-float",
+    result = run_here("export.tflite", trained_run / "model.keras", "--target", "edgetpu", "--auto-keep-float",
                      "--output", refused)
     assert result.returncode == 2 and "not allowed with --target edgetpu" in result.stderr
 
 
-def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path):
+def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path, run_here):
     path = tmp_path / "m.tflite"
-    result = run_cli("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "4",
+    result = run_here("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "4",
                      "--calibration-samples", "8", "--debug", "--keep-float", "bottleneck_1_conv",
                      "--min-pixel-agreement", "0")
     assert result.returncode == 0, result.stderr
@@ -248,26 +248,26 @@ def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path):
     assert all(c["bytes"] > 0 for c in costs["tensors"])  # float32 weights instead of int8
     assert costs["int8_bytes"] < report["size_bytes"] and "kept in float, each against all-int8" in result.stdout
 
-    result = run_cli("export.tflite", trained_run / "model.keras", "--output", path, "--keep-float", "no_such_layer",
+    result = run_here("export.tflite", trained_run / "model.keras", "--output", path, "--keep-float", "no_such_layer",
                      "--calibration-samples", "8")
     assert result.returncode == 2 and "no quantized tensor belongs to layer 'no_such_layer'" in result.stderr
 
     # the same table for a file already exported, from the agreement check
     plain = tmp_path / "plain.tflite"
-    assert run_cli("export.tflite", trained_run / "model.keras", "--output", plain, "--samples", "4",
+    assert run_here("export.tflite", trained_run / "model.keras", "--output", plain, "--samples", "4",
                    "--calibration-samples", "8", "--min-pixel-agreement", "0").returncode == 0
-    result = run_cli("export.agreement", trained_run / "model.keras", plain, "--samples", "4", "--debug",
+    result = run_here("export.agreement", trained_run / "model.keras", plain, "--samples", "4", "--debug",
                      "--calibration-samples", "8", "--min-pixel-agreement", "0")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "plain.debug.csv").is_file() and "rmse/scale" in result.stdout
 
 
-def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path):
+def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path, run_here):
     import onnx
     import onnxruntime as ort
 
     path = tmp_path / "q.onnx"
-    result = run_cli("export.onnx", trained_run / "model.keras", "--output", path, "--quantize", "int8",
+    result = run_here("export.onnx", trained_run / "model.keras", "--output", path, "--quantize", "int8",
                      "--samples", "6", "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
     assert result.returncode == 0, result.stderr
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
@@ -276,7 +276,7 @@ def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path):
     assert (report["quantization"], report["calibration_method"]) == ("int8", "percentile")
 
     path = tmp_path / "dyn.onnx"
-    assert run_cli("export.onnx", trained_run / "model.keras", "--output", path, "--dynamic-batch",
+    assert run_here("export.onnx", trained_run / "model.keras", "--output", path, "--dynamic-batch",
                    "--samples", "4").returncode == 0
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = session.run(None, {"image": np.zeros((3, 32, 32, 3), np.float32)})[0]

@@ -272,13 +272,16 @@ def test_edge_models_give_the_same_logits_whatever_was_called_before(name):
     assert (after.argmax(-1) == expected.argmax(-1)).all()
 
 
-def test_quantization_aware_model_folds_batch_norm_rounds_weights_and_trains():
+# DenseNet: the pre-activation batch norms' halves; EfficientNet: swish and the squeeze-excitation's sigmoid at
+# its fixed scale (MobileNetV2's depthwise convolutions: the TensorFlow export tests in test_qat.py)
+@pytest.mark.parametrize("backbone", ["densenet_tiny", "efficientnet_tiny"])
+def test_quantization_aware_model_folds_batch_norm_rounds_weights_and_trains(backbone):
     """Backend-agnostic QAT: batch norm folded exactly, weights on TFLite's per-channel int8 grid, one fit step."""
     from kerasseg import losses, qat
     from kerasseg.layers.quantization import QuantizedConv
 
     keras.utils.set_random_seed(0)
-    model = models.create_model("deeplab_v3_plus_tiny", classes=3)
+    model = models.create_model("deeplab_v3_plus_tiny", classes=3, backbone=backbone)
     rng = np.random.default_rng(0)
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):  # statistics a trained model would have

@@ -180,9 +180,8 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     low, high = (float(keras.ops.convert_to_numpy(v)) for v in (head.range_min, head.range_max))
 
     path = tmp_path / "qat.tflite"
-    result = run_cli("export.tflite", out / "model.keras", "--output", path)
-    assert result.returncode == 0, result.stderr
-    report = json.loads((tmp_path / "qat.report.json").read_text())
+    report = tflite.export(out / "model.keras", path)
+    assert report["passed"], report["failed"]
     assert report["quantization_aware"] and report["dataset"] == f"folder:{folder}"
     # every tensor a FakeQuant rounds (a concatenation's rounds its inputs too; the rounding after a resize is
     # its input's) has its learned range in the file

@@ -129,11 +129,11 @@ def test_a_model_without_a_run_record_needs_a_dataset(user_run, tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
-def test_a_dataset_with_other_classes_calibrates_and_compares_without_miou(user_run, tmp_path):
+def test_a_dataset_with_other_classes_calibrates_and_compares_without_miou(user_run, tmp_path, run_here):
     run, _ = user_run
     path = tmp_path / "m.tflite"
     # images this model never saw, whose pixels are nearer ties than its own data's: measured 0.989
-    result = run_cli("export.tflite", run / "model.keras", "--output", path, "--dataset", "shapes",
+    result = run_here("export.tflite", run / "model.keras", "--output", path, "--dataset", "shapes",
                      "--samples", "6", "--min-pixel-agreement", "0.97")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "m.report.json").read_text())
@@ -142,19 +142,19 @@ def test_a_dataset_with_other_classes_calibrates_and_compares_without_miou(user_
     assert "mIoU not computed" in report["miou_note"] and "mIoU not computed" in result.stdout
 
 
-def test_a_mixed_precision_run_exports(mixed_run, tmp_path):
+def test_a_mixed_precision_run_exports(mixed_run, tmp_path, run_here):
     for quantize in ("float32", "int8"):
         path = tmp_path / f"{quantize}.tflite"
-        report = _exported("export.tflite", mixed_run / "model.keras", path, "--quantize", quantize)
+        report = _exported(run_here, "export.tflite", mixed_run / "model.keras", path, "--quantize", quantize)
         assert report["training_policy"] == "mixed_bfloat16" and report["passed"]
         if quantize == "float32":  # compared with the float32 rebuild of the same weights
             assert report["max_abs_error"] < 1e-4
 
 
-def _exported(module, model, path, *flags):
-    """Exports `model` to `path` through the CLI (16 calibration images, the default thresholds); returns the
-    report."""
-    result = run_cli(module, model, "--output", path, "--calibration-samples", "16", *flags)
+def _exported(run, module, model, path, *flags):
+    """Exports `model` to `path` with `run` (run_cli or run_here: 16 calibration images, the default
+    thresholds); returns the report."""
+    result = run(module, model, "--output", path, "--calibration-samples", "16", *flags)
     assert result.returncode == 0, result.stderr
     return json.loads(path.with_suffix(".report.json").read_text())
 
@@ -165,7 +165,7 @@ def test_onnx_int8_quantizes_the_pixel_input_over_0_to_255(user_run, tmp_path):
 
     run, folder = user_run
     path = tmp_path / "q.onnx"
-    report = _exported("export.onnx", run / "model.keras", path, "--quantize", "int8")
+    report = _exported(run_cli, "export.onnx", run / "model.keras", path, "--quantize", "int8")
     graph = onnx.load(str(path)).graph
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     first = next(node for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] == "image")
@@ -173,12 +173,12 @@ def test_onnx_int8_quantizes_the_pixel_input_over_0_to_255(user_run, tmp_path):
     assert report["calibration_dataset"] == f"folder:{folder}"
 
 
-def test_keep_float_exports_quantize_the_pixel_input_over_0_to_255(user_run, tmp_path):
+def test_keep_float_exports_quantize_the_pixel_input_over_0_to_255(user_run, tmp_path, run_here):
     from tensorflow.lite.tools import flatbuffer_utils
 
     run, _ = user_run
     path = tmp_path / "kept.tflite"
-    _exported("export.tflite", run / "model.keras", path, "--keep-float", "bottleneck_1_conv")
+    _exported(run_here, "export.tflite", run / "model.keras", path, "--keep-float", "bottleneck_1_conv")
     model = flatbuffer_utils.read_model(str(path))
     graph = model.subgraphs[0]
     first = next(op for op in graph.operators if graph.inputs[0] in op.inputs)  # float pixels -> int8
