@@ -22,14 +22,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def export_all(directory):
-    from export import onnx, tflite
+    from export import commands, onnx, tflite
 
     model = os.path.join(directory, "model.keras")
+    data = commands.run_data(model, commands.DataOptions(), calibrate=True)  # the run's splits
     for mode in tflite.MODES:  # (file stems differ per runtime: each report sits beside its file)
-        report = tflite.export(model, os.path.join(directory, f"litert_{mode}.tflite"), quantize=mode)
+        report = tflite.export(model, os.path.join(directory, f"litert_{mode}.tflite"), quantize=mode, **data)
         print(f"tflite {mode}: passed {report['passed']} {report['failed']}", flush=True)
     for mode in ("float32", "int8"):
-        report = onnx.export(model, os.path.join(directory, f"onnxruntime_{mode}.onnx"), quantize=mode)
+        report = onnx.export(model, os.path.join(directory, f"onnxruntime_{mode}.onnx"), quantize=mode, **data)
         print(f"onnx {mode}: passed {report['passed']} {report['failed']}", flush=True)
 
 

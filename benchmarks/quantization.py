@@ -103,18 +103,23 @@ def kernel_agreement(path, images):
 
 
 def export_all(name, run, args):
-    from export import tflite
-    from export.pipeline import DataOptions
+    from export import commands, tflite
 
-    data = DataOptions(samples=args.samples, calibration_samples=args.calibration_samples,
-                       overrides={"pixel_agreement": 0.0, "miou_drop": 100.0, "max_abs_error": 1e9})
+    data = commands.DataOptions(samples=args.samples, calibration_samples=args.calibration_samples)
+    thresholds = {"pixel_agreement": 0.0, "miou_drop": 100.0, "max_abs_error": 1e9}  # measured, not judged
+
+    def export(run, path, **options):
+        model = os.path.join(run, "model.keras")
+        return tflite.export(model, path, thresholds=thresholds, **options,
+                             **commands.run_data(model, data, calibrate=True))
+
     with open(os.path.join(run, "metrics.json")) as f:
         float_miou = json.load(f)["miou"]
     rows, images = {}, test_images(run, args)
     for method, options in METHODS:
         started = time.time()
         path = os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
-        report = tflite.export(os.path.join(run, "model.keras"), path, data=data, **options)
+        report = export(run, path, **options)
         drops = [100 * (report["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
                  for c in report["per_class_iou_reference"] if report["per_class_iou_reference"][c] is not None]
         rows[method] = {key: report[key] for key in ("pixel_agreement", "miou_reference", "miou_exported",
@@ -132,7 +137,7 @@ def export_all(name, run, args):
             label = f"int8 {'QAT' if quantization_aware else 'after float fine-tuning'} ({args.qat_epochs} epochs)"
             path = os.path.join(tuned, f"{name}_int8.tflite")
             started = time.time()
-            report = tflite.export(os.path.join(tuned, "model.keras"), path, data=data, quantize="int8")
+            report = export(tuned, path, quantize="int8")
             # QAT: against the float model it started from (its own Keras model is the simulation);
             # the control: against its own float model, as every other row
             reference = rows["int8"] if quantization_aware else report

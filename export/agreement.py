@@ -14,7 +14,7 @@ import sys
 
 from kerasseg import cli, qat, rundir
 from kerasseg.cli import UsageError
-from export import pipeline, report as reports, runtimes, tflite
+from export import commands, pipeline, report as reports, runtimes, tflite
 
 
 def main(argv=None):
@@ -22,19 +22,19 @@ def main(argv=None):
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the Keras model (.keras)")
     parser.add_argument("exported", help="the exported file (.tflite or .onnx)")
-    pipeline.add_arguments(parser)
+    commands.add_arguments(parser)
     parser.add_argument("--report", help="where to write the report (default: beside the exported file)")
     parser.add_argument("--debug", action="store_true",
                         help="int8 .tflite: re-quantize the Keras model the same way with TFLite's "
                              "QuantizationDebugger and write the per-tensor error table (REPORT.debug.csv)")
     args = parser.parse_args(argv)
-    data = pipeline.DataOptions.from_args(args)
-    model, policy = pipeline.load_model(args.model)
+    data = commands.DataOptions.from_args(args)
+    model, policy, _ = pipeline.load_model(args.model)
     runner = runtimes.open_runner(args.exported)
     if qat.is_quantization_aware(model) and runner.quantization != "int8":
         model, _ = qat.export_twin(model)  # a file without int8 arithmetic is the float twin's (export.tflite)
     size = args.image_size or runner.input_size or rundir.resolve_image_size(model, args.model)
-    samples = pipeline.load_samples(args.model, args.dataset, "test", size, args.samples)
+    samples = commands.load_samples(args.model, args.dataset, "test", size, args.samples)
     report_path = args.report or reports.report_path(args.exported)
     report = reports.agreement_report(model, args.exported, samples, overrides=data.overrides,
                                       extra={"dataset": samples.spec, "image_size": list(size),
@@ -44,7 +44,8 @@ def main(argv=None):
         if report["quantization"] != "int8" or runner.runtime != "litert":
             raise UsageError(f"--debug reads int8 .tflite files; {args.exported} is {runner.runtime} "
                              f"{report['quantization']}")
-        calibration, _ = pipeline.calibration_images(args.model, data, size)
+        calibration = commands.load_samples(args.model, data.calibration_dataset or data.dataset, "train", size,
+                                            data.calibration_samples).images
         csv_path = report_path.removesuffix(".json").removesuffix(".report") + ".debug.csv"
         rows = tflite.quantization_debug(model, size, calibration, csv_path)
         print(tflite.format_offenders(rows))

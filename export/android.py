@@ -27,7 +27,6 @@ import numpy as np
 
 from kerasseg import cli, files
 from export import edgetpu, pipeline, report as reports, tflite
-from export.pipeline import DataOptions
 
 FILES = ("segmenter.tflite", "labels.txt", "model_card.json", "sample.png", "sample_expected_mask.png", "README.md")
 
@@ -136,45 +135,38 @@ Edge TPU static check of this file: {edgetpu}.
 """
 
 
-def class_names(model_path, classes, dataset=None):
-    """The names of the model's `classes` classes: the run's record, else `dataset`'s when it has as many,
-    else class_0, class_1, ..."""
-    from kerasseg import rundir
-
-    record = rundir.Record.of_model(model_path)
-    if record is not None and len(record.class_names) == classes:
-        return tuple(record.class_names)
-    from kerasseg import data
-
-    try:
-        names = data.class_names(rundir.data_view(model_path, dataset).spec)
-    except (cli.UsageError, data.DatasetError):
-        names = ()
-    return tuple(names) if len(names) == classes else tuple(f"class_{i}" for i in range(classes))
-
-
-def export(model_path, output_dir, *, data=DataOptions()):
-    """Writes the bundle into `output_dir`; returns the agreement report (nothing written if it failed)."""
+def export(model, output_dir, *, calibration=None, validation=None, class_names=None, image_size=None,
+           samples=None, calibration_samples=None, thresholds=None):
+    """Writes the bundle of `model` (a keras.Model, or the path of its .keras file) into `output_dir`: its int8
+    file checked in LiteRT as export.tflite.export checks it (same data arguments), labelled `class_names`
+    (default: class_0, class_1, ...). Returns the ExportReport; nothing is written if a threshold failed."""
     from kerasseg import plots
 
     files.ensure_output_dir(os.path.join(output_dir, FILES[0]))
+    found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
+                            calibrate=True)
+    model, size, classes = found.model, found.size, found.model.outputs[0].shape[-1]
+    labels = tuple(class_names or ())
+    if not labels:  # the validation dataset's names, else the indices
+        labels = found.held_out.class_names
+        labels = labels if len(labels) == classes else tuple(f"class_{i}" for i in range(classes))
     with tempfile.TemporaryDirectory() as tmp:
         plain = os.path.join(tmp, "segmenter.tflite")
-        report = tflite.export(model_path, plain, quantize="int8", data=data)
-        if not report["passed"]:
+        report = tflite.export(model, plain, quantize="int8", calibration=found.calibration,
+                               validation=found.held_out, image_size=size, thresholds=thresholds)
+        if not report.passed:
             return report
         with open(plain, "rb") as f:
             content = f.read()
         check = edgetpu.analyse(plain)
-    model, _ = pipeline.load_model(model_path)
-    size = tuple(report["image_size"])
-    sample = pipeline.load_samples(model_path, data.dataset, "test", size, 1).images[0]
-    labels = class_names(model_path, model.outputs[0].shape[-1], data.dataset)
-    expected = model.predict_on_batch(sample[None].astype(np.float32))[0].argmax(-1).astype(np.uint8)
+    report = report.to_dict()
+    report.update(model=found.name, calibration_dataset=found.calibration_spec)
+    sample = np.clip(np.round(found.held_out.images[0]), 0, 255).astype(np.uint8)  # (as sample.png holds it)
+    expected = reports.keras_function(model, size)(sample[None])[0].argmax(-1).astype(np.uint8)
     colours = plots.palette(len(labels))
     card = {
         "name": model.name,
-        "source_model": os.fspath(model_path),
+        "source_model": found.name,
         "input": {"height": size[0], "width": size[1], "channels": "RGB", "type": "uint8", "range": [0, 255],
                   "normalization": "none: the model takes pixels"},
         "output": {"shape": [1, size[0], size[1], len(labels)], "type": "uint8",
@@ -192,7 +184,7 @@ def export(model_path, output_dir, *, data=DataOptions()):
     segmenter = with_metadata(content, labels)
     card["size_bytes"] = len(segmenter)
     mapped = f"{100 * check['mapped_share']:.0f}% of {check['operators']} operators map"
-    text = README.format(name=model.name, model=os.path.basename(model_path), height=size[0], width=size[1],
+    text = README.format(name=model.name, model=os.path.basename(found.name), height=size[0], width=size[1],
                          classes=len(labels), labels=", ".join(labels), labels_list=list(labels),
                          samples=report["samples"], dataset=report["dataset"],
                          pixel_agreement=report["pixel_agreement"], latency=report["latency_ms"], edgetpu=mapped,
@@ -206,20 +198,27 @@ def export(model_path, output_dir, *, data=DataOptions()):
         "sample_expected_mask.png": plots.png_bytes(expected),
         "README.md": text.encode(),
     }
-    for name, data in outputs.items():
-        files.write_bytes_atomic(os.path.join(output_dir, name), data)
-    return report
+    for name, content in outputs.items():
+        files.write_bytes_atomic(os.path.join(output_dir, name), content)
+    return reports.ExportReport.from_dict(report)
 
 
 def main(argv=None):
-    parser = pipeline.exporter_parser("python -m export.android", __doc__, "the directory to write the bundle into")
-    pipeline.add_arguments(parser)
+    from kerasseg import rundir
+    from export import commands
+
+    parser = commands.exporter_parser("python -m export.android", __doc__, "the directory to write the bundle into")
+    commands.add_arguments(parser)
     args = parser.parse_args(argv)
-    report = export(args.model, args.output, data=DataOptions.from_args(args))
+    data = commands.DataOptions.from_args(args)
+    found = commands.run_data(args.model, data, True, os.path.join(args.output, FILES[0]))
+    record = rundir.Record.of_model(args.model)  # the run's class names, else the dataset's
+    names = record.class_names if record is not None else None
+    report = export(args.model, args.output, class_names=names, thresholds=data.overrides, **found)
     reports.print_summary(report, os.path.join(args.output, "segmenter.tflite"))
-    if report["passed"]:
+    if report.passed:
         print(f"wrote {', '.join(FILES)} to {args.output}")
-    return 0 if report["passed"] else 1
+    return 0 if report.passed else 1
 
 
 if __name__ == "__main__":

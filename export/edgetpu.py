@@ -26,7 +26,7 @@ import os
 import sys
 
 from kerasseg import cli, files
-from kerasseg.cli import UsageError
+from kerasseg.errors import InputError
 
 # Coral's operation table (coral.ai/docs/edgetpu/models-intro, compiler 16.0) with the highest op
 # version of each that compiler accepts. Compiler 16 reads the TFLite schema of TensorFlow 2.5:
@@ -63,7 +63,7 @@ class _Graph:
                 raise ValueError("no TFL3 identifier")
             self.model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
         except Exception as error:
-            raise UsageError(f"{path} is not a TFLite model ({type(error).__name__}: {error})") from None
+            raise InputError(f"{path} is not a TFLite model ({type(error).__name__}: {error})") from None
         if len(self.model.subgraphs) != 1:
             self.extra_subgraphs = len(self.model.subgraphs) - 1
         else:
@@ -305,7 +305,7 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args(argv)
     if not os.path.isfile(args.tflite):
-        raise UsageError(f"file not found: {args.tflite}")
+        raise InputError(f"file not found: {args.tflite}")
     report = analyse(args.tflite)
     print(format_report(report))
     if args.json:

@@ -25,8 +25,8 @@ import tempfile
 import numpy as np
 
 from kerasseg import cli, qat
+from kerasseg.errors import InputError
 from export import pipeline, report as reports
-from export.pipeline import DataOptions
 
 OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
@@ -70,43 +70,52 @@ def quantize_int8(content, calibration_images, method="percentile"):
             return f.read()
 
 
-def export(model_path, output, *, quantize="float32", data=DataOptions(), opset=17, dynamic_batch=False,
+def export(model, output, *, quantize="float32", calibration=None, validation=None, image_size=None,
+           samples=None, calibration_samples=None, thresholds=None, opset=17, dynamic_batch=False,
            calibration_method="percentile"):
-    """Converts, checks in ONNX Runtime, writes `output` and its report; returns the report."""
+    """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
+    file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
+    The data and thresholds are export.tflite.export's."""
+    if quantize not in ("float32", "int8"):
+        raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {quantize!r}")
+    found = pipeline.inputs(model, image_size, validation, calibration, None, samples, calibration_samples,
+                            calibrate=quantize == "int8")
 
     def build(model, size):
         extra = {"opset": opset, "dynamic_batch": dynamic_batch}
         if qat.is_quantization_aware(model):
             if quantize == "int8":
-                raise cli.UsageError(f"{model_path} is quantization-aware: its learned int8 ranges go into TFLite "
-                                     "files (python -m export.tflite --quantize int8), not yet into ONNX; export "
-                                     "it to ONNX in float32 (its float twin), or the float model it was fine-tuned "
-                                     "from (its run's --init-from) to int8")
+                raise InputError(f"{found.name} is quantization-aware: its learned int8 ranges go into TFLite files "
+                                 "(export.tflite, int8), not yet into ONNX; export it to ONNX in float32 (its float "
+                                 "twin), or the float model it was fine-tuned from to int8")
             model, _ = qat.export_twin(model)  # no int8 arithmetic to simulate: the float model it computes
             extra.update(quantization_aware=True,
                          compared_with="the quantization-aware model's float twin (folded int8-exact weights)")
         content = convert(model, size, opset, dynamic_batch)
         if quantize == "int8":
-            calibration, spec = pipeline.calibration_images(model_path, data, size)
-            content = quantize_int8(content, calibration, calibration_method)
-            extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
+            content = quantize_int8(content, found.calibration, calibration_method)
+            extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(found.calibration),
                          calibration_method=calibration_method)
         return model, content, extra
 
-    return pipeline.export_checked(model_path, output, build, quantize, data)
+    return reports.ExportReport.from_dict(pipeline.export_checked(found, output, build, quantize, thresholds))
 
 
 def main(argv=None):
-    parser = pipeline.exporter_parser("python -m export.onnx", __doc__, "the .onnx file to write")
+    from export import commands
+
+    parser = commands.exporter_parser("python -m export.onnx", __doc__, "the .onnx file to write")
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
     parser.add_argument("--quantize", choices=("float32", "int8"), default="float32")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",
                         help="how int8 activation ranges are set from the calibration images (default percentile)")
-    pipeline.add_arguments(parser)
+    commands.add_arguments(parser)
     args = parser.parse_args(argv)
-    report = export(args.model, args.output, quantize=args.quantize, data=DataOptions.from_args(args),
-                    opset=args.opset, dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method)
+    data = commands.DataOptions.from_args(args)
+    report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, opset=args.opset,
+                    dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
+                    **commands.run_data(args.model, data, args.quantize == "int8", args.output))
     reports.print_summary(report, args.output)
     return 0 if report["passed"] else 1
 

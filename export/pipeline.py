@@ -1,67 +1,30 @@
-"""The convert-check-write pipeline every exporter runs, and what they share.
+"""The convert-check-write pipeline every exporter runs, on values: a Keras model (or its file), images.
 
 Layers, one way: `runtimes` (run a file) -> `report` (compare, thresholds) ->
-`pipeline` (load the model and data, convert, check, write) -> one module per
-format (`tflite`, `onnx`, `edgetpu`, `android`) and the `agreement` CLI.
-
-The data of every exporter defaults to the run's record (run.json and
-splits/ beside the model: its dataset, split lists and class names), so a
-model trained on a user's folder is calibrated on that folder's training
-split and compared on its held-out test split; --dataset overrides it.
+`pipeline` (the model and the data as values, convert, check, write) -> one
+module per format (`tflite`, `onnx`, `edgetpu`, `android`). Nothing here
+reads a run directory: the command lines (`export.commands`) resolve a run's
+record and split lists into values, then call the same functions a Keras
+user calls on an in-memory model and their own arrays or tf.data.
 """
 
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from kerasseg import cli, files, rundir
-from kerasseg.cli import UsageError
-from export import report as reports
+import numpy as np
 
-
-@dataclass(frozen=True)
-class DataOptions:
-    """What an exporter compares on and calibrates with, and the thresholds it is held to.
-
-    dataset: the held-out samples' dataset spec (test split), None for the
-    run's record; calibration_dataset: the training images int8 is calibrated
-    on (default: `dataset`, else the run's); overrides: threshold values
-    replacing the defaults of the quantization mode.
-    """
-
-    image_size: tuple = None
-    dataset: str = None
-    samples: int = 50
-    calibration_dataset: str = None
-    calibration_samples: int = 200
-    overrides: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_args(cls, args):
-        overrides = {key: getattr(args, attr) for key, attr in THRESHOLD_FLAGS.items()
-                     if getattr(args, attr, None) is not None}
-        return cls(args.image_size, args.dataset, args.samples, getattr(args, "calibration_dataset", None),
-                   getattr(args, "calibration_samples", 200), overrides)
+from kerasseg import files
+from kerasseg.errors import InputError
+from export import report as reports, values
 
 
-def load_samples(model_path, dataset, split, image_size, count):
-    """`count` samples of a split at `image_size`: of `dataset`, else of the run's record (its split lists)."""
-    view = rundir.data_view(model_path, dataset)
-    try:
-        samples = view.load_split(split, image_size, count)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if samples.resized:
-        print(f"note: {samples.resized} of {len(samples)} {view.spec} {split} images were resized to "
-              f"{image_size[0]}x{image_size[1]}, the export size (masks: nearest)", file=sys.stderr)
-    return samples
+def load_model(model):
+    """(`model` in float32, the dtype policy it was built under, its name for the report): a keras.Model
+    or the path of a .keras file.
 
-
-def load_model(path):
-    """The Keras model at `path` in float32, and the dtype policy it was saved under.
-
-    A model trained with --mixed-precision computes in bfloat16 or float16,
+    A model trained with mixed precision computes in bfloat16 or float16,
     which the converters cannot lower (`'tf.Mul' op is neither a custom op
     nor a flex op`); it is rebuilt layer for layer in float32 with the same
     weights (kerasseg.qat.float32_model), and that rebuild is what the
@@ -69,7 +32,74 @@ def load_model(path):
     """
     from kerasseg import qat
 
-    return qat.float32_model(files.load_keras_model(path))
+    if isinstance(model, (str, os.PathLike)):
+        return (*qat.float32_model(files.load_keras_model(model)), os.fspath(model))
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise InputError(f"expected a keras.Model or the path of a .keras file; received {type(model).__name__}")
+    if not getattr(model, "inputs", None):
+        # a subclassed model: the converters and the int8 simulation need a graph of layers
+        pixels = keras.Input((None, None, 3), name="image")
+        model = keras.Model(pixels, model(pixels), name=model.name)
+    files.check_image_input(model, model.name)
+    return (*qat.float32_model(model), model.name)
+
+
+def export_size(model, requested=None, data=()):
+    """The fixed (height, width) to export at: `requested`, else the model's own fixed input size, else the
+    size all the images of the first of `data` share (export.values.natural_size)."""
+    if requested:
+        return tuple(int(n) for n in requested)
+    height, width = model.inputs[0].shape[1:3]
+    if height and width:
+        return (height, width)
+    size = next((values.natural_size(value) for value in data if value is not None), None)
+    if size:
+        return size
+    raise InputError(f"{model.name} accepts any image size and the images given do not say one size: give the size "
+                     "to export at, image_size=(height, width)")
+
+
+@dataclass
+class Inputs:
+    """What an export works on: the float32 model, its size, the held-out samples, the calibration images."""
+
+    model: object
+    policy: str
+    name: str
+    size: tuple
+    held_out: object  # a kerasseg.data.Split (masks None: agreement without mIoU)
+    calibration: np.ndarray = None
+    calibration_spec: str = None
+
+
+def inputs(model, image_size=None, validation=None, calibration=None, class_names=None, samples=None,
+           calibration_samples=None, calibrate=False):
+    """The Inputs of an export (export.values reads `validation` and `calibration` as the user has them).
+    Without `validation`, the file is checked on the calibration images (the report says so)."""
+    model, policy, name = load_model(model)
+    size = export_size(model, image_size, (validation, calibration))
+    classes = model.outputs[0].shape[-1]
+    names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(classes or 0))
+    if class_names is not None and classes and len(names) != classes:
+        raise InputError(f"{len(names)} class names ({', '.join(names)}) for a model of {classes} classes")
+    if validation is None and calibration is None:
+        raise InputError("nothing to check the file on: give validation= (held-out images, with masks for the "
+                         "mIoU) or calibration= images")
+    held_out = values.validation_samples(calibration if validation is None else validation, size, names, samples)
+    if validation is None and not isinstance(calibration, str):  # (a spec's own test split is held out)
+        held_out.spec = f"{held_out.spec}, the calibration images (no validation samples given)"
+    if held_out.resized:
+        print(f"note: {held_out.resized} of the {len(held_out)} held-out images ({held_out.spec}) were resized to "
+              f"{size[0]}x{size[1]}, the export size (masks: nearest)", file=sys.stderr)
+    found = Inputs(model, policy, name, size, held_out)
+    if calibrate:
+        if calibration is None:
+            raise InputError("int8 and int16x8 need calibration images: give calibration= (training images)")
+        found.calibration, found.calibration_spec = values.calibration_images(calibration, size,
+                                                                              calibration_samples)
+    return found
 
 
 def fixed_size_function(model, image_size, batch=1):
@@ -97,69 +127,26 @@ def frozen_function(model, image_size):
     return convert_variables_to_constants_v2(fixed_size_function(model, image_size).get_concrete_function())
 
 
-THRESHOLD_FLAGS = {"max_abs_error": "max_abs_error", "pixel_agreement": "min_pixel_agreement",
-                   "miou_drop": "max_miou_drop"}
-
-
-def exporter_parser(prog, description, output_help):
-    """The command line of an exporter: the trained model, --output, then its own options."""
-    parser = cli.ArgumentParser(prog=prog, description=description,
-                                formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="the trained Keras model (.keras)")
-    parser.add_argument("--output", required=True, help=output_help)
-    return parser
-
-
-def add_arguments(parser, calibration=True):
-    """The options every exporter shares, declared once: data, calibration, thresholds."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset",
-                      help="dataset spec of the held-out samples compared on (test split; default: the run's "
-                           "dataset and split lists, from run.json beside the model)")
-    data.add_argument("--samples", type=cli.arg_type(cli.positive_int), default=50,
-                      help="held-out samples to compare on (default: 50)")
-    data.add_argument("--image-size", type=cli.arg_type(cli.image_size),
-                      help="fixed export size N or HxW (default: the model's, or the training size)")
-    if calibration:
-        data.add_argument("--calibration-dataset",
-                          help="dataset spec for int8 calibration (train split; default: --dataset, else the run's)")
-        data.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
-    thresholds = parser.add_argument_group("thresholds")
-    thresholds.add_argument("--max-abs-error", type=float, help="override the max_abs_error threshold")
-    thresholds.add_argument("--min-pixel-agreement", type=float, help="override the pixel_agreement threshold")
-    thresholds.add_argument("--max-miou-drop", type=float, help="override the miou_drop threshold (mIoU points)")
-
-
-def calibration_images(model_path, data, image_size):
-    """(images, spec) of the training images to calibrate on: `data`'s calibration dataset, else its
-    dataset, else the run's training split."""
-    samples = load_samples(model_path, data.calibration_dataset or data.dataset, "train", image_size,
-                           data.calibration_samples)
-    return samples.images, samples.spec
-
-
-def export_checked(model_path, output, build, quantization, data):
+def export_checked(found, output, build, quantization, overrides=None, extra=None):
     """The shared path of every exporter: convert, check in the runtime, then write.
 
     `build(model, size)` returns (the Keras model the file is compared with,
     which may add an output head to `model`; file bytes; extra report
     fields). The bytes are checked from a temporary file; `output` and its report are written
     (atomically) only once the check has run, so a failure leaves whatever
-    was at `output` before untouched and nothing partial.
+    was at `output` before untouched and nothing partial. Returns the report (a dict).
     """
     files.ensure_output_dir(output)
-    model, policy = load_model(model_path)
-    size = rundir.resolve_image_size(model, model_path, data.image_size)
-    held_out = load_samples(model_path, data.dataset, "test", size, data.samples)
-    print(f"converting {model_path} to {os.path.basename(output)} ({quantization}) at {size[0]}x{size[1]} ...",
+    size = found.size
+    print(f"converting {found.name} to {os.path.basename(output)} ({quantization}) at {size[0]}x{size[1]} ...",
           flush=True)
-    model, content, extra = build(model, size)
+    model, content, built = build(found.model, size)
     with tempfile.NamedTemporaryFile(suffix=os.path.splitext(output)[1]) as tmp:
         tmp.write(content)
         tmp.flush()
-        extra = {"model": os.fspath(model_path), "dataset": held_out.spec, "image_size": list(size),
-                 "training_policy": policy, **extra}
-        report = reports.agreement_report(model, tmp.name, held_out, quantization, data.overrides, extra,
+        extra = {"model": found.name, "dataset": found.held_out.spec, "image_size": list(size),
+                 "training_policy": found.policy, **(extra or {}), **built}
+        report = reports.agreement_report(model, tmp.name, found.held_out, quantization, overrides, extra,
                                           figure=reports.figure_path(reports.report_path(output)))
     files.write_bytes_atomic(output, content)
     reports.write_report(report, reports.report_path(output))

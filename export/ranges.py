@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from kerasseg.cli import UsageError
+from kerasseg.errors import InputError
 from kerasseg.layers.quantization import effective_range
 
 PERCENTILE = 99.99
@@ -80,7 +80,7 @@ def learned_ranges(calibrated, twin, sites):
 
     Found by structure: a Site rounds the output of one of `twin`'s layers, and that output is the tensor
     of the file that the layer's ops write and an op of another layer reads (or the model's output). Refuses
-    (UsageError, naming the layer) a range with no such tensor or more than one, and two ranges on one
+    (InputError, naming the layer) a range with no such tensor or more than one, and two ranges on one
     tensor: the simulation would then not compute what the file computes."""
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -118,7 +118,7 @@ def learned_ranges(calibrated, twin, sites):
         tensor.quantization.min, tensor.quantization.max = [site.low], [site.high]
         placed[name] = (site.low, site.high, site)
     if problems:
-        raise UsageError(f"{len(problems)} learned range(s) of the quantization-aware model have no tensor of "
+        raise InputError(f"{len(problems)} learned range(s) of the quantization-aware model have no tensor of "
                          f"their own in the converted file, so the file would not compute what the model "
                          f"simulates: {'; '.join(problems[:8])}{' ...' if len(problems) > 8 else ''}")
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), placed
@@ -132,7 +132,7 @@ def _is_activation(model, tensor):
 
 def check_learned_ranges(content, placed):
     """{"simulated", "written", "fixed", "calibrated"}: how many learned ranges `placed` holds; how many of
-    their tensors in the quantized file `content` have that range's scale (a UsageError names any that has
+    their tensors in the quantized file `content` have that range's scale (an InputError names any that has
     not); how many int8 tensors have a kernel's fixed scale (sigmoid, softmax, tanh); and the names of the
     file's other int8 activation tensors whose ranges calibration set (not those that take the scale of
     the op's input: pooling, padding, resizing)."""
@@ -169,7 +169,7 @@ def check_learned_ranges(content, placed):
         else:
             wrong.append(f"{site.layer} ({site.point}: scale {scale:.6g}, the file's {scales or 'none'})")
     if wrong:
-        raise UsageError(f"{len(wrong)} learned range(s) did not survive quantization: {'; '.join(wrong[:8])}")
+        raise InputError(f"{len(wrong)} learned range(s) did not survive quantization: {'; '.join(wrong[:8])}")
     fixed, calibrated = 0, []
     for name, i in activations.items():
         kind, op = made_by.get(i, (None, None))

@@ -7,11 +7,12 @@ convert-check-write pipeline (`export.pipeline`) and the exporters.
 import json
 import os
 import sys
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from kerasseg import files
-from kerasseg.cli import UsageError
+from kerasseg.errors import InputError
 from export.runtimes import median_ms, open_runner
 
 # Quantization changes logits by design; what must survive is the predicted class.
@@ -25,16 +26,67 @@ DEFAULT_THRESHOLDS = {
 _UPPER_BOUNDS = ("max_abs_error", "mean_abs_error", "miou_drop")
 
 
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export measured in its runtime; `to_dict()` is FILE.report.json. `report["key"]` reads
+    any of its entries, the fields below and those in `details` (the model, the dataset, the size, the
+    calibration, per-class IoU, the learned ranges of a quantization-aware model, ...)."""
+
+    passed: bool
+    failed: tuple  # the thresholds that failed, as "pixel_agreement 0.97 < 0.99"
+    runtime: str
+    quantization: str
+    samples: int
+    pixel_agreement: float  # the share of pixels whose predicted class the file and the model agree on
+    max_abs_error: float
+    mean_abs_error: float
+    miou_reference: float = None  # None: not measured (samples without masks, or of other classes)
+    miou_exported: float = None
+    miou_drop: float = None  # in mIoU points
+    latency_ms: float = None
+    size_bytes: int = None
+    details: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, report):
+        names = {f.name for f in fields(cls)} - {"details"}
+        return cls(**{key: tuple(value) if key == "failed" else value for key, value in report.items()
+                      if key in names}, details={key: value for key, value in report.items() if key not in names})
+
+    def to_dict(self):
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "details"}
+        return {**values, "failed": list(self.failed), **self.details}
+
+    def __getitem__(self, key):
+        return self.to_dict()[key]
+
+    def get(self, key, default=None):
+        return self.to_dict().get(key, default)
+
+
+def keras_function(model, image_size):
+    """`model` on float32 batches of `image_size` (h, w) images, traced for that size: Keras's own predict
+    retraces an any-size model at an unknown size, where some layers cannot run (UpSampling2D's bilinear:
+    OperatorNotAllowedInGraphError)."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([None, *image_size, 3], tf.float32)
+    function = tf.function(lambda images: model(images, training=False), input_signature=[spec])
+    return lambda images: np.asarray(function(np.asarray(images, np.float32)))
+
+
 def compare(model, runner, samples, latency_repeats=20):
     """The agreement numbers of `runner` against `model` on `samples` (a data.Split), and both
     models' predicted classes."""
     from kerasseg import metrics
 
     images = samples.images.astype(np.float32)
-    reference = np.concatenate([model.predict_on_batch(images[i : i + 8]) for i in range(0, len(images), 8)])
+    predict = keras_function(model, images.shape[1:3])
+    reference = np.concatenate([predict(images[i : i + 8]) for i in range(0, len(images), 8)])
     exported = np.stack([runner(image) for image in images])
     if exported.shape != reference.shape:
-        raise UsageError(f"the exported model returns {exported.shape[1:]} per image, the Keras model {reference.shape[1:]}")
+        raise InputError(f"the exported model returns {exported.shape[1:]} per image, the Keras model "
+                         f"{reference.shape[1:]}")
     error = np.abs(exported.astype(np.float64) - reference)
     ref_class, exp_class = predicted_classes(reference), predicted_classes(exported)
     numbers = {
@@ -46,8 +98,11 @@ def compare(model, runner, samples, latency_repeats=20):
         "miou_reference": None, "miou_exported": None, "miou_drop": None,
         "per_class_iou_reference": None, "per_class_iou_exported": None,
         "latency_ms": median_ms(runner, images[0], latency_repeats),
-        "keras_latency_ms": median_ms(model.predict_on_batch, images[:1], latency_repeats),
+        "keras_latency_ms": median_ms(predict, images[:1], latency_repeats),
     }
+    if samples.masks is None:
+        numbers["miou_note"] = "mIoU not computed: the samples have no masks; compared on pixels and logits only"
+        return numbers, (ref_class, exp_class)
     classes = model.outputs[0].shape[-1] if reference.ndim == 4 else samples.num_classes
     if classes != samples.num_classes:  # another dataset's images still show whether the two models agree
         numbers["miou_note"] = (f"mIoU not computed: the model predicts {classes} classes and dataset "
@@ -91,7 +146,7 @@ def disagreement_png(samples, classes, path, count=4):
     differing = (reference != exported).reshape(len(reference), -1).mean(1)
     rows, captions = [], []
     for i in np.argsort(-differing, kind="stable")[:count]:
-        image = samples.images[i]
+        image = np.clip(np.round(samples.images[i]), 0, 255).astype(np.uint8)  # (float pixels too)
         rows.append([image, plots.colorize(reference[i]), plots.colorize(exported[i]),
                      plots.differences(image, reference[i], exported[i])])
         captions.append(f"test #{i}: {100 * differing[i]:.2f}% differ")

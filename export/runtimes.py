@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from kerasseg.cli import UsageError
+from kerasseg.errors import InputError
 
 
 class LiteRTRunner:
@@ -26,7 +26,7 @@ class LiteRTRunner:
             self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except Exception as error:
-            raise UsageError(f"{path} is not a TFLite model LiteRT can load: {error}") from None
+            raise InputError(f"{path} is not a TFLite model LiteRT can load: {error}") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.input_size = tuple(int(s) for s in self.input["shape"][1:3])
@@ -76,7 +76,7 @@ class OnnxRunner:
         try:
             self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
         except Exception as error:
-            raise UsageError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
+            raise InputError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
         self.input = self.session.get_inputs()[0]
         self.input_size = tuple(self.input.shape[1:3]) if all(isinstance(s, int) for s in self.input.shape[1:3]) else None
         self.quantization = "int8" if any(n.op_type == "QuantizeLinear" for n in _onnx_nodes(path)) else "float32"
@@ -93,13 +93,13 @@ def _onnx_nodes(path):
 
 def open_runner(path, num_threads=None):
     if not os.path.isfile(path):
-        raise UsageError(f"exported file not found: {path}")
+        raise InputError(f"exported file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".tflite":
         return LiteRTRunner(path, num_threads)
     if suffix == ".onnx":
         return OnnxRunner(path, num_threads)
-    raise UsageError(f"{path}: unknown export format {suffix!r}; accepted: .tflite, .onnx")
+    raise InputError(f"{path}: unknown export format {suffix!r}; accepted: .tflite, .onnx")
 
 
 def median_ms(fn, x, repeats, warmup=1):

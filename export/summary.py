@@ -13,7 +13,7 @@ import os
 import sys
 
 from kerasseg import cli
-from kerasseg.cli import UsageError
+from kerasseg.errors import InputError
 
 
 def _load(path):
@@ -24,7 +24,7 @@ def _load(path):
 def summarize(directory):
     metrics_path = os.path.join(directory, "metrics.json")
     if not os.path.isfile(metrics_path):
-        raise UsageError(f"{metrics_path} not found: train first with python -m kerasseg.train --output {directory}")
+        raise InputError(f"{metrics_path} not found: train first with python -m kerasseg.train --output {directory}")
     metrics = _load(metrics_path)
     reports = []
     for path in sorted(glob.glob(os.path.join(directory, "*.report.json"))):

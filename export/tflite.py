@@ -42,9 +42,8 @@ import tempfile
 import numpy as np
 
 from kerasseg import cli, files, qat
-from kerasseg.cli import UsageError
-from export import edgetpu, pipeline, ranges, report as reports, runtimes
-from export.pipeline import DataOptions
+from kerasseg.errors import InputError
+from export import edgetpu, pipeline, ranges, report as reports, runtimes, values
 from export.ranges import PERCENTILE
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -73,7 +72,7 @@ def _converter(model, quantize, image_size, calibration_images=None, io="uint8")
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int16x8":
         if calibration_images is None or len(calibration_images) == 0:
-            raise UsageError("int16x8 quantization needs calibration images; the calibration set is empty")
+            raise InputError("int16x8 quantization needs calibration images; none were given")
         # one more calibration image, a ramp over every pixel value: the float input's 16-bit range then
         # covers [0, 255] whatever the images span (the wider ranges cost nothing visible at 16 bits)
         ramp = np.broadcast_to(np.linspace(0, 255, image_size[1], dtype=np.float32)[None, :, None],
@@ -83,7 +82,7 @@ def _converter(model, quantize, image_size, calibration_images=None, io="uint8")
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif quantize == "int8":
         if calibration_images is None or len(calibration_images) == 0:
-            raise UsageError("int8 quantization needs calibration images; the calibration set is empty")
+            raise InputError("int8 quantization needs calibration images; none were given")
         converter.representative_dataset = _representative(calibration_images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
@@ -116,12 +115,12 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
     """(the .tflite bytes, for a quantization-aware model converted to int8 the learned ranges' counts
     (export.ranges.check_learned_ranges), else None)."""
     if calibration not in CALIBRATIONS:
-        raise UsageError(f"--calibration must be one of {CALIBRATIONS}; received {calibration!r}")
+        raise InputError(f"calibration must be one of {CALIBRATIONS}; received {calibration!r}")
     sites = None
     if qat.is_quantization_aware(model):
         if calibration != "minmax":
-            raise UsageError(f"a quantization-aware model's int8 ranges are the ones it learned: --calibration "
-                             f"{calibration} does not apply to it")
+            raise InputError(f"a quantization-aware model's int8 ranges are the ones it learned: calibration "
+                             f"{calibration!r} does not apply to it")
         model, sites = qat.export_twin(model)
     converter = _converter(model, quantize, image_size, calibration_images, io)
     if quantize != "int8" or (io == "float32" and sites is None):
@@ -144,14 +143,14 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
 
 
 def check_pixel_input(content):
-    """Refuses (UsageError) an integer-input .tflite whose input is not raw pixels: uint8 scale 1.0 / zero
+    """Refuses (InputError) an integer-input .tflite whose input is not raw pixels: uint8 scale 1.0 / zero
     point 0, int8 scale 1.0 / zero point -128."""
     from ai_edge_litert.interpreter import Interpreter
 
     detail = Interpreter(model_content=bytes(content)).get_input_details()[0]
     expected = {np.dtype(np.uint8): (1.0, 0), np.dtype(np.int8): (1.0, -128)}.get(np.dtype(detail["dtype"]))
     if expected is not None and tuple(detail["quantization"]) != expected:
-        raise UsageError(f"refusing to write an int8 file whose {np.dtype(detail['dtype'])} input has scale "
+        raise InputError(f"refusing to write an int8 file whose {np.dtype(detail['dtype'])} input has scale "
                          f"{detail['quantization'][0]:g} and zero point {detail['quantization'][1]} instead of "
                          f"{expected[0]:g} and {expected[1]}: a device feeding camera pixels would see other values")
 
@@ -202,7 +201,7 @@ def format_offenders(rows, count=10):
 
 
 def tensors_of_layers(rows, layer_names):
-    """The debugger's tensor names that belong to the Keras layers `layer_names` (a UsageError names
+    """The debugger's tensor names that belong to the Keras layers `layer_names` (an InputError names
     any layer with no quantized tensor)."""
     tensors = []
     for layer in layer_names:
@@ -210,7 +209,7 @@ def tensors_of_layers(rows, layer_names):
         found = [row["tensor_name"] for row in rows if pattern.search(row["tensor_name"])]
         if not found:
             known = sorted({m.group(1) for row in rows for m in re.finditer(r"/([^/;]+?)(?:_\d+)?/", row["tensor_name"])})
-            raise UsageError(f"--keep-float: no quantized tensor belongs to layer {layer!r}; layers with "
+            raise InputError(f"keep float: no quantized tensor belongs to layer {layer!r}; layers with "
                              f"quantized outputs: {', '.join(known[:40])}")
         tensors += found
     return tensors
@@ -259,7 +258,7 @@ def format_costs(costs):
     return "\n".join(lines)
 
 
-def auto_keep_float(model, image_size, calibration_images, rows, validation, thresholds):
+def auto_keep_float_tensors(model, image_size, calibration_images, rows, validation, thresholds):
     """Keeps the 1, 2, 4, ... worst tensors in float until `validation` samples meet `thresholds`."""
     for count in (1, 2, 4, 8, 16):
         tensors = [row["tensor_name"] for row in rows[:count]]
@@ -270,23 +269,23 @@ def auto_keep_float(model, image_size, calibration_images, rows, validation, thr
             numbers, _ = reports.compare(model, runtimes.LiteRTRunner(tmp.name), validation, latency_repeats=1)
         failed = reports.check(numbers, thresholds)
         print(f"keeping the {count} worst tensor(s) in float: {'passes' if not failed else '; '.join(failed)} "
-              "on the validation split", flush=True)
+              f"on {validation.spec}", flush=True)
         if not failed:
             return content, tensors
-    raise UsageError("--auto-keep-float: the thresholds still fail with the 16 worst tensors kept in float; "
-                     "see --debug's table")
+    raise InputError("the thresholds still fail with the 16 worst tensors kept in float; see the per-tensor "
+                     "error table (debug)")
 
 
 def edgetpu_check(content, output):
-    """The static Edge TPU check of `content`; refuses (UsageError) unless every op maps."""
+    """The static Edge TPU check of `content`; refuses (InputError) unless every op maps."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, os.path.basename(output))
         with open(path, "wb") as f:
             f.write(content)
         report = edgetpu.analyse(path)
     if not report["fully_mapped"]:
-        raise UsageError(
-            f"refusing --target edgetpu: the model does not map entirely to the Edge TPU\n"
+        raise InputError(
+            f"refusing target edgetpu: the model does not map entirely to the Edge TPU\n"
             f"{edgetpu.format_report(report)}\n"
             "build the model with edge=True and export logits (see README, 'Edge TPU')"
         )
@@ -330,36 +329,53 @@ def with_output_kind(model, kind):
     return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
 
 
-def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8", target=None,
-           output_kind="logits", debug=False, keep_float=(), auto=False, calibration_method="minmax"):
-    """Converts, checks in LiteRT, writes `output` and its report; returns the report."""
+def export(model, output, *, quantize="int8", calibration=None, validation=None, image_size=None,
+           samples=None, calibration_samples=None, thresholds=None, io="uint8", target=None, output_kind="logits",
+           calibration_method="minmax", debug=False, keep_float=(), auto_keep_float=False, tuning=None):
+    """Converts `model` (a keras.Model, or the path of its .keras file) to the .tflite file `output`, checks
+    the file in LiteRT against the model and writes it with FILE.report.json; returns the ExportReport.
+    A file that fails its thresholds is still written (its report says what failed).
+
+    calibration: the training images int8 and int16x8 are calibrated on (the first `calibration_samples`;
+    None: all); validation: the held-out samples the file is compared on (the first `samples`):
+    (images, masks), images alone (agreement without mIoU), a tf.data.Dataset, an iterable, a dataset
+    spec (export.values); image_size: (height, width) to export at (default: the model's fixed input
+    size, else the size of the images given); thresholds:
+    values replacing the mode's defaults (report.DEFAULT_THRESHOLDS). target "edgetpu": int8, uint8
+    I/O, refused unless every op maps. debug: the per-tensor error table (FILE.debug.csv); keep_float:
+    Keras layers whose ops stay in float; auto_keep_float: the worst tensors kept in float until the
+    thresholds pass on `tuning` (samples as `validation`; default: the calibration images).
+    """
+    if quantize not in MODES:
+        raise InputError(f"quantize must be one of {MODES}; received {quantize!r}")
     if target == "edgetpu":
         if quantize != "int8" or io != "uint8":
-            raise UsageError(f"--target edgetpu needs --quantize int8 and --io uint8 (the defaults); "
-                             f"received --quantize {quantize} --io {io}")
-        if keep_float or auto:
-            raise UsageError("--keep-float / --auto-keep-float split the graph into int8 and float parts, and "
-                             "the Edge TPU runs only the first part: not allowed with --target edgetpu")
-    if (debug or keep_float or auto) and quantize != "int8":
-        raise UsageError(f"--debug, --keep-float and --auto-keep-float apply to --quantize int8, not {quantize}")
-    if calibration_method != "minmax" and (quantize != "int8" or keep_float or auto):
-        raise UsageError(f"--calibration {calibration_method} applies to plain --quantize int8 (not {quantize}, "
-                         "--keep-float or --auto-keep-float)")
+            raise InputError(f"target edgetpu needs int8 quantization with uint8 input and output; received "
+                             f"quantize={quantize!r}, io={io!r}")
+        if keep_float or auto_keep_float:
+            raise InputError("keeping layers in float splits the graph into int8 and float parts, and the Edge TPU "
+                             "runs only the first part: not allowed with target edgetpu")
+    if (debug or keep_float or auto_keep_float) and quantize != "int8":
+        raise InputError(f"the per-tensor error table and keeping layers in float apply to int8, not {quantize}")
+    if calibration_method != "minmax" and (quantize != "int8" or keep_float or auto_keep_float):
+        raise InputError(f"calibration {calibration_method!r} applies to plain int8 (not {quantize}, nor with "
+                         "layers kept in float)")
+    found = pipeline.inputs(model, image_size, validation, calibration, None, samples, calibration_samples,
+                            calibrate=quantize in CALIBRATED)
+    auto = auto_keep_float
 
     def build(model, size):
         extra = {"output_kind": output_kind}
-        calibration = None
+        calibration = found.calibration
         if quantize in CALIBRATED:
-            calibration, spec = pipeline.calibration_images(model_path, data, size)
-            extra.update(calibration_dataset=spec, calibration_samples=len(calibration),
+            extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration),
                          io=io if quantize == "int8" else "float32", calibration_method=calibration_method)
         model = with_output_kind(model, output_kind)
         if qat.is_quantization_aware(model):
             if debug or keep_float or auto or calibration_method != "minmax":
-                raise UsageError(f"{model_path} is quantization-aware (trained with --quantization-aware): its "
-                                 "int8 ranges are learned, so --debug, --keep-float, --auto-keep-float and "
-                                 "--calibration percentile, which recalibrate, do not apply; export it with plain "
-                                 "--quantize int8")
+                raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the "
+                                 "per-tensor error table, keeping layers in float and percentile calibration, "
+                                 "which recalibrate, do not apply; export it to plain int8")
             extra["quantization_aware"] = True
             if quantize != "int8":  # no int8 arithmetic to simulate: the float model it computes, compared as such
                 model, _ = qat.export_twin(model)
@@ -374,9 +390,10 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
             extra["kept_float"] = tensors_of_layers(rows, keep_float)
             content = convert_keeping_float(model, size, calibration, extra["kept_float"])
         elif auto:
-            validation = pipeline.load_samples(model_path, data.dataset, "val", size, data.samples)
-            thresholds = {**reports.DEFAULT_THRESHOLDS["int8"], **data.overrides}
-            content, extra["kept_float"] = auto_keep_float(model, size, calibration, rows, validation, thresholds)
+            chosen_on = values.validation_samples(calibration if tuning is None else tuning, size,
+                                                  found.held_out.class_names, samples)
+            limits = {**reports.DEFAULT_THRESHOLDS["int8"], **(thresholds or {})}
+            content, extra["kept_float"] = auto_keep_float_tensors(model, size, calibration, rows, chosen_on, limits)
         else:
             content, learned = _convert(model, quantize, size, calibration, io, calibration_method)
             if learned is not None:
@@ -394,7 +411,7 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
             extra["edgetpu"] = edgetpu_check(content, output)
         return model, content, extra
 
-    report = pipeline.export_checked(model_path, output, build, quantize, data)
+    report = pipeline.export_checked(found, output, build, quantize, thresholds)
     if target == "edgetpu":
         compiled = report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
         if isinstance(compiled, dict) and not compiled["fully_mapped"]:
@@ -403,11 +420,13 @@ def export(model_path, output, *, quantize="int8", data=DataOptions(), io="uint8
                                     f"operators run on the CPU ({'; '.join(cpu) or 'see ' + compiled['log']})"))
             report["passed"] = False
         reports.write_report(report, reports.report_path(output))
-    return report
+    return reports.ExportReport.from_dict(report)
 
 
 def main(argv=None):
-    parser = pipeline.exporter_parser("python -m export.tflite", __doc__, "the .tflite file to write")
+    from export import commands
+
+    parser = commands.exporter_parser("python -m export.tflite", __doc__, "the .tflite file to write")
     parser.add_argument("--quantize", choices=MODES, default="int8")
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
     parser.add_argument("--calibration", choices=CALIBRATIONS, default="minmax",
@@ -421,12 +440,15 @@ def main(argv=None):
                         help="int8: leave these Keras layers' ops in float")
     parser.add_argument("--auto-keep-float", action="store_true",
                         help="int8: keep the worst tensors in float until the thresholds pass (validation split)")
-    pipeline.add_arguments(parser)
+    commands.add_arguments(parser)
     args = parser.parse_args(argv)
-    report = export(args.model, args.output, quantize=args.quantize, data=DataOptions.from_args(args), io=args.io,
-                    calibration_method=args.calibration,
-                    target=args.target, output_kind=args.output_kind, debug=args.debug, keep_float=args.keep_float,
-                    auto=args.auto_keep_float)
+    data = commands.DataOptions.from_args(args)
+    found = commands.run_data(args.model, data, args.quantize in CALIBRATED, args.output)
+    if args.auto_keep_float:
+        found["tuning"] = commands.load_samples(args.model, data.dataset, "val", found["image_size"], data.samples)
+    report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, io=args.io,
+                    calibration_method=args.calibration, target=args.target, output_kind=args.output_kind,
+                    debug=args.debug, keep_float=args.keep_float, auto_keep_float=args.auto_keep_float, **found)
     reports.print_summary(report, args.output)
     return 0 if report["passed"] else 1
 

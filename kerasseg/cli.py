@@ -4,6 +4,8 @@ import argparse
 import os
 import sys
 
+from kerasseg.errors import InputError
+
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
@@ -29,11 +31,11 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(main, argv=None):
-    """Runs `main(argv)`, turning a UsageError into one line on stderr and exit status 2, a WriteError into
-    one line and exit status 1."""
+    """Runs `main(argv)`, turning a UsageError or a library's InputError into one line on stderr and exit
+    status 2, a WriteError into one line and exit status 1."""
     try:
         return main(argv)
-    except UsageError as error:
+    except (UsageError, InputError) as error:
         print(f"{_prog()}: error: {error}", file=sys.stderr)
         return 2
     except WriteError as error:

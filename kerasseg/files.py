@@ -9,7 +9,8 @@ a torn one.
 import os
 import tempfile
 
-from kerasseg.cli import UsageError, WriteError
+from kerasseg.cli import WriteError
+from kerasseg.errors import InputError
 
 
 def _umask():
@@ -74,32 +75,37 @@ def read_lines(path):
 
 
 def ensure_output_dir(path):
-    """Creates the directory that will hold `path`, or raises a UsageError naming it."""
+    """Creates the directory that will hold `path`, or raises an InputError naming it."""
     directory = os.path.dirname(os.path.abspath(os.fspath(path)))
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as error:
-        raise UsageError(f"cannot create output directory {directory}: {error.strerror}") from None
+        raise InputError(f"cannot create output directory {directory}: {error.strerror}") from None
     if not os.access(directory, os.W_OK):
-        raise UsageError(f"output directory {directory} is not writable")
+        raise InputError(f"output directory {directory} is not writable")
     return directory
 
 
 def load_keras_model(path):
-    """Loads a .keras file written by kerasseg, or raises a UsageError naming the path."""
+    """Loads a .keras file written by kerasseg, or raises an InputError naming the path."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise UsageError(f"model file not found: {path}")
+        raise InputError(f"model file not found: {path}")
     if not path.endswith(".keras"):
-        raise UsageError(f"{path} is not a Keras model: expected a .keras file written by model.save()")
+        raise InputError(f"{path} is not a Keras model: expected a .keras file written by model.save()")
     import keras  # (importing kerasseg registered its custom layers)
 
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # zip, json and config errors all mean "not a usable model"
-        raise UsageError(f"{path} is not a readable Keras model: {type(error).__name__}: {error}") from None
+        raise InputError(f"{path} is not a readable Keras model: {type(error).__name__}: {error}") from None
+    return check_image_input(model, path)
+
+
+def check_image_input(model, name):
+    """`model`, or an InputError naming it (`name`) unless it takes one RGB image batch (N, H, W, 3)."""
     inputs = model.inputs
     if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[-1] != 3:
         shapes = [tuple(i.shape) for i in inputs]
-        raise UsageError(f"{path}: the model's input is not one RGB image batch (N, H, W, 3); it has inputs {shapes}")
+        raise InputError(f"{name}: the model's input is not one RGB image batch (N, H, W, 3); it has inputs {shapes}")
     return model

@@ -49,6 +49,7 @@ import numpy as np
 
 import keras
 
+from kerasseg.errors import InputError
 from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale, ChannelShift,
                                           FakeQuant, FixedScaleActivation, QuantizedConv, batch_norm_halves)
 
@@ -70,7 +71,7 @@ PIXELS = ("PixelNormalization", "Rescaling", "Normalization")
 ACTIVATIONS = ("linear", "relu", "relu6", *FIXED_SCALE_ACTIVATIONS)
 
 
-class QuantizationError(ValueError):
+class QuantizationError(InputError):
     """A model that quantization-aware training cannot simulate faithfully; the message names its layers."""
 
 

@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from kerasseg import cli, distribute, files
+from kerasseg.errors import InputError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
@@ -216,7 +217,7 @@ def _build(args, num_classes, train_pairs, val_split, saved=None):
     if saved:
         try:
             return files.load_keras_model(saved), None
-        except cli.UsageError as error:
+        except InputError as error:
             raise cli.UsageError(f"cannot resume {args.output}: its model cannot be rebuilt ({error})") from None
     if args.init_from:
         if not os.path.isfile(args.init_from):

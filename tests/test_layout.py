@@ -83,11 +83,48 @@ def test_the_cycle_check_finds_a_cycle():
 
 def test_export_is_layered_runtimes_report_pipeline_formats():
     graph = import_graph()
-    order = ["export.runtimes", "export.report", "export.pipeline", "export.ranges", "export.edgetpu", "export.tflite",
-             "export.onnx", "export.android", "export.agreement"]
+    order = ["export.runtimes", "export.report", "export.values", "export.pipeline", "export.commands",
+             "export.ranges", "export.edgetpu", "export.tflite", "export.onnx", "export.android", "export.agreement"]
     for i, module in enumerate(order):
         upward = {dep for dep in graph[module] if dep in order[i + 1:]}
         assert not upward, f"{module} imports {upward}, a layer above it"
+
+
+WIRING = ("UsageError", "rundir")  # the command lines' words: flags, and the run directory's record
+
+
+def wiring_outside_main(source):
+    """Lines of `source` that name UsageError or kerasseg.rundir outside a function called main."""
+    tree = ast.parse(source)
+    inside = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
+              and function.name == "main" for node in ast.walk(function)}
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+        else:
+            names = [node.id] if isinstance(node, ast.Name) else [node.attr] if isinstance(node, ast.Attribute) else []
+        names = {name.rpartition(".")[2] for name in names}
+        if id(node) not in inside and set(names) & set(WIRING):
+            found.add(node.lineno)
+    return sorted(found)
+
+
+def test_only_the_command_lines_read_a_run_directory_or_word_errors_in_flags():
+    """The export functions work on values (a model, arrays): a run's record is resolved, and errors are
+    worded in flags, only by the command-line wiring (export.commands, the commands' main)."""
+    commands = {"export.commands", "export.agreement"}  # (agreement is a command line and nothing else)
+    for name, path in _modules(ROOT).items():
+        if name.startswith("export.") and name not in commands:
+            assert wiring_outside_main(open(path).read()) == [], f"{name} reaches the command-line wiring"
+
+
+def test_the_wiring_check_finds_wiring():
+    source = ("from kerasseg import rundir\nfrom kerasseg.cli import UsageError\n\n"
+              "def export(path):\n    raise cli.UsageError(path)\n\n"
+              "def main():\n    from kerasseg import rundir\n    raise UsageError(rundir.x)\n")
+    assert wiring_outside_main(source) == [1, 2, 5]
+
 
 
 NEW_CLASSIFIER = '''

@@ -272,8 +272,45 @@ def test_edge_models_give_the_same_logits_whatever_was_called_before(name):
     assert (after.argmax(-1) == expected.argmax(-1)).all()
 
 
+def _every_kind_of_layer_qat_rewrites():
+    """A dozen layers holding each kind the simulation rewrites: a convolution with its batch norm folded and
+    swish split off, a squeeze-excitation (mean, swish, sigmoid gate at its fixed scale, multiply), a
+    pre-activation batch norm (scale and shift), a sum, a concatenation, a depthwise convolution."""
+    layers = keras.layers
+    image = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False)(layers.Rescaling(1 / 255)(image))
+    x = layers.Activation("swish")(layers.BatchNormalization()(x))
+    gate = layers.Conv2D(2, 1, activation="swish")(layers.GlobalAveragePooling2D(keepdims=True)(x))
+    x = layers.Multiply()([x, layers.Conv2D(8, 1, activation="sigmoid")(gate)])
+    y = layers.Conv2D(8, 3, padding="same")(layers.Activation("relu")(layers.BatchNormalization()(x)))
+    x = layers.Concatenate()([layers.Add()([x, y]), y])
+    x = layers.ReLU()(layers.DepthwiseConv2D(3, padding="same")(x))
+    return keras.Model(image, layers.Conv2D(3, 1)(x))
+
+
+def test_quantization_aware_layers_train_on_every_backend():
+    """The simulation's layers (kerasseg.layers.quantization) are Keras layers on keras.ops: one fit step
+    moves every weight, through every rounding (straight through it), on TensorFlow and JAX."""
+    from kerasseg import losses, qat
+
+    keras.utils.set_random_seed(0)
+    model = _every_kind_of_layer_qat_rewrites()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 16, 16, 3)).astype("float32")
+    quantized = qat.quantization_aware(model, images)
+    quantized.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.SegmentationLoss("ce"))
+    before = [keras.ops.convert_to_numpy(w).copy() for w in quantized.trainable_weights]
+    quantized.fit(images, rng.integers(0, 3, (8, 16, 16)), batch_size=8, epochs=1, verbose=0)
+    after = [keras.ops.convert_to_numpy(w) for w in quantized.trainable_weights]
+    assert [w.path for w, a, b in zip(quantized.trainable_weights, before, after) if np.array_equal(a, b)] == []
+    twin, _ = qat.export_twin(quantized)  # the folded float model: the simulation's values, up to its roundings
+    assert np.abs(predict(twin, images) - predict(quantized, images)).max() < 0.1
+
+
 # DenseNet: the pre-activation batch norms' halves; EfficientNet: swish and the squeeze-excitation's sigmoid at
-# its fixed scale (MobileNetV2's depthwise convolutions: the TensorFlow export tests in test_qat.py)
+# its fixed scale (MobileNetV2's depthwise convolutions: the TensorFlow export tests in test_qat.py). TensorFlow
+# only: JAX takes minutes to compile these models' training step (the layers train on JAX: the test above)
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the layers on JAX: the test above")
 @pytest.mark.parametrize("backbone", ["densenet_tiny", "efficientnet_tiny"])
 def test_quantization_aware_model_folds_batch_norm_rounds_weights_and_trains(backbone):
     """Backend-agnostic QAT: batch norm folded exactly, weights on TFLite's per-channel int8 grid, one fit step."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kerasseg.errors import InputError
 from kerasseg.labels import IGNORE_LABEL, out_of_range
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -27,7 +28,7 @@ TFDS_DATASETS = {
 TFDS_SPLITS = {"train": "train[:90%]", "val": "train[90%:]", "test": "test"}
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset that cannot be used as it is; the message names the files."""
 
 
