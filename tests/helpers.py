@@ -2,12 +2,18 @@
 
 import keras
 import numpy as np
+import pytest
 
 
 def fewer_on_jax(values, keep):
     """`values` on TensorFlow; on JAX (make test's second run, which repeats the model suites to show
     they run there too) only the representative `keep` of them, whose code paths cover the rest."""
     return [v for v in values if v in keep] if keras.backend.backend() == "jax" else list(values)
+
+
+# a test of what does not depend on the backend (counting, messages, weight reshaping), which make test's JAX
+# run would only repeat
+NOT_ON_JAX = pytest.mark.skipif(keras.backend.backend() == "jax", reason="backend-independent: run on TensorFlow")
 
 
 def to_numpy(x):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import fewer_on_jax, predict, weights_without_gradient
+from helpers import NOT_ON_JAX, fewer_on_jax, predict, weights_without_gradient
 from kerasseg import models
 from kerasseg.models.classifiers import googlenet as googlenet_family
 
@@ -209,6 +209,7 @@ def test_bad_arguments_are_clear_value_errors(build, match):
         build()
 
 
+@NOT_ON_JAX
 def test_imagenet_weights_offline_says_where_to_put_the_file(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(keras.utils, "get_file", _offline_get_file)
@@ -220,6 +221,7 @@ def _offline_get_file(*args, **kwargs):
     raise OSError("network is unreachable")
 
 
+@NOT_ON_JAX
 def test_model_table_counts_multiply_adds_and_draws_the_chart(tmp_path):
     from kerasseg.models.__main__ import plot, rows
     from kerasseg.profile import multiply_adds
@@ -243,6 +245,7 @@ def test_model_table_counts_multiply_adds_and_draws_the_chart(tmp_path):
     assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@NOT_ON_JAX
 def test_efficientnet_normalises_a_weights_file_as_it_does_imagenet(monkeypatch, tmp_path):
     """keras.applications' EfficientNet file stores the ImageNet std where the variance belongs; the offline
     path to that file (weights=PATH, as the download error suggests) must normalise exactly as "imagenet"."""

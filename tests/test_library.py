@@ -27,12 +27,12 @@ def test_the_readmes_python_script_trains_exports_and_bundles(tmp_path, monkeypa
     script = _readme_script()
     assert "EPOCHS, SAMPLES = 12, 512" in script
     monkeypatch.chdir(tmp_path)
-    quick = script.replace("EPOCHS, SAMPLES = 12, 512", "EPOCHS, SAMPLES = 3, 96").replace("(64, 64)", "(32, 32)")
+    quick = script.replace("EPOCHS, SAMPLES = 12, 512", "EPOCHS, SAMPLES = 2, 64").replace("(64, 64)", "(32, 32)")
     exec(compile(quick, "README.md", "exec"), {})
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "seg_int8.report.json").read_text())
     assert report["dataset"] == "given images and masks" and report["samples"] == 64
-    assert report["calibration_samples"] == 96 and report["image_size"] == [32, 32]
+    assert report["calibration_samples"] == 64 and report["image_size"] == [32, 32]
     assert report["passed"] == (not reports.check(report, reports.DEFAULT_THRESHOLDS["int8"]))
     assert f"int8 passed: {report['passed']}, pixel agreement {report['pixel_agreement']:.4f}" in out
     bundle = sorted(p.name for p in (tmp_path / "bundle").iterdir())

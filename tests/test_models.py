@@ -3,7 +3,7 @@ import pytest
 
 import keras
 
-from helpers import fewer_on_jax, predict, weights_without_gradient
+from helpers import NOT_ON_JAX, fewer_on_jax, predict, weights_without_gradient
 from kerasseg import models
 
 TF_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow graph mode")
@@ -26,7 +26,7 @@ def test_builds_with_no_arguments(name):
     assert model.count_params() > 0
 
 
-@pytest.mark.parametrize("name", SEGMENTERS)
+@pytest.mark.parametrize("name", fewer_on_jax(SEGMENTERS, keep=["unet_tiny", "deeplab_v3_plus_tiny"]))
 @pytest.mark.parametrize("size", fewer_on_jax([(32, 32), (37, 53), (97, 131)], keep=[(37, 53)]))
 def test_logits_at_input_size_float32(name, size):
     model = models.create_model(name, classes=3)
@@ -170,6 +170,7 @@ def test_fcn8s_paper_parameters():
     assert models.fcn8s().count_params() == expected
 
 
+@NOT_ON_JAX
 def test_convolutionalized_vgg16_gives_the_classifier_logits_then_a_score_map():
     classifier = models.vgg16(classifier_activation=None)
     convolutional = models.convolutionalize(classifier)
