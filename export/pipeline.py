@@ -79,6 +79,8 @@ def inputs(model, image_size=None, validation=None, calibration=None, class_name
     """The Inputs of an export (export.values reads `validation` and `calibration` as the user has them).
     Without `validation`, the file is checked on the calibration images (the report says so)."""
     model, policy, name = load_model(model)
+    if hasattr(calibration, "__next__"):  # an iterator, read once: kept for calibrating after checking on it
+        calibration = list(calibration)
     size = export_size(model, image_size, (validation, calibration))
     classes = model.outputs[0].shape[-1]
     names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(classes or 0))

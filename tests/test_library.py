@@ -112,6 +112,10 @@ def test_a_users_own_model_exports_with_their_arrays_and_tf_data(kind, tmp_path)
     assert report.passed and report.pixel_agreement >= 0.99, report.failed
     assert report["calibration_dataset"] == "given images" and report["calibration_samples"] == 96
     assert json.loads((tmp_path / "int8.report.json").read_text()) == report.to_dict()
+    # no validation samples: checked on the calibration images (an iterator, read once, calibrates still)
+    report = tflite.export(model, tmp_path / "own.tflite", calibration=iter(images[:16]), image_size=(32, 32))
+    assert report.passed and report.samples == report["calibration_samples"] == 16, report.failed
+    assert report["dataset"] == "given images, the calibration images (no validation samples given)"
     report = onnx.export(model, tmp_path / "m.onnx", image_size=(40, 24), validation=held_out[0])  # no masks
     assert report.passed and report.max_abs_error < 1e-4 and report.miou_reference is None
     assert "no masks" in report["miou_note"]
