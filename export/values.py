@@ -121,7 +121,7 @@ def calibration_images(value, image_size, count=None):
     pairs = _checked(_pairs(value, "calibration", count), "calibration")
     if not pairs:
         raise InputError("calibration: no images; int8 quantization needs calibration images")
-    images = [data.resize_pair(image, np.zeros(image.shape[:2], np.uint8), image_size)[0] for image, _ in pairs]
+    images = [data.resize_pair(image, _blank(image), image_size)[0] for image, _ in pairs]
     return np.stack(images).astype(np.float32), "given images"
 
 
@@ -147,9 +147,14 @@ def validation_samples(value, image_size, class_names, count=None):
         if len(wrong):
             raise InputError(f"validation: mask {index} holds {wrong[:5].tolist()}; expected class indices "
                              f"0..{len(names) - 1} ({len(names)} classes) or {data.IGNORE_LABEL} (ignored)")
-    blank = [(image, np.zeros(image.shape[:2], np.uint8) if mask is None else mask) for image, mask in pairs]
+    blank = [(image, _blank(image) if mask is None else mask) for image, mask in pairs]
     split = data.to_split(blank, names, image_size, f"given images{' and masks' if all(with_masks) else ''}")
     return split if all(with_masks) else _without_masks(split)
+
+
+def _blank(image):
+    """A mask of zeros for an image without one (the pair resizing resizes pairs)."""
+    return np.zeros(image.shape[:2], np.uint8)
 
 
 def _without_masks(split):
@@ -160,7 +165,6 @@ def _resized(split, image_size):
     if split.images.shape[1:3] == tuple(image_size):
         return split
     masks = split.masks if split.masks is not None else itertools.repeat(None)
-    pairs = [(image, np.zeros(image.shape[:2], np.uint8) if mask is None else mask)
-             for image, mask in zip(split.images, masks)]
+    pairs = [(image, _blank(image) if mask is None else mask) for image, mask in zip(split.images, masks)]
     resized = data.to_split(pairs, split.class_names, image_size, split.spec)
     return resized if split.masks is not None else _without_masks(resized)
