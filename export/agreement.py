@@ -44,8 +44,7 @@ def main(argv=None):
         if report["quantization"] != "int8" or runner.runtime != "litert":
             raise UsageError(f"--debug reads int8 .tflite files; {args.exported} is {runner.runtime} "
                              f"{report['quantization']}")
-        calibration = commands.load_samples(args.model, data.calibration_dataset or data.dataset, "train", size,
-                                            data.calibration_samples).images
+        calibration = commands.calibration_split(args.model, data, size).images
         csv_path = report_path.removesuffix(".json").removesuffix(".report") + ".debug.csv"
         rows = tflite.quantization_debug(model, size, calibration, csv_path)
         print(tflite.format_offenders(rows))

@@ -72,10 +72,15 @@ def run_data(model_path, data, calibrate=False, output=None):
     found = {"image_size": size, "samples": data.samples,
              "validation": load_samples(model_path, data.dataset, "test", size, data.samples)}
     if calibrate:
-        found["calibration"] = load_samples(model_path, data.calibration_dataset or data.dataset, "train", size,
-                                            data.calibration_samples)
+        found["calibration"] = calibration_split(model_path, data, size)
         found["calibration_samples"] = data.calibration_samples
     return found
+
+
+def calibration_split(model_path, data, image_size):
+    """The training images to calibrate on: of --calibration-dataset, else --dataset, else the run's split."""
+    return load_samples(model_path, data.calibration_dataset or data.dataset, "train", image_size,
+                        data.calibration_samples)
 
 
 def exporter_parser(prog, description, output_help):

@@ -362,7 +362,6 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
                          "layers kept in float)")
     found = pipeline.inputs(model, image_size, validation, calibration, None, samples, calibration_samples,
                             calibrate=quantize in CALIBRATED)
-    auto = auto_keep_float
 
     def build(model, size):
         extra = {"output_kind": output_kind}
@@ -372,7 +371,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
                          io=io if quantize == "int8" else "float32", calibration_method=calibration_method)
         model = with_output_kind(model, output_kind)
         if qat.is_quantization_aware(model):
-            if debug or keep_float or auto or calibration_method != "minmax":
+            if debug or keep_float or auto_keep_float or calibration_method != "minmax":
                 raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the "
                                  "per-tensor error table, keeping layers in float and percentile calibration, "
                                  "which recalibrate, do not apply; export it to plain int8")
@@ -380,7 +379,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
             if quantize != "int8":  # no int8 arithmetic to simulate: the float model it computes, compared as such
                 model, _ = qat.export_twin(model)
                 extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
-        if debug or keep_float or auto:
+        if debug or keep_float or auto_keep_float:
             debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None
             rows = quantization_debug(model, size, calibration, debug_csv)
             print(f"quantization error per tensor, worst first ({len(rows)} tensors; flagged: rmse/scale > "
@@ -389,7 +388,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
         if keep_float:
             extra["kept_float"] = tensors_of_layers(rows, keep_float)
             content = convert_keeping_float(model, size, calibration, extra["kept_float"])
-        elif auto:
+        elif auto_keep_float:
             chosen_on = values.validation_samples(calibration if tuning is None else tuning, size,
                                                   found.held_out.class_names, samples)
             limits = {**reports.DEFAULT_THRESHOLDS["int8"], **(thresholds or {})}
