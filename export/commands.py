@@ -52,8 +52,9 @@ def load_samples(model_path, dataset, split, image_size, count):
 
 
 def image_size(model_path, requested=None):
-    """--image-size, else the training size in the run's record, else the model's own fixed size (a
-    UsageError when none gives one)."""
+    """--image-size, else the training size in the run's record, else the model's own (its fixed input size,
+    or the training size it carries): a UsageError when none gives one. The model file is read only when
+    there is no record beside it (a model copied out of its run)."""
     if requested:
         return tuple(requested)
     record = rundir.Record.of_model(model_path)

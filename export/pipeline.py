@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg import files
+from kerasseg.described import checked_class_names, description
 from kerasseg.errors import InputError
 from export import report as reports, values
 
@@ -46,15 +47,45 @@ def load_model(model):
     return (*qat.float32_model(model), model.name)
 
 
+def _checked_output(model, size):
+    """The class count of `model`'s output at `size`, or an InputError unless it is one tensor of per-pixel
+    scores (1, height, width, classes) at the input's height and width, as the check compares them."""
+    if len(model.outputs) != 1:
+        raise InputError(f"{model.name} has {len(model.outputs)} outputs; expected one, per-pixel logits "
+                         "(build a model of the segmentation output alone: keras.Model(model.input, output))")
+    try:
+        shape = tuple(model.compute_output_shape((1, *size, 3)))
+    except Exception:  # (a layer without compute_output_shape) what a call on one image gives
+        shape = tuple(model(np.zeros((1, *size, 3), np.float32)).shape)
+    if len(shape) != 4 or tuple(shape[1:3]) != tuple(size):
+        raise InputError(f"{model.name} gives {shape} for a {size[0]}x{size[1]} image; expected per-pixel logits "
+                         f"(1, {size[0]}, {size[1]}, classes) at the input's size (a model whose output is smaller "
+                         "ends in a resize to its input's size: keras.layers.Resizing or UpSampling2D)")
+    return int(shape[-1])
+
+
+def output_kind(model):
+    """"probabilities" when `model` ends in a softmax or a sigmoid, else "logits" (per-pixel scores)."""
+    last = model.outputs[0]._keras_history.operation
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    return "probabilities" if type(last).__name__ == "Softmax" or activation in ("softmax", "sigmoid") else "logits"
+
+
 def export_size(model, requested=None, data=()):
     """The fixed (height, width) to export at: `requested`, else the model's own fixed input size, else the
-    size all the images of the first of `data` share (export.values.natural_size)."""
-    if requested:
-        return tuple(int(n) for n in requested)
+    training size it carries (kerasseg.describe), else the size all the images of the first of `data` share
+    (export.values.natural_size)."""
     height, width = model.inputs[0].shape[1:3]
+    if requested:
+        requested = tuple(int(n) for n in requested)
+        if height and width and requested != (height, width):
+            raise InputError(f"{model.name} takes {height}x{width} images only; received image_size={requested} "
+                             "(leave image_size out to export at its own size)")
+        return requested
     if height and width:
         return (height, width)
-    size = next((values.natural_size(value) for value in data if value is not None), None)
+    size = description(model).image_size or \
+        next((values.natural_size(value) for value in data if value is not None), None)
     if size:
         return size
     raise InputError(f"{model.name} accepts any image size and the images given do not say one size: give the size "
@@ -70,6 +101,7 @@ class Inputs:
     name: str
     size: tuple
     held_out: object  # a kerasseg.data.Split (masks None: agreement without mIoU)
+    class_names: tuple  # given, else the model's own (kerasseg.describe), else the held-out data's, else class_i
     calibration: np.ndarray = None
     calibration_spec: str = None
 
@@ -79,26 +111,28 @@ def inputs(model, image_size=None, validation=None, calibration=None, class_name
     """The Inputs of an export (export.values reads `validation` and `calibration` as the user has them).
     Without `validation`, the file is checked on the calibration images (the report says so)."""
     model, policy, name = load_model(model)
-    if hasattr(calibration, "__next__"):  # an iterator, read once: kept for calibrating after checking on it
-        calibration = list(calibration)
-    size = export_size(model, image_size, (validation, calibration))
-    classes = model.outputs[0].shape[-1]
-    names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(classes or 0))
-    if class_names is not None and classes and len(names) != classes:
-        raise InputError(f"{len(names)} class names ({', '.join(names)}) for a model of {classes} classes")
+    if calibrate and calibration is None:
+        raise InputError("int8 and int16x8 need calibration images: give calibration= (training images)")
     if validation is None and calibration is None:
         raise InputError("nothing to check the file on: give validation= (held-out images, with masks for the "
                          "mIoU) or calibration= images")
+    # an iterator is read once, here: kept for calibrating after checking on it, and for its images' size
+    validation, calibration = (list(v) if hasattr(v, "__next__") else v for v in (validation, calibration))
+    size = export_size(model, image_size, (validation, calibration))
+    classes = _checked_output(model, size)
+    given = description(model).class_names if class_names is None else \
+        checked_class_names(class_names, classes, model.name)
+    names = given or tuple(f"class_{i}" for i in range(classes))
     held_out = values.validation_samples(calibration if validation is None else validation, size, names, samples)
     if validation is None and not isinstance(calibration, str):  # (a spec's own test split is held out)
         held_out.spec = f"{held_out.spec}, the calibration images (no validation samples given)"
     if held_out.resized:
         print(f"note: {held_out.resized} of the {len(held_out)} held-out images ({held_out.spec}) were resized to "
               f"{size[0]}x{size[1]}, the export size (masks: nearest)", file=sys.stderr)
-    found = Inputs(model, policy, name, size, held_out)
+    if not given and len(held_out.class_names) == classes:
+        names = held_out.class_names
+    found = Inputs(model, policy, name, size, held_out, names)
     if calibrate:
-        if calibration is None:
-            raise InputError("int8 and int16x8 need calibration images: give calibration= (training images)")
         found.calibration, found.calibration_spec = values.calibration_images(calibration, size,
                                                                               calibration_samples)
     return found

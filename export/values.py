@@ -84,14 +84,22 @@ def _checked(pairs, what):
             if mask.shape != image.shape[:2]:
                 raise InputError(f"{what}: mask {index} has shape {mask.shape}; expected {image.shape[:2]}, its "
                                  "image's height and width, of class indices")
+            if mask.size and (mask.min() < 0 or mask.max() > 255 or not np.array_equal(mask, np.round(mask))):
+                odd = np.unique(mask[(mask < 0) | (mask > 255) | (mask != np.round(mask))])[:5].tolist()
+                raise InputError(f"{what}: mask {index} holds {odd}; expected whole class indices (or "
+                                 f"{data.IGNORE_LABEL}, ignored)")
             mask = mask.astype(np.uint8)
         checked.append((image, mask))
+    if checked and all(image.dtype == np.float32 for image, _ in checked) and \
+            max(float(image.max()) for image, _ in checked) <= 1.0:
+        raise InputError(f"{what}: every image's values lie in [0, 1]; expected raw pixels in [0, 255] (multiply "
+                         "by 255: the model takes pixels, its normalization is inside it)")
     return checked
 
 
 def natural_size(value):
     """The (height, width) every image of `value` has when `value` says so without being read (an array,
-    an (images, masks) tuple, a Split, a tf.data.Dataset of fixed-size elements), else None."""
+    an (images, masks) tuple, a Split, a tf.data.Dataset of fixed-size elements, a list), else None."""
     if isinstance(value, data.Split) or isinstance(value, tuple) and len(value) == 2 and np.ndim(value[0]) == 4:
         value = value.images if isinstance(value, data.Split) else value[0]
     if hasattr(value, "element_spec"):
@@ -103,6 +111,9 @@ def natural_size(value):
         return size if len(size) == 2 and None not in size else None
     if hasattr(value, "shape") and len(value.shape) == 4:
         return tuple(int(n) for n in value.shape[1:3])
+    if isinstance(value, list):  # images, or (image, mask) pairs, already read
+        sizes = {tuple(np.shape(v[0] if isinstance(v, (tuple, list)) else v)[-3:-1]) for v in value}
+        return sizes.pop() if len(sizes) == 1 else None
     return None
 
 

@@ -6,5 +6,6 @@ with plain `keras.saving.load_model`.
 """
 
 from kerasseg import layers, losses  # noqa: F401  (registers the serializable layers and losses)
+from kerasseg.described import Description, DescribedModel, describe, description  # noqa: F401
 
 __version__ = "0.1.0"

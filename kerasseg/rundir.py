@@ -122,18 +122,24 @@ def resolve_image_size(model, model_path, requested=None):
     """The fixed (height, width) to export or predict at.
 
     In order: --image-size; the model's own fixed input size; the training
-    size in the run's record (run.json beside the model).
+    size it carries (kerasseg.describe); the training size in the run's
+    record (run.json beside the model).
     """
+    from kerasseg.described import description
+
     if requested:
         return tuple(requested)
     height, width = model.inputs[0].shape[1:3]
     if height and width:
         return (height, width)
+    if description(model).image_size:
+        return description(model).image_size
     record = Record.of_model(model_path)
     if record is not None:
         return record.image_size
     raise cli.UsageError(
-        f"{model_path} accepts any image size and no run record (run.json) beside it gives the training size: "
+        f"{model_path} accepts any image size and neither it nor a run record (run.json) beside it gives the "
+        "training size: "
         "pass --image-size N or HxW"
     )
 

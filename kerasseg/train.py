@@ -334,10 +334,12 @@ def _compiled_model(args, strategy, names, train_pairs, val_split, saved=None):
     import keras
 
     from kerasseg import losses, metrics
+    from kerasseg.described import describe
 
     steps = -(-len(train_pairs) // args.batch_size) * args.epochs
     with distribute.scope(strategy):
         model, float_scores = _build(args, len(names), train_pairs, val_split, saved)
+        model = describe(model, names, args.image_size)  # model.keras carries its labels and training size
         model.compile(optimizer=_optimizer(keras, args, steps),
                       loss=losses.SegmentationLoss(args.loss, args.class_weights),
                       metrics=[metrics.mean_iou_metric(len(names))])

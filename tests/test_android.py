@@ -78,3 +78,32 @@ def test_export_android_writes_the_bundle_or_nothing(user_run, tmp_path, capsys)
     assert (mask == expected).mean() >= 0.99
     readme = (out / "README.md").read_text()
     assert "ImageSegmenter" in readme and "pycoral" in readme
+
+
+def test_a_model_copied_out_of_its_run_exports_with_its_own_labels_and_size(user_run, tmp_path):
+    """model.keras carries its class names and training size: a copy far from run.json, given another folder
+    (one without labels.txt, whose classes are only numbered), still makes a bundle labelled as the run was,
+    at the training size; plain keras.saving.load_model gives them back too."""
+    import shutil
+
+    import keras
+
+    from export import android
+
+    run, folder = user_run
+    moved = tmp_path / "sent by mail" / "model.keras"
+    moved.parent.mkdir()
+    shutil.copy(run / "model.keras", moved)
+    other = tmp_path / "other folder"
+    shutil.copytree(folder, other)
+    (other / "labels.txt").unlink()
+    loaded = keras.saving.load_model(moved)
+    assert loaded.class_names == USER_CLASSES and loaded.image_size == (32, 32)
+
+    out = tmp_path / "bundle"
+    assert run_main(android.main, moved, "--output", out, "--dataset", f"folder:{other}",
+                    "--calibration-samples", "16", "--samples", "16") == 0
+    labels, _, _, card = _read(out)
+    assert labels == list(USER_CLASSES) and [c["name"] for c in card["classes"]] == labels
+    assert (card["input"]["height"], card["input"]["width"]) == (32, 32)
+    assert _category_mask(out / "segmenter.tflite", np.zeros((32, 32, 3), np.uint8))[0] == labels

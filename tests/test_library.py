@@ -37,9 +37,11 @@ def test_the_readmes_python_script_trains_exports_and_bundles(tmp_path, monkeypa
     assert f"int8 passed: {report['passed']}, pixel agreement {report['pixel_agreement']:.4f}" in out
     bundle = sorted(p.name for p in (tmp_path / "bundle").iterdir())
     assert ("bundle written" in out) == report["passed"]  # the same file, the same check
-    if report["passed"]:
-        assert (tmp_path / "bundle" / "labels.txt").read_text().split() == ["background", "disc", "square",
-                                                                            "triangle"]
+    names = ("background", "disc", "square", "triangle")
+    saved = keras.saving.load_model(tmp_path / "seg.keras")
+    assert saved.class_names == names and saved.image_size == (32, 32)
+    if report["passed"]:  # labelled from the file, with no class_names given
+        assert tuple((tmp_path / "bundle" / "labels.txt").read_text().split()) == names
     else:
         assert "bundle refused" in out and bundle == []
 
@@ -133,16 +135,34 @@ def test_values_that_cannot_be_used_are_refused_naming_them(tmp_path):
         (dict(validation=(images, masks[:2])), "4 images but 2 masks"),
         (dict(quantize="int8", validation=images), "need calibration images"),
         (dict(quantize="int4", validation=images), "quantize must be one of"),
-        (dict(validation=iter(images), image_size=None), "users_functional accepts any image size and the images "
-                                                          "given do not say one size"),
+        (dict(validation=iter([images[0], images[1, :16]]), image_size=None),
+         "users_functional accepts any image size and the images given do not say one size"),
+        (dict(validation=(images, masks.astype(np.int64) - 1)), "mask 0 holds [-1]; expected whole class indices"),
+        (dict(validation=(images, masks + 0.5)), "mask 0 holds [0.5, 1.5]; expected whole class indices"),
+        (dict(validation=images / 255.0), "every image's values lie in [0, 1]; expected raw pixels in [0, 255]"),
+        (dict(validation=images, class_names=["a", "b\nc"]), "class name 'b\\nc' is empty or holds a line break"),
+        (dict(validation=images, class_names=["a", "a"]), "class names must differ"),
+        (dict(validation=images, class_names="ab"), "class names must be a list of strings"),
+        (dict(validation=images, class_names=["a", "b", "c"]),
+         "3 class names (a, b, c) for users_functional, whose output has 2 channels"),
     ]
     for options, message in cases:
         options = {"quantize": "float32", "image_size": (32, 32), **options}
         with pytest.raises(InputError, match=re.escape(message)):
             tflite.export(model, tmp_path / "m.tflite", **options)
-    with pytest.raises(InputError, match=re.escape("3 class names (a, b, c) for a model of 2 classes")):
-        android.export(model, tmp_path / "bundle", calibration=images, class_names=["a", "b", "c"],
-                       image_size=(32, 32))
+    # models whose output is not per-pixel scores at the input's size, or whose size is fixed otherwise
+    pixels = keras.Input((None, None, 3))
+    features = keras.layers.Conv2D(2, 3, padding="same")(pixels)
+    half = keras.layers.Conv2D(2, 3, strides=2, padding="same")(pixels)
+    fixed = keras.Input((48, 48, 3))
+    for other, message in [(keras.Model(pixels, [features, half], name="two"), "two has 2 outputs; expected one"),
+                           (keras.Model(pixels, half, name="half"), "half gives (1, 16, 16, 2) for a 32x32 image"),
+                           (keras.Model(fixed, keras.layers.Conv2D(2, 1)(fixed), name="fixed"),
+                            "fixed takes 48x48 images only; received image_size=(32, 32)")]:
+        with pytest.raises(InputError, match=re.escape(message)):
+            tflite.export(other, tmp_path / "m.tflite", quantize="float32", validation=images, image_size=(32, 32))
+    with pytest.raises(InputError, match=re.escape("int8 and int16x8 need calibration images")):
+        android.export(model, tmp_path / "bundle", image_size=(32, 32))
     assert not (tmp_path / "m.tflite").exists() and not any((tmp_path / "bundle").iterdir())
 
 
@@ -188,3 +208,39 @@ def test_keras_hubs_deeplab_and_segformer_export_with_the_check(tmp_path):
         assert report.passed and report.pixel_agreement >= 0.99, (model.name, report.failed)
         report = onnx.export(model, tmp_path / f"{model.name}.onnx", validation=held_out, thresholds=close)
         assert report.passed and report.pixel_agreement == 1.0, (model.name, report.failed)
+
+
+def test_a_described_model_keeps_its_description_through_save_load_and_mixed_precision(tmp_path):
+    """kerasseg.describe: the same layers and outputs; class names, training size and input range survive
+    model.save / keras.saving.load_model, a second save, and the float32 rebuild of a mixed-precision model;
+    a description that cannot fit the model is refused naming the values."""
+    import kerasseg
+    from kerasseg.qat import float32_model
+
+    model = _functional()
+    described = kerasseg.describe(model, ["fond", "pièce"], 40, input_range=(0, 255))
+    assert described.layers == model.layers
+    path = tmp_path / "a model.keras"
+    described.save(path)
+    loaded = keras.saving.load_model(path)
+    loaded.save(tmp_path / "again.keras")
+    again = keras.saving.load_model(tmp_path / "again.keras")
+    assert kerasseg.description(again) == kerasseg.Description(("fond", "pièce"), (40, 40), (0.0, 255.0))
+    images = np.random.default_rng(1).uniform(0, 255, (2, 24, 40, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(again(images)), np.asarray(model(images)))
+    assert kerasseg.description(model) == kerasseg.Description()
+    assert kerasseg.describe(again, image_size=(8, 16)).class_names == ("fond", "pièce")  # the rest kept
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = kerasseg.describe(_functional(), ["a", "b"], (16, 24))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rebuilt, policy = float32_model(mixed)
+    assert policy == "mixed_bfloat16" and kerasseg.description(rebuilt).image_size == (16, 24)
+
+    for kwargs, words in [({"class_names": ["a", "b", "c"]}, "3 class names"),
+                          ({"class_names": ["a", "a"]}, "differ"), ({"image_size": (0, 4)}, "image_size"),
+                          ({"input_range": (1, 0)}, "input_range")]:
+        with pytest.raises(InputError, match=words):
+            kerasseg.describe(model, **kwargs)
