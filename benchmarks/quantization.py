@@ -3,7 +3,7 @@
     python benchmarks/quantization.py [--size 96] [--epochs 12] [--configs unet_edge deeplab_v3_plus_mnv2]
                                       [--qat-epochs 2] [--runs runs/quantization] [--output benchmarks/quantization]
 
-Each configuration is trained with `python -m kerasseg.train` on the
+Each configuration is trained with `kerasseg.train.train` on the
 built-in `shapes:hard` data (nine classes, thin and small objects,
 occlusion, colours shared with the background), or reused when its run
 directory already holds a trained model. Each export method is then run
@@ -28,25 +28,24 @@ under any simulation's agreement.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# name: (model, extra training arguments)
+# name: (model, backbone, builder arguments at image size `size`)
 CONFIGS = {
-    "unet_edge": ("unet_edge", []),  # the demo U-Net
+    "unet_edge": ("unet_edge", None, lambda size: {}),  # the demo U-Net
     # the TF Model Garden / Coral configuration: full-width MobileNetV2 at output stride 16, ASPP and decoder;
     # the ASPP rates scaled to the image (the paper's 6/12/18 are for 513 px: 96 px gives 2/4/6); batch-norm
     # momentum 0.9, since from scratch keras.applications' 0.999 leaves the moving statistics far behind
-    "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", ["--backbone", "mobilenet_v2", "--model-args",
-                                                 '{{"edge": true, "aspp_rates": [{}, {}, {}], '
-                                                 '"backbone_kwargs": {{"bn_momentum": 0.9}}}}']),
+    "deeplab_v3_plus_mnv2": ("deeplab_v3_plus", "mobilenet_v2", lambda size: {
+        "edge": True, "aspp_rates": [max(1, size // d) for d in (48, 24, 16)],
+        "backbone_kwargs": {"bn_momentum": 0.9}}),
     # where the concatenation's one shared scale is hardest: a hypercolumn joins every ResNet stage's
     # features (their ranges differ several-fold) before one 1x1 classifier
-    "hypercolumns_resnet18": ("hypercolumns", ["--backbone", "resnet18", "--model-args", '{{"hidden": 128}}']),
+    "hypercolumns_resnet18": ("hypercolumns", "resnet18", lambda size: {"hidden": 128}),
 }
 # (label, export.tflite arguments)
 METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dynamic")),
@@ -54,33 +53,31 @@ METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dyn
            ("int16x8", dict(quantize="int16x8")))
 
 
-def _trained(run, args, flags, epochs, lr):
-    """`run`, trained on shapes:hard with kerasseg.train `flags` unless it already holds a finished run."""
+def _trained(run, args, epochs, lr, **settings):
+    """`run`, trained on shapes:hard with kerasseg.train `settings` unless it already holds a finished run."""
+    from kerasseg.train import TrainConfig, train
+
     if os.path.isfile(os.path.join(run, "metrics.json")):
         print(f"reusing {run}", flush=True)
         return run
-    command = [sys.executable, "-m", "kerasseg.train", *flags, "--dataset", "shapes:hard", "--image-size",
-               str(args.size), "--epochs", str(epochs), "--batch-size", "16", "--train-samples",
-               str(args.train_samples), "--lr", str(lr), "--augment", "flip", "--seed", "0", "--output", run,
-               "--overwrite"]
-    print(" ".join(command), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT)
+    config = TrainConfig(run, dataset="shapes:hard", image_size=args.size, epochs=epochs, batch_size=16,
+                         train_samples=args.train_samples, lr=lr, augment="flip", seed=0, overwrite=True, **settings)
+    print(config, flush=True)
+    train(config)
     return run
 
 
-def train(name, args):
-    model, extra = CONFIGS[name]
-    extra = [e.format(*(max(1, args.size // d) for d in (48, 24, 16))) for e in extra]
-    return _trained(os.path.join(args.runs, name), args, ["--model", model, *extra], args.epochs, args.lr)
+def train_float(name, args):
+    model, backbone, model_args = CONFIGS[name]
+    return _trained(os.path.join(args.runs, name), args, args.epochs, args.lr, model=model, backbone=backbone,
+                    model_args=model_args(args.size))
 
 
 def fine_tune(run, args, quantization_aware):
     """The float run fine-tuned for --qat-epochs at --qat-lr, quantization-aware or (the control: as much
     more training, in float) not."""
-    flags = ["--init-from", os.path.join(run, "model.keras")] + (["--quantization-aware"] if quantization_aware
-                                                                 else [])
-    return _trained(run + ("_qat" if quantization_aware else "_float_tuned"), args, flags, args.qat_epochs,
-                    args.qat_lr)
+    return _trained(run + ("_qat" if quantization_aware else "_float_tuned"), args, args.qat_epochs, args.qat_lr,
+                    init_from=os.path.join(run, "model.keras"), quantization_aware=quantization_aware)
 
 
 def kernel_agreement(path, images):
@@ -183,7 +180,7 @@ def main():
     args = parser.parse_args()
     results = {}
     for name in args.configs:
-        run = train(name, args)
+        run = train_float(name, args)
         results[name] = export_all(name, run, args)
     with open(args.output + ".json", "w") as f:
         json.dump({"settings": vars(args), "results": results}, f, indent=2)

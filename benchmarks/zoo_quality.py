@@ -115,12 +115,10 @@ def main():
         name = config.pop("model")
         print(f"== {label}: {name} {config}", flush=True)
         with tempfile.TemporaryDirectory() as out:
-            argv = ["--model", name, "--image-size", str(args.image_size), "--epochs", str(args.epochs),
-                    "--augment", args.augment, "--output", out, "--model-args", json.dumps(config)]
-            if args.train_samples:
-                argv += ["--train-samples", str(args.train_samples)]
-            report = train.train(train.parse_args(argv))
-            model = keras.saving.load_model(os.path.join(out, "model.keras"))
+            run = train.train(train.TrainConfig(out, model=name, image_size=args.image_size, epochs=args.epochs,
+                                                augment=args.augment, model_args=config,
+                                                train_samples=args.train_samples))
+            report, model = run.metrics, run.load_model()
         size = args.image_size
         fixed = models.create_model(name, classes=len(report["classes"]), input_shape=(size, size, 3), **config)
         x = keras.ops.zeros((1, size, size, 3))

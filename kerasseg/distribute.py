@@ -12,48 +12,46 @@ All of them are synchronous data parallelism on the engines' own machinery.
 import json
 import os
 
-from kerasseg import cli
-
-STRATEGIES = ("none", "mirrored", "multiworker", "data-parallel")
+from kerasseg.config import ConfigError
 
 
-def strategy_for(args):
+def strategy_for(config):
     """The tf.distribute strategy (None on JAX or without one), the number of model replicas, and this
     process's worker index (0 writes the run's outputs; in a multi-worker run each other keeps its own)."""
     import keras
 
-    if args.logical_cpus:
+    if config.logical_cpus:
         import tensorflow as tf
 
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * args.logical_cpus)
-    if args.strategy == "none":
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * config.logical_cpus)
+    if config.strategy == "none":
         return None, 1, 0
-    if args.strategy in ("data-parallel", "multiworker") and keras.backend.backend() == "jax":
+    if config.strategy in ("data-parallel", "multiworker") and keras.backend.backend() == "jax":
         import jax
 
-        if args.strategy == "multiworker":
+        if config.strategy == "multiworker":
             # the processes meet at KERAS_DISTRIBUTION_JOB_ADDRESSES (the first is the coordinator), with
             # KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID; CPUs talk through gloo
             missing = [v for v in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
                                    "KERAS_DISTRIBUTION_PROCESS_ID") if v not in os.environ]
             if missing:
-                raise cli.UsageError(f"--strategy multiworker on JAX needs {', '.join(missing)} set "
-                                     "(see README, 'More devices')")
+                raise ConfigError("strategy", config.strategy, f"on JAX needs {', '.join(missing)} set (see "
+                                  "README, 'More devices')")
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
             keras.distribution.initialize()
         distribution = keras.distribution.DataParallel()
         keras.distribution.set_distribution(distribution)
         return None, len(distribution.device_mesh.devices.ravel()), jax.process_index()
-    if args.strategy == "data-parallel":
-        raise cli.UsageError("--strategy data-parallel is keras.distribution on JAX: set KERAS_BACKEND=jax "
-                             "(use --strategy mirrored on TensorFlow)")
+    if config.strategy == "data-parallel":
+        raise ConfigError("strategy", config.strategy, "is keras.distribution on JAX: set KERAS_BACKEND=jax (on "
+                          "TensorFlow: {strategy} mirrored)")
     if keras.backend.backend() != "tensorflow":
-        raise cli.UsageError(f"--strategy {args.strategy} is a tf.distribute strategy: use the TensorFlow backend "
-                             "(on JAX: --strategy data-parallel or multiworker)")
+        raise ConfigError("strategy", config.strategy, "is a tf.distribute strategy: use the TensorFlow backend "
+                          "(on JAX: {strategy} data-parallel or multiworker)")
     import tensorflow as tf
 
-    if args.strategy == "multiworker":
+    if config.strategy == "multiworker":
         strategy = _tf_multiworker_strategy()
         return strategy, strategy.num_replicas_in_sync, strategy.cluster_resolver.task_id
     strategy = tf.distribute.MirroredStrategy(
@@ -82,9 +80,9 @@ def _tf_multiworker_strategy():
         config = json.loads(os.environ["TF_CONFIG"])
         config["cluster"]["worker"], config["task"]["index"]
     except (KeyError, TypeError, ValueError):
-        raise cli.UsageError('--strategy multiworker on TensorFlow needs TF_CONFIG, e.g. {"cluster": {"worker": '
-                             '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}} '
-                             "(see README, 'More devices')") from None
+        raise ConfigError("strategy", "multiworker", 'on TensorFlow needs TF_CONFIG, e.g. {"cluster": {"worker": '
+                          '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}} '
+                          "(see README, 'More devices')") from None
     if not getattr(trainer.reduce_per_replica, "_kerasseg", False):
         original = trainer.reduce_per_replica
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import keras
 
 from kerasseg import cli, files
+from kerasseg.errors import InputError
 
 SPLITS = ("train", "val", "test")
 RUN_FILES = ("run.json", "splits", "model.keras", "metrics.json", "history.csv", "curves.png", "predictions.png",
@@ -47,9 +48,12 @@ def crash_point(point, epoch):
 
 
 @dataclass
-class Record:
-    """What a run recorded about its data: arguments (dataset, image size, seed, ...), class names, splits,
-    and `extra` facts it keeps for later (the float model's scores of a quantization-aware run)."""
+class Run:
+    """A training run as its directory records it, read once: its arguments (dataset, image size, seed, ...;
+    kerasseg.config.TrainConfig.resumed makes them a config again), class names, split lists, `extra` facts it keeps for later (the float
+    model's scores of a quantization-aware run), its model and its scores (`metrics`, metrics.json).
+    kerasseg.train.train returns one; evaluate, predict and the exporters' command lines read one beside
+    the model they are given (Run.of_model)."""
 
     directory: str
     arguments: dict
@@ -68,7 +72,7 @@ class Record:
             extra = {k: v for k, v in saved.items() if k not in ("arguments", "class_names")}
             return cls(os.fspath(directory), saved["arguments"], tuple(saved["class_names"]), extra)
         except (ValueError, KeyError, TypeError) as error:
-            raise cli.UsageError(f"{path} is not a kerasseg run record ({type(error).__name__}: {error})") from None
+            raise InputError(f"{path} is not a kerasseg run record ({type(error).__name__}: {error})") from None
 
     @classmethod
     def of_model(cls, model_path):
@@ -82,6 +86,23 @@ class Record:
     @property
     def image_size(self):
         return tuple(self.arguments["image_size"])
+
+    @property
+    def model_path(self):
+        return os.path.join(self.directory, "model.keras")
+
+    def load_model(self):
+        """The run's best model (kerasseg.files.load_keras_model)."""
+        return files.load_keras_model(self.model_path)
+
+    @property
+    def metrics(self):
+        """metrics.json: the best model's validation scores and the run's settings (None until it has ended)."""
+        path = os.path.join(self.directory, "metrics.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
 
     def split_keys(self, split):
         """The keys the run used for `split`, or None when it recorded none."""
@@ -97,7 +118,7 @@ class DataView:
 
     spec: str
     data_dir: str = None
-    record: Record = None
+    record: Run = None
     classes: int = None  # for a dataset that does not name its classes (a folder without labels.txt)
 
     def _arguments(self, split, count):
@@ -134,7 +155,7 @@ def resolve_image_size(model, model_path, requested=None):
         return (height, width)
     if description(model).image_size:
         return description(model).image_size
-    record = Record.of_model(model_path)
+    record = Run.of_model(model_path)
     if record is not None:
         return record.image_size
     raise cli.UsageError(
@@ -150,7 +171,7 @@ def data_view(model_path, dataset=None, data_dir=None, classes=None):
     never `shapes`."""
     from kerasseg import data
 
-    record = Record.of_model(model_path)
+    record = Run.of_model(model_path)
     if dataset is None:
         if record is None:
             raise cli.UsageError(f"{model_path} has no run record (run.json beside it, written by python -m "
@@ -177,7 +198,7 @@ class RunDir:
     def lock(self):
         """Takes the directory for this process, for its whole life: an exclusive flock on DIR/.lock, which
         records the holder's pid and host. The kernel drops the lock when its holder dies (kill -9 too), so a
-        dead holder's lock is simply taken over; a live one is a UsageError naming its process."""
+        dead holder's lock is simply taken over; a live one is an InputError naming its process."""
         if self._lock is not None:
             return
         files.ensure_output_dir(self.file(".lock"))
@@ -194,8 +215,8 @@ class RunDir:
             os.close(fd)
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise cli.WriteError(path, error) from None
-            raise cli.UsageError(f"{self.path} is in use by another training ({holder}): wait for it to end, "
-                                 "or write this run into another --output") from None
+            raise InputError(f"{self.path} is in use by another training ({holder}): wait for it to end, or "
+                             "write this run into another directory") from None
         holder = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
         os.pwrite(fd, holder, 0)  # then cut: a reader sees a whole first line, the last holder's or this one
         os.ftruncate(fd, len(holder))

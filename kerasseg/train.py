@@ -6,8 +6,18 @@
     python -m kerasseg.train --init-from runs/mine/model.keras --quantization-aware --dataset folder:my_data \\
         --image-size 256 --epochs 5 --output runs/mine-qat   # then export.tflite --quantize int8
 
+From Python, the same run is `train(TrainConfig(...))` (kerasseg.config: every option a field, same
+defaults and checks), which returns the run directory read back (rundir.Run: scores, class names,
+split lists, settings, model):
+
+    from kerasseg.train import TrainConfig, train
+    run = train(TrainConfig("runs/mine", model="deeplab_v3_plus", backbone="mobilenet_v2",
+                            dataset="folder:my_data", image_size=256, epochs=50, loss="ce+dice"))
+    run.metrics["miou"], run.class_names, run.load_model()
+
 Writes, into --output DIR:
-    model.keras    the best model so far on validation mIoU (pixels in [0, 255] in, float32 logits out)
+    model.keras    the best model so far on validation mIoU (pixels in [0, 255] in, float32 logits out),
+                   carrying its class names and training size (kerasseg.describe)
     metrics.json   its validation mIoU, per-class IoU and pixel accuracy, and the run's settings
     history.csv    loss and mIoU per epoch (train and validation)
     curves.png     loss and mIoU per epoch
@@ -37,22 +47,15 @@ import time
 import numpy as np
 
 from kerasseg import cli, distribute, files
+from kerasseg.config import (AUGMENTS, FINE_TUNING_LEARNING_RATE, LEARNING_RATE, OPTIMIZERS, SCHEDULES, STRATEGIES,
+                             ConfigError, TrainConfig, segmenter_name)
 from kerasseg.errors import InputError
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("cosine", "poly")
-LEARNING_RATE = 2e-3  # training from scratch (or from ImageNet weights)
-FINE_TUNING_LEARNING_RATE = 1e-4  # --quantization-aware: 2e-3 undoes the float training (demo U-Net: 0.930 -> 0.678)
+__all__ = ["TrainConfig", "ConfigError", "train", "parse_args", "main"]
 
 
 def _parser():
-    from kerasseg import data, losses, models
-
-    def model_name(name):
-        models.get_builder(name)
-        if models.model_task(name) != "segmentation":
-            raise ValueError(f"{name!r} is a classifier; accepted: {', '.join(models.list_models('segmentation'))}")
-        return name
+    from kerasseg import data, losses
 
     def class_weights(text):
         try:
@@ -66,7 +69,7 @@ def _parser():
 
     parser = cli.ArgumentParser(prog="python -m kerasseg.train", description=__doc__,
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="unet_edge", type=cli.arg_type(model_name),
+    parser.add_argument("--model", default="unet_edge", type=cli.arg_type(segmenter_name),
                         help="registered segmenter (default: unet_edge)")
     parser.add_argument("--backbone", help="registered classifier as the encoder, for segmenters that take one")
     parser.add_argument("--backbone-weights", help="backbone weights: imagenet or a .weights.h5 path")
@@ -91,7 +94,7 @@ def _parser():
     parser.add_argument("--epochs", default=10, type=cli.arg_type(cli.positive_int))
     parser.add_argument("--train-samples", type=cli.arg_type(cli.positive_int),
                         help="use the first N training samples (default: the whole split)")
-    parser.add_argument("--augment", choices=("full", "flip", "none"), default="full",
+    parser.add_argument("--augment", choices=AUGMENTS, default="full",
                         help="full: random scale, crop/pad, flip and colour jitter; flip: flips only")
     parser.add_argument("--lr", type=float,
                         help=f"peak learning rate (default: {LEARNING_RATE:g}; {FINE_TUNING_LEARNING_RATE:g} with "
@@ -106,7 +109,7 @@ def _parser():
                         help="stop after this many epochs without a better validation mIoU")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 elsewhere; logits and loss stay float32")
-    parser.add_argument("--strategy", choices=distribute.STRATEGIES, default="none",
+    parser.add_argument("--strategy", choices=STRATEGIES, default="none",
                         help="mirrored: the local devices (TensorFlow); data-parallel: every local JAX device; "
                              "multiworker: several machines (TensorFlow: MultiWorkerMirroredStrategy from TF_CONFIG; "
                              "JAX: keras.distribution, KERAS_DISTRIBUTION_* variables)")
@@ -121,30 +124,31 @@ def _parser():
     return parser
 
 
-# what a run's arguments are recorded without: where it is and how this process was started
-_NOT_RECORDED = ("output", "resume", "overwrite")
-
-
 def parse_args(argv=None):
+    """The command line's settings as a TrainConfig (with --resume: the run's own, TrainConfig.resumed)."""
     args = _parser().parse_args(argv)
-    if args.quantization_aware and not args.init_from:
-        raise cli.UsageError("--quantization-aware fine-tunes a trained float model: give it with --init-from "
-                             "RUN/model.keras")
-    if args.quantization_aware and args.mixed_precision:
-        raise cli.UsageError("--quantization-aware simulates int8 in float32: drop --mixed-precision")
-    if args.lr is None:
-        args.lr = FINE_TUNING_LEARNING_RATE if args.quantization_aware else LEARNING_RATE
-    if args.resume:
-        if args.overwrite:
-            raise cli.UsageError("--resume continues the run in --output and --overwrite deletes it: choose one")
+    try:
+        if not args.resume:
+            return TrainConfig(**vars(args))
         explicit = _parser()
         for action in explicit._actions:
             action.default = cli.argparse.SUPPRESS
-        return _resumed_args(args, vars(explicit.parse_args(argv)))
-    from kerasseg import data
+        given = vars(explicit.parse_args(argv))
+        return TrainConfig.resumed(given.pop("output"), **given)
+    except ConfigError as error:
+        raise cli.UsageError(flag_words(error)) from None
 
-    args.dataset = data.resolve_spec(args.dataset)  # the run records where its data is, not how it was typed
-    return args
+
+def flag_words(error):
+    """A ConfigError worded in this command's flags: `--epochs 2 ...`, `--quantization-aware ...`."""
+
+    def subject(name, value):
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            return flag
+        return f"{flag} {'x'.join(map(str, value)) if name == 'image_size' else value}"
+
+    return error.worded(subject, lambda name: "--" + name.replace("_", "-"))
 
 
 def _model_args(text):
@@ -155,39 +159,6 @@ def _model_args(text):
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object of builder arguments, got {text!r}")
     return value
-
-
-def _resumed_args(args, given):
-    """The recorded arguments of the run in args.output; `given` (the flags typed) may only grow --epochs."""
-    from kerasseg import rundir
-
-    record = rundir.Record.read(args.output)
-    if record is None:
-        raise cli.UsageError(f"nothing to resume in {args.output}: no run.json (start the run without --resume)")
-    from kerasseg import data
-
-    saved = dict(record.arguments)
-    for key, value in given.items():
-        if key in _NOT_RECORDED or json.loads(json.dumps(value)) == saved.get(key) or \
-                (key == "dataset" and data.same_dataset(value, saved[key])):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if key == "epochs" and value > saved["epochs"]:
-            saved["epochs"] = value
-            continue
-        allowed = " (--epochs may only grow)" if key == "epochs" else ""
-        if key == "image_size":
-            value, saved_value = ("x".join(map(str, v)) for v in (value, saved[key]))
-        else:
-            saved_value = saved.get(key)
-        raise cli.UsageError(f"{flag} {value} contradicts {args.output}/run.json, where the run has {saved_value}"
-                             f"{allowed}: --resume continues that run as it was; drop {flag}, or start a new run in "
-                             "another --output")
-    saved["image_size"] = tuple(saved["image_size"])
-    # a flag newer than the run's record takes its default (the run was made without it)
-    defaults = {action.dest: action.default for action in _parser()._actions if action.dest != "help"}
-    return cli.argparse.Namespace(**{**defaults, **saved, "output": args.output, "resume": True,
-                                     "overwrite": False})
 
 
 def _mixed_precision():
@@ -207,7 +178,7 @@ def _mixed_precision():
     return policy
 
 
-def _build(args, num_classes, train_pairs, val_split, saved=None):
+def _build(config, num_classes, train_pairs, val_split, saved=None):
     """(the model to train, the validation scores of the float model a quantization-aware run starts from or
     None). The model: `saved` (the model.keras of the run being resumed: its architecture is what the
     backed-up weights fit, whatever the arguments would build today), --init-from's (made quantization-aware
@@ -218,79 +189,80 @@ def _build(args, num_classes, train_pairs, val_split, saved=None):
         try:
             return files.load_keras_model(saved), None
         except InputError as error:
-            raise cli.UsageError(f"cannot resume {args.output}: its model cannot be rebuilt ({error})") from None
-    if args.init_from:
-        if not os.path.isfile(args.init_from):
-            raise cli.UsageError(f"--init-from {args.init_from}: model file not found")
-        model = files.load_keras_model(args.init_from)
+            raise ConfigError("output", config.output, f"cannot be resumed: its model cannot be rebuilt ({error})") \
+                from None
+    if config.init_from:
+        if not os.path.isfile(config.init_from):
+            raise ConfigError("init_from", config.init_from, "is not a file")
+        model = files.load_keras_model(config.init_from)
         if model.output_shape[-1] != num_classes:
-            raise cli.UsageError(f"--init-from {args.init_from} predicts {model.output_shape[-1]} classes, but "
-                                 f"{args.dataset} has {num_classes}")
-        if not args.quantization_aware:
+            raise ConfigError("init_from", config.init_from, f"predicts {model.output_shape[-1]} classes, but "
+                                 f"{config.dataset} has {num_classes}")
+        if not config.quantization_aware:
             return model, None
         from kerasseg import qat
 
         float_scores = metrics.evaluate_split(model, val_split)
         try:
-            return qat.quantization_aware(model, _calibration_images(args, train_pairs)), float_scores
+            return qat.quantization_aware(model, _calibration_images(config, train_pairs)), float_scores
         except ValueError as error:
-            raise cli.UsageError(f"--init-from {args.init_from}: {error}") from None
-    kwargs = dict(args.model_args)
-    if args.backbone:
-        kwargs["backbone"] = args.backbone
-    if args.backbone_weights:
-        kwargs["backbone_weights"] = args.backbone_weights
+            raise ConfigError("init_from", config.init_from, f"cannot be made quantization-aware: {error}") from None
+    kwargs = dict(config.model_args)
+    if config.backbone:
+        kwargs["backbone"] = config.backbone
+    if config.backbone_weights:
+        kwargs["backbone_weights"] = config.backbone_weights
     try:
-        return models.create_model(args.model, classes=num_classes, **kwargs), None
+        return models.create_model(config.model, classes=num_classes, **kwargs), None
     except (TypeError, ValueError) as error:
-        raise cli.UsageError(f"cannot build {args.model} with --model-args {kwargs}: {error}") from None
+        raise ConfigError("model_args", kwargs, f"cannot build {config.model}: {error}") from None
 
 
-def _optimizer(keras, args, steps):
-    if args.schedule == "poly":
-        schedule = keras.optimizers.schedules.PolynomialDecay(args.lr, steps, args.lr * 0.01, power=0.9)
+def _optimizer(keras, config, steps):
+    if config.schedule == "poly":
+        schedule = keras.optimizers.schedules.PolynomialDecay(config.lr, steps, config.lr * 0.01, power=0.9)
     else:
-        schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.01)
-    if args.optimizer == "sgd":
+        schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=steps, alpha=0.01)
+    if config.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9)
-    if args.optimizer == "adamw":
+    if config.optimizer == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=1e-4)
     return keras.optimizers.Adam(schedule)
 
 
-def _split_lists(args, record):
+def _split_lists(config, record):
     """{split: keys} to train and validate on: the resumed run's; else, for --init-from a model whose run
     trained on this dataset, that run's, so that its validation and test images stay held out; else none
     (the dataset's own splits: a folder's seeded one uses --seed)."""
     from kerasseg import data, rundir
 
-    if record is None and args.init_from:
-        origin = rundir.Record.of_model(args.init_from)
-        if origin is not None and data.same_dataset(origin.dataset, args.dataset):
+    if record is None and config.init_from:
+        origin = rundir.Run.of_model(config.init_from)
+        if origin is not None and data.same_dataset(origin.dataset, config.dataset):
             print(f"the splits of {origin.directory}, where --init-from was trained: its held-out images stay "
                   "held out")
             record = origin
     return {s: record.split_keys(s) for s in ("train", "val", "test")} if record else {}
 
 
-def _load_data(args, record):
+def _load_data(config, record):
     """The training pairs, the validation split, the class names and every split's keys (_split_lists)."""
     from kerasseg import data
 
-    recorded = _split_lists(args, record)
+    recorded = _split_lists(config, record)
     try:
-        source = data.open_source(args.dataset, args.data_dir, args.classes, args.seed, args.image_size)
-        train_examples, names = data.list_examples(args.dataset, "train", args.image_size, args.train_samples,
-                                                   classes=args.classes, keys=recorded.get("train"), source=source)
-        val_examples, _ = data.list_examples(args.dataset, "val", args.image_size, keys=recorded.get("val"),
+        source = data.open_source(config.dataset, config.data_dir, config.classes, config.seed, config.image_size)
+        train_examples, names = data.list_examples(config.dataset, "train", config.image_size, config.train_samples,
+                                                   classes=config.classes, keys=recorded.get("train"), source=source)
+        val_examples, _ = data.list_examples(config.dataset, "val", config.image_size, keys=recorded.get("val"),
                                              source=source)
         keys = {"train": [e.key for e in train_examples], "val": [e.key for e in val_examples],
                 "test": recorded.get("test") or source.keys("test")}
         train_pairs = data.read_examples(train_examples, len(names))
-        val_split = data.to_split(data.read_examples(val_examples, len(names)), names, args.image_size,
-                                  args.dataset)
-    except data.DatasetError as error:
-        raise cli.UsageError(str(error)) from None
+        val_split = data.to_split(data.read_examples(val_examples, len(names)), names, config.image_size,
+                                  config.dataset)
+    except data.DatasetError as error:  # (the dataset's own words: it names the file or the folder)
+        raise ConfigError("dataset", config.dataset, f"cannot be read: {error}") from None
     return train_pairs, val_split, names, keys
 
 
@@ -304,101 +276,101 @@ def _padded(split, batch_size):
     return list(zip(images, masks))
 
 
-def _open_run(args, worker):
+def _open_run(config, worker):
     """The run directory (worker 0 of a multi-worker run writes the results, each other its own files) and,
     when resuming, its record. A directory that exists is locked for this process at once (RunDir.lock);
     a new run refuses one that holds another run."""
     from kerasseg import rundir
 
-    output = os.path.abspath(args.output)
+    output = os.path.abspath(config.output)
     if worker:
         output = os.path.join(output, f"worker-{worker}")
     run = rundir.RunDir(output)
     if os.path.isdir(output):  # (a new directory is made and locked when the run writes its record)
-        _take(run, args)
-    return run, rundir.Record.read(output) if args.resume else None
+        _take(run, config)
+    return run, rundir.Run.read(output) if config.resume else None
 
 
-def _take(run, args):
+def _take(run, config):
     """Locks `run` for this process; then, holding it, refuses a directory that holds another run (unless
     resuming or --overwrite)."""
     run.lock()
-    if not args.resume and not args.overwrite and run.holds_a_run():
+    if not config.resume and not config.overwrite and run.holds_a_run():
         run.unlock()
-        raise cli.UsageError(f"{run.path} holds another run: pass --resume to continue it, --overwrite to replace "
-                             "it, or another --output")
+        raise ConfigError("output", run.path, "holds another run: continue it ({resume}), replace it ({overwrite}), "
+                          "or choose another {output}")
 
 
-def _compiled_model(args, strategy, names, train_pairs, val_split, saved=None):
+def _compiled_model(config, strategy, names, train_pairs, val_split, saved=None):
     """(the compiled model, the float model's scores of a quantization-aware run: see _build)."""
     import keras
 
     from kerasseg import losses, metrics
     from kerasseg.described import describe
 
-    steps = -(-len(train_pairs) // args.batch_size) * args.epochs
+    steps = -(-len(train_pairs) // config.batch_size) * config.epochs
     with distribute.scope(strategy):
-        model, float_scores = _build(args, len(names), train_pairs, val_split, saved)
-        model = describe(model, names, args.image_size)  # model.keras carries its labels and training size
-        model.compile(optimizer=_optimizer(keras, args, steps),
-                      loss=losses.SegmentationLoss(args.loss, args.class_weights),
+        model, float_scores = _build(config, len(names), train_pairs, val_split, saved)
+        model = describe(model, names, config.image_size)  # model.keras carries its labels and training size
+        model.compile(optimizer=_optimizer(keras, config, steps),
+                      loss=losses.SegmentationLoss(config.loss, config.class_weights),
                       metrics=[metrics.mean_iou_metric(len(names))])
     return model, float_scores
 
 
-def _last_epoch(run, args):
+def _last_epoch(run, config):
     """The last complete epoch's state when resuming (its files published again first: a kill may have
     interrupted that), or None: training starts from the first epoch."""
-    state = run.state() if args.resume else None
+    state = run.state() if config.resume else None
     if state:
         run.publish(state)
     return state
 
 
-def _start(run, args, model, strategy, names, keys, state, extra):
+def _start(run, config, model, strategy, names, keys, state, extra):
     """Writes the record (`keys`: the split lists of a new run; `extra`: more it keeps, such as the float
     model's scores), then restores the last complete epoch `state` into `model` when resuming."""
-    _take(run, args)
-    if args.overwrite:
+    _take(run, config)
+    if config.overwrite:
         run.clear()
-    run.write_record({k: v for k, v in vars(args).items() if k not in _NOT_RECORDED}, names, keys, extra)
+    run.write_record(config.recorded(), names, keys, extra)
     if state:
         with distribute.scope(strategy):
             try:
                 run.restore(model, state)
             except ValueError as error:  # weights of another architecture (model.keras lost or replaced)
-                raise cli.UsageError(f"cannot resume {run.path}: backup/{state['weights']} does not fit the "
-                                     f"model ({str(error).splitlines()[0]})") from None
-        print(f"resuming {args.output} after epoch {state['epoch'] + 1} of {args.epochs}")
-    elif args.resume:
-        print(f"resuming {args.output}: no epoch had completed, so training starts from the first")
+                raise ConfigError("output", run.path, f"cannot be resumed: backup/{state['weights']} does not fit "
+                                  f"the model ({str(error).splitlines()[0]})") from None
+        print(f"resuming {config.output} after epoch {state['epoch'] + 1} of {config.epochs}")
+    elif config.resume:
+        print(f"resuming {config.output}: no epoch had completed, so training starts from the first")
 
 
-def _calibration_images(args, train_pairs, count=64):
+def _calibration_images(config, train_pairs, count=64):
     """The first `count` training images at the training size, unaugmented: where a quantization-aware
     model's ranges start (as post-training calibration would measure them)."""
     from kerasseg.data.pipeline import make_dataset
 
-    dataset = make_dataset(train_pairs[:count], args.image_size, args.batch_size)
+    dataset = make_dataset(train_pairs[:count], config.image_size, config.batch_size)
     return np.concatenate([np.asarray(images) for images, _ in dataset])
 
 
-def _datasets(args, train_pairs, val_split):
+def _datasets(config, train_pairs, val_split):
     """(training data, validation data, fit's step arguments)."""
     from kerasseg.data.pipeline import make_dataset
 
-    train_data = make_dataset(train_pairs, args.image_size, args.batch_size, shuffle=True, seed=args.seed,
-                              augment=None if args.augment == "none" else args.augment)
-    if args.strategy != "multiworker":
-        return train_data, make_dataset(val_split, args.image_size, args.batch_size), {}
+    train_data = make_dataset(train_pairs, config.image_size, config.batch_size, shuffle=True, seed=config.seed,
+                              augment=None if config.augment == "none" else config.augment)
+    if config.strategy != "multiworker":
+        return train_data, make_dataset(val_split, config.image_size, config.batch_size), {}
     # every process must run the same number of steps (each holds a shard of every batch): whole
     # training batches from a repeated dataset; the validation split whole, every epoch, padded to
     # whole batches with images whose every pixel is the ignore label (they count for no metric)
-    val_data = make_dataset(_padded(val_split, args.batch_size), args.image_size, args.batch_size)
-    return train_data.repeat(), val_data, {"steps_per_epoch": max(1, len(train_pairs) // args.batch_size)}
+    val_data = make_dataset(_padded(val_split, config.batch_size), config.image_size, config.batch_size)
+    return train_data.repeat(), val_data, {"steps_per_epoch": max(1, len(train_pairs) // config.batch_size)}
 
 
-def _fit(args, run, model, strategy, state, train_pairs, val_split):
+def _fit(config, run, model, strategy, state, train_pairs, val_split):
     """Trains from the epoch after `state`, committing every epoch; returns the commit callback."""
     import keras
 
@@ -406,13 +378,13 @@ def _fit(args, run, model, strategy, state, train_pairs, val_split):
 
     commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()))
     callbacks = [commit, keras.callbacks.TensorBoard(run.file("logs"))]
-    if args.patience:
-        callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=args.patience))
-    train_data, val_data, steps = _datasets(args, train_pairs, val_split)
+    if config.patience:
+        callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=config.patience))
+    train_data, val_data, steps = _datasets(config, train_pairs, val_split)
     initial_epoch = state["epoch"] + 1 if state else 0
-    if initial_epoch < args.epochs:
+    if initial_epoch < config.epochs:
         with distribute.fit_scope(model, strategy):
-            model.fit(train_data, validation_data=val_data, epochs=args.epochs, initial_epoch=initial_epoch,
+            model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, **steps,
                       shuffle=False,  # the tf.data pipeline shuffles, seeded
                       verbose=1 if sys.stdout.isatty() else 2)
@@ -425,64 +397,71 @@ def _fit(args, run, model, strategy, state, train_pairs, val_split):
     return commit
 
 
-def train(args):
-    """Trains `args.model` into the run directory `args.output`; returns the metrics.json report."""
-    strategy, replicas, worker = distribute.strategy_for(args)
+def train(config):
+    """Trains as `config` (a TrainConfig) says, into the run directory `config.output`; returns its
+    rundir.Run (run.metrics: the metrics.json report), or None in a multi-worker run's other workers.
+
+    Bad settings raise ConfigError (a ValueError) naming the setting and its value, before anything is
+    written; a loss that becomes NaN or a file that cannot be written raise TrainingStopped."""
+    strategy, replicas, worker = distribute.strategy_for(config)
     import keras
 
-    run, record = _open_run(args, worker)
+    from kerasseg import rundir
+
+    run, record = _open_run(config, worker)
     try:
-        keras.utils.set_random_seed(args.seed)
-        policy = _mixed_precision() if args.mixed_precision else "float32"
-        train_pairs, val_split, names, keys = _load_data(args, record)
-        print(f"{args.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
-              f"{len(names)} classes ({', '.join(names)}); training crops {args.image_size[0]}x{args.image_size[1]}")
-        state = _last_epoch(run, args)
-        model, float_scores = _compiled_model(args, strategy, names, train_pairs, val_split,
+        keras.utils.set_random_seed(config.seed)
+        policy = _mixed_precision() if config.mixed_precision else "float32"
+        train_pairs, val_split, names, keys = _load_data(config, record)
+        print(f"{config.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
+              f"{len(names)} classes ({', '.join(names)}); training crops {config.image_size[0]}x{config.image_size[1]}")
+        state = _last_epoch(run, config)
+        model, float_scores = _compiled_model(config, strategy, names, train_pairs, val_split,
                                               saved=run.file("model.keras") if state else None)
-        print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {args.strategy} "
+        print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {config.strategy} "
               f"({replicas} replica{'s' if replicas > 1 else ''})")
         extra = record.extra if record else {"init_from_scores": float_scores} if float_scores else {}
-        _start(run, args, model, strategy, names, None if record else keys, state, extra)
+        _start(run, config, model, strategy, names, None if record else keys, state, extra)
         started = time.time()
-        commit = _fit(args, run, model, strategy, state, train_pairs, val_split)
+        commit = _fit(config, run, model, strategy, state, train_pairs, val_split)
         if worker:
-            return {}
-        return _finish(args, run, model, commit, val_split, names, extra.get("init_from_scores"), policy, replicas,
-                       time.time() - started, len(train_pairs))
+            return None
+        _finish(config, run, model, commit, val_split, names, extra.get("init_from_scores"), policy, replicas,
+                time.time() - started, len(train_pairs))
+        return rundir.Run.read(run.path)
     except cli.WriteError as error:
         state = run.state()
-        kept = (f"nothing was lost: epoch {state['epoch'] + 1} of {args.epochs} is complete in {run.path} "
+        kept = (f"nothing was lost: epoch {state['epoch'] + 1} of {config.epochs} is complete in {run.path} "
                 "(model.keras, history.csv, backup/); make room, then continue it with python -m kerasseg.train "
-                f"--output {args.output} --resume") if state else "no epoch had completed"
+                f"--output {config.output} --resume") if state else "no epoch had completed"
         raise TrainingStopped(f"{error}; training stopped, {kept}") from None
     finally:
         run.unlock()
 
 
-def _finish(args, run, model, commit, val_split, names, float_scores, policy, replicas, seconds, train_samples):
+def _finish(config, run, model, commit, val_split, names, float_scores, policy, replicas, seconds, train_samples):
     """Scores the best model on the validation split and writes metrics.json and predictions.png."""
     import keras
 
     from kerasseg import metrics
 
-    if args.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
+    if config.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
         keras.distribution.set_distribution(None)
     best_model = keras.saving.load_model(run.file("model.keras"))
     scores = metrics.evaluate_split(best_model, val_split)
     best_epoch = commit.best["epoch"]
     report = {
-        "model": best_model.name if args.init_from else args.model, "model_args": args.model_args,
-        "init_from": args.init_from, "quantization_aware": args.quantization_aware, "backbone": args.backbone,
-        "dataset": args.dataset,
-        "split": "val", "image_size": list(args.image_size), "classes": list(names), **scores,
+        "model": best_model.name if config.init_from else config.model, "model_args": config.model_args,
+        "init_from": config.init_from, "quantization_aware": config.quantization_aware, "backbone": config.backbone,
+        "dataset": config.dataset,
+        "split": "val", "image_size": list(config.image_size), "classes": list(names), **scores,
         "init_from_miou": float_scores["miou"] if float_scores else None,
         "init_from_per_class_iou": float_scores["per_class_iou"] if float_scores else None,
-        "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": args.epochs,
+        "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": config.epochs,
         "epochs_run": len(commit.rows), "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-        "batch_size": args.batch_size, "train_samples": train_samples,
-        "loss": args.loss, "optimizer": args.optimizer, "schedule": args.schedule, "lr": args.lr,
-        "mixed_precision": policy, "strategy": args.strategy, "replicas": replicas, "seed": args.seed,
+        "batch_size": config.batch_size, "train_samples": train_samples,
+        "loss": config.loss, "optimizer": config.optimizer, "schedule": config.schedule, "lr": config.lr,
+        "mixed_precision": policy, "strategy": config.strategy, "replicas": replicas, "seed": config.seed,
         "train_seconds": round(seconds, 1),
     }
     files.write_text_atomic(run.file("metrics.json"), json.dumps(report, indent=2) + "\n")
@@ -491,9 +470,9 @@ def _finish(args, run, model, commit, val_split, names, float_scores, policy, re
     print(f"validation mIoU {scores['miou']:.4f} ({per_class}); pixel accuracy {scores['pixel_accuracy']:.4f}")
     if float_scores:
         drop = 100 * (float_scores["miou"] - scores["miou"])
-        print(f"the float model it fine-tuned (--init-from {args.init_from}): validation mIoU "
+        print(f"the float model it fine-tuned (--init-from {config.init_from}): validation mIoU "
               f"{float_scores['miou']:.4f}; the quantization-aware model {'loses' if drop > 0 else 'gains'} "
-              f"{abs(drop):.2f} points" + (f" (--lr {args.lr:g}: a lower one keeps more of the float model)"
+              f"{abs(drop):.2f} points" + (f" (--lr {config.lr:g}: a lower one keeps more of the float model)"
                                            if drop > 1 else ""))
     print(f"wrote {run.path}/model.keras (epoch {report['best_epoch']}), metrics.json, history.csv, curves.png, "
           "predictions.png, logs/")
@@ -519,6 +498,8 @@ class TrainingStopped(Exception):
 def main(argv=None):
     try:
         train(parse_args(argv))
+    except ConfigError as error:
+        raise cli.UsageError(flag_words(error)) from None
     except TrainingStopped as error:
         print(f"python -m kerasseg.train: error: {error}", file=sys.stderr)
         return 1

@@ -120,9 +120,9 @@ def test_a_new_run_refuses_an_output_that_holds_another_and_resume_refuses_other
     run = tmp_path / "run"
     first = [*TRAIN, "--epochs", "1", "--train-samples", "16", "--output", run]
     assert run_main(train.main, *first) == 0  # (in this process: the commands' own runs are tested above)
-    with pytest.raises(cli.UsageError, match="holds another run") as refused:  # before any data is read
+    with pytest.raises(train.ConfigError, match="holds another run") as refused:  # before any data is read
         train.train(train.parse_args(list(map(str, first))))
-    assert "--resume" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert "resume=True" in str(refused.value) and "overwrite=True" in str(refused.value)  # (in values)
     assert _epochs(run) == [0]
 
     for flags, message in ((["--model", "unet_edge"], "--model unet_edge contradicts"),

@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_train_cli_writes_model_metrics_and_history(trained_run):
     (["--epochs", "-1"], "expected a positive integer"),
     (["--model-args", "{base_filters: 8}"], "--model-args: not valid JSON"),
     (["--model", "unet_tiny", "--model-args", '{"depth": 0}', "--epochs", "1", "--train-samples", "2"],
-     "cannot build unet_tiny with --model-args"),
+     "--model-args {'depth': 0} cannot build unet_tiny"),
 ])
 def test_train_cli_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
     from kerasseg import train
@@ -85,3 +86,39 @@ def test_a_trained_model_loads_with_plain_keras_after_import_kerasseg(trained_ru
                             env={**__import__("os").environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("SegmentationLoss")
+
+
+def test_train_from_python_returns_its_run_and_words_errors_in_values(tmp_path):
+    """kerasseg.train.train(TrainConfig) -> Run: the run read once (scores, class names, split lists, its
+    settings, its model carrying its labels); TrainConfig.resumed continues it; bad settings are ConfigErrors
+    (ValueErrors) naming the setting and its value, raised before anything is written."""
+    from kerasseg.train import ConfigError, TrainConfig, train
+
+    path = tmp_path / "a run"
+    run = train(TrainConfig(path, model="unet_tiny", image_size=32, epochs=1, train_samples=16, batch_size=8,
+                            seed=2))
+    names = ("background", "disc", "square", "triangle")
+    assert run.class_names == names and run.metrics["epochs_run"] == 1 and run.metrics["seed"] == 2
+    assert run.image_size == (32, 32) and run.arguments["seed"] == 2 and len(run.split_keys("train")) == 16
+    model = run.load_model()
+    assert model.class_names == names and model.image_size == (32, 32)
+
+    resumed = TrainConfig.resumed(path, epochs=2)  # epochs may grow
+    assert resumed.seed == 2 and resumed.resume and resumed.image_size == (32, 32)
+    run = train(resumed)
+    assert run.metrics["epochs_run"] == 2 and run.arguments["epochs"] == 2
+    with pytest.raises(ConfigError, match=re.escape("image_size=(48, 48) contradicts")):
+        TrainConfig.resumed(path, image_size=48)
+    for settings, message in [({"epochs": 0}, "epochs=0 must be a positive integer"),
+                              ({"model": "vgg16"}, "model='vgg16' cannot be used: 'vgg16' is a classifier"),
+                              ({"quantization_aware": True}, "quantization_aware=True fine-tunes a trained float "
+                                                             "model: give it as init_from"),
+                              ({"augment": "lots"}, "augment='lots' is not one of full, flip, none")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            TrainConfig(tmp_path / "b", **settings)
+    missing = str(tmp_path / "missing.keras")
+    with pytest.raises(ValueError, match=re.escape(f"init_from={missing!r} is not a file")):
+        train(TrainConfig(tmp_path / "b", model="unet_tiny", image_size=32, init_from=missing, train_samples=8))
+    with pytest.raises(ConfigError, match="holds another run: continue it \\(resume=True\\)"):
+        train(TrainConfig(path, model="unet_tiny", image_size=32, epochs=1))
+    assert not (tmp_path / "b").exists() and run.metrics["epochs_run"] == 2

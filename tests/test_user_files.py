@@ -104,7 +104,7 @@ def test_a_runs_split_lists_keep_every_file_name_exactly(awkward, tmp_path):
     keys = sorted(written) + ["  leading blanks", "trailing blank "]
     run = rundir.RunDir(tmp_path / "run")
     run.write_record({"dataset": "shapes", "image_size": [32, 32]}, CLASSES, {"train": keys, "val": keys[:2]})
-    record = rundir.Record.read(tmp_path / "run")
+    record = rundir.Run.read(tmp_path / "run")
     assert record.split_keys("train") == keys and record.split_keys("val") == keys[:2]  # old: str.split()
     with pytest.raises(ValueError, match="line break"):
         run.write_record({}, CLASSES, {"train": ["two\nlines"]})
