@@ -208,7 +208,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data = commands.DataOptions.from_args(args)
     found = commands.run_data(args.model, data, True, os.path.join(args.output, FILES[0]))
-    record = rundir.Record.of_model(args.model)  # the run's class names, else the dataset's
+    record = rundir.Run.of_model(args.model)  # the run's class names, else the dataset's
     names = record.class_names if record is not None else None
     report = export(args.model, args.output, class_names=names, thresholds=data.overrides, **found)
     reports.print_summary(report, os.path.join(args.output, "segmenter.tflite"))

@@ -57,7 +57,7 @@ def image_size(model_path, requested=None):
     there is no record beside it (a model copied out of its run)."""
     if requested:
         return tuple(requested)
-    record = rundir.Record.of_model(model_path)
+    record = rundir.Run.of_model(model_path)
     if record is not None:
         return record.image_size
     return rundir.resolve_image_size(files.load_keras_model(model_path), model_path)
