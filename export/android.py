@@ -135,16 +135,17 @@ Edge TPU static check of this file: {edgetpu}.
 """
 
 
-def export(model, output_dir, *, calibration=None, validation=None, class_names=None, image_size=None,
-           samples=None, calibration_samples=None, thresholds=None):
+def export(model, output_dir, *, calibration=None, validation=None, class_names=None, input_normalization=None,
+           image_size=None, samples=None, calibration_samples=None, thresholds=None):
     """Writes the bundle of `model` (a keras.Model, or the path of its .keras file) into `output_dir`: its int8
     file checked in LiteRT as export.tflite.export checks it (same data arguments), labelled `class_names`
-    (default: the model's own, kerasseg.describe; else the validation dataset's; else class_0, class_1, ...). Returns the ExportReport; nothing is written if a threshold failed."""
+    (default: the model's own, kerasseg.describe; else the validation dataset's; else class_0, class_1, ...).
+    Returns the ExportReport; nothing is written if a threshold failed."""
     from kerasseg import plots
 
     files.ensure_output_dir(os.path.join(output_dir, FILES[0]))
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            calibrate=True)
+                            calibrate=True, input_normalization=input_normalization)
     model, size, labels = found.model, found.size, found.class_names
     with tempfile.TemporaryDirectory() as tmp:
         plain = os.path.join(tmp, "segmenter.tflite")
@@ -164,7 +165,8 @@ def export(model, output_dir, *, calibration=None, validation=None, class_names=
         "name": model.name,
         "source_model": found.name,
         "input": {"height": size[0], "width": size[1], "channels": "RGB", "type": "uint8", "range": [0, 255],
-                  "normalization": "none: the model takes pixels"},
+                  "normalization": f"inside the file: {found.input_normalization}" if found.input_normalization
+                  else "none: the model takes pixels"},
         "output": {"shape": [1, size[0], size[1], len(labels)], "type": "uint8",
                    "meaning": f"quantized per-pixel {report['output_kind']} (argmax = class)"},
         "classes": [{"index": i, "name": name, "color": colours[i].tolist()} for i, name in enumerate(labels)],

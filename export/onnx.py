@@ -71,15 +71,15 @@ def quantize_int8(content, calibration_images, method="percentile"):
 
 
 def export(model, output, *, quantize="float32", calibration=None, validation=None, class_names=None,
-           image_size=None, samples=None, calibration_samples=None, thresholds=None, opset=17, dynamic_batch=False,
-           calibration_method="percentile"):
+           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
+           opset=17, dynamic_batch=False, calibration_method="percentile"):
     """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
     file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
     The data and thresholds are export.tflite.export's."""
     if quantize not in ("float32", "int8"):
         raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {quantize!r}")
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            calibrate=quantize == "int8")
+                            input_normalization=input_normalization, calibrate=quantize == "int8")
 
     def build(model, size):
         extra = {"opset": opset, "dynamic_batch": dynamic_batch}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg import files
-from kerasseg.described import checked_class_names, description
+from kerasseg.described import PIXELS, checked_class_names, description
 from kerasseg.errors import InputError
 from export import report as reports, values
 
@@ -47,6 +47,35 @@ def load_model(model):
     return (*qat.float32_model(model), model.name)
 
 
+def taking_pixels(model, input_normalization=None):
+    """(`model` taking raw RGB pixels in [0, 255], how its input is normalized or None): `model` itself, or
+    a model that normalizes the pixels, then calls it. `input_normalization`: a scale (`x * scale`), or
+    `(mean, std)`, each a number or one per channel (`(x - mean) / std`); by default, the input range the
+    model carries (kerasseg.describe) when it is not pixels. The exported file then takes camera pixels."""
+    import keras
+
+    low, high = description(model).input_range
+    if input_normalization is None and (low, high) == PIXELS:
+        return model, None
+    if input_normalization is None:
+        scale, offset, text = (high - low) / 255.0, low, f"pixels mapped to [{low:g}, {high:g}]"
+    elif np.ndim(input_normalization) == 0:
+        scale, offset, text = float(input_normalization), 0.0, f"pixels * {float(input_normalization):g}"
+    else:
+        try:
+            mean, std = (np.asarray(v, np.float32) for v in input_normalization)
+            if mean.shape not in ((), (3,)) or std.shape not in ((), (3,)) or not (std > 0).all():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InputError(f"input_normalization must be a scale or (mean, std), each a number or one per RGB "
+                             f"channel, std > 0; received {input_normalization!r}") from None
+        scale, offset = (1 / std).tolist(), (-mean / std).tolist()
+        text = f"(pixels - {mean.tolist()}) / {std.tolist()}"
+    pixels = keras.Input(model.inputs[0].shape[1:], name="pixels")
+    normalized = keras.layers.Rescaling(scale, offset, name="input_normalization")(pixels)
+    return keras.Model(pixels, model(normalized), name=model.name), text
+
+
 def _checked_output(model, size):
     """The class count of `model`'s output at `size`, or an InputError unless it is one tensor of per-pixel
     scores (1, height, width, classes) at the input's height and width, as the check compares them."""
@@ -67,6 +96,8 @@ def _checked_output(model, size):
 def output_kind(model):
     """"probabilities" when `model` ends in a softmax or a sigmoid, else "logits" (per-pixel scores)."""
     last = model.outputs[0]._keras_history.operation
+    while getattr(last, "outputs", None):  # a nested functional model: its last layer
+        last = last.outputs[0]._keras_history.operation
     activation = getattr(getattr(last, "activation", None), "__name__", "")
     return "probabilities" if type(last).__name__ == "Softmax" or activation in ("softmax", "sigmoid") else "logits"
 
@@ -102,15 +133,17 @@ class Inputs:
     size: tuple
     held_out: object  # a kerasseg.data.Split (masks None: agreement without mIoU)
     class_names: tuple  # given, else the model's own (kerasseg.describe), else the held-out data's, else class_i
+    input_normalization: str = None  # the normalization prepended to the model (taking_pixels), if any
     calibration: np.ndarray = None
     calibration_spec: str = None
 
 
 def inputs(model, image_size=None, validation=None, calibration=None, class_names=None, samples=None,
-           calibration_samples=None, calibrate=False):
+           calibration_samples=None, calibrate=False, input_normalization=None):
     """The Inputs of an export (export.values reads `validation` and `calibration` as the user has them).
     Without `validation`, the file is checked on the calibration images (the report says so)."""
     model, policy, name = load_model(model)
+    described = description(model)
     if calibrate and calibration is None:
         raise InputError("int8 and int16x8 need calibration images: give calibration= (training images)")
     if validation is None and calibration is None:
@@ -119,8 +152,9 @@ def inputs(model, image_size=None, validation=None, calibration=None, class_name
     # an iterator is read once, here: kept for calibrating after checking on it, and for its images' size
     validation, calibration = (list(v) if hasattr(v, "__next__") else v for v in (validation, calibration))
     size = export_size(model, image_size, (validation, calibration))
+    model, normalization = taking_pixels(model, input_normalization)
     classes = _checked_output(model, size)
-    given = description(model).class_names if class_names is None else \
+    given = described.class_names if class_names is None else \
         checked_class_names(class_names, classes, model.name)
     names = given or tuple(f"class_{i}" for i in range(classes))
     held_out = values.validation_samples(calibration if validation is None else validation, size, names, samples)
@@ -131,7 +165,7 @@ def inputs(model, image_size=None, validation=None, calibration=None, class_name
               f"{size[0]}x{size[1]}, the export size (masks: nearest)", file=sys.stderr)
     if not given and len(held_out.class_names) == classes:
         names = held_out.class_names
-    found = Inputs(model, policy, name, size, held_out, names)
+    found = Inputs(model, policy, name, size, held_out, names, normalization)
     if calibrate:
         found.calibration, found.calibration_spec = values.calibration_images(calibration, size,
                                                                               calibration_samples)
@@ -181,7 +215,8 @@ def export_checked(found, output, build, quantization, overrides=None, extra=Non
         tmp.write(content)
         tmp.flush()
         extra = {"model": found.name, "dataset": found.held_out.spec, "image_size": list(size),
-                 "training_policy": found.policy, **(extra or {}), **built}
+                 "training_policy": found.policy, "input_normalization": found.input_normalization,
+                 **(extra or {}), **built}
         report = reports.agreement_report(model, tmp.name, found.held_out, quantization, overrides, extra,
                                           figure=reports.figure_path(reports.report_path(output)))
     files.write_bytes_atomic(output, content)

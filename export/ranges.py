@@ -58,14 +58,14 @@ def _output_layer(tensor, op, owners):
     same size, a reshape: the converter may drop them) and `op` reads no tensor of the layer before it."""
     import keras
 
-    from kerasseg.qat import SAME_SCALE
+    from kerasseg.qat import keeps_scale
 
     chain = []
     while True:
         layer = tensor._keras_history.operation
         chain.append(layer.name)
         inputs = keras.tree.flatten(layer._inbound_nodes[tensor._keras_history.node_index].input_tensors)
-        if type(layer).__name__ not in SAME_SCALE or not inputs:
+        if not keeps_scale(layer) or not inputs:
             break
         tensor = inputs[0]
     for layer, before in zip(chain, chain[1:]):

@@ -330,8 +330,9 @@ def with_output_kind(model, kind):
 
 
 def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,
-           image_size=None, samples=None, calibration_samples=None, thresholds=None, io="uint8", target=None,
-           output_kind="logits", calibration_method="minmax", debug=False, keep_float=(), auto_keep_float=False, tuning=None):
+           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
+           io="uint8", target=None, output_kind="logits", calibration_method="minmax", debug=False, keep_float=(),
+           auto_keep_float=False, tuning=None):
     """Converts `model` (a keras.Model, or the path of its .keras file) to the .tflite file `output`, checks
     the file in LiteRT against the model and writes it with FILE.report.json; returns the ExportReport.
     A file that fails its thresholds is still written (its report says what failed).
@@ -340,12 +341,14 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
     None: all); validation: the held-out samples the file is compared on (the first `samples`):
     (images, masks), images alone (agreement without mIoU), a tf.data.Dataset, an iterable, a dataset
     spec (export.values); class_names: the per-class IoU's names (default: the model's own,
-    kerasseg.describe); image_size: (height, width) to export at (default: the model's fixed input
-    size, else the training size it carries, else the size of the images given); thresholds:
-    values replacing the mode's defaults (report.DEFAULT_THRESHOLDS). target "edgetpu": int8, uint8
-    I/O, refused unless every op maps. debug: the per-tensor error table (FILE.debug.csv); keep_float:
-    Keras layers whose ops stay in float; auto_keep_float: the worst tensors kept in float until the
-    thresholds pass on `tuning` (samples as `validation`; default: the calibration images).
+    kerasseg.describe); input_normalization: what a model that does not take raw pixels expects of
+    them, prepended so that the file takes pixels (a scale, or (mean, std); pipeline.taking_pixels);
+    image_size: (height, width) to export at (default: the model's fixed input size, else the training size
+    it carries, else the size of the images given); thresholds: values replacing the mode's defaults
+    (report.DEFAULT_THRESHOLDS). target "edgetpu": int8, uint8 I/O, refused unless every op maps. debug: the
+    per-tensor error table (FILE.debug.csv); keep_float: Keras layers whose ops stay in float;
+    auto_keep_float: the worst tensors kept in float until the thresholds pass on `tuning` (samples as
+    `validation`; default: the calibration images).
     """
     if quantize not in MODES:
         raise InputError(f"quantize must be one of {MODES}; received {quantize!r}")
@@ -362,7 +365,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
         raise InputError(f"calibration {calibration_method!r} applies to plain int8 (not {quantize}, nor with "
                          "layers kept in float)")
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            calibrate=quantize in CALIBRATED)
+                            input_normalization=input_normalization, calibrate=quantize in CALIBRATED)
 
     def build(model, size):
         extra = {"output_kind": pipeline.output_kind(model) if output_kind == "logits" else output_kind}

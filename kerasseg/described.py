@@ -109,5 +109,6 @@ def describe(model, class_names=None, image_size=None, input_range=None):
     input_range = old.input_range if input_range is None else tuple(float(v) for v in input_range)
     if len(input_range) != 2 or not input_range[0] < input_range[1]:
         raise InputError(f"input_range must be (low, high) with low < high; received {input_range}")
-    return DescribedModel(model.inputs[0], model.outputs[0], name=model.name, class_names=class_names or old.class_names,
+    return DescribedModel(model.inputs[0], model.outputs[0], name=model.name,
+                          class_names=class_names or old.class_names,
                           image_size=old.image_size if image_size is None else image_size, input_range=input_range)

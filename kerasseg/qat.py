@@ -29,9 +29,14 @@ what TFLite's full-integer file will compute, op for op:
   reshapes, resizes and dropout keep their input's scale; and the tensors a
   concatenation joins share its range (TFLite gives them one scale).
 
-A layer it cannot simulate (attention, normalizations other than batch
-normalization, activations such as GELU, a Lambda, a custom layer) is refused
-before anything is built, with every such layer named (QuantizationError).
+How each layer is computed is looked up by its class in a registry
+(`layer_kind`); a layer it cannot simulate (attention, normalizations other
+than batch normalization, activations such as GELU, a Lambda, a custom layer)
+is refused before anything is built, with every such layer named
+(QuantizationError). A user's own layer that computes one int8 op of a known
+kind (a crop, a resize, an addition, ...) is declared with
+`register(LayerClass, kind)`, after tensorflow-model-optimization's
+QuantizeConfig.
 
 Training it is ordinary `model.fit`: the straight-through estimator lets
 gradients through the rounding, so the weights learn to live with it. The
@@ -53,26 +58,52 @@ from kerasseg.errors import InputError
 from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale, ChannelShift,
                                           FakeQuant, FixedScaleActivation, QuantizedConv, batch_norm_halves)
 
-CONVOLUTIONS = ("Conv2D", "DepthwiseConv2D", "Conv2DTranspose")
-# int8 kernels that write their input's scale and zero point: no range of their own
-SAME_SCALE = ("Dropout", "SpatialDropout2D", "MaxPooling2D", "AveragePooling2D", "ZeroPadding2D", "Cropping2D",
-              "Reshape", "UpSampling2D", "ResizeToMatch", "Upsample", "CenterCropToMatch", "ZeroPadShortcut",
-              "InputLayer", "Identity")
-# those of them that compute new values (averages, bilinear interpolation), which the file rounds to that scale
-INTERPOLATING = ("AveragePooling2D", "ResizeToMatch", "Upsample", "UpSampling2D")
-# ops with an int8 output of their own range
-LEARNED = ("Add", "Multiply", "GlobalAveragePooling2D", "Concatenate")
-# the ops into which TFLite fuses a ReLU / ReLU6 that is their output's only consumer (and a batch
-# normalization's addition)
-FUSING = (*CONVOLUTIONS, "Add", "Multiply")
-# the pixel normalization, left to calibration: TFLite folds a scaling into the first convolution, and
-# lowers the other modes to two or three ops (channel-permuting convolution, subtraction, multiplication)
-PIXELS = ("PixelNormalization", "Rescaling", "Normalization")
 ACTIVATIONS = ("linear", "relu", "relu6", *FIXED_SCALE_ACTIVATIONS)
+# how the file computes a layer, by its class (see `register`)
+KINDS = ("convolution", "batch_norm", "activation", "learned", "same_scale", "interpolating", "pixels")
+USER_KINDS = ("learned", "same_scale", "interpolating", "pixels")
+_RULES = {}
 
 
 class QuantizationError(InputError):
     """A model that quantization-aware training cannot simulate faithfully; the message names its layers."""
+
+
+def register(layer_class, kind):
+    """Declares how TFLite's int8 file computes the layers of `layer_class` (that class exactly: a subclass
+    may compute something else, and is refused until it is registered itself). The hook for a user's own
+    layers, after tensorflow-model-optimization's QuantizeConfig; `kind` is
+
+        "same_scale"     one op whose int8 kernel writes its input's scale and zero point: a crop, a
+                         padding, a reshape, a max pooling, an identity
+        "interpolating"  the same, computing new values the file rounds to that scale: an average pooling,
+                         a bilinear resize
+        "learned"        one op with an int8 output of its own range, which the simulation rounds and
+                         learns: an addition, a product, a mean, a concatenation
+        "pixels"         the normalization of the input pixels (left in float: the converter folds it)
+
+    or a function of the layer returning one of them, or None where its configuration is one the
+    simulation cannot compute (the layer is then refused by name). Convolutions, batch normalizations
+    and activations are rewritten by kerasseg.qat itself and are registered here, below.
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise InputError(f"expected a keras.layers.Layer subclass; received {layer_class!r}")
+    builtin = layer_class in _RULES and _RULES[layer_class] in (_convolution, _batch_norm, _activation_kind)
+    if builtin or not callable(kind) and kind not in USER_KINDS:
+        raise InputError(f"{layer_class.__name__}: kind must be one of {', '.join(USER_KINDS)}, or a function of the "
+                         f"layer returning one; received {kind!r}")
+    _RULES[layer_class] = kind
+
+
+def layer_kind(layer):
+    """How the file computes `layer` (one of KINDS), or None: kerasseg.qat has no faithful simulation of it."""
+    rule = _RULES.get(type(layer))
+    return rule(layer) if callable(rule) else rule
+
+
+def keeps_scale(layer):
+    """Whether `layer`'s int8 output has its input's scale (no range of its own)."""
+    return layer_kind(layer) in ("same_scale", "interpolating")
 
 
 def is_quantization_aware(model):
@@ -91,21 +122,51 @@ def _activation(layer):
     return activation if isinstance(activation, str) else getattr(activation, "__name__", str(activation))
 
 
-def _kind(layer):
-    """How the file computes `layer`: 'convolution', 'batch_norm', 'activation', 'learned', 'same_scale' or
-    'pixels'; None where kerasseg.qat has no faithful simulation of it."""
-    name = type(layer).__name__
-    if name in CONVOLUTIONS:
-        return "convolution" if _activation(layer) in ACTIVATIONS else None
-    if name == "BatchNormalization":
-        return "batch_norm" if layer.axis in (-1, 3) or layer.axis == [3] else None
-    if name in SAME_SCALE or (name == "Activation" and _activation(layer) == "linear"):
+def _convolution(layer):
+    return "convolution" if _activation(layer) in ACTIVATIONS else None
+
+
+def _batch_norm(layer):
+    return "batch_norm" if layer.axis in (-1, 3) or layer.axis == [3] else None
+
+
+def _activation_kind(layer):
+    activation = _activation(layer)
+    if activation == "linear" and isinstance(layer, keras.layers.Activation):
         return "same_scale"
-    if name in ("Activation", "ReLU"):
-        return "activation" if _activation(layer) in ACTIVATIONS else None
-    if name in LEARNED:
-        return "learned"
-    return "pixels" if name in PIXELS else None
+    return "activation" if activation in ACTIVATIONS else None
+
+
+def _resize(layer):
+    """A resize keeps its input's scale; a bilinear one computes new values (the Edge TPU's own resize has
+    int8 tensors of its own inside, which calibration sets)."""
+    config = layer.get_config()
+    if config.get("crop_to_aspect_ratio") or config.get("pad_to_aspect_ratio") or \
+            config.get("interpolation", "bilinear") not in ("bilinear", "nearest"):
+        return None  # (keras.layers.Resizing's other modes: no one int8 op of TFLite's)
+    return "same_scale" if config.get("edge") or config.get("interpolation") == "nearest" else "interpolating"
+
+
+def _register_builtins():
+    from keras import layers
+
+    from kerasseg.layers.blocks import ZeroPadShortcut
+    from kerasseg.layers.preprocessing import PixelNormalization
+    from kerasseg.layers.resize import CenterCropToMatch, ResizeToMatch, Upsample
+
+    rules = {_convolution: (layers.Conv2D, layers.DepthwiseConv2D, layers.Conv2DTranspose),
+             _batch_norm: (layers.BatchNormalization,), _activation_kind: (layers.Activation, layers.ReLU),
+             _resize: (layers.UpSampling2D, layers.Resizing, ResizeToMatch, Upsample),
+             "interpolating": (layers.AveragePooling2D,),
+             "same_scale": (layers.Dropout, layers.SpatialDropout2D, layers.MaxPooling2D, layers.ZeroPadding2D,
+                            layers.Cropping2D, layers.Reshape, layers.InputLayer, layers.Identity, CenterCropToMatch,
+                            ZeroPadShortcut),
+             "learned": (layers.Add, layers.Multiply, layers.GlobalAveragePooling2D, layers.Concatenate),
+             "pixels": (PixelNormalization, layers.Rescaling, layers.Normalization)}
+    _RULES.update((cls, rule) for rule, classes in rules.items() for cls in classes)
+
+
+_register_builtins()
 
 
 def float32_model(model):
@@ -151,7 +212,7 @@ def _unpacked(inputs, outputs):
 class _Step:
     """What the rewrite does with one layer call (see _plan)."""
 
-    kind: str  # _kind's; a batch normalization folded into the convolution before it becomes "same_scale"
+    kind: str  # layer_kind's; a batch normalization folded into the convolution before it becomes "same_scale"
     batch_norm: object = None  # the batch normalization folded into this convolution
     split: str = None  # this convolution's activation, computed by a layer of its own after it
     fused: bool = False  # the ReLU / ReLU6 after this op is fused into it: its output is no int8 tensor
@@ -177,7 +238,7 @@ def _plan(model):
     inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype) for t in model.inputs]
     for tensor in keras.tree.flatten(_replay(model, inputs, record)):
         consumers.setdefault(id(tensor), []).append(None)
-    steps = [_Step(_kind(layer)) for layer, _, _ in calls]
+    steps = [_Step(layer_kind(layer)) for layer, _, _ in calls]
     _refuse_unsimulated(model, calls, steps, {id(t) for t in inputs})
 
     def only_consumer(index):
@@ -199,7 +260,9 @@ def _plan(model):
             step.batch_norm, steps[user].kind = calls[user][0], "same_scale"  # folded: an identity now
         ends = index if step.batch_norm is None else user  # the call whose output is this op's output
         linear = _activation(layer) in (None, "linear")
-        step.fused = (step.kind == "batch_norm" or type(layer).__name__ in FUSING and linear) and relu_follows(ends)
+        # the ops into which TFLite fuses a ReLU / ReLU6 that is their output's only consumer
+        fusing = step.kind == "convolution" or isinstance(layer, (keras.layers.Add, keras.layers.Multiply))
+        step.fused = (step.kind == "batch_norm" or fusing and linear) and relu_follows(ends)
     for index, ((layer, _, _), step) in enumerate(zip(calls, steps)):
         if step.kind in ("convolution", "batch_norm", "learned"):
             rounded = not step.fused and step.split not in FIXED_RANGES
@@ -215,15 +278,15 @@ def _plan(model):
     def rounded_by(tensor):
         """The call whose FakeQuant rounded `tensor`: back through the ops that keep their input's scale."""
         source = producer.get(tensor)
-        while source is not None and steps[source].owner is None and steps[source].kind == "same_scale" and \
-                calls[source][1]:
+        while source is not None and steps[source].owner is None and \
+                steps[source].kind in ("same_scale", "interpolating") and calls[source][1]:
             source = producer.get(calls[source][1][0])
         return None if source is None or steps[source].owner is None else source
 
     # TFLite gives a concatenation's inputs its output's scale: the FakeQuant that rounded each input takes
     # the concatenation's range
     for index, (layer, inputs, _) in enumerate(calls):
-        for source in map(rounded_by, inputs if type(layer).__name__ == "Concatenate" else ()):
+        for source in map(rounded_by, inputs if isinstance(layer, keras.layers.Concatenate) else ()):
             if source is not None:
                 steps[owner(source)].owner = index
     for step in steps:
@@ -231,16 +294,9 @@ def _plan(model):
             step.owner = owner(step.owner)
     # an average or a bilinear resize: rounded again with its input's range
     for index, (layer, inputs, _) in enumerate(calls):
-        source = rounded_by(inputs[0]) if _interpolates(layer) and inputs else None
+        source = rounded_by(inputs[0]) if steps[index].kind == "interpolating" and inputs else None
         steps[index].reround = None if source is None else steps[source].owner
     return calls, steps
-
-
-def _interpolates(layer):
-    """Whether `layer` keeps its input's scale but computes new values, which the file rounds to it (the
-    Edge TPU's resize has int8 tensors of its own inside, which calibration sets)."""
-    name, config = type(layer).__name__, layer.get_config()
-    return name in INTERPOLATING and not config.get("edge") and config.get("interpolation", "bilinear") != "nearest"
 
 
 def _refuse_unsimulated(model, calls, steps, inputs):
@@ -254,14 +310,17 @@ def _refuse_unsimulated(model, calls, steps, inputs):
                            f"{'' if activation in (None, 'linear') else ', activation ' + str(activation)})")
         elif step.kind == "pixels" and not set(ins) <= pixel_side:
             refused.append(f"{layer.name} ({type(layer).__name__} inside the network, not on its input)")
-        if step.kind == "pixels" or type(layer).__name__ == "InputLayer":
+        if step.kind == "pixels" or isinstance(layer, keras.layers.InputLayer):
             pixel_side.update(outs)
+    refused = list(dict.fromkeys(refused))  # (a layer called twice is named once)
     if refused:
         raise QuantizationError(
             f"{model.name} has {len(refused)} layer(s) that quantization-aware training cannot simulate as "
             f"TFLite's int8 kernels compute them: {', '.join(refused)}. It simulates convolutions with "
-            f"activations {', '.join(ACTIVATIONS)}; batch normalization; {', '.join(LEARNED)}; pooling, padding, "
-            "cropping, reshapes, resizes and dropout; and a pixel normalization on the input")
+            f"activations {', '.join(ACTIVATIONS)}; batch normalization; additions, products, concatenations and "
+            "global average pooling; pooling, padding, cropping, reshapes, resizes and dropout; and a pixel "
+            "normalization on the input. A layer of your own that computes one such op is declared with "
+            "kerasseg.qat.register(LayerClass, kind)")
 
 
 @contextlib.contextmanager
@@ -322,9 +381,9 @@ def quantization_aware(model, calibration_images, batch_size=8):
             halves = [unique(f"{layer.name}_{half}") for half in ("scale", "shift")]
             scale, shift = batch_norm_halves(layer, names=halves)
             outputs = shift(rounded(scale(args[0]), f"{scale.name}_quant"))
-        elif step.kind == "same_scale" and type(layer).__name__ == "BatchNormalization":
+        elif step.kind == "same_scale" and isinstance(layer, keras.layers.BatchNormalization):
             outputs = args[0]  # folded into the convolution before it
-        elif type(layer).__name__ in ("Add", "Multiply") and len(args[0]) > 2:
+        elif type(layer) in (keras.layers.Add, keras.layers.Multiply) and len(args[0]) > 2:
             # the file sums (multiplies) two at a time, in order, each partial result an int8 tensor
             partial, merge = args[0][0], type(layer)
             for k, x in enumerate(args[0][1:-1], start=1):
@@ -380,7 +439,7 @@ def export_twin(qat):
         if isinstance(layer, FakeQuant):
             low, high = (float(keras.ops.convert_to_numpy(v)) for v in (layer.range_min, layer.range_max))
             producer = args[0]._keras_history.operation
-            if type(producer).__name__ not in SAME_SCALE:  # (an interpolation's rounding: its input's range)
+            if not keeps_scale(producer):  # (an interpolation's rounding: its input's range)
                 sites.append(Site(layer.name, producer.name, low, high))
             return args[0]
         if isinstance(layer, QuantizedConv):

@@ -414,7 +414,8 @@ def train(config):
         policy = _mixed_precision() if config.mixed_precision else "float32"
         train_pairs, val_split, names, keys = _load_data(config, record)
         print(f"{config.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
-              f"{len(names)} classes ({', '.join(names)}); training crops {config.image_size[0]}x{config.image_size[1]}")
+              f"{len(names)} classes ({', '.join(names)}); training crops "
+              f"{config.image_size[0]}x{config.image_size[1]}")
         state = _last_epoch(run, config)
         model, float_scores = _compiled_model(config, strategy, names, train_pairs, val_split,
                                               saved=run.file("model.keras") if state else None)

@@ -93,7 +93,7 @@ def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what
     # 317 and 17 of EfficientNet-B0's 171 unwritten, and said "passed")
     assert learned["simulated"] == learned["written"] > 10, learned
     twin, _ = qat.export_twin(quantized)
-    pixels = [layer.name for layer in twin.layers if type(layer).__name__ in qat.PIXELS]
+    pixels = [layer.name for layer in twin.layers if qat.layer_kind(layer) == "pixels"]
     # what calibration still sets: only the pixel normalization, which the simulation leaves in float
     assert all(any(f"/{p}_" in t or f"/{p}/" in t for p in pixels) for t in learned["calibrated"]), learned
     lite, scale = _litert_outputs(content, held_out)
@@ -185,7 +185,7 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     assert report["quantization_aware"] and report["dataset"] == f"folder:{folder}"
     # every tensor a FakeQuant rounds (a concatenation's rounds its inputs too; the rounding after a resize is
     # its input's) has its learned range in the file
-    rounded = sum(type(node.input_tensors[0]._keras_history.operation).__name__ not in qat.SAME_SCALE
+    rounded = sum(not qat.keeps_scale(node.input_tensors[0]._keras_history.operation)
                   for point in points.values() for node in point._inbound_nodes)
     assert report["learned_ranges"]["written"] == report["learned_ranges"]["simulated"] == rounded
     from ai_edge_litert.interpreter import Interpreter
@@ -254,3 +254,51 @@ def test_a_run_recorded_before_init_from_existed_still_resumes(user_run, tmp_pat
     (tmp_path / "run.json").write_text(json.dumps(record))
     args = train.parse_args(["--output", str(tmp_path), "--resume"])
     assert args.init_from is None and args.quantization_aware is False and args.seed == 3
+
+
+class _HalfSize(keras.layers.Layer):
+    """A user's own layer: a bilinear resize to half the size (one RESIZE_BILINEAR in the file)."""
+
+    def call(self, x):
+        return keras.ops.image.resize(x, (x.shape[1] // 2, x.shape[2] // 2), interpolation="bilinear")
+
+    def compute_output_shape(self, shape):
+        return (shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+
+
+def test_a_users_own_layer_is_refused_until_registered_then_simulated_as_declared():
+    """kerasseg.qat.register: the hook for a layer the simulation does not know, keyed by its class (exactly:
+    a subclass of a known layer may compute something else)."""
+    from kerasseg.errors import InputError
+
+    class Conv2DSubclass(keras.layers.Conv2D):
+        pass
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(image)
+    x = keras.layers.Conv2D(8, 1, activation="relu", name="mix")(_HalfSize(name="half")(x))
+    x = keras.layers.UpSampling2D(interpolation="bilinear", name="up")(x)
+    model = keras.Model(image, keras.layers.Conv2D(2, 1, name="logits")(x))
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
+    with pytest.raises(qat.QuantizationError, match=r"1 layer\(s\).*half \(_HalfSize\).*kerasseg\.qat\.register"):
+        qat.quantization_aware(model, pixels)
+    qat.register(_HalfSize, "interpolating")
+    try:
+        quantized = qat.quantization_aware(model, pixels)
+        content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    finally:
+        del qat._RULES[_HalfSize]
+    # stem, mix, logits (each resize rounds to its input's range: no range of its own)
+    assert learned["simulated"] == learned["written"] == 3, learned
+    lite, scale = _litert_outputs(content, pixels)
+    simulated = quantized.predict(pixels, verbose=0)
+    floor, floor_error = _kernel_floor(content, pixels)  # (as every family is held to)
+    assert (lite.argmax(-1) == simulated.argmax(-1)).mean() >= floor - 0.002
+    assert np.abs(lite - simulated).mean() / scale <= floor_error + 0.5
+    for layer_class, kind in ((_HalfSize, "resize"), (keras.layers.Conv2D, "same_scale"), (int, "learned")):
+        with pytest.raises(InputError, match="kind must be one of|Layer subclass"):
+            qat.register(layer_class, kind)
+    subclassed = keras.Model(image, Conv2DSubclass(2, 1, name="custom_conv")(image))
+    with pytest.raises(qat.QuantizationError, match=r"custom_conv \(Conv2DSubclass\)"):
+        qat.quantization_aware(subclassed, pixels)
