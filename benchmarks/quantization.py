@@ -158,9 +158,9 @@ def export_all(name, run, args):
 
 
 def test_images(run, args):
-    from kerasseg import rundir
+    from kerasseg import resolve
 
-    return rundir.data_view(os.path.join(run, "model.keras")).load_split("test", (args.size, args.size),
+    return resolve.data_view(os.path.join(run, "model.keras")).load_split("test", (args.size, args.size),
                                                                          args.samples).images
 
 

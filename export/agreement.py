@@ -12,7 +12,7 @@ exported prediction | the pixels that differ, in red).
 
 import sys
 
-from kerasseg import cli, qat, rundir
+from kerasseg import cli, qat, resolve
 from kerasseg.cli import UsageError
 from export import commands, pipeline, report as reports, runtimes, tflite
 
@@ -33,7 +33,7 @@ def main(argv=None):
     runner = runtimes.open_runner(args.exported)
     if qat.is_quantization_aware(model) and runner.quantization != "int8":
         model, _ = qat.export_twin(model)  # a file without int8 arithmetic is the float twin's (export.tflite)
-    size = args.image_size or runner.input_size or rundir.resolve_image_size(model, args.model)
+    size = args.image_size or runner.input_size or resolve.image_size(model, args.model)
     samples = commands.load_samples(args.model, args.dataset, "test", size, args.samples)
     report_path = args.report or reports.report_path(args.exported)
     report = reports.agreement_report(model, args.exported, samples, overrides=data.overrides,

@@ -10,7 +10,7 @@ that folder's training split and compared on its held-out test split;
 
 from dataclasses import dataclass, field
 
-from kerasseg import cli, files, rundir
+from kerasseg import cli, files, resolve, rundir
 from kerasseg.cli import UsageError
 
 THRESHOLD_FLAGS = {"max_abs_error": "max_abs_error", "pixel_agreement": "min_pixel_agreement",
@@ -44,7 +44,7 @@ class DataOptions:
 
 def load_samples(model_path, dataset, split, image_size, count):
     """`count` samples of a split at `image_size`: of `dataset`, else of the run's record (its split lists)."""
-    view = rundir.data_view(model_path, dataset)
+    view = resolve.data_view(model_path, dataset)
     try:
         return view.load_split(split, image_size, count)
     except ValueError as error:
@@ -60,7 +60,7 @@ def image_size(model_path, requested=None):
     record = rundir.Run.of_model(model_path)
     if record is not None:
         return record.image_size
-    return rundir.resolve_image_size(files.load_keras_model(model_path), model_path)
+    return resolve.image_size(files.load_keras_model(model_path), model_path)
 
 
 def run_data(model_path, data, calibrate=False, output=None):

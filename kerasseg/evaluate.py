@@ -33,11 +33,11 @@ def main(argv=None):
     parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json)")
     args = parser.parse_args(argv)
 
-    from kerasseg import metrics, rundir
+    from kerasseg import metrics, resolve
 
     model = files.load_keras_model(args.model)
     classes = model.outputs[0].shape[-1]
-    view = rundir.data_view(args.model, args.dataset, args.data_dir, classes)
+    view = resolve.data_view(args.model, args.dataset, args.data_dir, classes)
     native = args.image_size == "native"
     if native:
         fixed = model.inputs[0].shape[1:3]
@@ -45,9 +45,9 @@ def main(argv=None):
             raise cli.UsageError(f"{args.model} takes {fixed[0]}x{fixed[1]} images only, so it cannot be scored "
                                  "at each image's own size; pass --image-size N or HxW")
         # files are read at their own sizes; only the generated `shapes` needs one (the training size)
-        size = rundir.resolve_image_size(model, args.model) if view.spec.startswith("shapes") else None
+        size = resolve.image_size(model, args.model) if view.spec.startswith("shapes") else None
     else:
-        size = rundir.resolve_image_size(model, args.model, args.image_size)
+        size = resolve.image_size(model, args.model, args.image_size)
     try:
         pairs, names = view.load_examples(args.split, size)
     except data.DatasetError as error:

@@ -46,7 +46,7 @@ def main(argv=None):
     from kerasseg import plots
     from kerasseg.data.sources import DatasetError, read_image
 
-    from kerasseg import rundir
+    from kerasseg import resolve
 
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
@@ -64,7 +64,7 @@ def main(argv=None):
     except DatasetError as error:
         raise cli.UsageError(str(error)) from None
     model = files.load_keras_model(args.model)
-    size = None if args.native else rundir.resolve_image_size(model, args.model, args.image_size)
+    size = None if args.native else resolve.image_size(model, args.model, args.image_size)
     files.ensure_output_dir(os.path.join(args.output, "x"))
     for path, image in zip(args.images, images):
         height, width = image.shape[:2]

@@ -90,14 +90,16 @@ def test_export_is_layered_runtimes_report_pipeline_formats():
         assert not upward, f"{module} imports {upward}, a layer above it"
 
 
-WIRING = ("UsageError", "rundir")  # the command lines' words: flags, and the run directory's record
+# the command lines' words: flags, the run directory's record, and kerasseg.resolve, which turns it into values
+WIRING = ("UsageError", "rundir", "resolve")
 
 
-def wiring_outside_main(source):
-    """Lines of `source` that name UsageError or kerasseg.rundir outside a function called main."""
+def wiring_outside_main(source, words=WIRING, functions=("main",)):
+    """Lines of `source` that name one of `words` (UsageError, kerasseg.rundir, kerasseg.resolve) outside a
+    function called main (or another of `functions`)."""
     tree = ast.parse(source)
     inside = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)
-              and function.name == "main" for node in ast.walk(function)}
+              and function.name in functions for node in ast.walk(function)}
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -105,7 +107,7 @@ def wiring_outside_main(source):
         else:
             names = [node.id] if isinstance(node, ast.Name) else [node.attr] if isinstance(node, ast.Attribute) else []
         names = {name.rpartition(".")[2] for name in names}
-        if id(node) not in inside and set(names) & set(WIRING):
+        if id(node) not in inside and set(names) & set(words):
             found.add(node.lineno)
     return sorted(found)
 
@@ -117,6 +119,15 @@ def test_only_the_command_lines_read_a_run_directory_or_word_errors_in_flags():
     for name, path in _modules(ROOT).items():
         if name.startswith("export.") and name not in commands:
             assert wiring_outside_main(open(path).read()) == [], f"{name} reaches the command-line wiring"
+
+
+def test_kerasseg_words_its_errors_in_values_outside_its_command_lines():
+    """Library errors are ValueErrors worded in values: only the commands' main and parse_args, and the
+    wiring modules (kerasseg.cli, kerasseg.resolve), word them in flags."""
+    for name, path in _modules(ROOT).items():
+        if name.startswith("kerasseg.") and name not in ("kerasseg.cli", "kerasseg.resolve"):
+            found = wiring_outside_main(open(path).read(), ("UsageError",), ("main", "parse_args"))
+            assert found == [], f"{name} raises UsageError outside its command line, lines {found}"
 
 
 def test_the_wiring_check_finds_wiring():

@@ -12,7 +12,7 @@ from PIL import Image
 
 from awkward_folders import CLASSES, KINDS, png16, spellings, write_awkward_folder
 from conftest import ROOT
-from kerasseg import data, rundir
+from kerasseg import data, resolve, rundir
 from kerasseg.data.sources import DatasetError, read_image, read_mask
 
 # how far a decoded image may be from the picture it was made from: lossless formats exactly; JPEG's noise
@@ -117,10 +117,10 @@ def test_a_dataset_is_named_by_its_location_whatever_the_spelling(awkward, tmp_p
                                     {"val": ["field plot 00"]})
     for spelling in spellings(folder, ROOT):
         assert data.same_dataset(f"folder:{spelling}", f"folder:{folder}"), spelling
-        view = rundir.data_view(run / "model.keras", f"folder:{spelling}")
+        view = resolve.data_view(run / "model.keras", f"folder:{spelling}")
         # the run's own split lists follow the data (the old code scored on training images here)
         assert view.record is not None and view.spec == f"folder:{os.path.realpath(folder)}", spelling
-    assert rundir.data_view(run / "model.keras", "shapes").record is None
+    assert resolve.data_view(run / "model.keras", "shapes").record is None
 
 
 def test_a_folders_own_split_lists_may_hold_names_with_blanks(tmp_path):
