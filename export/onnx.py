@@ -7,7 +7,12 @@ Converted by tf2onnx (input "image", float32 pixels in [0, 255], NHWC; batch
 1 unless --dynamic-batch), run in ONNX Runtime on held-out test samples and
 compared with the Keras model; FILE.report.json holds the result.
 
---quantize int8: ONNX Runtime's static quantization in QDQ format
+--quantize int8 of a quantization-aware model (kerasseg.train --quantization-aware): its own graph, each
+rounding it learned (or the fixed scale of a sigmoid / softmax) a QuantizeLinear / DequantizeLinear pair
+at that range, the weights' per-channel int8 rounding folded into int8-exact float constants; checked
+against the quantization-aware Keras model, no calibration.
+
+--quantize int8 of any other model: ONNX Runtime's static quantization in QDQ format
 (QuantizeLinear / DequantizeLinear pairs around int8 weights, per channel,
 and activations), calibrated on --calibration-samples training images of
 the run's dataset (or --calibration-dataset), with the same preprocessing as training (none: the
@@ -70,6 +75,21 @@ def quantize_int8(content, calibration_images, method="percentile"):
             return f.read()
 
 
+def learned_ranges(content, quantized):
+    """{"simulated", "written"}: the roundings of the quantization-aware model `quantized` (each call of a
+    FakeQuant or a FixedScaleActivation), and the QuantizeLinear nodes of its ONNX file `content`, into which
+    tf2onnx turns them at the learned (or fixed) ranges, the weights' roundings folded into int8-exact
+    constants."""
+    import onnx
+
+    from kerasseg.layers.quantization import FakeQuant, FixedScaleActivation
+
+    graph = onnx.load_from_string(content).graph
+    simulated = sum(len(layer._inbound_nodes) for layer in quantized._flatten_layers()
+                    if isinstance(layer, (FakeQuant, FixedScaleActivation)))
+    return {"simulated": simulated, "written": sum(node.op_type == "QuantizeLinear" for node in graph.node)}
+
+
 def export(model, output, *, quantize="float32", calibration=None, validation=None, class_names=None,
            input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
            opset=17, dynamic_batch=False, calibration_method="percentile"):
@@ -79,18 +99,23 @@ def export(model, output, *, quantize="float32", calibration=None, validation=No
     if quantize not in ("float32", "int8"):
         raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {quantize!r}")
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            input_normalization=input_normalization, calibrate=quantize == "int8")
+                            input_normalization=input_normalization,
+                            # (a quantization-aware model's int8 ranges are all learned: nothing to calibrate)
+                            calibrate=lambda model: quantize == "int8" and not qat.is_quantization_aware(model))
 
     def build(model, size):
         extra = {"opset": opset, "dynamic_batch": dynamic_batch}
         if qat.is_quantization_aware(model):
-            if quantize == "int8":
-                raise InputError(f"{found.name} is quantization-aware: its learned int8 ranges go into TFLite files "
-                                 "(export.tflite, int8), not yet into ONNX; export it to ONNX in float32 (its float "
-                                 "twin), or the float model it was fine-tuned from to int8")
+            extra["quantization_aware"] = True
+            if quantize == "int8":  # its own graph: each learned rounding a QuantizeLinear / DequantizeLinear pair
+                if calibration_method != "percentile":
+                    raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so "
+                                     f"calibration {calibration_method!r}, which recalibrates, does not apply")
+                content = convert(model, size, opset, dynamic_batch)
+                extra["learned_ranges"] = learned_ranges(content, model)
+                return model, content, extra
             model, _ = qat.export_twin(model)  # no int8 arithmetic to simulate: the float model it computes
-            extra.update(quantization_aware=True,
-                         compared_with="the quantization-aware model's float twin (folded int8-exact weights)")
+            extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
         content = convert(model, size, opset, dynamic_batch)
         if quantize == "int8":
             content = quantize_int8(content, found.calibration, calibration_method)

@@ -141,8 +141,10 @@ class Inputs:
 def inputs(model, image_size=None, validation=None, calibration=None, class_names=None, samples=None,
            calibration_samples=None, calibrate=False, input_normalization=None):
     """The Inputs of an export (export.values reads `validation` and `calibration` as the user has them).
-    Without `validation`, the file is checked on the calibration images (the report says so)."""
+    Without `validation`, the file is checked on the calibration images (the report says so). `calibrate`:
+    whether the export calibrates, or a function of the loaded model saying so."""
     model, policy, name = load_model(model)
+    calibrate = calibrate(model) if callable(calibrate) else calibrate
     described = description(model)
     if calibrate and calibration is None:
         raise InputError("int8 and int16x8 need calibration images: give calibration= (training images)")

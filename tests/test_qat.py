@@ -229,8 +229,8 @@ def test_quantization_aware_refusals(user_run, tmp_path, capsys):
     images = np.zeros((2, 32, 32, 3), np.float32)
     qat.quantization_aware(keras.saving.load_model(run / "model.keras", compile=False), images).save(
         qat_run / "model.keras")
-    for main, flags in ((onnx.main, ["--quantize", "int8"]), (tflite.main, ["--keep-float", "head_logits"]),
-                        (tflite.main, ["--calibration", "percentile"])):  # the old code took percentile, then
+    for main, flags in ((onnx.main, ["--quantize", "int8", "--calibration-method", "minmax"]),
+                        (tflite.main, ["--keep-float", "head_logits"]), (tflite.main, ["--calibration", "percentile"])):  # the old code took percentile, then
         # overwrote its ranges with the learned ones
         assert "quantization-aware" in refused(main, qat_run / "model.keras", "--output", tmp_path / "x.out", *flags)
         assert not (tmp_path / "x.out").exists()
@@ -302,3 +302,27 @@ def test_a_users_own_layer_is_refused_until_registered_then_simulated_as_declare
     subclassed = keras.Model(image, Conv2DSubclass(2, 1, name="custom_conv")(image))
     with pytest.raises(qat.QuantizationError, match=r"custom_conv \(Conv2DSubclass\)"):
         qat.quantization_aware(subclassed, pixels)
+
+
+def test_a_quantization_aware_model_exports_to_int8_onnx_at_its_learned_ranges(user_run, tmp_path):
+    """Its own graph in ONNX: every rounding it learned a QuantizeLinear / DequantizeLinear pair at that range
+    (the old code refused it), ONNX Runtime computing what the quantization-aware Keras model computes."""
+    import onnx as onnx_lib
+
+    from export import onnx
+
+    run, folder = user_run
+    train, test = (data.load_split(f"folder:{folder}", split, (32, 32)) for split in ("train", "test"))
+    quantized = qat.quantization_aware(keras.saving.load_model(run / "model.keras", compile=False),
+                                       train.images[:16].astype(np.float32))
+    path = tmp_path / "qat int8.onnx"
+    report = onnx.export(quantized, path, quantize="int8", validation=(test.images, test.masks))  # no calibration
+    assert report.passed and report.pixel_agreement >= 0.995, report.failed
+    learned = report["learned_ranges"]
+    assert learned["written"] == learned["simulated"] > 10, learned
+    graph = onnx_lib.load(str(path)).graph
+    constants = {t.name: onnx_lib.numpy_helper.to_array(t) for t in graph.initializer}
+    scales = sorted(float(constants[n.input[1]]) for n in graph.node if n.op_type == "QuantizeLinear")
+    head = next(layer for layer in quantized.layers if isinstance(layer, FakeQuant) and "logits" in layer.name)
+    low, high = (float(keras.ops.convert_to_numpy(v)) for v in (head.range_min, head.range_max))
+    assert min(abs(s - (high - low) / 255) for s in scales) < 1e-6 * (high - low)  # the logits' learned range
