@@ -36,7 +36,8 @@ def test_logits_at_input_size_float32(name, size):
     assert y.dtype == np.float32 and np.isfinite(y).all()
 
 
-@pytest.mark.parametrize("name", SEGMENTERS)
+# (every segmenter ends in the one head that casts to float32: on JAX, two of them show it)
+@pytest.mark.parametrize("name", fewer_on_jax(SEGMENTERS, keep=["unet_tiny", "deeplab_v3_plus_tiny"]))
 def test_mixed_precision_logits_stay_float32(name):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -46,7 +47,10 @@ def test_mixed_precision_logits_stay_float32(name):
     assert model(np.zeros((1, 37, 45, 3), "float32")).dtype == "float32"
 
 
-@pytest.mark.parametrize("name", SEGMENTERS)
+# (on JAX: the decoders of three kinds, skips, ASPP and hypercolumns; every backbone's gradient is checked on
+# JAX by test_classifiers)
+@pytest.mark.parametrize("name", fewer_on_jax(SEGMENTERS, keep=["unet_tiny", "deeplab_v3_plus_tiny",
+                                                                "hypercolumns_tiny"]))
 def test_gradient_reaches_every_weight(name):
     keras.utils.set_random_seed(0)  # stochastic depth (EfficientNet backbones) may drop a block for one batch
     model = models.create_model(name, classes=3)
