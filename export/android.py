@@ -140,10 +140,16 @@ def export(model, output_dir, *, calibration=None, validation=None, class_names=
     """Writes the bundle of `model` (a keras.Model, or the path of its .keras file) into `output_dir`: its int8
     file checked in LiteRT as export.tflite.export checks it (same data arguments), labelled `class_names`
     (default: the model's own, kerasseg.describe; else the validation dataset's; else class_0, class_1, ...).
-    Returns the ExportReport; nothing is written if a threshold failed."""
+    Returns the ExportReport; nothing is written if a threshold failed (nor `output_dir` made)."""
+    with files.output_folder(output_dir):  # (a folder that cannot be made is refused before the work)
+        return _write_bundle(model, output_dir, calibration, validation, class_names, input_normalization,
+                             image_size, samples, calibration_samples, thresholds)
+
+
+def _write_bundle(model, output_dir, calibration, validation, class_names, input_normalization, image_size,
+                  samples, calibration_samples, thresholds):
     from kerasseg import plots
 
-    files.ensure_output_dir(os.path.join(output_dir, FILES[0]))
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
                             calibrate=True, input_normalization=input_normalization)
     model, size, labels = found.model, found.size, found.class_names
@@ -209,10 +215,11 @@ def main(argv=None):
     commands.add_arguments(parser)
     args = parser.parse_args(argv)
     data = commands.DataOptions.from_args(args)
-    found = commands.run_data(args.model, data, True, os.path.join(args.output, FILES[0]))
-    record = rundir.Run.of_model(args.model)  # the run's class names, else the dataset's
-    names = record.class_names if record is not None else None
-    report = export(args.model, args.output, class_names=names, thresholds=data.overrides, **found)
+    with files.output_folder(args.output):
+        found = commands.run_data(args.model, data, True)
+        record = rundir.Run.of_model(args.model)  # the run's class names, else the model's, else the dataset's
+        names = record.class_names if record is not None else None
+        report = export(args.model, args.output, class_names=names, thresholds=data.overrides, **found)
     reports.print_summary(report, os.path.join(args.output, "segmenter.tflite"))
     if report.passed:
         print(f"wrote {', '.join(FILES)} to {args.output}")

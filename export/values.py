@@ -16,6 +16,7 @@ the export size (bilinear; masks nearest), as the training pipeline resizes.
 """
 
 import itertools
+import sys
 
 import numpy as np
 
@@ -132,6 +133,10 @@ def calibration_images(value, image_size, count=None):
     pairs = _checked(_pairs(value, "calibration", count), "calibration")
     if not pairs:
         raise InputError("calibration: no images; int8 quantization needs calibration images")
+    resized = sum(image.shape[:2] != tuple(image_size) for image, _ in pairs)
+    if resized:
+        print(f"note: {resized} of the {len(pairs)} calibration images were resized to {image_size[0]}x"
+              f"{image_size[1]}, the export size (bilinear)", file=sys.stderr)
     images = [data.resize_pair(image, _blank(image), image_size)[0] for image, _ in pairs]
     return np.stack(images).astype(np.float32), "given images"
 

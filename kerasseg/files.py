@@ -6,6 +6,7 @@ rename, so a crash at any instant leaves the old file or the new one, never
 a torn one.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -84,6 +85,19 @@ def ensure_output_dir(path):
     if not os.access(directory, os.W_OK):
         raise InputError(f"output directory {directory} is not writable")
     return directory
+
+
+@contextlib.contextmanager
+def output_folder(path):
+    """Makes the folder `path` (an InputError naming it if it cannot be), and removes it again on leaving if
+    it was made here and nothing was written into it: a refused export leaves no empty folder behind."""
+    made = not os.path.isdir(path)
+    ensure_output_dir(os.path.join(path, "x"))
+    try:
+        yield path
+    finally:
+        if made and os.path.isdir(path) and not os.listdir(path):
+            os.rmdir(path)
 
 
 def load_keras_model(path):

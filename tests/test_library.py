@@ -35,7 +35,6 @@ def test_the_readmes_python_script_trains_exports_and_bundles(tmp_path, monkeypa
     assert report["calibration_samples"] == 64 and report["image_size"] == [32, 32]
     assert report["passed"] == (not reports.check(report, reports.DEFAULT_THRESHOLDS["int8"]))
     assert f"int8 passed: {report['passed']}, pixel agreement {report['pixel_agreement']:.4f}" in out
-    bundle = sorted(p.name for p in (tmp_path / "bundle").iterdir())
     assert ("bundle written" in out) == report["passed"]  # the same file, the same check
     names = ("background", "disc", "square", "triangle")
     saved = keras.saving.load_model(tmp_path / "seg.keras")
@@ -43,7 +42,7 @@ def test_the_readmes_python_script_trains_exports_and_bundles(tmp_path, monkeypa
     if report["passed"]:  # labelled from the file, with no class_names given
         assert tuple((tmp_path / "bundle" / "labels.txt").read_text().split()) == names
     else:
-        assert "bundle refused" in out and bundle == []
+        assert "bundle refused" in out and not (tmp_path / "bundle").exists()  # not even an empty folder
 
 
 def _bright_discs(count, size, seed):
@@ -167,7 +166,7 @@ def test_values_that_cannot_be_used_are_refused_naming_them(tmp_path):
             tflite.export(other, tmp_path / "m.tflite", quantize="float32", validation=images, image_size=(32, 32))
     with pytest.raises(InputError, match=re.escape("int8 and int16x8 need calibration images")):
         android.export(model, tmp_path / "bundle", image_size=(32, 32))
-    assert not (tmp_path / "m.tflite").exists() and not any((tmp_path / "bundle").iterdir())
+    assert not (tmp_path / "m.tflite").exists() and not (tmp_path / "bundle").exists()
 
 
 def _keras_hub_segmenters():
