@@ -48,12 +48,14 @@ range (found by structure, export.ranges).
 """
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 import keras
 
+from kerasseg.described import Description, describe, description
 from kerasseg.errors import InputError
 from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale, ChannelShift,
                                           FakeQuant, FixedScaleActivation, QuantizedConv, batch_norm_halves)
@@ -413,7 +415,8 @@ def quantization_aware(model, calibration_images, batch_size=8):
     with _observing([*points.values(), *inner]):
         for start in range(0, len(calibration_images), batch_size):
             qat(np.asarray(calibration_images[start:start + batch_size], "float32"), training=False)
-    return qat
+    carried = description(model)  # (class names, training size, input range: kept)
+    return qat if carried == Description() else describe(qat, *dataclasses.astuple(carried))
 
 
 @dataclass(frozen=True)

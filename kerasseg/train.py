@@ -413,6 +413,9 @@ def train(config):
         keras.utils.set_random_seed(config.seed)
         policy = _mixed_precision() if config.mixed_precision else "float32"
         train_pairs, val_split, names, keys = _load_data(config, record)
+        if config.class_weights is not None and len(config.class_weights) != len(names):
+            raise ConfigError("class_weights", config.class_weights, f"has {len(config.class_weights)} values for "
+                              f"{len(names)} classes ({', '.join(names)}): give one per class")
         print(f"{config.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
               f"{len(names)} classes ({', '.join(names)}); training crops "
               f"{config.image_size[0]}x{config.image_size[1]}")

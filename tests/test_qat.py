@@ -315,6 +315,7 @@ def test_a_quantization_aware_model_exports_to_int8_onnx_at_its_learned_ranges(u
     train, test = (data.load_split(f"folder:{folder}", split, (32, 32)) for split in ("train", "test"))
     quantized = qat.quantization_aware(keras.saving.load_model(run / "model.keras", compile=False),
                                        train.images[:16].astype(np.float32))
+    assert quantized.class_names == USER_CLASSES and quantized.image_size == (32, 32)  # (its description kept)
     path = tmp_path / "qat int8.onnx"
     report = onnx.export(quantized, path, quantize="int8", validation=(test.images, test.masks))  # no calibration
     assert report.passed and report.pixel_agreement >= 0.995, report.failed

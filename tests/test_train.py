@@ -59,6 +59,9 @@ def test_train_cli_writes_model_metrics_and_history(trained_run):
     (["--image-size", "big"], "image size must be N or HxW"),
     (["--epochs", "-1"], "expected a positive integer"),
     (["--model-args", "{base_filters: 8}"], "--model-args: not valid JSON"),
+    # known once the data is read (shapes: 4 classes), still before anything is written
+    (["--model", "unet_tiny", "--class-weights", "1,2", "--epochs", "1", "--train-samples", "2"],
+     "--class-weights [1.0, 2.0] has 2 values for 4 classes"),
     (["--model", "unet_tiny", "--model-args", '{"depth": 0}', "--epochs", "1", "--train-samples", "2"],
      "--model-args {'depth': 0} cannot build unet_tiny"),
 ])
