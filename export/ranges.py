@@ -7,6 +7,7 @@ pixel input pinned to [0, 255], percentile ranges, or the ranges a
 quantization-aware model learned.
 """
 
+import contextlib
 import re
 
 import numpy as np
@@ -39,6 +40,25 @@ def recorded_values(calibrated, images):
             yield {i: interpreter.get_tensor(i) for i in recorded}
 
     return model, values()
+
+
+@contextlib.contextmanager
+def unambiguous_names(model):
+    """`model`'s layers renamed, for as long as the context lasts, so that a tensor's name in the converted
+    file names its layer unambiguously; yields {old name: new name} (empty for `model` None).
+
+    TensorFlow makes a name scope entered again unique by adding _N: the second trace of a layer `c`
+    writes ops under `c_1`, which may be another layer's own name (the model's `c_1`, itself then `c_1_2`).
+    Ending every name in a tag of its own (`c__l0`) leaves no name that another one plus _N can spell."""
+    layers = [] if model is None else list(model._flatten_layers(include_self=False))
+    old = [layer.name for layer in layers]
+    try:
+        for index, layer in enumerate(layers):
+            layer.name = f"{layer.name}__l{index}"
+        yield {name: layer.name for name, layer in zip(old, layers)}
+    finally:
+        for name, layer in zip(old, layers):
+            layer.name = name
 
 
 def _layer_names(name, model_name, layers):

@@ -32,6 +32,7 @@ model; FILE.report.json holds the result. Exit status 1 if a threshold fails.
 import csv
 import io
 import math
+import dataclasses
 import os
 import re
 import shutil
@@ -122,18 +123,20 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
             raise InputError(f"a quantization-aware model's int8 ranges are the ones it learned: calibration "
                              f"{calibration!r} does not apply to it")
         model, sites = qat.export_twin(model)
-    converter = _converter(model, quantize, image_size, calibration_images, io)
     if quantize != "int8" or (io == "float32" and sites is None):
-        return converter.convert(), None
+        return _converter(model, quantize, image_size, calibration_images, io).convert(), None
     import tensorflow as tf
     from tensorflow.lite.python import convert as lite_convert
 
-    converter._experimental_calibrate_only = True  # the path TFLite's own QuantizationDebugger takes
-    calibrated = converter.convert()
-    if calibration == "percentile":
-        calibrated = ranges.percentile_ranges(calibrated, calibration_images)
-    if sites is not None:
-        calibrated, placed = ranges.learned_ranges(calibrated, model, sites)
+    with ranges.unambiguous_names(model if sites is not None else None) as renamed:
+        converter = _converter(model, quantize, image_size, calibration_images, io)
+        converter._experimental_calibrate_only = True  # the path TFLite's own QuantizationDebugger takes
+        calibrated = converter.convert()
+        if calibration == "percentile":
+            calibrated = ranges.percentile_ranges(calibrated, calibration_images)
+        if sites is not None:
+            sites = [dataclasses.replace(site, layer=renamed[site.layer]) for site in sites]
+            calibrated, placed = ranges.learned_ranges(calibrated, model, sites)
     calibrated = ranges.pin_input_range(calibrated, 0.0, 255.0)
     io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
     output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32

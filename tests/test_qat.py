@@ -327,3 +327,27 @@ def test_a_quantization_aware_model_exports_to_int8_onnx_at_its_learned_ranges(u
     head = next(layer for layer in quantized.layers if isinstance(layer, FakeQuant) and "logits" in layer.name)
     low, high = (float(keras.ops.convert_to_numpy(v)) for v in (head.range_min, head.range_max))
     assert min(abs(s - (high - low) / 255) for s in scales) < 1e-6 * (high - low)  # the logits' learned range
+
+
+def test_layer_names_that_tensorflow_would_confuse_still_place_every_range():
+    """Layers named c, c_1, c_2 (Keras's own defaults are conv2d, conv2d_1, ...): TensorFlow writes the second
+    trace of `c` under the scope `c_1`, and the old code found two tensors for c_1's range and refused the
+    export (or could have written a range onto another layer's tensor)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    image = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(image)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c_1")(keras.layers.MaxPooling2D()(x))
+    model = keras.Model(image, keras.layers.Conv2D(2, 1, name="c_2")(keras.layers.UpSampling2D()(x)), name="m")
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
+    quantized = qat.quantization_aware(model, pixels)
+    names = [layer.name for layer in quantized._flatten_layers()]
+    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    assert learned["simulated"] == learned["written"] == 3, learned
+    assert [layer.name for layer in quantized._flatten_layers()] == names  # (renamed while converting only)
+    graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(content)).subgraphs[0]
+    point = quantized.get_layer("c_1_quant")
+    low, high = (float(keras.ops.convert_to_numpy(v)) for v in (point.range_min, point.range_max))
+    written = [graph.tensors[i] for op in graph.operators for i in op.outputs]
+    tensor = next(t for t in written if "/c_1__" in t.name.decode() and "Relu" in t.name.decode())
+    assert tensor.quantization.scale[0] == pytest.approx((high - low) / 255, rel=1e-5)
