@@ -137,11 +137,38 @@ def learned_ranges(calibrated, twin, sites):
             continue
         tensor.quantization.min, tensor.quantization.max = [site.low], [site.high]
         placed[name] = (site.low, site.high, site)
+    _share_through_rearranging_ops(model, {i for i, t in enumerate(graph.tensors) if t.name.decode() in placed})
     if problems:
         raise InputError(f"{len(problems)} learned range(s) of the quantization-aware model have no tensor of "
                          f"their own in the converted file, so the file would not compute what the model "
                          f"simulates: {'; '.join(problems[:8])}{' ...' if len(problems) > 8 else ''}")
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), placed
+
+
+def _share_through_rearranging_ops(model, learned):
+    """Gives the output of every op that only rearranges values (a concatenation, a reshape, a slice) whose
+    inputs all hold one learned range (the tensors `learned`, or outputs given one here) that same range.
+
+    The quantizer makes such an op's inputs take its output's scale: the Edge TPU resize pads its input by
+    concatenating it with its own border slices, and the calibrated range of that concatenation would
+    otherwise replace the range learned for the tensor it pads."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    ops = schema.BuiltinOperator
+    rearranging = {ops.CONCATENATION, ops.RESHAPE, ops.STRIDED_SLICE, ops.SLICE}
+    graph = model.subgraphs[0]
+    ranges = {i: (graph.tensors[i].quantization.min[0], graph.tensors[i].quantization.max[0]) for i in learned}
+    for op in graph.operators:  # (in execution order: an op's inputs are settled before it)
+        code = model.operatorCodes[op.opcodeIndex]
+        if max(code.builtinCode, code.deprecatedBuiltinCode) not in rearranging:
+            continue
+        sources = {ranges.get(i) for i in op.inputs if i >= 0 and _is_activation(model, graph.tensors[i])}
+        if len(sources) == 1 and None not in sources:
+            for out in op.outputs:
+                tensor = graph.tensors[out]
+                if out not in ranges and tensor.quantization is not None and tensor.quantization.min is not None:
+                    ranges[out] = next(iter(sources))
+                    tensor.quantization.min, tensor.quantization.max = [ranges[out][0]], [ranges[out][1]]
 
 
 def _is_activation(model, tensor):

@@ -351,3 +351,29 @@ def test_layer_names_that_tensorflow_would_confuse_still_place_every_range():
     written = [graph.tensors[i] for op in graph.operators for i in op.outputs]
     tensor = next(t for t in written if "/c_1__" in t.name.decode() and "Relu" in t.name.decode())
     assert tensor.quantization.scale[0] == pytest.approx((high - low) / 255, rel=1e-5)
+
+
+def test_a_learned_range_padded_by_the_edge_tpu_resize_survives_quantization():
+    """The Edge TPU resize (edge=True, unet_edge's decoder) pads its input by concatenating it with its own
+    border slices; the quantizer gives that input the concatenation's calibrated scale, and the old code
+    refused the export (4 learned ranges of the demo's QAT model "did not survive quantization")."""
+    from kerasseg.layers import Upsample
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3))
+    skip = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="skip")(image)
+    x = keras.layers.Conv2D(4, 1, name="upconv")(keras.layers.MaxPooling2D()(skip))  # linear: its own range
+    x = keras.layers.Activation("relu", name="upconv_relu")(Upsample(2, edge=True, name="upsample")(x))
+    x = keras.layers.Concatenate(name="concat")([skip, x])
+    model = keras.Model(image, keras.layers.Conv2D(2, 1, name="logits")(x))
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
+    quantized = qat.quantization_aware(model, pixels)
+    point = quantized.get_layer("upconv_quant")  # as training moves it: away from the float model's min / max
+    low, high = (float(keras.ops.convert_to_numpy(v)) for v in (point.range_min, point.range_max))
+    point.set_range(0.8 * low, 0.8 * high)
+    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    assert learned["simulated"] == learned["written"] >= 3, learned  # upconv's among them
+    lite, scale = _litert_outputs(content, pixels)
+    simulated = quantized.predict(pixels, verbose=0)
+    floor, floor_error = _kernel_floor(content, pixels)
+    assert (lite.argmax(-1) == simulated.argmax(-1)).mean() >= floor - 0.002
