@@ -61,6 +61,20 @@ def unambiguous_names(model):
             layer.name = name
 
 
+def untagged(content):
+    """A tensor name (str), or every tensor name of the .tflite bytes `content`, without the tags
+    `unambiguous_names` added: the file names its tensors after the model's own layers."""
+    if isinstance(content, str):
+        return re.sub(r"__l\d+", "", content)
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            tensor.name = re.sub(rb"__l\d+", b"", tensor.name)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
 def _layer_names(name, model_name, layers):
     """The Keras layers whose ops TFLite fused into the op writing a tensor of this `name`: its ";"-joined
     parts are the TensorFlow op names, `MODEL/LAYER/op` (TensorFlow adds _N to a repeated scope name)."""

@@ -142,7 +142,10 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
     output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
     content = lite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=output_type)
     check_pixel_input(content)
-    return content, None if sites is None else ranges.check_learned_ranges(content, placed)
+    if sites is None:
+        return content, None
+    learned = ranges.check_learned_ranges(content, placed)
+    return ranges.untagged(content), {**learned, "calibrated": [ranges.untagged(n) for n in learned["calibrated"]]}
 
 
 def check_pixel_input(content):
