@@ -12,7 +12,7 @@ import pytest
 from conftest import USER_CLASSES, run_cli
 from export.commands import DataOptions, run_data
 from kerasseg.data.sources import read_image
-from kerasseg import data, files, layers, losses, models, qat
+from kerasseg import data, files, layer_kinds, layers, losses, models, qat
 from kerasseg.layers.quantization import FakeQuant
 from export import tflite
 
@@ -288,7 +288,7 @@ def test_a_users_own_layer_is_refused_until_registered_then_simulated_as_declare
         quantized = qat.quantization_aware(model, pixels)
         content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
     finally:
-        del qat._RULES[_HalfSize]
+        del layer_kinds._RULES[_HalfSize]  # (registered for this test only)
     # stem, mix, logits (each resize rounds to its input's range: no range of its own)
     assert learned["simulated"] == learned["written"] == 3, learned
     lite, scale = _litert_outputs(content, pixels)
