@@ -47,6 +47,14 @@ def crash_point(point, epoch):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _json_or_none(path):
+    """The JSON file at `path`, or None where there is none."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 @dataclass
 class Run:
     """A training run as its directory records it, read once: its arguments (dataset, image size, seed, ...;
@@ -99,11 +107,7 @@ class Run:
     @property
     def metrics(self):
         """metrics.json: the best model's validation scores and the run's settings (None until it has ended)."""
-        path = os.path.join(self.directory, "metrics.json")
-        if not os.path.isfile(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        return _json_or_none(os.path.join(self.directory, "metrics.json"))
 
     def split_keys(self, split):
         """The keys the run used for `split`, or None when it recorded none."""
@@ -181,11 +185,7 @@ class RunDir:
 
     def state(self):
         """The last complete epoch's state.json, or None when no epoch completed."""
-        path = os.path.join(self.backup, "state.json")
-        if not os.path.isfile(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        return _json_or_none(os.path.join(self.backup, "state.json"))
 
     def commit(self, model, epoch, rows, best, new_best):
         """Stages epoch `epoch` (weights, a new best model), marks it complete, then publishes it."""
