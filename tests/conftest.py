@@ -1,5 +1,6 @@
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,14 +63,35 @@ def program_lines(stderr):
     return [line for line in stderr.strip().splitlines() if not _TF_LOG.match(line)]
 
 
+def once_per_session(tmp_path_factory, name, make):
+    """The folder `name`, filled by `make(folder)` once per test session: the first pytest-xdist worker to ask
+    makes it while the others wait, then all read it (each worker would otherwise train its own copy of the
+    session's runs). What uses it must only read it."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes, or its process dies)
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # (what a worker that failed left)
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A tiny U-Net trained briefly on shapes at 32x32 through the real CLI."""
-    out = tmp_path_factory.mktemp("run")
-    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "3",
-                     "--batch-size", "16", "--train-samples", "256", "--lr", "0.01", "--output", out)
-    assert result.returncode == 0, result.stderr
-    return out
+    def make(out):
+        result = run_cli("kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "3",
+                         "--batch-size", "16", "--train-samples", "256", "--lr", "0.01", "--output", out)
+        assert result.returncode == 0, result.stderr
+
+    return once_per_session(tmp_path_factory, "run", make)
 
 
 @pytest.fixture(scope="session")
@@ -80,23 +102,22 @@ def user_run(tmp_path_factory):
     a trailing slash, with custom class names and a non-zero seed."""
     from awkward_folders import write_awkward_folder
 
-    base = tmp_path_factory.mktemp("user")
-    folder = base / "my plots"
-    write_awkward_folder(folder, count=48)
-    out = base / "run"
-    result = run_cli("kerasseg.train", "--model", "unet_tiny", "--model-args", '{"base_filters": 8}', "--dataset",
-                     f"folder:{folder}/", "--image-size", "32", "--epochs", "15", "--batch-size", "8", "--lr", "0.01",
-                     "--augment", "flip", "--seed", "3", "--output", out)
-    assert result.returncode == 0, result.stderr
-    return out, folder
+    def make(base):
+        write_awkward_folder(base / "my plots", count=48)
+        result = run_cli("kerasseg.train", "--model", "unet_tiny", "--model-args", '{"base_filters": 8}',
+                         "--dataset", f"folder:{base / 'my plots'}/", "--image-size", "32", "--epochs", "15",
+                         "--batch-size", "8", "--lr", "0.01", "--augment", "flip", "--seed", "3", "--output",
+                         base / "run")
+        assert result.returncode == 0, result.stderr
+
+    base = once_per_session(tmp_path_factory, "user", make)
+    return base / "run", base / "my plots"
 
 
 @pytest.fixture(scope="session")
 def mixed_run(user_run, tmp_path_factory):
     """The user's run as `--mixed-precision` saves it: the same trained weights in a model that computes in
     bfloat16 (float32 variables and logits), beside a copy of the run's record."""
-    import shutil
-
     import keras
 
     from kerasseg import models

@@ -82,10 +82,15 @@ def _kernel_floor(content, images):
 
 # DenseNet: pre-activation batch norms (MUL, ADD) and block concatenations; EfficientNet: swish (LOGISTIC, MUL)
 # and squeeze-excitation (mean, sigmoid gate, MUL); MobileNetV2: depthwise, ReLU6, ASPP and a decoder
-# concatenation; VGG: "caffe" pixels and transposed convolutions
+# concatenation; VGG: "caffe" pixels and transposed convolutions; SE-ResNet: ResNet's bottlenecks, projection
+# shortcuts and residual additions, with SE gates, dilated by DeepLab v3's multi-grid; GoogLeNet: inception
+# branches joined by concatenation, max pooling inside and between modules, convolutions with biases and no
+# batch norm
 @pytest.mark.parametrize("name, backbone", [("deeplab_v3_plus_tiny", "densenet_tiny"),
                                             ("deeplab_v3_plus_tiny", "efficientnet_tiny"),
-                                            ("deeplab_v3_plus_tiny", None), ("fcn8s_tiny", None)])
+                                            ("deeplab_v3_plus_tiny", None), ("fcn8s_tiny", None),
+                                            ("deeplab_v3_tiny", "se_resnet_tiny"),
+                                            ("hypercolumns_tiny", "googlenet_tiny")])
 def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what_it_simulates(name, backbone):
     quantized, images, held_out = _trained(name, **({"backbone": backbone} if backbone else {}))
     content, learned = tflite._convert(quantized, "int8", (32, 32), images[:64])

@@ -126,6 +126,8 @@ def spellings(folder, cwd):
     import os
 
     link = folder.parent / f"{folder.name} link"
-    if not link.exists():
+    try:
         link.symlink_to(folder, target_is_directory=True)
+    except FileExistsError:  # (made by an earlier call, maybe in another test process)
+        pass
     return [f"{folder}/", f"{folder}/../{folder.name}", str(link), os.path.relpath(folder, cwd)]
