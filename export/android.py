@@ -18,6 +18,7 @@ agreement check and thresholds as `python -m export.tflite`); if a threshold
 fails, nothing is written and the exit status is 1.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -155,8 +156,10 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
     model, size, labels = found.model, found.size, found.class_names
     with tempfile.TemporaryDirectory() as tmp:
         plain = os.path.join(tmp, "segmenter.tflite")
+        # (the held-out images' resizing was noted above, once)
         report = tflite.export(model, plain, quantize="int8", calibration=found.calibration,
-                               validation=found.held_out, image_size=size, thresholds=thresholds)
+                               validation=dataclasses.replace(found.held_out, resized=0), image_size=size,
+                               thresholds=thresholds)
         if not report.passed:
             return report
         with open(plain, "rb") as f:

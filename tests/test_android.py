@@ -80,7 +80,7 @@ def test_export_android_writes_the_bundle_or_nothing(user_run, tmp_path, capsys)
     assert "ImageSegmenter" in readme and "pycoral" in readme
 
 
-def test_a_model_copied_out_of_its_run_exports_with_its_own_labels_and_size(user_run, tmp_path):
+def test_a_model_copied_out_of_its_run_exports_with_its_own_labels_and_size(user_run, tmp_path, capsys):
     """model.keras carries its class names and training size: a copy far from run.json, given another folder
     (one without labels.txt, whose classes are only numbered), still makes a bundle labelled as the run was,
     at the training size; plain keras.saving.load_model gives them back too."""
@@ -103,6 +103,8 @@ def test_a_model_copied_out_of_its_run_exports_with_its_own_labels_and_size(user
     out = tmp_path / "bundle"
     assert run_main(android.main, moved, "--output", out, "--dataset", f"folder:{other}",
                     "--calibration-samples", "16", "--samples", "16") == 0
+    # the folder's photos are of other sizes: said once (it was said twice, the bundle checking them again)
+    assert capsys.readouterr().err.count("held-out images (folder:") == 1
     labels, _, _, card = _read(out)
     assert labels == list(USER_CLASSES) and [c["name"] for c in card["classes"]] == labels
     assert (card["input"]["height"], card["input"]["width"]) == (32, 32)
