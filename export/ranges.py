@@ -50,15 +50,29 @@ def unambiguous_names(model):
     TensorFlow makes a name scope entered again unique by adding _N: the second trace of a layer `c`
     writes ops under `c_1`, which may be another layer's own name (the model's `c_1`, itself then `c_1_2`).
     Ending every name in a tag of its own (`c__l0`) leaves no name that another one plus _N can spell."""
-    layers = [] if model is None else list(model._flatten_layers(include_self=False))
+    layers = _layers(model)
     old = [layer.name for layer in layers]
     try:
         for index, layer in enumerate(layers):
-            layer.name = f"{layer.name}__l{index}"
+            layer.name = _tag(layer.name, index)
         yield {name: layer.name for name, layer in zip(old, layers)}
     finally:
         for name, layer in zip(old, layers):
             layer.name = name
+
+
+def tagged_names(model):
+    """{layer name: the name `unambiguous_names` gives it}: the same on every call, so files converted one
+    after another name a layer alike."""
+    return {layer.name: _tag(layer.name, index) for index, layer in enumerate(_layers(model))}
+
+
+def _layers(model):
+    return [] if model is None else list(model._flatten_layers(include_self=False))
+
+
+def _tag(name, index):
+    return f"{name}__l{index}"
 
 
 def untagged(content):

@@ -177,10 +177,13 @@ def quantization_debug(model, image_size, calibration_images, csv_path=None):
     model's values compared on calibration images; `rmse/scale` is the RMS
     error in units of the tensor's quantization step (about 0.29 for pure
     rounding; above FLAG_RMSE_PER_SCALE the layer is flagged). Written as CSV
-    to `csv_path` when given.
+    to `csv_path` when given. The rows name tensors after the layers' tagged
+    names (ranges.unambiguous_names, as `convert_keeping_float` takes them);
+    the CSV after the layers' own.
     """
-    debugger = _debugger(model, image_size, calibration_images)
-    debugger.run()
+    with ranges.unambiguous_names(model):
+        debugger = _debugger(model, image_size, calibration_images)
+        debugger.run()
     buffer = io.StringIO()
     debugger.layer_statistics_dump(buffer)
     rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
@@ -193,7 +196,7 @@ def quantization_debug(model, image_size, calibration_images, csv_path=None):
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["tensor_name"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**row, "tensor_name": ranges.untagged(row["tensor_name"])} for row in rows)
         files.write_text_atomic(csv_path, out.getvalue())
     return rows
 
@@ -202,19 +205,21 @@ def format_offenders(rows, count=10):
     lines = [f"{'rmse/scale':>10}  {'op':<18} tensor"]
     for row in rows[:count]:
         flag = "  <- flagged" if row["flagged"] else ""
-        lines.append(f"{row['rmse/scale']:10.3f}  {row['op_name']:<18} {row['tensor_name'].split(';')[0]}{flag}")
+        lines.append(f"{row['rmse/scale']:10.3f}  {row['op_name']:<18} "
+                     f"{ranges.untagged(row['tensor_name'].split(';')[0])}{flag}")
     return "\n".join(lines)
 
 
-def tensors_of_layers(rows, layer_names):
-    """The debugger's tensor names that belong to the Keras layers `layer_names` (an InputError names
-    any layer with no quantized tensor)."""
-    tensors = []
+def tensors_of_layers(model, rows, layer_names):
+    """The tensors of `quantization_debug(model)`'s rows that belong to the Keras layers `layer_names` (an
+    InputError names any layer with no quantized tensor)."""
+    tagged, tensors = ranges.tagged_names(model), []
     for layer in layer_names:
-        pattern = re.compile(rf"(^|/){re.escape(layer)}(_\d+)?/")
-        found = [row["tensor_name"] for row in rows if pattern.search(row["tensor_name"])]
+        # (a layer's own scope, entered again: `c__l0_1`; no other layer's tagged name can spell it)
+        pattern = re.compile(rf"(^|/){re.escape(tagged.get(layer, ''))}(_\d+)?/")
+        found = [row["tensor_name"] for row in rows if layer in tagged and pattern.search(row["tensor_name"])]
         if not found:
-            known = sorted({m.group(1) for row in rows for m in re.finditer(r"/([^/;]+?)(?:_\d+)?/", row["tensor_name"])})
+            known = sorted({name for row in rows for name in _layers_of(row["tensor_name"])})
             raise InputError(f"keep float: no quantized tensor belongs to layer {layer!r}; layers with "
                              f"quantized outputs: {', '.join(known[:40])}")
         tensors += found
@@ -223,17 +228,17 @@ def tensors_of_layers(rows, layer_names):
 
 def convert_keeping_float(model, image_size, calibration_images, tensors):
     """int8 with the ops producing `tensors` left in float (float32 input and output; the input's range
-    pinned to pixels, as in `convert`)."""
-    debugger = _debugger(model, image_size, calibration_images, keep_float=tensors)
-    debugger.calibrated_model = ranges.pin_input_range(debugger.calibrated_model, 0.0, 255.0)
-    return debugger.get_nondebug_quantized_model()
+    pinned to pixels, as in `convert`); `tensors` named as `quantization_debug`'s rows name them."""
+    with ranges.unambiguous_names(model):
+        debugger = _debugger(model, image_size, calibration_images, keep_float=tensors)
+        debugger.calibrated_model = ranges.pin_input_range(debugger.calibrated_model, 0.0, 255.0)
+        return ranges.untagged(debugger.get_nondebug_quantized_model())
 
 
 def _layers_of(tensor):
-    """The Keras layers whose ops TFLite fused into the op writing `tensor` (its name lists each, ";"-joined)."""
-    names = [match.group(1) for part in tensor.split(";") for match in [re.search(r"/([^/;]+?)(?:_\d+)?/", part)]
-             if match]
-    return list(dict.fromkeys(names)) or [tensor.split(";")[0]]
+    """The Keras layers whose ops TFLite fused into the op writing `tensor` (a tensor of `quantization_debug`'s
+    rows: its name lists each, ";"-joined, by its tagged name)."""
+    return list(dict.fromkeys(re.findall(r"/([^/;]+?)__l\d+", tensor))) or [tensor.split(";")[0]]
 
 
 def float_costs(model, image_size, calibration_images, tensors, image, repeats=20):
@@ -250,7 +255,7 @@ def float_costs(model, image_size, calibration_images, tensors, image, repeats=2
     costs = []
     for tensor in tensors:
         size, ms = measure(convert_keeping_float(model, image_size, calibration_images, [tensor]))
-        costs.append({"layers": _layers_of(tensor), "tensor": tensor, "bytes": size - int8_bytes,
+        costs.append({"layers": _layers_of(tensor), "tensor": ranges.untagged(tensor), "bytes": size - int8_bytes,
                       "latency_ms": ms - int8_ms})
     return {"int8_bytes": int8_bytes, "int8_latency_ms": int8_ms, "tensors": costs}
 
@@ -394,15 +399,16 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
             rows = quantization_debug(model, size, calibration, debug_csv)
             print(f"quantization error per tensor, worst first ({len(rows)} tensors; flagged: rmse/scale > "
                   f"{FLAG_RMSE_PER_SCALE}):\n{format_offenders(rows)}", flush=True)
-            extra.update(debug_csv=debug_csv, flagged_tensors=[r["tensor_name"] for r in rows if r["flagged"]])
+            extra.update(debug_csv=debug_csv,
+                         flagged_tensors=[ranges.untagged(r["tensor_name"]) for r in rows if r["flagged"]])
         if keep_float:
-            extra["kept_float"] = tensors_of_layers(rows, keep_float)
-            content = convert_keeping_float(model, size, calibration, extra["kept_float"])
+            kept = tensors_of_layers(model, rows, keep_float)
+            content = convert_keeping_float(model, size, calibration, kept)
         elif auto_keep_float:
             chosen_on = values.validation_samples(calibration if tuning is None else tuning, size,
                                                   found.held_out.class_names, samples)
             limits = {**reports.DEFAULT_THRESHOLDS["int8"], **(thresholds or {})}
-            content, extra["kept_float"] = auto_keep_float_tensors(model, size, calibration, rows, chosen_on, limits)
+            content, kept = auto_keep_float_tensors(model, size, calibration, rows, chosen_on, limits)
         else:
             content, learned = _convert(model, quantize, size, calibration, io, calibration_method)
             if learned is not None:
@@ -411,10 +417,10 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
                       f"({learned['fixed']} fixed-scale outputs; calibration set {len(learned['calibrated'])}: "
                       f"{', '.join(learned['calibrated'][:4]) or 'none'}"
                       f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
-        if extra.get("kept_float"):
+        if keep_float or auto_keep_float:
             extra["io"] = "float32"  # the split graph takes and returns float
-            extra["kept_float_costs"] = float_costs(model, size, calibration, extra["kept_float"],
-                                                    calibration[0].astype(np.float32))
+            extra["kept_float"] = [ranges.untagged(tensor) for tensor in kept]
+            extra["kept_float_costs"] = float_costs(model, size, calibration, kept, calibration[0].astype(np.float32))
             print(format_costs(extra["kept_float_costs"]), flush=True)
         if target == "edgetpu":
             extra["edgetpu"] = edgetpu_check(content, output)

@@ -228,6 +228,25 @@ def test_edgetpu_target_exports_a_mappable_model_and_refuses_the_rest(trained_ru
     assert result.returncode == 2 and "not allowed with target edgetpu" in result.stderr
 
 
+def test_keep_float_keeps_the_layer_named_not_its_namesake_with_a_suffix(tmp_path):
+    """Layers c and c_1: TensorFlow writes c's ops under the scope c_1 (entered again) and c_1's under c_1_1,
+    and keeping c_1 in float kept c too."""
+    from export import tflite
+
+    image = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(image)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c_1")(x)
+    model = keras.Model(image, keras.layers.Conv2D(2, 1, name="head")(x), name="m")
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
+    report = tflite.export(model, tmp_path / "m.tflite", keep_float=["c_1"], calibration=pixels, validation=pixels,
+                           thresholds={"pixel_agreement": 0.0})
+    assert [cost["layers"] for cost in report["kept_float_costs"]["tensors"]] == [["c_1"]]
+    # in the file: c_1's kernel (4 input channels) in float32, c's (3) in int8
+    kernels = {(t["shape"][-1], t["dtype"]) for t in _litert(tmp_path / "m.tflite").get_tensor_details()
+               if len(t["shape"]) == 4 and tuple(t["shape"][:3]) == (4, 3, 3)}
+    assert kernels == {(3, np.int8), (4, np.float32)}, kernels
+
+
 def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path, run_here):
     path = tmp_path / "m.tflite"
     result = run_here("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "4",
