@@ -96,7 +96,7 @@ def test_kill_at_every_epoch_end_write_and_at_random_instants_then_resume(tmp_pa
         kills += 1
         _check_consistent(run)
     rng = random.Random(0)
-    for _ in range(2):  # kills from outside, wherever they land (start-up, a step, validation, the writes)
+    for _ in range(1):  # a kill from outside, wherever it lands (start-up, a step, validation, the writes)
         process = _start(["--output", run, "--resume"])
         time.sleep(rng.uniform(3.0, 10.0))
         process.send_signal(signal.SIGKILL)
