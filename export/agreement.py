@@ -14,7 +14,7 @@ import sys
 
 from kerasseg import cli, qat, resolve
 from kerasseg.cli import UsageError
-from export import commands, pipeline, report as reports, runtimes, tflite
+from export import commands, per_tensor, pipeline, report as reports, runtimes
 
 
 def main(argv=None):
@@ -46,9 +46,9 @@ def main(argv=None):
                              f"{report['quantization']}")
         calibration = commands.calibration_split(args.model, data, size).images
         csv_path = report_path.removesuffix(".json").removesuffix(".report") + ".debug.csv"
-        rows = tflite.quantization_debug(model, size, calibration, csv_path)
-        print(tflite.format_offenders(rows))
-        report.update(debug_csv=csv_path, flagged_tensors=[r["tensor_name"] for r in rows if r["flagged"]])
+        rows = per_tensor.quantization_debug(model, size, calibration, csv_path)
+        print(per_tensor.format_offenders(rows))
+        report.update(debug_csv=csv_path, flagged_tensors=per_tensor.flagged(rows))
     reports.write_report(report, report_path)
     reports.print_summary(report, args.exported)
     return 0 if report["passed"] else 1

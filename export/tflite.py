@@ -29,12 +29,8 @@ the LiteRT interpreter on held-out test samples and compared with the Keras
 model; FILE.report.json holds the result. Exit status 1 if a threshold fails.
 """
 
-import csv
-import io
-import math
 import dataclasses
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -44,17 +40,16 @@ import numpy as np
 
 from kerasseg import cli, files, qat
 from kerasseg.errors import InputError
-from export import edgetpu, pipeline, ranges, report as reports, runtimes, values
+from export import edgetpu, pipeline, ranges, report as reports
 from export.ranges import PERCENTILE
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 CALIBRATED = ("int8", "int16x8")
-FLAG_RMSE_PER_SCALE = 0.7
 IO_TYPES = ("uint8", "int8", "float32")
 CALIBRATIONS = ("minmax", "percentile")
 
 
-def _representative(images):
+def representative_dataset(images):
     def generate():
         for image in images:
             yield [image[None].astype(np.float32)]
@@ -62,7 +57,7 @@ def _representative(images):
     return generate
 
 
-def _converter(model, quantize, image_size, calibration_images=None, io="uint8"):
+def make_converter(model, quantize, image_size, calibration_images=None, io="uint8"):
     import tensorflow as tf
 
     frozen = pipeline.frozen_function(model, image_size)
@@ -78,13 +73,13 @@ def _converter(model, quantize, image_size, calibration_images=None, io="uint8")
         # covers [0, 255] whatever the images span (the wider ranges cost nothing visible at 16 bits)
         ramp = np.broadcast_to(np.linspace(0, 255, image_size[1], dtype=np.float32)[None, :, None],
                                (*image_size, 3))
-        converter.representative_dataset = _representative([*calibration_images, ramp])
+        converter.representative_dataset = representative_dataset([*calibration_images, ramp])
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif quantize == "int8":
         if calibration_images is None or len(calibration_images) == 0:
             raise InputError("int8 quantization needs calibration images; none were given")
-        converter.representative_dataset = _representative(calibration_images)
+        converter.representative_dataset = representative_dataset(calibration_images)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
         converter.inference_input_type = io_type
@@ -124,12 +119,12 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
                              f"{calibration!r} does not apply to it")
         model, sites = qat.export_twin(model)
     if quantize != "int8" or (io == "float32" and sites is None):
-        return _converter(model, quantize, image_size, calibration_images, io).convert(), None
+        return make_converter(model, quantize, image_size, calibration_images, io).convert(), None
     import tensorflow as tf
     from tensorflow.lite.python import convert as lite_convert
 
     with ranges.unambiguous_names(model if sites is not None else None) as renamed:
-        converter = _converter(model, quantize, image_size, calibration_images, io)
+        converter = make_converter(model, quantize, image_size, calibration_images, io)
         converter._experimental_calibrate_only = True  # the path TFLite's own QuantizationDebugger takes
         calibrated = converter.convert()
         if calibration == "percentile":
@@ -159,132 +154,6 @@ def check_pixel_input(content):
         raise InputError(f"refusing to write an int8 file whose {np.dtype(detail['dtype'])} input has scale "
                          f"{detail['quantization'][0]:g} and zero point {detail['quantization'][1]} instead of "
                          f"{expected[0]:g} and {expected[1]}: a device feeding camera pixels would see other values")
-
-
-def _debugger(model, image_size, calibration_images, keep_float=(), debug_samples=32):
-    import tensorflow as tf
-
-    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float) or None)
-    return tf.lite.experimental.QuantizationDebugger(
-        converter=_converter(model, "int8", image_size, calibration_images),
-        debug_dataset=_representative(calibration_images[:debug_samples]), debug_options=options)
-
-
-def quantization_debug(model, image_size, calibration_images, csv_path=None):
-    """Per-tensor quantization error (TFLite's QuantizationDebugger), worst first.
-
-    Each row is one quantized op output: the float model's and the int8
-    model's values compared on calibration images; `rmse/scale` is the RMS
-    error in units of the tensor's quantization step (about 0.29 for pure
-    rounding; above FLAG_RMSE_PER_SCALE the layer is flagged). Written as CSV
-    to `csv_path` when given. The rows name tensors after the layers' tagged
-    names (ranges.unambiguous_names, as `convert_keeping_float` takes them);
-    the CSV after the layers' own.
-    """
-    with ranges.unambiguous_names(model):
-        debugger = _debugger(model, image_size, calibration_images)
-        debugger.run()
-    buffer = io.StringIO()
-    debugger.layer_statistics_dump(buffer)
-    rows = list(csv.DictReader(io.StringIO(buffer.getvalue())))
-    for row in rows:
-        scale = float(row["scale"] or 0)
-        row["rmse/scale"] = math.sqrt(float(row["mean_squared_error"])) / scale if scale else 0.0
-        row["flagged"] = row["rmse/scale"] > FLAG_RMSE_PER_SCALE
-    rows.sort(key=lambda row: -row["rmse/scale"])
-    if csv_path:
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["tensor_name"])
-        writer.writeheader()
-        writer.writerows({**row, "tensor_name": ranges.untagged(row["tensor_name"])} for row in rows)
-        files.write_text_atomic(csv_path, out.getvalue())
-    return rows
-
-
-def format_offenders(rows, count=10):
-    lines = [f"{'rmse/scale':>10}  {'op':<18} tensor"]
-    for row in rows[:count]:
-        flag = "  <- flagged" if row["flagged"] else ""
-        lines.append(f"{row['rmse/scale']:10.3f}  {row['op_name']:<18} "
-                     f"{ranges.untagged(row['tensor_name'].split(';')[0])}{flag}")
-    return "\n".join(lines)
-
-
-def tensors_of_layers(model, rows, layer_names):
-    """The tensors of `quantization_debug(model)`'s rows that belong to the Keras layers `layer_names` (an
-    InputError names any layer with no quantized tensor)."""
-    tagged, tensors = ranges.tagged_names(model), []
-    for layer in layer_names:
-        # (a layer's own scope, entered again: `c__l0_1`; no other layer's tagged name can spell it)
-        pattern = re.compile(rf"(^|/){re.escape(tagged.get(layer, ''))}(_\d+)?/")
-        found = [row["tensor_name"] for row in rows if layer in tagged and pattern.search(row["tensor_name"])]
-        if not found:
-            known = sorted({name for row in rows for name in _layers_of(row["tensor_name"])})
-            raise InputError(f"keep float: no quantized tensor belongs to layer {layer!r}; layers with "
-                             f"quantized outputs: {', '.join(known[:40])}")
-        tensors += found
-    return tensors
-
-
-def convert_keeping_float(model, image_size, calibration_images, tensors):
-    """int8 with the ops producing `tensors` left in float (float32 input and output; the input's range
-    pinned to pixels, as in `convert`); `tensors` named as `quantization_debug`'s rows name them."""
-    with ranges.unambiguous_names(model):
-        debugger = _debugger(model, image_size, calibration_images, keep_float=tensors)
-        debugger.calibrated_model = ranges.pin_input_range(debugger.calibrated_model, 0.0, 255.0)
-        return ranges.untagged(debugger.get_nondebug_quantized_model())
-
-
-def _layers_of(tensor):
-    """The Keras layers whose ops TFLite fused into the op writing `tensor` (a tensor of `quantization_debug`'s
-    rows: its name lists each, ";"-joined, by its tagged name)."""
-    return list(dict.fromkeys(re.findall(r"/([^/;]+?)__l\d+", tensor))) or [tensor.split(";")[0]]
-
-
-def float_costs(model, image_size, calibration_images, tensors, image, repeats=20):
-    """What keeping each of `tensors` in float costs, against the same file with every op in int8:
-    bytes and LiteRT milliseconds per image (median of `repeats`, one thread as on a phone core)."""
-
-    def measure(content):
-        with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
-            tmp.write(content)
-            tmp.flush()
-            return len(content), runtimes.median_ms(runtimes.LiteRTRunner(tmp.name, num_threads=1), image, repeats)
-
-    int8_bytes, int8_ms = measure(convert_keeping_float(model, image_size, calibration_images, []))
-    costs = []
-    for tensor in tensors:
-        size, ms = measure(convert_keeping_float(model, image_size, calibration_images, [tensor]))
-        costs.append({"layers": _layers_of(tensor), "tensor": ranges.untagged(tensor), "bytes": size - int8_bytes,
-                      "latency_ms": ms - int8_ms})
-    return {"int8_bytes": int8_bytes, "int8_latency_ms": int8_ms, "tensors": costs}
-
-
-def format_costs(costs):
-    lines = [f"kept in float, each against all-int8 ({costs['int8_bytes'] / 1e3:.0f} kB, "
-             f"{costs['int8_latency_ms']:.2f} ms/image on 1 thread):"]
-    for cost in costs["tensors"]:
-        lines.append(f"  {' + '.join(cost['layers']):<40} {cost['bytes'] / 1e3:+8.1f} kB  "
-                     f"{cost['latency_ms']:+7.2f} ms")
-    return "\n".join(lines)
-
-
-def auto_keep_float_tensors(model, image_size, calibration_images, rows, validation, thresholds):
-    """Keeps the 1, 2, 4, ... worst tensors in float until `validation` samples meet `thresholds`."""
-    for count in (1, 2, 4, 8, 16):
-        tensors = [row["tensor_name"] for row in rows[:count]]
-        content = convert_keeping_float(model, image_size, calibration_images, tensors)
-        with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
-            tmp.write(content)
-            tmp.flush()
-            numbers, _ = reports.compare(model, runtimes.LiteRTRunner(tmp.name), validation, latency_repeats=1)
-        failed = reports.check(numbers, thresholds)
-        print(f"keeping the {count} worst tensor(s) in float: {'passes' if not failed else '; '.join(failed)} "
-              f"on {validation.spec}", flush=True)
-        if not failed:
-            return content, tensors
-    raise InputError("the thresholds still fail with the 16 worst tensors kept in float; see the per-tensor "
-                     "error table (debug)")
 
 
 def edgetpu_check(content, output):
@@ -394,22 +263,16 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
             if quantize != "int8":  # no int8 arithmetic to simulate: the float model it computes, compared as such
                 model, _ = qat.export_twin(model)
                 extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
+        content = None
         if debug or keep_float or auto_keep_float:
-            debug_csv = os.path.splitext(output)[0] + ".debug.csv" if debug else None
-            rows = quantization_debug(model, size, calibration, debug_csv)
-            print(f"quantization error per tensor, worst first ({len(rows)} tensors; flagged: rmse/scale > "
-                  f"{FLAG_RMSE_PER_SCALE}):\n{format_offenders(rows)}", flush=True)
-            extra.update(debug_csv=debug_csv,
-                         flagged_tensors=[ranges.untagged(r["tensor_name"]) for r in rows if r["flagged"]])
-        if keep_float:
-            kept = tensors_of_layers(model, rows, keep_float)
-            content = convert_keeping_float(model, size, calibration, kept)
-        elif auto_keep_float:
-            chosen_on = values.validation_samples(calibration if tuning is None else tuning, size,
-                                                  found.held_out.class_names, samples)
-            limits = {**reports.DEFAULT_THRESHOLDS["int8"], **(thresholds or {})}
-            content, kept = auto_keep_float_tensors(model, size, calibration, rows, chosen_on, limits)
-        else:
+            from export import per_tensor
+
+            content, found_extra = per_tensor.int8_keeping_float(
+                model, size, calibration, output=output, debug=debug, keep_float=keep_float,
+                auto_keep_float=auto_keep_float, tuning=tuning, class_names=found.held_out.class_names,
+                samples=samples, thresholds=thresholds)
+            extra.update(found_extra)
+        if content is None:
             content, learned = _convert(model, quantize, size, calibration, io, calibration_method)
             if learned is not None:
                 extra["learned_ranges"] = learned
@@ -417,11 +280,6 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
                       f"({learned['fixed']} fixed-scale outputs; calibration set {len(learned['calibrated'])}: "
                       f"{', '.join(learned['calibrated'][:4]) or 'none'}"
                       f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
-        if keep_float or auto_keep_float:
-            extra["io"] = "float32"  # the split graph takes and returns float
-            extra["kept_float"] = [ranges.untagged(tensor) for tensor in kept]
-            extra["kept_float_costs"] = float_costs(model, size, calibration, kept, calibration[0].astype(np.float32))
-            print(format_costs(extra["kept_float_costs"]), flush=True)
         if target == "edgetpu":
             extra["edgetpu"] = edgetpu_check(content, output)
         return model, content, extra

@@ -247,7 +247,9 @@ def test_keep_float_keeps_the_layer_named_not_its_namesake_with_a_suffix(tmp_pat
     assert kernels == {(3, np.int8), (4, np.float32)}, kernels
 
 
-def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path, run_here):
+def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path, run_here, monkeypatch):
+    from export import per_tensor
+
     path = tmp_path / "m.tflite"
     result = run_here("export.tflite", trained_run / "model.keras", "--output", path, "--samples", "4",
                      "--calibration-samples", "8", "--debug", "--keep-float", "bottleneck_1_conv",
@@ -271,14 +273,19 @@ def test_quantization_debugger_table_and_keep_float(trained_run, tmp_path, run_h
                      "--calibration-samples", "8")
     assert result.returncode == 2 and "no quantized tensor belongs to layer 'no_such_layer'" in result.stderr
 
-    # the same table for a file already exported, from the agreement check
+    # the same table for a file already exported, from the agreement check (every tensor flagged: the
+    # report names them as the table does, after the layers' own names)
     plain = tmp_path / "plain.tflite"
     assert run_here("export.tflite", trained_run / "model.keras", "--output", plain, "--samples", "4",
                    "--calibration-samples", "8", "--min-pixel-agreement", "0").returncode == 0
+    monkeypatch.setattr(per_tensor, "FLAG_RMSE_PER_SCALE", -1.0)
     result = run_here("export.agreement", trained_run / "model.keras", plain, "--samples", "4", "--debug",
                      "--calibration-samples", "8", "--min-pixel-agreement", "0")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "plain.debug.csv").is_file() and "rmse/scale" in result.stdout
+    rows = list(__import__("csv").DictReader((tmp_path / "plain.debug.csv").open()))
+    flagged = json.loads((tmp_path / "plain.report.json").read_text())["flagged_tensors"]
+    assert flagged and flagged == [row["tensor_name"] for row in rows]
 
 
 def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path, run_here):
