@@ -20,7 +20,7 @@ import numpy as np
 
 from kerasseg import files
 from kerasseg.errors import InputError
-from export import ranges, report as reports, runtimes, tflite, values
+from export import converter, ranges, report as reports, runtimes, values
 
 FLAG_RMSE_PER_SCALE = 0.7
 
@@ -30,8 +30,8 @@ def _debugger(model, image_size, calibration_images, keep_float=(), debug_sample
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float) or None)
     return tf.lite.experimental.QuantizationDebugger(
-        converter=tflite.make_converter(model, "int8", image_size, calibration_images),
-        debug_dataset=tflite.representative_dataset(calibration_images[:debug_samples]), debug_options=options)
+        converter=converter.make_converter(model, "int8", image_size, calibration_images),
+        debug_dataset=converter.representative_dataset(calibration_images[:debug_samples]), debug_options=options)
 
 
 def quantization_debug(model, image_size, calibration_images, csv_path=None):
