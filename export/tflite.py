@@ -284,7 +284,21 @@ def main(argv=None):
                     calibration_method=args.calibration, target=args.target, output_kind=args.output_kind,
                     debug=args.debug, keep_float=args.keep_float, auto_keep_float=args.auto_keep_float, **found)
     reports.print_summary(report, args.output)
+    if not report["passed"] and args.quantize == "int8" and not report.get("quantization_aware"):
+        print(int8_remedies(args.model, args.calibration, args.target, args.keep_float or args.auto_keep_float),
+              file=sys.stderr)
     return 0 if report["passed"] else 1
+
+
+def int8_remedies(model, calibration, target, kept_float):
+    """What else recovers what post-training int8 lost, worded for this command (benchmarks/RESULTS.md
+    measures each)."""
+    tried = ["--calibration percentile (narrower ranges: a finer step for all but rare outliers)"
+             if calibration == "minmax" else None,
+             "--auto-keep-float (the worst tensors stay in float)" if target is None and not kept_float else None,
+             f"quantization-aware fine-tuning (python -m kerasseg.train --init-from {model} --quantization-aware "
+             "--epochs 2 --output DIR ..., then export DIR/model.keras)"]
+    return "what recovers post-training int8 losses (benchmarks/RESULTS.md): " + "; ".join(filter(None, tried))
 
 
 if __name__ == "__main__":

@@ -109,6 +109,18 @@ def test_failed_threshold_exits_1_names_it_and_keeps_the_file(trained_run, tmp_p
     report = json.loads((tmp_path / "strict.report.json").read_text())
     assert report["passed"] is False and report["thresholds"]["pixel_agreement"] == 1.01
     assert output.exists()
+    assert "recovers" not in result.stderr  # dynamic: nothing calibrated to recalibrate
+
+    # an int8 file that fails says what else recovers post-training int8 losses, except what it already used
+    result = run_here("export.tflite", trained_run / "model.keras", "--output", output, "--samples", "4",
+                     "--calibration-samples", "8", "--min-pixel-agreement", "1.01")
+    assert result.returncode == 1
+    assert all(way in result.stderr for way in ("--calibration percentile", "--auto-keep-float",
+                                                 "--quantization-aware"))
+    result = run_here("export.tflite", trained_run / "model.keras", "--output", output, "--samples", "4",
+                     "--calibration-samples", "8", "--min-pixel-agreement", "1.01", "--calibration", "percentile")
+    assert result.returncode == 1
+    assert "--calibration percentile" not in result.stderr and "--quantization-aware" in result.stderr
 
 
 def test_agreement_cli_rechecks_an_exported_file(trained_run, tmp_path):
