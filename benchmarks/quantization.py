@@ -122,17 +122,16 @@ def export_all(name, run, args):
         started = time.time()
         path = os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
         report = export(run, path, **options)
-        drops = [100 * (report["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
-                 for c in report["per_class_iou_reference"] if report["per_class_iou_reference"][c] is not None]
+        worst, drop = worst_class(report, report)
         rows[method] = {key: report[key] for key in ("pixel_agreement", "miou_reference", "miou_exported",
                                                      "miou_drop", "size_bytes", "latency_ms",
                                                      "per_class_iou_reference")}
-        rows[method].update(worst_class_drop=max(drops), seconds=time.time() - started)
+        rows[method].update(worst_class=worst, worst_class_drop=drop, seconds=time.time() - started)
         if method == "int8":
             rows[method]["kernel_agreement"] = kernel_agreement(path, images)
         print(f"  {method}: agreement {report['pixel_agreement']:.4f}, mIoU {report['miou_reference']:.4f} -> "
               f"{report['miou_exported']:.4f} ({report['miou_drop']:+.2f} pts), worst class "
-              f"{max(drops):+.2f} pts", flush=True)
+              f"{drop:+.2f} pts ({worst})", flush=True)
     if args.qat_epochs:
         for quantization_aware in (False, True):
             tuned = fine_tune(run, args, quantization_aware)
@@ -143,9 +142,7 @@ def export_all(name, run, args):
             # QAT: against the float model it started from (its own Keras model is the simulation);
             # the control: against its own float model, as every other row
             reference = rows["int8"] if quantization_aware else report
-            drops = [100 * (reference["per_class_iou_reference"][c] - (report["per_class_iou_exported"][c] or 0.0))
-                     for c in reference["per_class_iou_reference"]
-                     if reference["per_class_iou_reference"][c] is not None]
+            worst, drop = worst_class(reference, report)
             with open(os.path.join(tuned, "metrics.json")) as f:
                 fine_tuning = json.load(f)
             row = rows[label] = {
@@ -153,13 +150,22 @@ def export_all(name, run, args):
                 "miou_exported": report["miou_exported"],
                 "miou_drop": 100 * (reference["miou_reference"] - report["miou_exported"]),
                 "keras_miou": report["miou_reference"], "size_bytes": report["size_bytes"],
-                "latency_ms": report["latency_ms"], "worst_class_drop": max(drops),
+                "latency_ms": report["latency_ms"], "worst_class": worst, "worst_class_drop": drop,
                 "seconds": time.time() - started, "fine_tuning_seconds": fine_tuning["train_seconds"],
                 "fine_tuning_epochs": fine_tuning["epochs"], "kernel_agreement": kernel_agreement(path, images)}
             print(f"  {label}: agreement with its Keras model {row['pixel_agreement']:.4f} (kernels "
                   f"{row['kernel_agreement']:.4f}), mIoU {row['miou_reference']:.4f} -> {row['miou_exported']:.4f} "
                   f"({row['miou_drop']:+.2f} pts), fine-tuning {row['fine_tuning_seconds']:.0f} s", flush=True)
     return {"validation_miou": float_miou, "methods": rows}
+
+
+def worst_class(reference, report):
+    """(name, IoU drop in points) of the class whose IoU the exported file loses most against `reference`'s
+    Keras model (a class absent from the test images has no IoU and is skipped)."""
+    ious = reference["per_class_iou_reference"]
+    drops = {c: 100 * (ious[c] - (report["per_class_iou_exported"][c] or 0.0)) for c in ious if ious[c] is not None}
+    worst = max(drops, key=drops.get)
+    return worst, drops[worst]
 
 
 def test_images(run, args):
@@ -195,9 +201,9 @@ def main():
     for name, result in results.items():
         for method, row in result["methods"].items():
             kernels = f"{row['kernel_agreement']:.4f}" if "kernel_agreement" in row else ""
+            worst = f"{row['worst_class_drop']:+.2f}" + (f" ({row['worst_class']})" if "worst_class" in row else "")
             print(f"| {name} | {row['miou_reference']:.4f} | {method} | {row['pixel_agreement']:.4f} | {kernels} | "
-                  f"{row['miou_drop']:+.2f} | {row['worst_class_drop']:+.2f} | {row['size_bytes'] / 1e6:.2f} | "
-                  f"{row['latency_ms']:.1f} |")
+                  f"{row['miou_drop']:+.2f} | {worst} | {row['size_bytes'] / 1e6:.2f} | {row['latency_ms']:.1f} |")
 
 
 if __name__ == "__main__":
