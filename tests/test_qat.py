@@ -69,15 +69,29 @@ def _trained(name, seed=0, steps=6, size=32, **kwargs):
     return quantized, images, test.images.astype(np.float32)
 
 
-def _kernel_floor(content, images):
-    """LiteRT against itself: (the pixel agreement, the mean logit difference in output steps) of the same int8
-    file on XNNPACK and on the reference kernels. A simulation in float cannot be closer to the file than the
-    file's two kernels are to each other."""
+def _assert_computes_what_the_file_computes(content, images, simulated):
+    """The int8 file `content` on `images` against `simulated` (its quantization-aware Keras model's logits),
+    held to LiteRT's agreement with itself: the same file on its XNNPACK and its reference kernels. A
+    simulation in float cannot be closer to the file than the file's two kernels are to each other.
+
+    Classes are compared on the pixels the file decides: where its top two logits are three or more output
+    steps apart. The two kernels' logits differ by up to a step or two at a pixel, so at a closer margin the
+    last rounding picks the class, and picks differently in each. On the 6-step SE-ResNet half the pixels are
+    that close: over all pixels its kernels agreed on 82-87% and the simulation on 84-86%, ahead or behind
+    from one machine to the next; on the pixels three steps apart, 99.76% and 99.98%."""
     from ai_edge_litert.interpreter import OpResolverType
 
-    fast, scale = _litert_outputs(content, images)
+    lite, scale = _litert_outputs(content, images)
     reference, _ = _litert_outputs(content, images, OpResolverType.BUILTIN_REF)
-    return (fast.argmax(-1) == reference.argmax(-1)).mean(), np.abs(fast - reference).mean() / scale
+    top = np.sort(lite, -1)
+    decided = (top[..., -1] - top[..., -2]) / scale > 2.5
+    assert decided.mean() > 0.1, decided.mean()  # (else the comparison below says little)
+    classes = lite.argmax(-1)
+    floor = (classes == reference.argmax(-1))[decided].mean()
+    assert (classes == simulated.argmax(-1))[decided].mean() >= floor - 0.002
+    # on average within half a step of the file's own two kernels (measured 0.02-0.4 steps beyond them, the
+    # most where calibration rounds "torch" and "caffe" pixels, which the simulation leaves in float)
+    assert np.abs(lite - simulated).mean() <= np.abs(lite - reference).mean() + 0.5 * scale
 
 
 # DenseNet: pre-activation batch norms (MUL, ADD) and block concatenations; EfficientNet: swish (LOGISTIC, MUL)
@@ -89,12 +103,7 @@ def _kernel_floor(content, images):
 @pytest.mark.parametrize("name, backbone", [("deeplab_v3_plus_tiny", "densenet_tiny"),
                                             ("deeplab_v3_plus_tiny", "efficientnet_tiny"),
                                             ("deeplab_v3_plus_tiny", None), ("fcn8s_tiny", None),
-                                            # on this 2-step model LiteRT's two kernels agree on only 87% of
-                                            # pixels (near-ties); on the 2026-12-02 machine the simulation
-                                            # agrees on 84% every run, below that floor: open defect (issue 22)
-                                            pytest.param("deeplab_v3_tiny", "se_resnet_tiny", marks=pytest.mark.xfail(
-                                                reason="agreement 0.838 under a kernel floor of 0.874 on this "
-                                                       "near-tie model; not yet explained", strict=False)),
+                                            ("deeplab_v3_tiny", "se_resnet_tiny"),
                                             ("hypercolumns_tiny", "googlenet_tiny")])
 def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what_it_simulates(name, backbone):
     quantized, images, held_out = _trained(name, **({"backbone": backbone} if backbone else {}))
@@ -106,13 +115,7 @@ def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what
     pixels = [layer.name for layer in twin.layers if qat.layer_kind(layer) == "pixels"]
     # what calibration still sets: only the pixel normalization, which the simulation leaves in float
     assert all(any(f"/{p}_" in t or f"/{p}/" in t for p in pixels) for t in learned["calibrated"]), learned
-    lite, scale = _litert_outputs(content, held_out)
-    simulated = quantized.predict(held_out, verbose=0)
-    floor, floor_error = _kernel_floor(content, held_out)
-    assert (lite.argmax(-1) == simulated.argmax(-1)).mean() >= floor - 0.002
-    # on average within half a step of the file's own two kernels (measured 0.02-0.4 steps beyond them, the
-    # most where calibration rounds "torch" and "caffe" pixels, which the simulation leaves in float)
-    assert np.abs(lite - simulated).mean() / scale <= floor_error + 0.5
+    _assert_computes_what_the_file_computes(content, held_out, quantized.predict(held_out, verbose=0))
 
 
 def test_a_learned_range_lands_on_its_own_tensor_whatever_the_values():
@@ -301,11 +304,7 @@ def test_a_users_own_layer_is_refused_until_registered_then_simulated_as_declare
         del layer_kinds._RULES[_HalfSize]  # (registered for this test only)
     # stem, mix, logits (each resize rounds to its input's range: no range of its own)
     assert learned["simulated"] == learned["written"] == 3, learned
-    lite, scale = _litert_outputs(content, pixels)
-    simulated = quantized.predict(pixels, verbose=0)
-    floor, floor_error = _kernel_floor(content, pixels)  # (as every family is held to)
-    assert (lite.argmax(-1) == simulated.argmax(-1)).mean() >= floor - 0.002
-    assert np.abs(lite - simulated).mean() / scale <= floor_error + 0.5
+    _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
     for layer_class, kind in ((_HalfSize, "resize"), (keras.layers.Conv2D, "same_scale"), (int, "learned")):
         with pytest.raises(InputError, match="kind must be one of|Layer subclass"):
             qat.register(layer_class, kind)
@@ -383,7 +382,4 @@ def test_a_learned_range_padded_by_the_edge_tpu_resize_survives_quantization():
     point.set_range(0.8 * low, 0.8 * high)
     content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] >= 3, learned  # upconv's among them
-    lite, scale = _litert_outputs(content, pixels)
-    simulated = quantized.predict(pixels, verbose=0)
-    floor, floor_error = _kernel_floor(content, pixels)
-    assert (lite.argmax(-1) == simulated.argmax(-1)).mean() >= floor - 0.002
+    _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
