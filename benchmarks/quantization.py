@@ -79,10 +79,14 @@ def train_float(name, args):
 
 
 def fine_tune(run, args, quantization_aware):
-    """The float run fine-tuned for --qat-epochs at --qat-lr, quantization-aware or (the control: as much
-    more training, in float) not."""
-    return _trained(run + ("_qat" if quantization_aware else "_float_tuned"), args, args.qat_epochs, args.qat_lr,
-                    init_from=os.path.join(run, "model.keras"), quantization_aware=quantization_aware)
+    """The float run fine-tuned for --qat-epochs at --qat-lr, quantization-aware (its ranges calibrated as
+    --qat-calibration says) or (the control: as much more training, in float) not."""
+    start = os.path.join(run, "model.keras")
+    if not quantization_aware:
+        return _trained(run + "_float_tuned", args, args.qat_epochs, args.qat_lr, init_from=start)
+    suffix = "" if args.qat_calibration == "minmax" else "_" + args.qat_calibration
+    return _trained(f"{run}_qat{suffix}", args, args.qat_epochs, args.qat_lr, init_from=start,
+                    quantization_aware=True, qat_calibration=args.qat_calibration)
 
 
 def kernel_agreement(path, images):
@@ -118,7 +122,7 @@ def export_all(name, run, args):
     with open(os.path.join(run, "metrics.json")) as f:
         float_miou = json.load(f)["miou"]
     rows, images = {}, test_images(run, args)
-    for method, options in METHODS:
+    for method, options in (m for m in METHODS if m[0] in args.methods):
         started = time.time()
         path = os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
         report = export(run, path, **options)
@@ -133,9 +137,10 @@ def export_all(name, run, args):
               f"{report['miou_exported']:.4f} ({report['miou_drop']:+.2f} pts), worst class "
               f"{drop:+.2f} pts ({worst})", flush=True)
     if args.qat_epochs:
-        for quantization_aware in (False, True):
+        for quantization_aware in (True, False):
             tuned = fine_tune(run, args, quantization_aware)
-            label = f"int8 {'QAT' if quantization_aware else 'after float fine-tuning'} ({args.qat_epochs} epochs)"
+            qat = "QAT" + ("" if args.qat_calibration == "minmax" else f", {args.qat_calibration} ranges")
+            label = f"int8 {qat if quantization_aware else 'after float fine-tuning'} ({args.qat_epochs} epochs)"
             path = os.path.join(tuned, f"{name}_int8.tflite")
             started = time.time()
             report = export(tuned, path, quantize="int8")
@@ -186,6 +191,10 @@ def main():
     parser.add_argument("--calibration-samples", type=int, default=200)
     parser.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware fine-tuning (0: none)")
     parser.add_argument("--qat-lr", type=float, default=1e-4)
+    parser.add_argument("--qat-calibration", choices=("minmax", "percentile"), default="minmax",
+                        help="where QAT's ranges start (kerasseg.train --qat-calibration)")
+    parser.add_argument("--methods", nargs="+", choices=[m for m, _ in METHODS], default=[m for m, _ in METHODS],
+                        help="the post-training exports (int8 is needed for QAT's rows)")
     parser.add_argument("--runs", default="runs/quantization")
     parser.add_argument("--output", default="benchmarks/quantization")
     args = parser.parse_args()

@@ -13,9 +13,7 @@ import re
 import numpy as np
 
 from kerasseg.errors import InputError
-from kerasseg.layers.quantization import effective_range
-
-PERCENTILE = 99.99
+from kerasseg.layers.quantization import PERCENTILE, effective_range  # noqa: F401 (PERCENTILE: export's)
 
 
 def recorded_values(calibrated, images):

@@ -23,6 +23,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
 AUGMENTS = ("full", "flip", "none")
 STRATEGIES = ("none", "mirrored", "multiworker", "data-parallel")
+QAT_CALIBRATIONS = ("minmax", "percentile")  # where kerasseg.qat's activation ranges start
 LEARNING_RATE = 2e-3  # training from scratch (or from ImageNet weights)
 FINE_TUNING_LEARNING_RATE = 1e-4  # quantization-aware: 2e-3 undoes the float training (demo U-Net: 0.930 -> 0.678)
 NOT_RECORDED = ("output", "resume", "overwrite")  # where a run is and how it was started, not what it is
@@ -70,6 +71,7 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)
     init_from: str = None
     quantization_aware: bool = False
+    qat_calibration: str = "minmax"
     dataset: str = "shapes"
     data_dir: str = None
     classes: int = None
@@ -111,7 +113,7 @@ class TrainConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(name, value, "must be a positive integer")
         for name, accepted in (("augment", AUGMENTS), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                               ("strategy", STRATEGIES)):
+                               ("strategy", STRATEGIES), ("qat_calibration", QAT_CALIBRATIONS)):
             if getattr(self, name) not in accepted:
                 raise ConfigError(name, getattr(self, name), f"is not one of {', '.join(accepted)}")
         for name, check in (("loss", losses.parse_loss), ("dataset", data.check_spec)):

@@ -22,7 +22,10 @@ what TFLite's full-integer file will compute, op for op:
   its own, as it is an op of its own in the file;
 - each other tensor TFLite keeps as int8 goes through a FakeQuant, its range
   started at the float model's min and max on the calibration images (what
-  post-training calibration measures) and then tracked while training.
+  post-training calibration measures) and then tracked while training; or,
+  with calibration="percentile", set at their 99.99th percentiles and held
+  (a finer step for all but the rare outliers it clips, which the weights
+  learn to do without).
   Not every layer output is such a tensor: a convolution, addition,
   multiplication or scaling whose only consumer is ReLU/ReLU6 is fused with
   it (one tensor, after the activation); pooling, padding, cropping,
@@ -55,12 +58,14 @@ import numpy as np
 
 import keras
 
+from kerasseg.config import QAT_CALIBRATIONS
 from kerasseg.described import Description, describe, description
 from kerasseg.errors import InputError
 from kerasseg.layer_kinds import (ACTIVATIONS, KINDS, USER_KINDS, _activation, keeps_scale,  # noqa: F401
                                   layer_kind, register)
-from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale, ChannelShift,
-                                          FakeQuant, FixedScaleActivation, QuantizedConv, batch_norm_halves)
+from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, PERCENTILE, ChannelScale,
+                                          ChannelShift, FakeQuant, FixedScaleActivation, QuantizedConv,
+                                          batch_norm_halves)
 
 
 class QuantizationError(InputError):
@@ -227,31 +232,47 @@ def _refuse_unsimulated(model, calls, steps, inputs):
 
 
 @contextlib.contextmanager
-def _observing(points):
-    """FakeQuants passing values through unrounded while recording their min and max."""
+def _observing(points, calibration, values_per_image=2048):
+    """FakeQuants passing values through unrounded while recording their range: min and max, or the
+    PERCENTILE-th percentiles of up to `values_per_image` of each image's values (as export.tflite's
+    percentile calibration)."""
+    rng = np.random.default_rng(0)
+
+    def observe(values):
+        if calibration == "minmax":
+            return [values.min(), values.max()]
+        return [rng.choice(image.ravel(), values_per_image) if image.size > values_per_image else image.ravel()
+                for image in values]
+
     for point in points:
-        point.observed = np.array([np.inf, -np.inf])
+        point.observed, point.observe = [], observe
     try:
         yield
     finally:
         for point in points:
-            low, high = point.observed
-            point.set_range(low, high)
-            del point.observed
+            values = np.concatenate([np.ravel(v) for v in point.observed])
+            point.set_range(*(np.percentile(values, [100 - PERCENTILE, PERCENTILE]) if calibration == "percentile"
+                              else (values.min(), values.max())))
+            del point.observed, point.observe
 
 
-def quantization_aware(model, calibration_images, batch_size=8):
+def quantization_aware(model, calibration_images, batch_size=8, calibration="minmax"):
     """A model computing `model`'s outputs as TFLite's int8 file of it will (see the module docstring),
-    its ranges calibrated on `calibration_images` (pixels, NHWC). It shares `model`'s layers (those of its
+    its ranges calibrated on `calibration_images` (pixels, NHWC): with "minmax", each starts at the float
+    model's min and max there and follows the batches' while training; with "percentile", each is set at the
+    PERCENTILE-th percentiles of its values there and stays (following the batches' extremes would widen it
+    back to the rare outliers it clips). It shares `model`'s layers (those of its
     float32 rebuild, for a mixed-precision model) other than the convolutions and batch normalizations it
     rewrites, whose weights it copies. Raises QuantizationError naming the layers it cannot simulate."""
     if is_quantization_aware(model):
         raise QuantizationError(f"{model.name} is already quantization-aware")
     if len(calibration_images) == 0:
         raise QuantizationError("quantization-aware training needs calibration images; none were given")
+    if calibration not in QAT_CALIBRATIONS:
+        raise QuantizationError(f"calibration {calibration!r} is not one of {', '.join(QAT_CALIBRATIONS)}")
     model, _ = float32_model(model)
     calls, steps = _plan(model)
-    order = iter(enumerate(steps))
+    order, decay = iter(enumerate(steps)), 0.99 if calibration == "minmax" else 1.0
     # the FakeQuants: one per call whose output is rounded (shared where a concatenation owns several), and
     # those that round a tensor inside what one Keras layer computes
     copies, points, inner, names = [], {}, [], {layer.name for layer in model._flatten_layers()}
@@ -264,7 +285,7 @@ def quantization_aware(model, calibration_images, batch_size=8):
 
     def rounded(x, name):
         """`x` through a FakeQuant of its own: an int8 tensor inside what one Keras layer computes."""
-        inner.append(FakeQuant(name=unique(name)))
+        inner.append(FakeQuant(decay=decay, name=unique(name)))
         return inner[-1](x)
 
     def rewrite(layer, *args, **kwargs):
@@ -302,7 +323,8 @@ def quantization_aware(model, calibration_images, batch_size=8):
             owner = calls[step.owner][0]
             if step.owner not in points:
                 split = steps[step.owner].split  # (after a convolution's own activation: rounds the activation's)
-                points[step.owner] = FakeQuant(name=unique(f"{owner.name}{'_' + split if split else ''}_quant"))
+                name = unique(f"{owner.name}{'_' + split if split else ''}_quant")
+                points[step.owner] = FakeQuant(decay=decay, name=name)
             # a shared range is tracked on its owner's tensor (a concatenation's output: every input's values)
             outputs = points[step.owner](outputs, track=step.owner == index)
         return outputs
@@ -313,7 +335,7 @@ def quantization_aware(model, calibration_images, batch_size=8):
         quantized.conv.set_weights(conv.get_weights())
         if batch_norm is not None:
             quantized.batch_norm.set_weights(batch_norm.get_weights())
-    with _observing([*points.values(), *inner]):
+    with _observing([*points.values(), *inner], calibration):
         for start in range(0, len(calibration_images), batch_size):
             qat(np.asarray(calibration_images[start:start + batch_size], "float32"), training=False)
     carried = description(model)  # (class names, training size, input range: kept)

@@ -101,7 +101,8 @@ def _build(config, num_classes, train_pairs, val_split, saved=None):
 
         float_scores = metrics.evaluate_split(model, val_split)
         try:
-            return qat.quantization_aware(model, _calibration_images(config, train_pairs)), float_scores
+            return qat.quantization_aware(model, _calibration_images(config, train_pairs),
+                                          calibration=config.qat_calibration), float_scores
         except ValueError as error:
             raise ConfigError("init_from", config.init_from, f"cannot be made quantization-aware: {error}") from None
     kwargs = dict(config.model_args)
@@ -353,7 +354,8 @@ def _finish(config, run, model, commit, val_split, names, float_scores, policy, 
     best_epoch = commit.best["epoch"]
     report = {
         "model": best_model.name if config.init_from else config.model, "model_args": config.model_args,
-        "init_from": config.init_from, "quantization_aware": config.quantization_aware, "backbone": config.backbone,
+        "init_from": config.init_from, "quantization_aware": config.quantization_aware,
+        "qat_calibration": config.qat_calibration if config.quantization_aware else None, "backbone": config.backbone,
         "dataset": config.dataset,
         "split": "val", "image_size": list(config.image_size), "classes": list(names), **scores,
         "init_from_miou": float_scores["miou"] if float_scores else None,

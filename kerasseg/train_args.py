@@ -4,8 +4,8 @@ TrainConfig's errors worded back in those flags."""
 import json
 
 from kerasseg import cli
-from kerasseg.config import (AUGMENTS, FINE_TUNING_LEARNING_RATE, LEARNING_RATE, OPTIMIZERS, SCHEDULES, STRATEGIES,
-                             ConfigError, TrainConfig, segmenter_name)
+from kerasseg.config import (AUGMENTS, FINE_TUNING_LEARNING_RATE, LEARNING_RATE, OPTIMIZERS, QAT_CALIBRATIONS,
+                             SCHEDULES, STRATEGIES, ConfigError, TrainConfig, segmenter_name)
 
 
 def _parser(description):
@@ -37,6 +37,10 @@ def _parser(description):
                              "norm folded, int8 weights per channel, int8 activations), at --lr "
                              f"{FINE_TUNING_LEARNING_RATE:g} unless given; its model.keras exports with export.tflite "
                              "--quantize int8 at the ranges it learned")
+    parser.add_argument("--qat-calibration", choices=QAT_CALIBRATIONS, default="minmax",
+                        help="where --quantization-aware's activation ranges start: each tensor's min and max on the "
+                             "first training images, then following the batches' (default); or its 99.99th "
+                             "percentiles there, held (finer int8 steps for all but rare outliers)")
     parser.add_argument("--dataset", default="shapes", type=cli.arg_type(data.check_spec),
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)")
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")

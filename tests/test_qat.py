@@ -142,6 +142,37 @@ def test_a_learned_range_lands_on_its_own_tensor_whatever_the_values():
     assert tensor.quantization.scale[0] == pytest.approx((high - low) / 255, rel=1e-5)
 
 
+def test_percentile_calibration_clips_a_rare_outlier_holds_its_range_while_training_and_the_file_keeps_it():
+    """calibration="percentile": each range at the 99.99th percentiles of the calibration values, not their
+    min and max (one bright pixel in 64 images sets "mid"'s max), and held while training (following the
+    batches' extremes would widen it back), where "minmax" follows the batches."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3))
+    mid = keras.layers.Conv2D(4, 1, activation="relu", name="mid")(image)
+    model = keras.Model(image, keras.layers.Conv2D(2, 1, name="logits")(mid))
+    model.get_layer("mid").set_weights([np.full((1, 1, 3, 4), 0.01, np.float32), np.zeros(4, np.float32)])
+    pixels = np.random.default_rng(3).integers(90, 150, (64, 16, 16, 3)).astype(np.float32)  # (uint8 frames)
+    pixels[5, 7, 9] = 255.0  # (its 4 values of "mid" are the 4 largest of 65,536)
+    values = keras.Model(image, mid).predict(pixels, verbose=0).ravel()
+    with pytest.raises(qat.QuantizationError, match="'mse' is not one of minmax, percentile"):
+        qat.quantization_aware(model, pixels, calibration="mse")
+    ranges = {}
+    for calibration in ("minmax", "percentile"):
+        quantized = qat.quantization_aware(model, pixels, calibration=calibration)
+        point = quantized.get_layer("mid_quant")
+        ranges[calibration] = [float(keras.ops.convert_to_numpy(v)) for v in (point.range_min, point.range_max)]
+        quantized.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+        quantized.fit(pixels[:16], np.zeros((16, 16, 16, 2), np.float32), batch_size=8, epochs=1, verbose=0)
+        ranges[calibration].append(float(keras.ops.convert_to_numpy(point.range_max)))
+    assert ranges["minmax"][:2] == pytest.approx([0.0, values.max()])
+    assert ranges["minmax"][2] < ranges["minmax"][1]  # (the batches' max: the outlier's batch and one without)
+    high = np.percentile(values, 99.99)
+    assert ranges["percentile"] == pytest.approx([0.0, high, high]) and high < 0.8 * values.max()
+    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    assert learned["simulated"] == learned["written"] == 2, learned
+    _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
+
+
 def test_a_layer_the_simulation_cannot_compute_is_refused_by_name_before_training():
     image = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="gelu", name="stem")(image)

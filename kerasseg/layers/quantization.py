@@ -22,6 +22,9 @@ import math
 import keras
 from keras import ops
 
+# where "percentile" calibration clips each activation range: its values' 99.99th (and 0.01th) percentiles
+PERCENTILE = 99.99
+
 
 def _output_axes(conv):
     """The kernel axes that index a convolution's output channels (depthwise: input channel x multiplier)."""
@@ -63,9 +66,9 @@ class FakeQuant(keras.layers.Layer):
     """An int8 activation tensor: values rounded to the 256 levels of [min, max] (0 exact), clipped outside.
 
     The range starts where `set_range` puts it (the float model's min and max
-    on calibration images, as post-training quantization would) and, while
-    training, follows an exponential moving average of each batch's min and
-    max (`decay`).
+    on calibration images, as post-training quantization would, or their
+    percentiles) and, while training, follows an exponential moving average of
+    each batch's min and max (`decay`; 1.0: it stays where it was set).
     """
 
     def __init__(self, decay=0.99, **kwargs):
@@ -86,10 +89,9 @@ class FakeQuant(keras.layers.Layer):
         observed = getattr(self, "observed", None)
         if observed is not None:  # kerasseg.qat's calibration, eager: values pass through unrounded
             if track:
-                values = ops.convert_to_numpy(x)
-                observed[:] = min(observed[0], values.min()), max(observed[1], values.max())
+                observed.append(self.observe(ops.convert_to_numpy(x)))
             return x
-        if training and track:
+        if training and track and self.decay < 1.0:
             low = ops.minimum(ops.cast(ops.min(x), "float32"), 0.0)
             high = ops.maximum(ops.cast(ops.max(x), "float32"), 0.0)
             self.range_min.assign(self.decay * self.range_min + (1 - self.decay) * ops.stop_gradient(low))
