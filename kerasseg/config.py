@@ -130,6 +130,9 @@ class TrainConfig:
         if self.quantization_aware and not self.init_from:
             raise ConfigError("quantization_aware", True, "fine-tunes a trained float model: give it as "
                               "{init_from} (a model.keras)")
+        if self.qat_calibration != "minmax" and not self.quantization_aware:
+            raise ConfigError("qat_calibration", self.qat_calibration, "sets where quantization-aware training's "
+                              "ranges start: add {quantization_aware}")
         if self.quantization_aware and self.mixed_precision:
             raise ConfigError("quantization_aware", True, "simulates int8 in float32: leave out {mixed_precision}")
         if self.resume and self.overwrite:

@@ -114,6 +114,11 @@ def test_train_from_python_returns_its_run_and_words_errors_in_values(tmp_path):
                               ({"model": "vgg16"}, "model='vgg16' cannot be used: 'vgg16' is a classifier"),
                               ({"quantization_aware": True}, "quantization_aware=True fine-tunes a trained float "
                                                              "model: give it as init_from"),
+                              ({"qat_calibration": "percentile"}, "qat_calibration='percentile' sets where "
+                                                                  "quantization-aware training's ranges start: add "
+                                                                  "quantization_aware"),
+                              ({"qat_calibration": "mse", "quantization_aware": True, "init_from": "m.keras"},
+                               "qat_calibration='mse' is not one of minmax, percentile"),
                               ({"augment": "lots"}, "augment='lots' is not one of full, flip, none")]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             TrainConfig(tmp_path / "b", **settings)
