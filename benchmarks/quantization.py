@@ -137,7 +137,7 @@ def export_all(name, run, args):
               f"{report['miou_exported']:.4f} ({report['miou_drop']:+.2f} pts), worst class "
               f"{drop:+.2f} pts ({worst})", flush=True)
     if args.qat_epochs:
-        for quantization_aware in (True, False):
+        for quantization_aware in (True, False)[:1 if args.no_control else 2]:
             tuned = fine_tune(run, args, quantization_aware)
             qat = "QAT" + ("" if args.qat_calibration == "minmax" else f", {args.qat_calibration} ranges")
             label = f"int8 {qat if quantization_aware else 'after float fine-tuning'} ({args.qat_epochs} epochs)"
@@ -193,6 +193,7 @@ def main():
     parser.add_argument("--qat-lr", type=float, default=1e-4)
     parser.add_argument("--qat-calibration", choices=("minmax", "percentile"), default="minmax",
                         help="where QAT's ranges start (kerasseg.train --qat-calibration)")
+    parser.add_argument("--no-control", action="store_true", help="QAT without its float fine-tuning control")
     parser.add_argument("--methods", nargs="+", choices=[m for m, _ in METHODS], default=[m for m, _ in METHODS],
                         help="the post-training exports (int8 is needed for QAT's rows)")
     parser.add_argument("--runs", default="runs/quantization")
