@@ -191,7 +191,9 @@ def main():
     parser.add_argument("--calibration-samples", type=int, default=200)
     parser.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware fine-tuning (0: none)")
     parser.add_argument("--qat-lr", type=float, default=1e-4)
-    parser.add_argument("--qat-calibration", choices=("minmax", "percentile"), default="minmax",
+    from kerasseg.config import QAT_CALIBRATIONS
+
+    parser.add_argument("--qat-calibration", choices=QAT_CALIBRATIONS, default="minmax",
                         help="where QAT's ranges start (kerasseg.train --qat-calibration)")
     parser.add_argument("--no-control", action="store_true", help="QAT without its float fine-tuning control")
     parser.add_argument("--methods", nargs="+", choices=[m for m, _ in METHODS], default=[m for m, _ in METHODS],
