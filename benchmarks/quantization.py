@@ -15,14 +15,17 @@ file size and the LiteRT CPU latency (1 image, median). Writes OUTPUT.json
 and prints the Markdown table for RESULTS.md.
 
 "int8 QAT": the float run fine-tuned with `--quantization-aware` for
---qat-epochs (run directory NAME_qat, reused likewise), exported int8 at the
-ranges it learned. Its mIoU drop is against the float model; its pixel
-agreement is with the QAT Keras model it came from (how faithful the
-simulation is). The control, "int8 after float fine-tuning": the same
-epochs of plain float training from the same model (NAME_float_tuned), then
-post-training int8, so what QAT gains beyond the extra training shows. "kernels" is LiteRT's agreement with itself: the same int8
-file run with its XNNPACK kernels and with its reference kernels, the floor
-under any simulation's agreement.
+--qat-epochs, once per --qat-calibration (run directory NAME_qat, or
+NAME_qat_percentile; reused likewise), exported int8 at the ranges it
+learned. Its mIoU drop is against the float model; its pixel agreement is
+with the QAT Keras model it came from (how faithful the simulation is). The
+control, "int8 after float fine-tuning": the same epochs of plain float
+training from the same model (NAME_float_tuned), then each post-training
+int8 of --methods, so what QAT gains beyond the extra training shows.
+"kernels" is LiteRT's agreement with itself: the same int8 file run with its
+XNNPACK kernels and with its reference kernels, the floor under any
+simulation's agreement. OUTPUT.json is rewritten after every row, so an
+interrupted run keeps what it measured.
 """
 
 import argparse
@@ -78,15 +81,16 @@ def train_float(name, args):
                     model_args=model_args(args.size))
 
 
-def fine_tune(run, args, quantization_aware):
-    """The float run fine-tuned for --qat-epochs at --qat-lr, quantization-aware (its ranges calibrated as
-    --qat-calibration says) or (the control: as much more training, in float) not."""
+def fine_tune(run, args, calibration):
+    """The float run fine-tuned for --qat-epochs at --qat-lr: quantization-aware, its ranges calibrated as
+    `calibration` says (kerasseg.train --qat-calibration), or, for the control (`calibration` None), as much
+    more training in float."""
     start = os.path.join(run, "model.keras")
-    if not quantization_aware:
+    if calibration is None:
         return _trained(run + "_float_tuned", args, args.qat_epochs, args.qat_lr, init_from=start)
-    suffix = "" if args.qat_calibration == "minmax" else "_" + args.qat_calibration
+    suffix = "" if calibration == "minmax" else "_" + calibration
     return _trained(f"{run}_qat{suffix}", args, args.qat_epochs, args.qat_lr, init_from=start,
-                    quantization_aware=True, qat_calibration=args.qat_calibration)
+                    quantization_aware=True, qat_calibration=calibration)
 
 
 def kernel_agreement(path, images):
@@ -108,60 +112,53 @@ def kernel_agreement(path, images):
     return float((classes[0] == classes[1]).mean())
 
 
-def export_all(name, run, args):
+def export_all(name, run, args, save):
+    """The rows of configuration `name` (trained in `run`), each passed to `save(rows)` as soon as measured."""
     from export import commands, tflite
 
     data = commands.DataOptions(samples=args.samples, calibration_samples=args.calibration_samples)
     thresholds = {"pixel_agreement": 0.0, "miou_drop": 100.0, "max_abs_error": 1e9}  # measured, not judged
-
-    def export(run, path, **options):
-        model = os.path.join(run, "model.keras")
-        return tflite.export(model, path, thresholds=thresholds, **options,
-                             **commands.run_data(model, data, calibrate=True))
-
-    with open(os.path.join(run, "metrics.json")) as f:
-        float_miou = json.load(f)["miou"]
     rows, images = {}, test_images(run, args)
-    for method, options in (m for m in METHODS if m[0] in args.methods):
+
+    def measure(label, run, method, reference=None):
+        """The row `label`: `run`'s model exported with `method`, its mIoU drop against `reference`'s Keras
+        model (QAT's: the float model it started from; the simulation is its own) or else its own."""
         started = time.time()
-        path = os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
-        report = export(run, path, **options)
-        worst, drop = worst_class(report, report)
-        rows[method] = {key: report[key] for key in ("pixel_agreement", "miou_reference", "miou_exported",
-                                                     "miou_drop", "size_bytes", "latency_ms",
-                                                     "per_class_iou_reference")}
-        rows[method].update(worst_class=worst, worst_class_drop=drop, seconds=time.time() - started)
+        model, path = os.path.join(run, "model.keras"), os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
+        report = tflite.export(model, path, thresholds=thresholds, **dict(METHODS)[method],
+                               **commands.run_data(model, data, calibrate=True))
+        reference = reference or report
+        worst, drop = worst_class(reference, report)
+        row = rows[label] = {key: report[key] for key in ("pixel_agreement", "miou_exported", "size_bytes",
+                                                          "latency_ms", "per_class_iou_reference")}
+        row.update(miou_reference=reference["miou_reference"], keras_miou=report["miou_reference"],
+                   miou_drop=100 * (reference["miou_reference"] - report["miou_exported"]),
+                   worst_class=worst, worst_class_drop=drop, seconds=time.time() - started)
         if method == "int8":
-            rows[method]["kernel_agreement"] = kernel_agreement(path, images)
-        print(f"  {method}: agreement {report['pixel_agreement']:.4f}, mIoU {report['miou_reference']:.4f} -> "
-              f"{report['miou_exported']:.4f} ({report['miou_drop']:+.2f} pts), worst class "
-              f"{drop:+.2f} pts ({worst})", flush=True)
+            row["kernel_agreement"] = kernel_agreement(path, images)
+        with open(os.path.join(run, "metrics.json")) as f:
+            trained = json.load(f)
+        if trained.get("init_from"):  # a fine-tuning run
+            row.update(fine_tuning_seconds=trained["train_seconds"], fine_tuning_epochs=trained["epochs"])
+        kernels = f" (kernels {row['kernel_agreement']:.4f})" if "kernel_agreement" in row else ""
+        print(f"  {label}: agreement {row['pixel_agreement']:.4f}{kernels}, mIoU {row['miou_reference']:.4f} -> "
+              f"{row['miou_exported']:.4f} ({row['miou_drop']:+.2f} pts), worst class {drop:+.2f} pts ({worst})",
+              flush=True)
+        save(rows)
+        return report
+
+    reports = {method: measure(method, run, method) for method, _ in METHODS if method in args.methods}
     if args.qat_epochs:
-        for quantization_aware in (True, False)[:1 if args.no_control else 2]:
-            tuned = fine_tune(run, args, quantization_aware)
-            qat = "QAT" + ("" if args.qat_calibration == "minmax" else f", {args.qat_calibration} ranges")
-            label = f"int8 {qat if quantization_aware else 'after float fine-tuning'} ({args.qat_epochs} epochs)"
-            path = os.path.join(tuned, f"{name}_int8.tflite")
-            started = time.time()
-            report = export(tuned, path, quantize="int8")
-            # QAT: against the float model it started from (its own Keras model is the simulation);
-            # the control: against its own float model, as every other row
-            reference = rows["int8"] if quantization_aware else report
-            worst, drop = worst_class(reference, report)
-            with open(os.path.join(tuned, "metrics.json")) as f:
-                fine_tuning = json.load(f)
-            row = rows[label] = {
-                "pixel_agreement": report["pixel_agreement"], "miou_reference": reference["miou_reference"],
-                "miou_exported": report["miou_exported"],
-                "miou_drop": 100 * (reference["miou_reference"] - report["miou_exported"]),
-                "keras_miou": report["miou_reference"], "size_bytes": report["size_bytes"],
-                "latency_ms": report["latency_ms"], "worst_class": worst, "worst_class_drop": drop,
-                "seconds": time.time() - started, "fine_tuning_seconds": fine_tuning["train_seconds"],
-                "fine_tuning_epochs": fine_tuning["epochs"], "kernel_agreement": kernel_agreement(path, images)}
-            print(f"  {label}: agreement with its Keras model {row['pixel_agreement']:.4f} (kernels "
-                  f"{row['kernel_agreement']:.4f}), mIoU {row['miou_reference']:.4f} -> {row['miou_exported']:.4f} "
-                  f"({row['miou_drop']:+.2f} pts), fine-tuning {row['fine_tuning_seconds']:.0f} s", flush=True)
-    return {"validation_miou": float_miou, "methods": rows}
+        epochs = f"({args.qat_epochs} epochs)"
+        if not args.no_control:  # the same epochs in float, then each post-training int8 asked for
+            tuned = fine_tune(run, args, None)
+            for method in ("int8", "int8 percentile"):
+                if method in args.methods:
+                    measure(f"{method} after float fine-tuning {epochs}", tuned, method)
+        for calibration in args.qat_calibration:
+            ranges = "" if calibration == "minmax" else f", {calibration} ranges"
+            measure(f"int8 QAT{ranges} {epochs}", fine_tune(run, args, calibration), "int8", reports["int8"])
+    return rows
 
 
 def worst_class(reference, report):
@@ -193,8 +190,8 @@ def main():
     parser.add_argument("--qat-lr", type=float, default=1e-4)
     from kerasseg.config import QAT_CALIBRATIONS
 
-    parser.add_argument("--qat-calibration", choices=QAT_CALIBRATIONS, default="minmax",
-                        help="where QAT's ranges start (kerasseg.train --qat-calibration)")
+    parser.add_argument("--qat-calibration", nargs="+", choices=QAT_CALIBRATIONS, default=["minmax"],
+                        help="where QAT's ranges start (kerasseg.train --qat-calibration); one QAT run each")
     parser.add_argument("--no-control", action="store_true", help="QAT without its float fine-tuning control")
     parser.add_argument("--methods", nargs="+", choices=[m for m, _ in METHODS], default=[m for m, _ in METHODS],
                         help="the post-training exports (int8 is needed for QAT's rows)")
@@ -202,11 +199,16 @@ def main():
     parser.add_argument("--output", default="benchmarks/quantization")
     args = parser.parse_args()
     results = {}
+
+    def save(name, rows):  # after every row, so that an interrupted run keeps what it measured
+        results[name] = {"methods": rows}
+        with open(args.output + ".json.tmp", "w") as f:
+            json.dump({"settings": vars(args), "results": results}, f, indent=2)
+        os.replace(args.output + ".json.tmp", args.output + ".json")
+
     for name in args.configs:
         run = train_float(name, args)
-        results[name] = export_all(name, run, args)
-    with open(args.output + ".json", "w") as f:
-        json.dump({"settings": vars(args), "results": results}, f, indent=2)
+        export_all(name, run, args, lambda rows: save(name, rows))
     print("\n| configuration | float mIoU (test) | method | pixel agreement | kernels | mIoU drop (pts) | "
           "worst class drop (pts) | size MB | LiteRT ms |")
     print("|---|---|---|---|---|---|---|---|---|")
