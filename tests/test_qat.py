@@ -253,6 +253,38 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
             assert report["max_abs_error"] < 1e-4
 
 
+def test_percentile_qat_killed_and_resumed_holds_the_ranges_it_calibrated(user_run, tmp_path):
+    """`--qat-calibration percentile` from the command line, killed after its first epoch and resumed: the
+    resumed epochs train the weights and leave every range where the calibration set it (a resume that
+    rebuilt the points with min/max's moving average would move them)."""
+    run, folder = user_run
+    out = tmp_path / "qat percentile"
+
+    def state():
+        """(ranges by point, the other weights) of the run's last backed-up epoch."""
+        model = keras.saving.load_model(out / "model.keras", compile=False)
+        model.load_weights(out / "backup" / json.loads((out / "backup" / "state.json").read_text())["weights"])
+        points = [layer for layer in model.layers if isinstance(layer, FakeQuant)]
+        assert points and {point.decay for point in points} == {1.0}
+        ranges = {p.name: [float(keras.ops.convert_to_numpy(v)) for v in (p.range_min, p.range_max)] for p in points}
+        kept = {id(v) for p in points for v in p.weights}
+        return ranges, [keras.ops.convert_to_numpy(v) for v in model.weights if id(v) not in kept]
+
+    result = run_cli("kerasseg.train", "--init-from", run / "model.keras", "--quantization-aware",
+                     "--qat-calibration", "percentile", "--lr", "1e-3", "--dataset", f"folder:{folder}",
+                     "--image-size", "32", "--epochs", "3", "--batch-size", "8", "--output", out,
+                     env={"KERASSEG_CRASH_AT": "history:0"})
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    ranges, weights = state()
+    result = run_cli("kerasseg.train", "--output", out, "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stdout and len((out / "history.csv").read_text().splitlines()) == 4
+    assert json.loads((out / "metrics.json").read_text())["qat_calibration"] == "percentile"
+    resumed_ranges, resumed_weights = state()
+    assert resumed_ranges == ranges
+    assert max(np.abs(a - b).max() for a, b in zip(weights, resumed_weights)) > 1e-4  # (it trained)
+
+
 def test_quantization_aware_refusals(user_run, tmp_path, capsys):
     from kerasseg import cli, train
     from export import onnx
