@@ -154,14 +154,14 @@ def export_all(name, run, args, save):
     reports = {method: measure(method, run, method) for method, _ in METHODS if method in args.methods}
     if args.qat_epochs:
         epochs = f"({args.qat_epochs} epochs)"
+        for calibration in args.qat_calibration:
+            ranges = "" if calibration == "minmax" else f", {calibration} ranges"
+            measure(f"int8 QAT{ranges} {epochs}", fine_tune(run, args, calibration), "int8", reports["int8"])
         if not args.no_control:  # the same epochs in float, then each post-training int8 asked for
             tuned = fine_tune(run, args, None)
             for method in ("int8", "int8 percentile"):
                 if method in args.methods:
                     measure(f"{method} after float fine-tuning {epochs}", tuned, method)
-        for calibration in args.qat_calibration:
-            ranges = "" if calibration == "minmax" else f", {calibration} ranges"
-            measure(f"int8 QAT{ranges} {epochs}", fine_tune(run, args, calibration), "int8", reports["int8"])
     return rows
 
 
