@@ -202,6 +202,8 @@ def main():
     parser.add_argument("--runs", default="runs/quantization")
     parser.add_argument("--output", default="benchmarks/quantization")
     args = parser.parse_args()
+    if args.qat_epochs and "int8" not in args.methods:
+        parser.error("--qat-epochs needs int8 in --methods: QAT's rows are measured against its drop")
     results = {}
 
     def save(name, rows):  # after every row, so that an interrupted run keeps what it measured
