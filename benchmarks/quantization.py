@@ -203,7 +203,7 @@ def main():
     parser.add_argument("--output", default="benchmarks/quantization")
     args = parser.parse_args()
     if args.qat_epochs and "int8" not in args.methods:
-        parser.error("--qat-epochs needs int8 in --methods: QAT's rows are measured against its drop")
+        parser.error("--qat-epochs needs int8 in --methods: QAT's rows take the float model's scores from that row")
     results = {}
 
     def save(name, rows):  # after every row, so that an interrupted run keeps what it measured
