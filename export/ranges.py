@@ -101,7 +101,8 @@ def _layer_names(name, model_name, layers):
 def _output_layer(tensor, op, owners):
     """The twin layer whose output is the file's output tensor that `op` writes (the twin's output `tensor`):
     the twin's last layer, unless that and the layers before it keep their input's scale (a crop to the
-    same size, a reshape: the converter may drop them) and `op` reads no tensor of the layer before it."""
+    same size, a reshape: the converter may drop them) and `op` reads no tensor of the layer before it nor
+    of the layer itself (one of several ops: the Edge TPU resize's convolutions, concatenations, reshapes)."""
     import keras
 
     from kerasseg.qat import keeps_scale
@@ -115,7 +116,7 @@ def _output_layer(tensor, op, owners):
             break
         tensor = inputs[0]
     for layer, before in zip(chain, chain[1:]):
-        if any(before in owners.get(i, ()) for i in op.inputs):
+        if any(owners.get(i, set()) & {layer, before} for i in op.inputs):
             return layer
     return chain[-1]
 

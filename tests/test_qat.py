@@ -446,3 +446,21 @@ def test_a_learned_range_padded_by_the_edge_tpu_resize_survives_quantization():
     content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] >= 3, learned  # upconv's among them
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
+
+
+def test_a_learned_range_resized_by_the_edge_tpu_resize_at_the_output_is_written():
+    """DeepLab's edge model ends in the Edge TPU resize of its logits to the image: the file's output is then
+    written by the resize's last op, and the old code took it for the logits' own tensor, found two tensors
+    leaving the logits and refused the export of every QAT DeepLab with edge=True."""
+    from kerasseg.layers import ResizeToMatch
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="features")(image)
+    x = keras.layers.Conv2D(3, 1, name="logits")(x)
+    model = keras.Model(image, ResizeToMatch(edge=True, name="to_image")(x, image))
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
+    quantized = qat.quantization_aware(model, pixels)
+    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    assert learned["simulated"] == learned["written"] == 2, learned
+    _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
