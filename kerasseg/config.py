@@ -98,10 +98,13 @@ class TrainConfig:
 
         self.output = os.fspath(self.output)
         self.init_from = None if self.init_from is None else os.fspath(self.init_from)
-        try:
-            segmenter_name(self.model)
-        except ValueError as error:
-            raise ConfigError("model", self.model, f"cannot be used: {error}") from None
+        if self.init_from is not None:  # the model is the file's: what would build one is unused, and not recorded
+            self.model, self.backbone, self.backbone_weights, self.model_args = None, None, None, {}
+        else:
+            try:
+                segmenter_name(self.model)
+            except ValueError as error:
+                raise ConfigError("model", self.model, f"cannot be used: {error}") from None
         if not isinstance(self.model_args, dict):
             raise ConfigError("model_args", self.model_args, "must be a dict of builder arguments")
         size = (self.image_size,) * 2 if isinstance(self.image_size, int) else tuple(self.image_size)
