@@ -209,7 +209,10 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     result = run_cli("kerasseg.train", "--output", out, "--resume")
     assert result.returncode == 0, result.stderr
     assert "resuming" in result.stdout and len((out / "history.csv").read_text().splitlines()) == 3
+    # the record names no model it did not build (it said "unet_edge", --model's default, for this U-Net)
+    assert json.loads((out / "run.json").read_text())["arguments"]["model"] is None
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == keras.saving.load_model(run / "model.keras", compile=False).name
     assert metrics["quantization_aware"] and list(metrics["per_class_iou"]) == list(USER_CLASSES)
     assert metrics["epochs_run"] == 2 and metrics["lr"] == 1e-4
     # the float model's score beside the quantization-aware one's, which keeps it; on the float run's own
@@ -253,10 +256,12 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
             assert report["max_abs_error"] < 1e-4
 
 
-def test_percentile_qat_killed_and_resumed_holds_the_ranges_it_calibrated(user_run, tmp_path):
-    """`--qat-calibration percentile` from the command line, killed after its first epoch and resumed: the
-    resumed epochs train the weights and leave every range where the calibration set it (a resume that
-    rebuilt the points with min/max's moving average would move them)."""
+def test_percentile_qat_resumed_holds_the_ranges_it_calibrated(user_run, tmp_path):
+    """`qat_calibration="percentile"`, trained one epoch, then resumed for a second (a resume after a kill
+    restores the same backup: test above): the resumed epoch trains the weights and leaves every range where
+    the calibration set it (a resume that rebuilt the points with min/max's moving average would move them)."""
+    from kerasseg.train import TrainConfig, train
+
     run, folder = user_run
     out = tmp_path / "qat percentile"
 
@@ -270,16 +275,11 @@ def test_percentile_qat_killed_and_resumed_holds_the_ranges_it_calibrated(user_r
         kept = {id(v) for p in points for v in p.weights}
         return ranges, [keras.ops.convert_to_numpy(v) for v in model.weights if id(v) not in kept]
 
-    result = run_cli("kerasseg.train", "--init-from", run / "model.keras", "--quantization-aware",
-                     "--qat-calibration", "percentile", "--lr", "1e-3", "--dataset", f"folder:{folder}",
-                     "--image-size", "32", "--epochs", "3", "--batch-size", "8", "--output", out,
-                     env={"KERASSEG_CRASH_AT": "history:0"})
-    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    train(TrainConfig(out, init_from=run / "model.keras", quantization_aware=True, qat_calibration="percentile",
+                      lr=1e-3, dataset=f"folder:{folder}", image_size=32, epochs=1, batch_size=8))
     ranges, weights = state()
-    result = run_cli("kerasseg.train", "--output", out, "--resume")
-    assert result.returncode == 0, result.stderr
-    assert "resuming" in result.stdout and len((out / "history.csv").read_text().splitlines()) == 4
-    assert json.loads((out / "metrics.json").read_text())["qat_calibration"] == "percentile"
+    resumed = train(TrainConfig.resumed(out, epochs=2))
+    assert resumed.metrics["epochs_run"] == 2 and resumed.metrics["qat_calibration"] == "percentile"
     resumed_ranges, resumed_weights = state()
     assert resumed_ranges == ranges
     assert max(np.abs(a - b).max() for a, b in zip(weights, resumed_weights)) > 1e-4  # (it trained)
