@@ -36,7 +36,7 @@ android-assets: $(STAMP)
 # two test processes (pytest-xdist), one per core of CI's two: much of a test's time is one thread
 # (Python, tracing, conversion, a subprocess starting), so two at once finish sooner than one after another
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist worksteal --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=30 tests
 	@echo "--- the model suites again on the JAX backend ---"
 	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist worksteal --durations=10 tests/test_models.py tests/test_classifiers.py
 
