@@ -24,9 +24,11 @@ SCHEDULES = ("cosine", "poly")
 AUGMENTS = ("full", "flip", "none")
 STRATEGIES = ("none", "mirrored", "multiworker", "data-parallel")
 QAT_CALIBRATIONS = ("minmax", "percentile")  # where kerasseg.qat's activation ranges start
+CACHES = ("auto", "none", "memory")  # or a directory (kerasseg.data.pipeline.open_cache)
 LEARNING_RATE = 2e-3  # training from scratch (or from ImageNet weights)
 FINE_TUNING_LEARNING_RATE = 1e-4  # quantization-aware: 2e-3 undoes the float training (demo U-Net: 0.930 -> 0.678)
 NOT_RECORDED = ("output", "resume", "overwrite")  # where a run is and how it was started, not what it is
+MAY_CHANGE_ON_RESUME = ("cache",)  # how a run reads its data, not what it learns
 
 
 class ConfigError(InputError):
@@ -80,6 +82,7 @@ class TrainConfig:
     epochs: int = 10
     train_samples: int = None
     augment: str = "full"
+    cache: str = "auto"
     lr: float = None  # None: LEARNING_RATE, or FINE_TUNING_LEARNING_RATE when quantization-aware
     optimizer: str = "adam"
     schedule: str = "cosine"
@@ -125,6 +128,11 @@ class TrainConfig:
             except ValueError as error:
                 raise ConfigError(name, getattr(self, name), f"cannot be used: {error}") from None
         self.dataset = data.resolve_spec(self.dataset)  # a run records where its data is, not how it was typed
+        if not isinstance(self.cache, (str, os.PathLike)) or not os.fspath(self.cache).strip():
+            raise ConfigError("cache", self.cache, f"is not one of {', '.join(CACHES)} nor a directory")
+        self.cache = os.fspath(self.cache)
+        if self.cache not in CACHES:  # a directory, recorded where it is
+            self.cache = os.path.abspath(os.path.expanduser(self.cache))
         if self.class_weights is not None:
             try:
                 self.class_weights = [float(w) for w in self.class_weights]
@@ -167,6 +175,9 @@ class TrainConfig:
                 value = (value, value)
             if key in NOT_RECORDED or json.loads(json.dumps(value)) == saved.get(key) or \
                     (key == "dataset" and data.same_dataset(value, saved[key])):
+                continue
+            if key in MAY_CHANGE_ON_RESUME:
+                saved[key] = value
                 continue
             if key == "epochs" and value > saved["epochs"]:
                 saved["epochs"] = value

@@ -40,7 +40,9 @@ def strategy_for(config):
                                   "README, 'More devices')")
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
             keras.distribution.initialize()
-        distribution = keras.distribution.DataParallel()
+        # across processes each reads its own share of the examples (input_shard): Keras must not shard
+        # their batches again (its sharding reads every example on every process, and keeps 1 in N)
+        distribution = keras.distribution.DataParallel(auto_shard_dataset=config.strategy != "multiworker")
         keras.distribution.set_distribution(distribution)
         return None, len(distribution.device_mesh.devices.ravel()), jax.process_index()
     if config.strategy == "data-parallel":
@@ -58,6 +60,30 @@ def strategy_for(config):
         [d.name for d in tf.config.list_logical_devices("GPU")] or
         [d.name for d in tf.config.list_logical_devices("CPU")])
     return strategy, strategy.num_replicas_in_sync, 0
+
+
+def input_shard(config, strategy):
+    """(this process's index among those that read input, their number, its pipeline's batch size).
+
+    In a multi-worker run each process reads only its share of the examples (every N-th from its index:
+    kerasseg.train), never the others' files. On JAX each process gives its own rows of every global batch
+    (keras.distribution assembles them), so its pipeline batches config.batch_size / N; on TensorFlow each
+    worker's pipeline batches whole global batches of its own examples, which tf.distribute splits into
+    the per-replica batches of successive steps. Elsewhere: (0, 1, config.batch_size).
+    """
+    if config.strategy != "multiworker":
+        return 0, 1, config.batch_size
+    if strategy is None:  # (JAX)
+        import jax
+
+        index, count = jax.process_index(), jax.process_count()
+    else:
+        resolver = strategy.cluster_resolver
+        index, count = resolver.task_id, resolver.cluster_spec().num_tasks("worker")
+    if config.batch_size % count:
+        raise ConfigError("batch_size", config.batch_size, f"must be a multiple of the {count} workers (each "
+                          "gives an equal part of every batch)")
+    return index, count, config.batch_size // count if strategy is None else config.batch_size
 
 
 def _tf_multiworker_strategy():

@@ -34,6 +34,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from kerasseg import metrics, resolve
+    from kerasseg.data.pipeline import ExampleReader, decoded, failures, make_dataset
 
     model = files.load_keras_model(args.model)
     classes = model.outputs[0].shape[-1]
@@ -49,24 +50,28 @@ def main(argv=None):
     else:
         size = resolve.image_size(model, args.model, args.image_size)
     try:
-        pairs, names = view.load_examples(args.split, size)
+        examples, names = view.list_examples(args.split, size)
+        if len(names) != classes:
+            raise cli.UsageError(f"{args.model} predicts {classes} classes but dataset {view.spec!r} has "
+                                 f"{len(names)} ({', '.join(names)}): mIoU needs the model's own classes")
+        scanned = view.scan(examples, len(names))
+        reader = ExampleReader(examples, len(names))
+        with failures(reader):  # (streamed: one batch in memory at a time)
+            if native:
+                scores = metrics.evaluate_pairs(model, decoded(reader).as_numpy_iterator(), names, args.batch_size)
+            else:
+                scores = metrics.evaluate_batches(model, make_dataset(reader, size, args.batch_size), names)
     except data.DatasetError as error:
         raise cli.UsageError(str(error)) from None
-    if len(names) != classes:
-        raise cli.UsageError(f"{args.model} predicts {classes} classes but dataset {view.spec!r} has {len(names)} "
-                             f"({', '.join(names)}): mIoU needs the model's own classes")
-    if not native:
-        pairs = [data.resize_pair(image, mask, size) for image, mask in pairs]
-    scores = metrics.evaluate_pairs(model, pairs, names, args.batch_size)
-    sizes = sorted({image.shape[:2] for image, _ in pairs})
-    report = {"model": args.model, "dataset": view.spec, "split": args.split, "samples": len(pairs),
+    sizes = sorted({scanned.size(e) for e in examples})
+    report = {"model": args.model, "dataset": view.spec, "split": args.split, "samples": len(examples),
               "image_size": "native" if native else list(size), **scores}
     output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
     files.ensure_output_dir(output)
     files.write_text_atomic(output, json.dumps(report, indent=2) + "\n")
     at = (f"their own sizes ({len(sizes)} distinct, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]})"
           if native else f"{size[0]}x{size[1]}")
-    print(f"{view.spec} {args.split}: {len(pairs)} images at {at}")
+    print(f"{view.spec} {args.split}: {len(examples)} images at {at}")
     width = max(len(n) for n in names)
     for name, iou in scores["per_class_iou"].items():
         print(f"  {name:<{width}}  IoU {'-' if iou is None else f'{iou:.4f}'}")

@@ -62,18 +62,38 @@ def evaluate_split(model, split, batch_size=16):
     return evaluate_pairs(model, zip(split.images, split.masks), split.class_names, batch_size)
 
 
-def evaluate_pairs(model, pairs, class_names, batch_size=16):
-    """Scores of `model` on (image, mask) pairs of any sizes, from one accumulated confusion matrix.
-
-    Pairs of the same size are predicted together, `batch_size` at a time.
-    """
-    by_size = {}
-    for image, mask in pairs:
-        by_size.setdefault(image.shape[:2], []).append((image, mask))
+def evaluate_batches(model, batches, class_names):
+    """Scores of `model` on every (images, masks) batch of `batches` (a tf.data.Dataset of them, as
+    kerasseg.data.pipeline.make_dataset streams, or any iterable of arrays), from one accumulated confusion
+    matrix: memory holds one batch at a time."""
+    if hasattr(batches, "as_numpy_iterator"):
+        batches = batches.as_numpy_iterator()
     cm = 0
-    for group in by_size.values():
-        for start in range(0, len(group), batch_size):
-            images, masks = zip(*group[start : start + batch_size])
-            logits = model.predict_on_batch(np.stack(images).astype("float32"))
-            cm = cm + confusion_matrix(np.stack(masks), np.asarray(logits).argmax(-1), len(class_names))
+    for images, masks in batches:
+        logits = model.predict_on_batch(np.asarray(images, "float32"))
+        cm = cm + confusion_matrix(np.asarray(masks), np.asarray(logits).argmax(-1), len(class_names))
     return scores(cm, class_names)
+
+
+def evaluate_pairs(model, pairs, class_names, batch_size=16, pending=64):
+    """Scores of `model` on (image, mask) pairs of any sizes (an iterable: read as it is consumed), from one
+    accumulated confusion matrix.
+
+    Pairs of the same size are predicted together, `batch_size` at a time; at most `pending` pairs wait for
+    others of their size.
+    """
+
+    def batches():
+        by_size = {}
+        for image, mask in pairs:
+            group = by_size.setdefault(image.shape[:2], [])
+            group.append((image, mask))
+            if len(group) < batch_size and sum(map(len, by_size.values())) < pending:
+                continue
+            images, masks = zip(*by_size.pop(max(by_size, key=lambda size: len(by_size[size]))))
+            yield np.stack(images), np.stack(masks)
+        for group in by_size.values():
+            images, masks = zip(*group)
+            yield np.stack(images), np.stack(masks)
+
+    return evaluate_batches(model, batches(), class_names)

@@ -33,11 +33,17 @@ class DataView:
 
         return data.load_split(self.spec, split, image_size, count, **self._arguments(split, count))
 
-    def load_examples(self, split, image_size=None, count=None):
-        """The (image, mask) pairs of `split` at their own sizes, and the class names."""
+    def list_examples(self, split, image_size=None, count=None):
+        """The examples of `split` (listed, not decoded) and the class names."""
         from kerasseg import data
 
-        return data.load_examples(self.spec, split, image_size, count, **self._arguments(split, count))
+        return data.list_examples(self.spec, split, image_size, count, **self._arguments(split, count))
+
+    def scan(self, examples, num_classes):
+        """The scan of `examples` (kerasseg.data.scan): the run's recorded one for the files unchanged since."""
+        from kerasseg.data.scan import Scan, scan
+
+        return scan(examples, num_classes, Scan.load(self.record.directory) if self.record else None)
 
 
 def image_size(model, model_path, requested=None):

@@ -43,11 +43,13 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from kerasseg import cli, distribute, files, train_args
 from kerasseg.config import ConfigError, TrainConfig
+from kerasseg.data.sources import DatasetError
 from kerasseg.errors import InputError
 
 __all__ = ["TrainConfig", "ConfigError", "train", "parse_args", "main"]
@@ -75,13 +77,14 @@ def _mixed_precision():
     return policy
 
 
-def _build(config, num_classes, train_pairs, val_split, saved=None):
+def _build(config, run_data, saved=None):
     """(the model to train, the validation scores of the float model a quantization-aware run starts from or
     None). The model: `saved` (the model.keras of the run being resumed: its architecture is what the
     backed-up weights fit, whatever the arguments would build today), --init-from's (made quantization-aware
     on request, its ranges calibrated on the first training images), or a new one from the registry."""
-    from kerasseg import metrics, models
+    from kerasseg import models
 
+    num_classes = len(run_data.names)
     if saved:
         try:
             return files.load_keras_model(saved), None
@@ -99,9 +102,9 @@ def _build(config, num_classes, train_pairs, val_split, saved=None):
             return model, None
         from kerasseg import qat
 
-        float_scores = metrics.evaluate_split(model, val_split)
+        float_scores = _evaluate(model, config, run_data)
         try:
-            return qat.quantization_aware(model, _calibration_images(config, train_pairs),
+            return qat.quantization_aware(model, _calibration_images(config, run_data),
                                           calibration=config.qat_calibration), float_scores
         except ValueError as error:
             raise ConfigError("init_from", config.init_from, f"cannot be made quantization-aware: {error}") from None
@@ -143,9 +146,30 @@ def _split_lists(config, record):
     return {s: record.split_keys(s) for s in ("train", "val", "test")} if record else {}
 
 
+@dataclass
+class _RunData:
+    """A run's data as it streams: its training and validation examples (listed and scanned, not decoded), the
+    class names, every split's keys (what the run records), the scan, and the cache of decoded examples."""
+
+    train: list
+    val: list
+    names: tuple
+    keys: dict
+    scan: object
+    cache: object = None
+
+    def reader(self, examples):
+        from kerasseg.data.pipeline import ExampleReader
+
+        return ExampleReader(examples, len(self.names), self.cache)
+
+
 def _load_data(config, record):
-    """The training pairs, the validation split, the class names and every split's keys (_split_lists)."""
+    """The run's _RunData (without its cache: `_open_cache`). Every example is scanned here, before any
+    training, and every bad file of either split named at once; a resumed run scans only the files that
+    changed since its scan (DIR/scan.json)."""
     from kerasseg import data
+    from kerasseg.data.scan import Scan, scan
 
     recorded = _split_lists(config, record)
     try:
@@ -156,22 +180,28 @@ def _load_data(config, record):
                                              source=source)
         keys = {"train": [e.key for e in train_examples], "val": [e.key for e in val_examples],
                 "test": recorded.get("test") or source.keys("test")}
-        train_pairs = data.read_examples(train_examples, len(names))
-        val_split = data.to_split(data.read_examples(val_examples, len(names)), names, config.image_size,
-                                  config.dataset)
+        known = Scan.merged(Scan.load(record.directory) if record else None, getattr(source, "scanned", None))
+        scanned = scan(train_examples + val_examples, len(names), known)
     except data.DatasetError as error:  # (the dataset's own words: it names the file or the folder)
         raise ConfigError("dataset", config.dataset, f"cannot be read: {error}") from None
-    return train_pairs, val_split, names, keys
+    if record and scanned.entries:
+        print(f"the scan recorded in {record.directory}: {scanned.checked} of {len(scanned.entries)} files changed "
+              "since, and were checked again")
+    return _RunData(train_examples, val_examples, names, keys, scanned)
 
 
-def _padded(split, batch_size):
-    """`split` with blank, wholly ignored examples appended up to a multiple of `batch_size`."""
-    from kerasseg.labels import blank_masks
+def _open_cache(config, run_data, shard):
+    """Sets the run's cache of decoded examples (config.cache; "auto" decides by what this process decodes:
+    its share of the training split, and the validation split) and says which, and why."""
+    from kerasseg.data import pipeline
 
-    extra = -len(split) % batch_size
-    images = np.concatenate([split.images, np.zeros((extra, *split.images.shape[1:]), split.images.dtype)])
-    masks = np.concatenate([split.masks, blank_masks(extra, split.masks.shape[1:], split.masks.dtype)])
-    return list(zip(images, masks))
+    index, count, _ = shard
+    mine = run_data.train[index::count] + run_data.val
+    try:
+        run_data.cache, note = pipeline.open_cache(config.cache, mine, run_data.scan.decoded_bytes(mine))
+    except InputError as error:
+        raise ConfigError("cache", config.cache, f"cannot be used: {error}") from None
+    print(note)
 
 
 def _open_run(config, worker):
@@ -199,16 +229,17 @@ def _take(run, config):
                           "or choose another {output}")
 
 
-def _compiled_model(config, strategy, names, train_pairs, val_split, saved=None):
+def _compiled_model(config, strategy, run_data, saved=None):
     """(the compiled model, the float model's scores of a quantization-aware run: see _build)."""
     import keras
 
     from kerasseg import losses, metrics
     from kerasseg.described import describe
 
-    steps = -(-len(train_pairs) // config.batch_size) * config.epochs
+    names = run_data.names
+    steps = -(-len(run_data.train) // config.batch_size) * config.epochs
     with distribute.scope(strategy):
-        model, float_scores = _build(config, len(names), train_pairs, val_split, saved)
+        model, float_scores = _build(config, run_data, saved)
         model = describe(model, names, config.image_size)  # model.keras carries its labels and training size
         model.compile(optimizer=_optimizer(keras, config, steps),
                       loss=losses.SegmentationLoss(config.loss, config.class_weights),
@@ -244,44 +275,88 @@ def _start(run, config, model, strategy, names, keys, state, extra):
         print(f"resuming {config.output}: no epoch had completed, so training starts from the first")
 
 
-def _calibration_images(config, train_pairs, count=64):
+def _calibration_images(config, run_data, count=64):
     """The first `count` training images at the training size, unaugmented: where a quantization-aware
     model's ranges start (as post-training calibration would measure them)."""
-    from kerasseg.data.pipeline import make_dataset
+    from kerasseg.data.pipeline import failures, make_dataset
 
-    dataset = make_dataset(train_pairs[:count], config.image_size, config.batch_size)
-    return np.concatenate([np.asarray(images) for images, _ in dataset])
+    reader = run_data.reader(run_data.train[:count])
+    with failures(reader):
+        return np.concatenate([images for images, _ in make_dataset(reader, config.image_size,
+                                                                    config.batch_size).as_numpy_iterator()])
 
 
-def _datasets(config, train_pairs, val_split):
-    """(training data, validation data, fit's step arguments)."""
-    from kerasseg.data.pipeline import make_dataset
+def _evaluate(model, config, run_data, examples=None):
+    """Scores of `model` on `examples` (default: the validation split) at the training size, streamed."""
+    from kerasseg import metrics
+    from kerasseg.data.pipeline import failures, make_dataset
 
-    train_data = make_dataset(train_pairs, config.image_size, config.batch_size, shuffle=True, seed=config.seed,
-                              augment=None if config.augment == "none" else config.augment)
+    reader = run_data.reader(run_data.val if examples is None else examples)
+    with failures(reader):
+        return metrics.evaluate_batches(model, make_dataset(reader, config.image_size, config.batch_size),
+                                        run_data.names)
+
+
+def _datasets(config, run_data, shard):
+    """(training data, validation data, fit's step arguments, their readers). `shard`: (index, count, batch
+    size): the share of the examples this process reads (every count-th from index: a multi-worker run's
+    workers read disjoint files) and its pipeline's batch size (distribute.input_shard)."""
+    from kerasseg.data.pipeline import blank_examples, make_dataset
+
+    index, count, batch_size = shard
+    train = run_data.reader(run_data.train[index::count])
+    train_data = make_dataset(train, config.image_size, batch_size, shuffle=True, seed=config.seed,
+                              augment=None if config.augment == "none" else config.augment, sharded=count > 1)
     if config.strategy != "multiworker":
-        return train_data, make_dataset(val_split, config.image_size, config.batch_size), {}
-    # every process must run the same number of steps (each holds a shard of every batch): whole
-    # training batches from a repeated dataset; the validation split whole, every epoch, padded to
-    # whole batches with images whose every pixel is the ignore label (they count for no metric)
-    val_data = make_dataset(_padded(val_split, config.batch_size), config.image_size, config.batch_size)
-    return train_data.repeat(), val_data, {"steps_per_epoch": max(1, len(train_pairs) // config.batch_size)}
+        val = run_data.reader(run_data.val)
+        return train_data, make_dataset(val, config.image_size, batch_size), {}, (train, val)
+    # every process must run the same number of steps, each giving its part (config.batch_size / count) of
+    # every global batch: whole training batches from a repeated dataset; the validation split whole, every
+    # epoch, each worker's share padded to the same whole number of global batches with images whose every
+    # pixel is the ignore label (they count for no metric). The step counts are given: on TensorFlow a
+    # worker's batches are split into its steps' parts after Keras counted them.
+    share = run_data.val[index::count]
+    largest = -(-len(run_data.val) // count)
+    padded = -(-largest // config.batch_size) * config.batch_size
+    val = run_data.reader(share + blank_examples(padded - len(share), config.image_size))
+    steps = {"steps_per_epoch": max(1, len(run_data.train) // config.batch_size),
+             "validation_steps": padded * count // config.batch_size}
+    return (train_data.repeat(), make_dataset(val, config.image_size, batch_size, sharded=True).repeat(), steps,
+            (train, val))
 
 
-def _fit(config, run, model, strategy, state, train_pairs, val_split):
-    """Trains from the epoch after `state`, committing every epoch; returns the commit callback."""
+def _first_step_callback(started, scan_seconds):
+    """A callback that notes (`.seconds`) and says the seconds from `started` to the end of the first step."""
+    import keras
+
+    class FirstStep(keras.callbacks.Callback):
+        seconds = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.seconds is None:
+                self.seconds = time.time() - started
+                print(f"first training step {self.seconds:.1f} s after the start (the scan took {scan_seconds:.1f} s)",
+                      flush=True)
+
+    return FirstStep()
+
+
+def _fit(config, run, model, strategy, state, run_data, shard, first_step):
+    """Trains from the epoch after `state`, committing every epoch; returns the commit callback. A file that
+    fails to decode stops the run at its last complete epoch (a DatasetError naming the file)."""
     import keras
 
     from kerasseg import rundir
+    from kerasseg.data.pipeline import failures
 
     commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()))
-    callbacks = [commit, keras.callbacks.TensorBoard(run.file("logs"))]
+    callbacks = [commit, keras.callbacks.TensorBoard(run.file("logs")), first_step]
     if config.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=config.patience))
-    train_data, val_data, steps = _datasets(config, train_pairs, val_split)
+    train_data, val_data, steps, readers = _datasets(config, run_data, shard)
     initial_epoch = state["epoch"] + 1 if state else 0
     if initial_epoch < config.epochs:
-        with distribute.fit_scope(model, strategy):
+        with distribute.fit_scope(model, strategy), failures(*readers):
             model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, **steps,
                       shuffle=False,  # the tf.data pipeline shuffles, seeded
@@ -293,6 +368,16 @@ def _fit(config, run, model, strategy, state, train_pairs, val_split):
         raise TrainingStopped(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
     return commit
+
+
+def _stopped(run, config, error, fix):
+    """The words for a run stopped midway by `error`: what it keeps, and (`fix`) how to continue it."""
+    state = run.state()
+    if not state:
+        return f"{error}; training stopped, no epoch had completed"
+    return (f"{error}; training stopped, nothing was lost: epoch {state['epoch'] + 1} of {config.epochs} is "
+            f"complete in {run.path} (model.keras, history.csv, backup/); {fix}, then continue it with python -m "
+            f"kerasseg.train --output {config.output} --resume")
 
 
 def train(config):
@@ -307,50 +392,57 @@ def train(config):
     from kerasseg import rundir
 
     run, record = _open_run(config, worker)
+    started = time.time()
     try:
         keras.utils.set_random_seed(config.seed)
         policy = _mixed_precision() if config.mixed_precision else "float32"
-        train_pairs, val_split, names, keys = _load_data(config, record)
+        run_data = _load_data(config, record)
+        names = run_data.names
         if config.class_weights is not None and len(config.class_weights) != len(names):
             raise ConfigError("class_weights", config.class_weights, f"has {len(config.class_weights)} values for "
                               f"{len(names)} classes ({', '.join(names)}): give one per class")
-        print(f"{config.dataset}: {len(train_pairs)} training and {len(val_split)} validation images, "
+        shard = distribute.input_shard(config, strategy)
+        print(f"{config.dataset}: {len(run_data.train)} training and {len(run_data.val)} validation images, "
               f"{len(names)} classes ({', '.join(names)}); training crops "
-              f"{config.image_size[0]}x{config.image_size[1]}")
+              f"{config.image_size[0]}x{config.image_size[1]}" +
+              (f"; this worker reads {len(run_data.train[shard[0]::shard[1]])} of the training images"
+               if shard[1] > 1 else ""))
+        _open_cache(config, run_data, shard)
         state = _last_epoch(run, config)
-        model, float_scores = _compiled_model(config, strategy, names, train_pairs, val_split,
+        model, float_scores = _compiled_model(config, strategy, run_data,
                                               saved=run.file("model.keras") if state else None)
         print(f"{model.name}: {model.count_params():,} parameters, {policy}, strategy {config.strategy} "
               f"({replicas} replica{'s' if replicas > 1 else ''})")
         extra = record.extra if record else {"init_from_scores": float_scores} if float_scores else {}
-        _start(run, config, model, strategy, names, None if record else keys, state, extra)
-        started = time.time()
-        commit = _fit(config, run, model, strategy, state, train_pairs, val_split)
+        _start(run, config, model, strategy, names, None if record else run_data.keys, state, extra)
+        run_data.scan.save(run.path)
+        first_step = _first_step_callback(started, run_data.scan.seconds)
+        fit_started = time.time()
+        commit = _fit(config, run, model, strategy, state, run_data, shard, first_step)
         if worker:
             return None
-        _finish(config, run, model, commit, val_split, names, extra.get("init_from_scores"), policy, replicas,
-                time.time() - started, len(train_pairs))
+        timings = {"train_seconds": round(time.time() - fit_started, 1),
+                   "scan_seconds": round(run_data.scan.seconds, 2),
+                   "time_to_first_step": None if first_step.seconds is None else round(first_step.seconds, 2)}
+        _finish(config, run, model, commit, run_data, extra.get("init_from_scores"), policy, replicas, timings)
         return rundir.Run.read(run.path)
     except cli.WriteError as error:
-        state = run.state()
-        kept = (f"nothing was lost: epoch {state['epoch'] + 1} of {config.epochs} is complete in {run.path} "
-                "(model.keras, history.csv, backup/); make room, then continue it with python -m kerasseg.train "
-                f"--output {config.output} --resume") if state else "no epoch had completed"
-        raise TrainingStopped(f"{error}; training stopped, {kept}") from None
+        raise TrainingStopped(_stopped(run, config, error, "make room")) from None
+    except DatasetError as error:  # a file the scan could not judge (damaged inside, or changed since), met now
+        raise DatasetError(_stopped(run, config, error, "replace the file")) from None
     finally:
         run.unlock()
 
 
-def _finish(config, run, model, commit, val_split, names, float_scores, policy, replicas, seconds, train_samples):
+def _finish(config, run, model, commit, run_data, float_scores, policy, replicas, timings):
     """Scores the best model on the validation split and writes metrics.json and predictions.png."""
     import keras
 
-    from kerasseg import metrics
-
     if config.strategy == "multiworker" and keras.backend.backend() == "jax":  # the final evaluation runs here alone
         keras.distribution.set_distribution(None)
+    names = run_data.names
     best_model = keras.saving.load_model(run.file("model.keras"))
-    scores = metrics.evaluate_split(best_model, val_split)
+    scores = _evaluate(best_model, config, run_data)
     best_epoch = commit.best["epoch"]
     report = {
         "model": best_model.name if config.init_from else config.model, "model_args": config.model_args,
@@ -362,13 +454,14 @@ def _finish(config, run, model, commit, val_split, names, float_scores, policy, 
         "init_from_per_class_iou": float_scores["per_class_iou"] if float_scores else None,
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": config.epochs,
         "epochs_run": len(commit.rows), "optimizer_steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
-        "batch_size": config.batch_size, "train_samples": train_samples,
+        "batch_size": config.batch_size, "train_samples": len(run_data.train),
         "loss": config.loss, "optimizer": config.optimizer, "schedule": config.schedule, "lr": config.lr,
         "mixed_precision": policy, "strategy": config.strategy, "replicas": replicas, "seed": config.seed,
-        "train_seconds": round(seconds, 1),
+        "cache": "none" if run_data.cache is None else "memory" if config.cache == "auto" else config.cache,
+        **timings,
     }
     files.write_text_atomic(run.file("metrics.json"), json.dumps(report, indent=2) + "\n")
-    _predictions_png(best_model, val_split, run.file("predictions.png"))
+    _predictions_png(best_model, config, run_data, run.file("predictions.png"))
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in scores["per_class_iou"].items() if v is not None)
     print(f"validation mIoU {scores['miou']:.4f} ({per_class}); pixel accuracy {scores['pixel_accuracy']:.4f}")
     if float_scores:
@@ -382,13 +475,17 @@ def _finish(config, run, model, commit, val_split, names, float_scores, policy, 
     return report
 
 
-def _predictions_png(model, split, path, count=4):
+def _predictions_png(model, config, run_data, path, count=4):
     from kerasseg import plots
+    from kerasseg.data.pipeline import failures, make_dataset
 
-    images = split.images[:count]
+    reader = run_data.reader(run_data.val[:count])
+    with failures(reader):
+        images, masks = next(make_dataset(reader, config.image_size, count).as_numpy_iterator())
+    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
     predicted = model.predict_on_batch(images.astype("float32")).argmax(-1)
     rows = [[image, plots.colorize(mask), plots.colorize(p), plots.overlay(image, p)]
-            for image, mask, p in zip(images, split.masks[:count], predicted)]
+            for image, mask, p in zip(images, masks, predicted)]
     plots.save_grid(rows, ["image", "ground truth", "prediction", "overlay"], path,
                     [f"val #{i}" for i in range(len(rows))])
 

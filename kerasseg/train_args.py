@@ -54,6 +54,10 @@ def _parser(description):
                         help="use the first N training samples (default: the whole split)")
     parser.add_argument("--augment", choices=AUGMENTS, default="full",
                         help="full: random scale, crop/pad, flip and colour jitter; flip: flips only")
+    parser.add_argument("--cache", default="auto", metavar="auto|none|memory|DIR",
+                        help="where decoded examples are kept between epochs: none (decoded from their files each "
+                             "time), memory, or a directory (decoded once, for every later epoch and run); auto "
+                             "(default): memory when the decoded split takes at most 1 GiB, else none")
     parser.add_argument("--lr", type=float,
                         help=f"peak learning rate (default: {LEARNING_RATE:g}; {FINE_TUNING_LEARNING_RATE:g} with "
                              "--quantization-aware, which fine-tunes)")

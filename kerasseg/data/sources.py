@@ -5,6 +5,7 @@ arrays, and a name that error messages use); `read_examples` decodes and
 checks them all, naming every file that is wrong.
 """
 
+import functools
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +36,20 @@ class DatasetError(InputError):
 @dataclass
 class Example:
     name: str  # what an error message names: the file, or the TFDS example
-    image: object  # a path, or an (H, W, 3) uint8 array
-    mask: object  # a path, or an (H, W) uint8 array of class indices
+    image: object  # a path, an (H, W, 3) uint8 array, or None for a generated example
+    mask: object  # a path, an (H, W) uint8 array of class indices, or None for a generated example
     key: str = ""  # what a run's split list records: the file stem, or the index in the split
+    generate: object = None  # () -> (image, mask): an example made when it is read (`shapes`)
+    size: tuple = None  # (height, width) of a generated example, known without making it
+
+    @property
+    def on_disk(self):
+        return isinstance(self.image, str)
+
+    @property
+    def mask_name(self):
+        """What an error message calls the mask: its file, or the example."""
+        return self.mask if isinstance(self.mask, str) else self.name
 
 
 def select(examples, keys, where):
@@ -106,51 +118,78 @@ def read_mask(path):
     return values.astype(np.uint8)
 
 
-def _mask_problems(name, mask, num_classes):
-    values = out_of_range(mask, num_classes)
-    if values:
-        return [f"{name}: mask values {values[:8]} are not classes 0..{num_classes - 1} nor the ignore label "
-                f"{IGNORE_LABEL}"]
-    return []
-
-
-def _binary_mask_problems(examples, pairs):
-    """A split whose masks hold only 0 and 255: hand-made binary masks, whose foreground (255, the ignore
-    label) would be ignored, leaving one class to learn."""
-    if not any((mask == IGNORE_LABEL).any() for _, mask in pairs) or \
-            any(((mask != 0) & (mask != IGNORE_LABEL)).any() for _, mask in pairs):
+def binary_mask_problems(examples, masks_values):
+    """A split whose masks hold only 0 and 255 (`masks_values`: each mask's distinct values): hand-made binary
+    masks, whose foreground (255, the ignore label) would be ignored, leaving one class to learn."""
+    seen = set().union(*map(set, masks_values)) if masks_values else set()
+    if IGNORE_LABEL not in seen or seen - {0, IGNORE_LABEL}:
         return []
-    names = [e.mask if isinstance(e.mask, str) else e.name for e in examples[:3]]
+    names = [e.mask_name for e in examples[:3]]
     return [f"{', '.join(names)}{', ...' if len(examples) > 3 else ''}: every mask holds only 0 and 255, and "
             f"{IGNORE_LABEL} is the ignore label, so the foreground would never be learnt. For a binary mask, "
             "store the foreground as class 1 (e.g. `mask // 255` before saving); keep 255 only for pixels that "
             "no loss or metric should count"]
 
 
+def mask_values(mask):
+    """The distinct values of a uint8 mask, fast (a histogram, not a sort)."""
+    return np.flatnonzero(np.bincount(np.asarray(mask, np.uint8).ravel(), minlength=256)).tolist()
+
+
+def read_example(example, num_classes=None):
+    """The (image, mask) of `example`, decoded (read_image, read_mask) or made, each at its own size; a
+    DatasetError names the file when it cannot be read, when the mask is not its image's size, or (given
+    `num_classes`) when the mask holds values that are no class."""
+    if example.generate is not None:
+        return example.generate()
+    image = read_image(example.image) if example.on_disk else np.asarray(example.image)
+    mask = read_mask(example.mask) if isinstance(example.mask, str) else np.asarray(example.mask)
+    problems = size_problems(example, image.shape[:2], mask.shape[:2])
+    if not problems and num_classes is not None:
+        problems = value_problems(example.mask_name, mask_values(mask), num_classes)
+    if problems:
+        raise DatasetError(problems[0])
+    return image, mask
+
+
+def size_problems(example, image_size, mask_size):
+    if tuple(image_size) != tuple(mask_size):
+        return [f"{example.name}: image is {image_size[1]}x{image_size[0]} but its mask {example.mask_name} is "
+                f"{mask_size[1]}x{mask_size[0]}"]
+    return []
+
+
+def value_problems(mask_name, values, num_classes):
+    bad = out_of_range(values, num_classes)
+    if bad:
+        return [f"{mask_name}: mask values {bad[:8]} are not classes 0..{num_classes - 1} nor the ignore label "
+                f"{IGNORE_LABEL}"]
+    return []
+
+
+def raise_problems(problems, where="the dataset"):
+    """One DatasetError listing `problems` (the first 20, and how many more), if there are any."""
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise DatasetError(f"{len(problems)} problem(s) in {where}:\n  {shown}{more}")
+
+
 def read_examples(examples, num_classes, progress=True):
-    """Decodes every example; raises a DatasetError listing every bad file (unreadable or truncated
-    images, masks of another size than their image, mask values that are no class)."""
+    """Decodes every example into memory (for a bounded number of them: calibration and check samples;
+    training and evaluation stream, kerasseg.data.pipeline); raises a DatasetError listing every bad file
+    (unreadable or truncated images, masks of another size than their image, mask values that are no class)."""
     if not examples:
         raise DatasetError("the split has no examples")
 
     def read(example):
         try:
-            image = read_image(example.image) if isinstance(example.image, str) else np.asarray(example.image)
-            mask = read_mask(example.mask) if isinstance(example.mask, str) else np.asarray(example.mask)
+            return read_example(example, num_classes), []
         except DatasetError as error:
             return None, [str(error)]
-        mask_name = example.mask if isinstance(example.mask, str) else example.name
-        if image.shape[:2] != mask.shape[:2]:
-            return None, [f"{example.name}: image is {image.shape[1]}x{image.shape[0]} but its mask {mask_name} is "
-                          f"{mask.shape[1]}x{mask.shape[0]}"]
-        return (image, mask), _mask_problems(mask_name, mask, num_classes)
 
-    bar = None
-    if progress and len(examples) > 200 and isinstance(examples[0].image, str):
-        import keras
-
-        print(f"reading and checking {len(examples)} examples")
-        bar = keras.utils.Progbar(len(examples), verbose=1 if os.isatty(1) else 2)
+    bar = progress_bar(len(examples), f"reading and checking {len(examples)} examples") \
+        if progress and len(examples) > 200 and examples[0].on_disk else None
     pairs, problems = [], []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for i, (pair, issues) in enumerate(pool.map(read, examples), start=1):
@@ -158,12 +197,18 @@ def read_examples(examples, num_classes, progress=True):
             problems += issues
             if bar and (i % 100 == 0 or i == len(examples)):
                 bar.update(i)
-    problems += _binary_mask_problems(examples, pairs) if not problems else []
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise DatasetError(f"{len(problems)} problem(s) in the dataset:\n  {shown}{more}")
+    if not problems:
+        problems = binary_mask_problems(examples, [mask_values(mask) for _, mask in pairs])
+    raise_problems(problems)
     return pairs
+
+
+def progress_bar(total, title):
+    """A Keras progress bar for long work on files (a line per update when the output is not a terminal)."""
+    import keras
+
+    print(title, flush=True)
+    return keras.utils.Progbar(total, verbose=1 if os.isatty(1) else 2)
 
 
 def _read_lines(path):
@@ -210,6 +255,8 @@ class FolderSource:
     (--classes) or, failing that, the largest mask value + 1.
     """
 
+    scanned = None  # (kerasseg.data.scan.Scan) the scan of every example, when the class names needed one
+
     def __init__(self, root, classes=None, seed=0):
         self.root = root
         images_dir, masks_dir = os.path.join(root, "images"), os.path.join(root, "masks")
@@ -240,10 +287,12 @@ class FolderSource:
                 raise DatasetError(f"--classes {classes} disagrees with {labels}, which names {len(names)} "
                                    f"classes ({', '.join(names)})")
             return names
-        if classes is None:
-            highest = max(int(np.max(v, initial=0, where=v != IGNORE_LABEL))
-                          for v in (read_mask(m) for _, m in self.pairs.values()))
-            classes = highest + 1
+        if classes is None:  # the classes are the values the masks hold: every one is scanned (and checked)
+            from kerasseg.data.scan import scan
+
+            self.scanned = scan([Example(image, image, mask, key=stem) for stem, (image, mask) in self.pairs.items()])
+            classes = 1 + max((v for entry in self.scanned.entries.values() for v in entry["values"]
+                               if v != IGNORE_LABEL), default=0)
         return tuple(f"class_{i}" for i in range(classes))
 
     def _splits(self, seed):
@@ -325,8 +374,8 @@ class ShapesSource:
 
     def examples(self, split, keys=None, count=None):
         keys = self.keys(split)[:count] if keys is None else keys
-        return [Example(f"{self.spec} {split} #{k}", *self.sample(0, split, int(k), *self.image_size), key=k)
-                for k in keys]
+        return [Example(f"{self.spec} {split} #{k}", None, None, key=k, size=self.image_size,
+                        generate=functools.partial(self.sample, 0, split, int(k), *self.image_size)) for k in keys]
 
 
 class TfdsSource:
