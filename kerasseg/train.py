@@ -49,7 +49,7 @@ import numpy as np
 
 from kerasseg import cli, distribute, files, train_args
 from kerasseg.config import ConfigError, TrainConfig
-from kerasseg.data.sources import DatasetError
+from kerasseg.data.reading import DatasetError
 from kerasseg.errors import InputError
 
 __all__ = ["TrainConfig", "ConfigError", "train", "parse_args", "main"]
@@ -185,8 +185,8 @@ def _load_data(config, record):
     except data.DatasetError as error:  # (the dataset's own words: it names the file or the folder)
         raise ConfigError("dataset", config.dataset, f"cannot be read: {error}") from None
     if record and scanned.entries:
-        print(f"the scan recorded in {record.directory}: {scanned.checked} of {len(scanned.entries)} files changed "
-              "since, and were checked again")
+        print(f"the scan recorded in {record.directory}: {scanned.checked} of {len(scanned.entries)} examples "
+              "changed since, and were checked again")
     return _RunData(train_examples, val_examples, names, keys, scanned)
 
 

@@ -272,10 +272,36 @@ def _free_ports(count):
     return ports
 
 
+# every image file a process opens, one line each (the test's own sitecustomize: an audit hook on "open")
+OPEN_LOG_HOOK = """
+import os, sys
+_log = os.environ.get("OPEN_LOG")
+if _log:
+    _fd = os.open(_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    def _hook(event, args):
+        if event == "open" and isinstance(args[0], str) and f"{os.sep}images{os.sep}" in args[0]:
+            os.write(_fd, (os.path.basename(args[0]) + "\\n").encode("utf-8", "surrogateescape"))
+    sys.addaudithook(_hook)
+"""
+
+
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_multiworker_trains_two_worker_processes_in_step(tmp_path, backend):
     """Two worker processes on 127.0.0.1: TensorFlow's MultiWorkerMirroredStrategy from TF_CONFIG, or
-    keras.distribution over two JAX processes. Synchronous training leaves both with the same trainable weights."""
+    keras.distribution over two JAX processes. Synchronous training leaves both with the same trainable weights,
+    and each worker decodes only its own share of the training files."""
+    folder = tmp_path / "ds"
+    split = data.load_split("shapes", "train", (32, 32), count=93)
+    for sub in ("images", "masks", "splits"):
+        (folder / sub).mkdir(parents=True)
+    for i, (image, mask) in enumerate(zip(split.images, split.masks)):
+        Image.fromarray(image).save(folder / "images" / f"im {i:02d}.png")
+        Image.fromarray(mask).save(folder / "masks" / f"im {i:02d}.png")
+    (folder / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    (folder / "splits" / "train.txt").write_text("".join(f"im {i:02d}\n" for i in range(64)))
+    (folder / "splits" / "val.txt").write_text("".join(f"im {i:02d}\n" for i in range(64, 93)))  # 29: 15 and 14
+    (tmp_path / "hook").mkdir()
+    (tmp_path / "hook" / "sitecustomize.py").write_text(OPEN_LOG_HOOK)
     ports = _free_ports(2)
     processes = []
     for index in range(2):
@@ -286,10 +312,11 @@ def test_multiworker_trains_two_worker_processes_in_step(tmp_path, backend):
         else:
             variables = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{ports[0]}",
                          "KERAS_DISTRIBUTION_NUM_PROCESSES": "2", "KERAS_DISTRIBUTION_PROCESS_ID": str(index)}
-        env = {**os.environ, "PYTHONPATH": ROOT, "KERAS_BACKEND": backend, **variables}
+        env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'hook'}{os.pathsep}{ROOT}", "KERAS_BACKEND": backend,
+               "OPEN_LOG": str(tmp_path / f"opened-{index}.txt"), **variables}
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "1",
-             "--train-samples", "64", "--strategy", "multiworker", "--output", str(tmp_path / "run"),
+             "--dataset", f"folder:{folder}", "--strategy", "multiworker", "--output", str(tmp_path / "run"),
              # no batch norm: no per-worker statistics, so both workers' models are one model
              "--model-args", '{"batch_norm": false}', "--batch-size", "16",
              # (on JAX, in bfloat16 too: the data-parallel path of one process is this one's, less the
@@ -306,11 +333,18 @@ def test_multiworker_trains_two_worker_processes_in_step(tmp_path, backend):
     # (batch norm's moving statistics are each worker's own, as with keras' BatchNormalization(synchronized=False))
     for a, b in zip(first.trainable_weights, second.trainable_weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
-    # validation scored the whole split (200 images: not a whole number of batches of 16): the best epoch's
-    # val_miou is the final evaluation of the same model, alone, on the whole split
+    # validation scored the whole split (29 images: not a whole number of batches of 16, nor of workers): the
+    # best epoch's val_miou is the final evaluation of the same model, alone, on the whole split
     with open(tmp_path / "run" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert float(rows[report["best_epoch"] - 1]["val_miou"]) == pytest.approx(report["miou"], abs=1e-5)
+    # every file is opened once by the scan; a worker's own share of the training images once more, to train
+    train = [f"im {i:02d}.png" for i in range(64)]
+    for index in range(2):
+        opened = (tmp_path / f"opened-{index}.txt").read_text().splitlines()
+        again = {name for name in train if opened.count(name) > 1}
+        assert again == set(train[index::2]), (index, sorted(again))
+        assert all(opened.count(name) == 1 for name in train[1 - index::2])
 
 
 def test_multiworker_without_its_cluster_settings_is_refused(tmp_path, capsys):

@@ -29,7 +29,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
-from kerasseg.data.sources import DatasetError, Example, read_example
+from kerasseg.data.reading import DatasetError, Example, read_example
 from kerasseg.errors import InputError
 from kerasseg.labels import IGNORE_LABEL
 

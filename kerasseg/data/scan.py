@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from kerasseg.data.sources import (DatasetError, binary_mask_problems, mask_values, progress_bar, raise_problems,
+from kerasseg.data.reading import (DatasetError, binary_mask_problems, mask_values, progress_bar, raise_problems,
                                    read_image, read_mask, size_problems, value_problems)
 
 FILE = "scan.json"  # in a run directory
