@@ -3,6 +3,7 @@ that let a killed run continue.
 
     DIR/run.json         {"arguments": the training arguments, "class_names": [...]}, written first
     DIR/splits/S.txt     the keys (file stems, or indices) of each split S the run used: train, val, test
+    DIR/scan.json        what the scan of the examples found (kerasseg.data.scan), for --resume and evaluate
     DIR/model.keras      the best model so far on validation mIoU
     DIR/history.csv      one row per complete epoch (curves.png is drawn from it)
     DIR/backup/          the last complete epoch: epoch-N.weights.h5 (weights and optimizer state),
@@ -35,8 +36,8 @@ from kerasseg import cli, files
 from kerasseg.errors import InputError
 
 SPLITS = ("train", "val", "test")
-RUN_FILES = ("run.json", "splits", "model.keras", "metrics.json", "history.csv", "curves.png", "predictions.png",
-             "backup", "logs")
+RUN_FILES = ("run.json", "splits", "scan.json", "model.keras", "metrics.json", "history.csv", "curves.png",
+             "predictions.png", "backup", "logs")
 # The instants of an epoch's end at which KERASSEG_CRASH_AT="POINT:EPOCH" kills the process with SIGKILL,
 # in the order they happen: the resume tests kill a real run at each of them.
 CRASH_POINTS = ("weights-written", "weights", "best", "state", "model", "history")
