@@ -84,6 +84,16 @@ def read_mask(path):
     return values.astype(np.uint8)
 
 
+def mask_summary(path):
+    """((height, width), distinct values) of the mask at `path` as read_mask gives it; a grayscale or palette
+    mask's values are counted as it decodes (a histogram), with no array made."""
+    mask = _opened(path, "mask")
+    if mask.mode not in ("L", "P"):
+        values = read_mask(path)
+        return values.shape, mask_values(values)
+    return (mask.height, mask.width), [v for v, n in enumerate(mask.histogram()) if n]
+
+
 def binary_mask_problems(examples, masks_values):
     """A split whose masks hold only 0 and 255 (`masks_values`: each mask's distinct values): hand-made binary
     masks, whose foreground (255, the ignore label) would be ignored, leaving one class to learn."""

@@ -9,9 +9,9 @@ then does anyway, so the scan reads less:
   marker; a PNG's chunks up to IEND), which catches a file cut short by a
   copy or a download. Any other format, and a file whose end does not look
   whole, is decoded (`read_image`), so the verdict is always the decoder's;
-- a mask decoded whole (`read_mask`): its values are what is checked (classes
-  or the ignore label), and a mask is one channel of a few values, far
-  cheaper to decode than its photo.
+- a mask decoded whole (as `read_mask` decodes it), its values counted as it
+  decodes: they are what is checked (classes or the ignore label), and a mask
+  is one channel of a few values, cheaper to decode than its photo.
 
 What the scan cannot see (a JPEG damaged in its middle) stops the run when
 it is met, naming the file, at the last complete epoch (kerasseg.train).
@@ -28,8 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from kerasseg.data.reading import (DatasetError, binary_mask_problems, mask_values, progress_bar, raise_problems,
-                                   read_image, read_mask, size_problems, value_problems)
+from kerasseg.data.reading import (DatasetError, binary_mask_problems, mask_summary, mask_values, progress_bar,
+                                   raise_problems, read_image, size_problems, value_problems)
 
 FILE = "scan.json"  # in a run directory
 VERSION = 1
@@ -136,13 +136,13 @@ def _check_file(example):
     try:
         stat = _stat(example.image) + _stat(example.mask)
         size = image_size(example.image)
-        mask = read_mask(example.mask)
+        mask_size, values = mask_summary(example.mask)
     except DatasetError as error:
         return None, [str(error)]
     except OSError as error:  # (gone since it was listed)
         return None, [f"{example.name}: {error.strerror}"]
-    entry = {"stat": stat, "mask": example.mask, "size": list(size), "values": mask_values(mask)}
-    return entry, size_problems(example, size, mask.shape[:2])
+    entry = {"stat": stat, "mask": example.mask, "size": list(size), "values": values}
+    return entry, size_problems(example, size, mask_size)
 
 
 def scan(examples, num_classes=None, known=None, progress=True):
