@@ -252,3 +252,31 @@ def test_cache_choice_is_said_with_its_reason(tmp_path):
     with pytest.raises(ConfigError, match="cache=''"):
         TrainConfig(tmp_path / "r", cache="")
     assert TrainConfig(tmp_path / "r", cache="~/c").cache == os.path.expanduser("~/c")
+
+
+def test_a_cache_that_cannot_be_written_says_so_once_and_reading_goes_on(tmp_path):
+    """A full disk under the cache (a file size limit: every write past it fails with EFBIG): one note, no
+    torn file, and the examples still read, from their files."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    folder = _folder(tmp_path / "ds", count=6)
+    script = f"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from kerasseg import data
+from kerasseg.data import pipeline
+examples, names = data.list_examples({f"folder:{folder}"!r}, "train")
+cache = pipeline.DiskCache({str(tmp_path / "cache")!r})
+resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+pairs = list(pipeline.decoded(pipeline.ExampleReader(examples, len(names), cache)).as_numpy_iterator())
+print(len(pairs), cache.writable)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": ROOT}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["4", "False"]
+    assert result.stderr.count("note: the cache stops") == 1 and "File too large" in result.stderr
+    assert list((tmp_path / "cache").iterdir()) == []  # no file left half-written
