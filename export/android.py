@@ -6,7 +6,8 @@ Writes into DIR:
                                the TFLite Task Library read: the input image's colour space and
                                normalisation, and the class names as the output's
                                TENSOR_AXIS_LABELS
-    labels.txt                 one class name per line
+    labels.txt                 one class name per line, as MediaPipe lists them (a binary
+                               segmenter's: its foreground alone)
     model_card.json            input size and type, classes and their mask colours, quantization,
                                measured agreement with the Keras model, CPU latency, Edge TPU check
     sample.png                 a held-out test image at the model's input size
@@ -27,6 +28,7 @@ import tempfile
 import numpy as np
 
 from kerasseg import cli, files
+from kerasseg.labels import decide
 from export import edgetpu, pipeline, report as reports, tflite
 
 FILES = ("segmenter.tflite", "labels.txt", "model_card.json", "sample.png", "sample_expected_mask.png", "README.md")
@@ -62,16 +64,24 @@ def _metadata_writers():
     return image_segmenter, metadata_writer
 
 
-def with_metadata(content, labels):
-    """`content` (.tflite bytes) with image-segmenter metadata and `labels` attached."""
+def with_metadata(content, labels, binary=False):
+    """`content` (.tflite bytes) with image-segmenter metadata and `labels` attached (`binary`: the output is
+    one foreground logit, which MediaPipe reads through a sigmoid)."""
     image_segmenter, metadata_writer = _metadata_writers()
+    activation = image_segmenter.Activation.SIGMOID if binary else image_segmenter.Activation.NONE
     writer = image_segmenter.MetadataWriter.create(
         bytearray(content), input_norm_mean=[0.0], input_norm_std=[1.0],  # the model takes pixels in [0, 255]
-        labels=metadata_writer.Labels().add(list(labels)), activation=image_segmenter.Activation.NONE)
+        labels=metadata_writer.Labels().add(list(labels)), activation=activation)
     populated, _ = writer.populate()
     del writer  # its temporary folder is removed now, not in a __del__ at interpreter exit
     return bytes(populated)
 
+
+# what a one-channel (binary) file gives in MediaPipe, which reads its one channel as the foreground's
+MASK_NOTE = ("one channel, the foreground's logit, which MediaPipe reads through a sigmoid: its category mask is 0 "
+             "where the pixel is the foreground and 255 elsewhere, its confidence mask the foreground's probability, "
+             "its labels the foreground's name alone; sample_expected_mask.png holds 1 for the foreground, 0 "
+             "elsewhere")
 
 README = """# {name}: an int8 segmenter for Android and Coral
 
@@ -101,7 +111,7 @@ val mask = result.categoryMask().get()            // one byte per pixel: the cla
 ```
 
 MediaPipe resizes any camera frame to {height}x{width} and the mask back to
-the frame's size; the labels come from the file's metadata.
+the frame's size; the labels come from the file's metadata.{binary_note}
 
 ## Coral Edge TPU (pycoral, Python)
 
@@ -120,7 +130,7 @@ interpreter.allocate_tensors()
 image = Image.open("sample.png").convert("RGB").resize(common.input_size(interpreter))
 common.set_input(interpreter, np.asarray(image))
 interpreter.invoke()
-mask = np.argmax(segment.get_output(interpreter), axis=-1)   # compare with sample_expected_mask.png
+{coral_decision}   # compare with sample_expected_mask.png
 ```
 
 Edge TPU static check of this file: {edgetpu}.
@@ -168,16 +178,21 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
     report = report.to_dict()
     report.update(model=found.name, calibration_dataset=found.calibration_spec)
     sample = np.clip(np.round(found.held_out.images[0]), 0, 255).astype(np.uint8)  # (as sample.png holds it)
-    expected = reports.keras_function(model, size)(sample[None])[0].argmax(-1).astype(np.uint8)
+    expected = decide(reports.keras_function(model, size)(sample[None])[0]).astype(np.uint8)
     colours = plots.palette(len(labels))
+    binary = model.outputs[0].shape[-1] == 1
+    # MediaPipe reads one channel as the foreground's: its labels are that one class, its category mask 0 there
+    # and 255 elsewhere
+    device_labels = labels[1:] if binary else labels
     card = {
         "name": model.name,
         "source_model": found.name,
         "input": {"height": size[0], "width": size[1], "channels": "RGB", "type": "uint8", "range": [0, 255],
                   "normalization": f"inside the file: {found.input_normalization}" if found.input_normalization
                   else "none: the model takes pixels"},
-        "output": {"shape": [1, size[0], size[1], len(labels)], "type": "uint8",
-                   "meaning": f"quantized per-pixel {report['output_kind']} (argmax = class)"},
+        "output": {"shape": [1, size[0], size[1], model.outputs[0].shape[-1]], "type": "uint8",
+                   "meaning": f"quantized per-pixel {report['output_kind']} (argmax = class)" if not binary else
+                   f"the quantized {report['output_kind']} of {labels[1]} (a binary segmenter: {MASK_NOTE})"},
         "classes": [{"index": i, "name": name, "color": colours[i].tolist()} for i, name in enumerate(labels)],
         "quantization": "int8: per-channel int8 weights, int8 activations, uint8 input and output",
         "calibration": {"dataset": report["calibration_dataset"], "samples": report["calibration_samples"]},
@@ -188,10 +203,16 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
         "size_bytes": None,
         "edgetpu_static_check": {key: check[key] for key in ("fully_mapped", "mapped_share", "first_cpu_op")},
     }
-    segmenter = with_metadata(content, labels)
+    segmenter = with_metadata(content, device_labels, binary)
     card["size_bytes"] = report["size_bytes"] = len(segmenter)  # (the file with its metadata)
     mapped = f"{100 * check['mapped_share']:.0f}% of {check['operators']} operators map"
-    text = README.format(name=model.name, model=os.path.basename(found.name), height=size[0], width=size[1],
+    coral = "mask = np.argmax(segment.get_output(interpreter), axis=-1)"
+    if binary:  # the logit is above 0 where its uint8 value is above the output's zero point
+        coral = ("zero_point = interpreter.get_output_details()[0][\"quantization\"][1]\n"
+                 "mask = (segment.get_output(interpreter)[..., 0] > zero_point).astype(np.uint8)")
+    note = f"\n\nThis is a binary segmenter: {MASK_NOTE}." if binary else ""
+    text = README.format(binary_note=note.replace("the foreground", labels[1]) if binary else "",
+                         coral_decision=coral, name=model.name, model=os.path.basename(found.name), height=size[0], width=size[1],
                          classes=len(labels), labels=", ".join(labels), labels_list=list(labels),
                          samples=report["samples"], dataset=report["dataset"],
                          pixel_agreement=report["pixel_agreement"], latency=report["latency_ms"], edgetpu=mapped,
@@ -199,7 +220,7 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
                          f"mIoU {report['miou_reference']:.4f} -> {report['miou_exported']:.4f}")
     outputs = {
         "segmenter.tflite": segmenter,
-        "labels.txt": ("\n".join(labels) + "\n").encode(),
+        "labels.txt": ("\n".join(device_labels) + "\n").encode(),
         "model_card.json": (json.dumps(card, indent=2) + "\n").encode(),
         "sample.png": plots.png_bytes(sample),
         "sample_expected_mask.png": plots.png_bytes(expected),

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg import files
-from kerasseg.described import PIXELS, checked_class_names, description
+from kerasseg.described import PIXELS, checked_class_names, description, output_kind  # noqa: F401 (its home)
+from kerasseg.data.reading import BINARY_NAMES
 from kerasseg.errors import InputError
+from kerasseg.labels import mask_classes
 from export import report as reports, values
 
 
@@ -93,15 +95,6 @@ def _checked_output(model, size):
     return int(shape[-1])
 
 
-def output_kind(model):
-    """"probabilities" when `model` ends in a softmax or a sigmoid, else "logits" (per-pixel scores)."""
-    last = model.outputs[0]._keras_history.operation
-    while getattr(last, "outputs", None):  # a nested functional model: its last layer
-        last = last.outputs[0]._keras_history.operation
-    activation = getattr(getattr(last, "activation", None), "__name__", "")
-    return "probabilities" if type(last).__name__ == "Softmax" or activation in ("softmax", "sigmoid") else "logits"
-
-
 def export_size(model, requested=None, data=()):
     """The fixed (height, width) to export at: `requested`, else the model's own fixed input size, else the
     training size it carries (kerasseg.describe), else the size all the images of the first of `data` share
@@ -158,14 +151,14 @@ def inputs(model, image_size=None, validation=None, calibration=None, class_name
     classes = _checked_output(model, size)
     given = described.class_names if class_names is None else \
         checked_class_names(class_names, classes, model.name)
-    names = given or tuple(f"class_{i}" for i in range(classes))
+    names = given or (BINARY_NAMES if classes == 1 else tuple(f"class_{i}" for i in range(classes)))
     held_out = values.validation_samples(calibration if validation is None else validation, size, names, samples)
     if validation is None and not isinstance(calibration, str):  # (a spec's own test split is held out)
         held_out.spec = f"{held_out.spec}, the calibration images (no validation samples given)"
     if held_out.resized:
         print(f"note: {held_out.resized} of the {len(held_out)} held-out images ({held_out.spec}) were resized to "
               f"{size[0]}x{size[1]}, the export size (masks: nearest)", file=sys.stderr)
-    if not given and len(held_out.class_names) == classes:
+    if not given and len(held_out.class_names) == mask_classes(classes):
         names = held_out.class_names
     found = Inputs(model, policy, name, size, held_out, names, normalization)
     if calibrate:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 
 from kerasseg import files
+from kerasseg.described import output_kind
 from kerasseg.errors import InputError
+from kerasseg.labels import decide, mask_classes
 from export.runtimes import median_ms, open_runner
 
 # Quantization changes logits by design; what must survive is the predicted class.
@@ -75,9 +77,10 @@ def keras_function(model, image_size):
     return lambda images: np.asarray(function(np.asarray(images, np.float32)))
 
 
-def compare(model, runner, samples, latency_repeats=20):
+def compare(model, runner, samples, latency_repeats=20, kind="logits"):
     """The agreement numbers of `runner` against `model` on `samples` (a data.Split), and both
-    models' predicted classes."""
+    models' predicted classes (`kind`: what both output, "logits" or "probabilities": how a one-channel
+    output decides, kerasseg.labels.decide)."""
     from kerasseg import metrics
 
     images = samples.images.astype(np.float32)
@@ -88,7 +91,7 @@ def compare(model, runner, samples, latency_repeats=20):
         raise InputError(f"the exported model returns {exported.shape[1:]} per image, the Keras model "
                          f"{reference.shape[1:]}")
     error = np.abs(exported.astype(np.float64) - reference)
-    ref_class, exp_class = predicted_classes(reference), predicted_classes(exported)
+    ref_class, exp_class = predicted_classes(reference, kind), predicted_classes(exported, kind)
     numbers = {
         "samples": len(images),
         "nonfinite_outputs": int((~np.isfinite(exported)).sum()),
@@ -103,7 +106,7 @@ def compare(model, runner, samples, latency_repeats=20):
     if samples.masks is None:
         numbers["miou_note"] = "mIoU not computed: the samples have no masks; compared on pixels and logits only"
         return numbers, (ref_class, exp_class)
-    classes = model.outputs[0].shape[-1] if reference.ndim == 4 else samples.num_classes
+    classes = mask_classes(model.outputs[0].shape[-1]) if reference.ndim == 4 else samples.num_classes
     if classes != samples.num_classes:  # another dataset's images still show whether the two models agree
         numbers["miou_note"] = (f"mIoU not computed: the model predicts {classes} classes and dataset "
                                 f"{samples.spec!r} has {samples.num_classes}; compared on pixels and logits only")
@@ -118,9 +121,10 @@ def compare(model, runner, samples, latency_repeats=20):
     return numbers, (ref_class, exp_class)
 
 
-def predicted_classes(outputs):
-    """Class per pixel of a batch of logits / probabilities (N, H, W, C) or class indices (N, H, W)."""
-    return outputs if outputs.ndim == 3 else outputs.argmax(-1)
+def predicted_classes(outputs, kind="logits"):
+    """Class per pixel of a batch of logits / probabilities (N, H, W, C) (decided as kerasseg.labels.decide
+    decides: one channel is a binary segmenter's foreground score) or class indices (N, H, W)."""
+    return outputs if outputs.ndim == 3 else decide(outputs, kind)
 
 
 def check(report, thresholds):
@@ -160,7 +164,8 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
     quantization = quantization or runner.quantization
     thresholds = {**DEFAULT_THRESHOLDS[quantization], **(overrides or {})}
     report = {"runtime": runner.runtime, "quantization": quantization, **(extra or {})}
-    numbers, classes = compare(model, runner, samples)
+    kind = report.get("output_kind") or output_kind(model)
+    numbers, classes = compare(model, runner, samples, kind=kind)
     report.update(numbers)
     if figure:
         disagreement_png(samples, classes, figure)

@@ -20,9 +20,9 @@ refused (exit 2, nothing written) unless the static Edge TPU check
 (export.edgetpu) maps every op; `edgetpu_compiler`, when on PATH, then
 compiles the file and its log is kept beside it.
 
---output-kind: logits (default), probabilities (softmax) or category (class
-indices as int32: the device needs no argmax; it runs on the CPU, after the
-Edge TPU's part).
+--output-kind: logits (default), probabilities (softmax; a binary segmenter's
+sigmoid) or category (class indices as int32: the device needs no argmax; it
+runs on the CPU, after the Edge TPU's part).
 
 The file is converted with a fixed batch-1 input of --image-size, then run in
 the LiteRT interpreter on held-out test samples and compared with the Keras
@@ -150,21 +150,26 @@ def run_edgetpu_compiler(output):
 def _class_indices(logits):
     import tensorflow as tf
 
+    if logits.shape[-1] == 1:  # a binary segmenter's foreground logit
+        return tf.cast(logits[..., 0] > 0, tf.int32)
     # keras.ops.argmax adds a -0.0 fix (a BitwiseAnd) that TFLite has no kernel for
     return tf.argmax(logits, axis=-1, output_type=tf.int32)
 
 
 def with_output_kind(model, kind):
-    """`model` ending in logits, probabilities (softmax) or class indices (int32)."""
+    """`model` ending in logits, probabilities (softmax; a binary segmenter's one logit: sigmoid) or class
+    indices (int32)."""
     import keras
 
     if kind == "logits":
         return model
     last = model.layers[-1]
+    binary = model.outputs[0].shape[-1] == 1
     if kind == "probabilities":
-        if getattr(last, "activation", None) is keras.activations.softmax:
+        if getattr(last, "activation", None) in (keras.activations.softmax, keras.activations.sigmoid):
             return model
-        outputs = keras.layers.Softmax(dtype="float32", name="probabilities")(model.outputs[0])
+        outputs = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(model.outputs[0]) \
+            if binary else keras.layers.Softmax(dtype="float32", name="probabilities")(model.outputs[0])
     else:
         outputs = keras.layers.Lambda(_class_indices, name="category")(model.outputs[0])
     return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")

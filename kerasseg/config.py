@@ -77,6 +77,7 @@ class TrainConfig:
     dataset: str = "shapes"
     data_dir: str = None
     classes: int = None
+    binary_masks: bool = False
     image_size: tuple = (64, 64)
     batch_size: int = 16
     epochs: int = 10
@@ -138,6 +139,11 @@ class TrainConfig:
                 self.class_weights = [float(w) for w in self.class_weights]
             except (TypeError, ValueError):
                 raise ConfigError("class_weights", self.class_weights, "must be numbers, one per class") from None
+        if self.binary_masks and self.classes not in (None, 1):
+            raise ConfigError("binary_masks", True, "reads black-and-white masks as background and foreground, for "
+                              "a binary segmenter: leave out {classes} or give 1")
+        if self.binary_masks:
+            self.classes = 1
         if self.quantization_aware and not self.init_from:
             raise ConfigError("quantization_aware", True, "fine-tunes a trained float model: give it as "
                               "{init_from} (a model.keras)")

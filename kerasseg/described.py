@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import keras
 
 from kerasseg.errors import InputError
+from kerasseg.labels import mask_classes
 
 PIXELS = (0.0, 255.0)  # every kerasseg model: raw RGB in [0, 255], its normalization inside it
 
@@ -78,10 +79,26 @@ def checked_class_names(names, classes=None, owner="the model"):
         raise InputError(f"class name {bad!r} is empty or holds a line break; each name is one line of labels.txt")
     if len(set(names)) != len(names):
         raise InputError(f"class names must differ from each other; received {list(names)}")
-    if classes is not None and len(names) != classes:
+    if classes is not None and len(names) != mask_classes(classes):
+        expected = "two names, background's and the foreground's, for its one channel (a binary segmenter)" \
+            if classes == 1 else "one per class"
         raise InputError(f"{len(names)} class names ({', '.join(names)}) for {owner}, whose output has {classes} "
-                         "channels (one per class)")
+                         f"channel{'s' if classes > 1 else ''}: {expected}")
     return names
+
+
+def output_kind(model):
+    """"probabilities" when `model` ends in a softmax or a sigmoid, else "logits" (per-pixel scores); an
+    InputError for a softmax over one channel, which is 1 everywhere and decides nothing."""
+    last = model.outputs[0]._keras_history.operation
+    while getattr(last, "outputs", None):  # a nested functional model: its last layer
+        last = last.outputs[0]._keras_history.operation
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    softmax = type(last).__name__ == "Softmax" or activation == "softmax"
+    if softmax and model.outputs[0].shape[-1] == 1:
+        raise InputError(f"{model.name} ends in a softmax over one channel, which is 1 at every pixel: no class "
+                         "can be read from it; end a binary segmenter in its logit (or a sigmoid)")
+    return "probabilities" if softmax or activation == "sigmoid" else "logits"
 
 
 def description(model):
@@ -93,7 +110,7 @@ def description(model):
 
 def describe(model, class_names=None, image_size=None, input_range=None):
     """`model` (functional, one input and one output) as a DescribedModel over the same layers and weights,
-    carrying `class_names` (one per output channel), `image_size` ((height, width), or N) and `input_range`
+    carrying `class_names` (one per output channel; two for a binary segmenter's one), `image_size` ((height, width), or N) and `input_range`
     ((low, high) of the RGB values it takes; default: raw pixels, 0-255). A field not given keeps what
     `model` already carries."""
     if not getattr(model, "inputs", None) or len(model.inputs) != 1 or len(model.outputs) != 1:

@@ -29,16 +29,22 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")
     parser.add_argument("--image-size", type=cli.arg_type(_size_or_native),
                         help="N or HxW, or 'native' (each image at its own size; default: the training size)")
+    parser.add_argument("--binary-masks", action="store_true",
+                        help="the dataset's masks are black-and-white pictures of the foreground (0 / 255; default: "
+                             "as the run read them)")
     parser.add_argument("--batch-size", default=16, type=cli.arg_type(cli.positive_int))
     parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json)")
     args = parser.parse_args(argv)
 
     from kerasseg import metrics, resolve
     from kerasseg.data.pipeline import ExampleReader, decoded, failures, make_dataset
+    from kerasseg.described import output_kind
+    from kerasseg.labels import mask_classes
 
     model = files.load_keras_model(args.model)
-    classes = model.outputs[0].shape[-1]
-    view = resolve.data_view(args.model, args.dataset, args.data_dir, classes)
+    channels = model.outputs[0].shape[-1]
+    classes, kind = mask_classes(channels), output_kind(model)
+    view = resolve.data_view(args.model, args.dataset, args.data_dir, channels, args.binary_masks)
     native = args.image_size == "native"
     if native:
         fixed = model.inputs[0].shape[1:3]
@@ -58,14 +64,16 @@ def main(argv=None):
         reader = ExampleReader(examples, len(names))
         with failures(reader):  # (streamed: one batch in memory at a time)
             if native:
-                scores = metrics.evaluate_pairs(model, decoded(reader).as_numpy_iterator(), names, args.batch_size)
+                scores = metrics.evaluate_pairs(model, decoded(reader).as_numpy_iterator(), names, args.batch_size,
+                                                kind=kind)
             else:
-                scores = metrics.evaluate_batches(model, make_dataset(reader, size, args.batch_size), names)
+                scores = metrics.evaluate_batches(model, make_dataset(reader, size, args.batch_size), names, kind)
     except data.DatasetError as error:
         raise cli.UsageError(str(error)) from None
     sizes = sorted({scanned.size(e) for e in examples})
     report = {"model": args.model, "dataset": view.spec, "split": args.split, "samples": len(examples),
-              "image_size": "native" if native else list(size), **scores}
+              "image_size": "native" if native else list(size), **scores,
+              **({"foreground_iou": scores["per_class_iou"][names[1]]} if channels == 1 else {})}
     output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
     files.ensure_output_dir(output)
     files.write_text_atomic(output, json.dumps(report, indent=2) + "\n")

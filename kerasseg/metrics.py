@@ -8,7 +8,7 @@ a batch full of it). Pixels labelled with the ignore label do not count.
 import keras
 import numpy as np
 
-from kerasseg.labels import IGNORE_LABEL, out_of_range
+from kerasseg.labels import IGNORE_LABEL, class_scores, decide, out_of_range
 
 
 def confusion_matrix(y_true, y_pred, num_classes, ignore_label=IGNORE_LABEL):
@@ -57,25 +57,45 @@ def mean_iou_metric(num_classes, ignore_label=IGNORE_LABEL, name="miou"):
     )
 
 
-def evaluate_split(model, split, batch_size=16):
+@keras.saving.register_keras_serializable(package="kerasseg")
+class ScoresIoU(keras.metrics.IoU):
+    """keras.metrics.IoU of per-pixel scores decided as kerasseg.labels.decide decides them: one channel's
+    logit z as the two classes (0, z) (foreground where z > 0), several channels by their argmax."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, class_scores(y_pred), sample_weight)
+
+
+def segmentation_metrics(channels, ignore_label=IGNORE_LABEL):
+    """What model.fit reports for a model of `channels` output channels: "miou" (its classes' mean IoU); for a
+    binary segmenter (one channel) also "foreground_iou"."""
+    if channels > 1:
+        return [mean_iou_metric(channels, ignore_label)]
+    common = {"num_classes": 2, "ignore_class": ignore_label, "sparse_y_pred": False}
+    return [ScoresIoU(target_class_ids=[0, 1], name="miou", **common),
+            ScoresIoU(target_class_ids=[1], name="foreground_iou", **common)]
+
+
+def evaluate_split(model, split, batch_size=16, kind="logits"):
     """Scores of `model` on a whole split, from one accumulated confusion matrix."""
-    return evaluate_pairs(model, zip(split.images, split.masks), split.class_names, batch_size)
+    return evaluate_pairs(model, zip(split.images, split.masks), split.class_names, batch_size, kind=kind)
 
 
-def evaluate_batches(model, batches, class_names):
+def evaluate_batches(model, batches, class_names, kind="logits"):
     """Scores of `model` on every (images, masks) batch of `batches` (a tf.data.Dataset of them, as
     kerasseg.data.pipeline.make_dataset streams, or any iterable of arrays), from one accumulated confusion
-    matrix: memory holds one batch at a time."""
+    matrix: memory holds one batch at a time. Pixels are decided as kerasseg.labels.decide decides them
+    (`kind`: what the model outputs, "logits" or "probabilities")."""
     if hasattr(batches, "as_numpy_iterator"):
         batches = batches.as_numpy_iterator()
     cm = 0
     for images, masks in batches:
         logits = model.predict_on_batch(np.asarray(images, "float32"))
-        cm = cm + confusion_matrix(np.asarray(masks), np.asarray(logits).argmax(-1), len(class_names))
+        cm = cm + confusion_matrix(np.asarray(masks), decide(logits, kind), len(class_names))
     return scores(cm, class_names)
 
 
-def evaluate_pairs(model, pairs, class_names, batch_size=16, pending=64):
+def evaluate_pairs(model, pairs, class_names, batch_size=16, pending=64, kind="logits"):
     """Scores of `model` on (image, mask) pairs of any sizes (an iterable: read as it is consumed), from one
     accumulated confusion matrix.
 
@@ -96,4 +116,4 @@ def evaluate_pairs(model, pairs, class_names, batch_size=16, pending=64):
             images, masks = zip(*group)
             yield np.stack(images), np.stack(masks)
 
-    return evaluate_batches(model, batches(), class_names)
+    return evaluate_batches(model, batches(), class_names, kind)

@@ -7,8 +7,10 @@ For each image writes, at the image's own size:
 
 Each image is resized to the model's training size (--image-size, default
 from the run's record, run.json beside the model), and the logits are resized back to the
-image's size before the argmax; --native runs the model at each image's own
-size instead (every kerasseg segmenter takes any size).
+image's size before each pixel's class is decided (the highest score; for a
+binary segmenter's one logit, foreground where it is above 0); --native runs
+the model at each image's own size instead (every kerasseg segmenter takes
+any size).
 """
 
 import io
@@ -47,6 +49,8 @@ def main(argv=None):
     from kerasseg.data.sources import DatasetError, read_image
 
     from kerasseg import resolve
+    from kerasseg.described import output_kind
+    from kerasseg.labels import decide, mask_classes
 
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
@@ -64,6 +68,7 @@ def main(argv=None):
     except DatasetError as error:
         raise cli.UsageError(str(error)) from None
     model = files.load_keras_model(args.model)
+    kind = output_kind(model)
     size = None if args.native else resolve.image_size(model, args.model, args.image_size)
     files.ensure_output_dir(os.path.join(args.output, "x"))
     for path, image in zip(args.images, images):
@@ -74,11 +79,11 @@ def main(argv=None):
         logits = model.predict_on_batch(x)
         if size is not None:
             logits = ops.convert_to_numpy(ops.image.resize(logits, (height, width), interpolation="bilinear"))
-        mask = np.asarray(logits)[0].argmax(-1).astype(np.uint8)
+        mask = decide(np.asarray(logits)[0], kind).astype(np.uint8)
         stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
         files.write_bytes_atomic(f"{stem}_mask.png", _palette_png(mask))
         files.write_bytes_atomic(f"{stem}_overlay.png", plots.png_bytes(plots.overlay(image, mask)))
-        counts = np.bincount(mask.ravel(), minlength=logits.shape[-1])
+        counts = np.bincount(mask.ravel(), minlength=mask_classes(logits.shape[-1]))
         print(f"{path}: {width}x{height}, classes {dict((i, int(c)) for i, c in enumerate(counts) if c)} "
               f"-> {stem}_mask.png, {stem}_overlay.png")
     return 0

@@ -21,11 +21,15 @@ class DataView:
     data_dir: str = None
     record: Run = None  # (rundir.Run)
     classes: int = None  # for a dataset that does not name its classes (a folder without labels.txt)
+    binary_masks: bool = False  # a folder's masks are black-and-white pictures (kerasseg.data.reading.read_mask)
 
     def _arguments(self, split, count):
         keys = self.record.split_keys(split) if self.record else None
-        return {"data_dir": self.data_dir, "classes": len(self.record.class_names) if self.record else self.classes,
-                "keys": None if keys is None else keys[:count]}
+        # a run's class count is its model's channels: one per class, or 1 for a binary segmenter's two
+        classes = (1 if self.record.arguments.get("classes") == 1 else len(self.record.class_names)) \
+            if self.record else self.classes
+        return {"data_dir": self.data_dir, "classes": classes, "keys": None if keys is None else keys[:count],
+                "binary_masks": self.binary_masks}
 
     def load_split(self, split, image_size, count=None):
         """`count` examples of `split` at `image_size` (a kerasseg.data.Split)."""
@@ -72,7 +76,7 @@ def image_size(model, model_path, requested=None):
     )
 
 
-def data_view(model_path, dataset=None, data_dir=None, classes=None):
+def data_view(model_path, dataset=None, data_dir=None, classes=None, binary_masks=False):
     """The data a stage after training uses for `model_path`: `dataset` when given (with the run's split
     lists if it names the run's dataset, however spelled), else the run's record; neither is a UsageError,
     never `shapes`."""
@@ -90,5 +94,6 @@ def data_view(model_path, dataset=None, data_dir=None, classes=None):
     except ValueError as error:
         raise cli.UsageError(str(error)) from None
     if record is not None and spec == data.resolve_spec(record.dataset):
-        return DataView(spec, data_dir or record.arguments.get("data_dir"), record)
-    return DataView(spec, data_dir, classes=classes)
+        return DataView(spec, data_dir or record.arguments.get("data_dir"), record,
+                        binary_masks=binary_masks or record.arguments.get("binary_masks", False))
+    return DataView(spec, data_dir, classes=classes, binary_masks=binary_masks)

@@ -51,6 +51,7 @@ from kerasseg import cli, distribute, files, train_args
 from kerasseg.config import ConfigError, TrainConfig
 from kerasseg.data.reading import DatasetError
 from kerasseg.errors import InputError
+from kerasseg.labels import decide, mask_classes
 
 __all__ = ["TrainConfig", "ConfigError", "train", "parse_args", "main"]
 
@@ -84,7 +85,8 @@ def _build(config, run_data, saved=None):
     on request, its ranges calibrated on the first training images), or a new one from the registry."""
     from kerasseg import models
 
-    num_classes = len(run_data.names)
+    names = run_data.names
+    channels = 1 if config.classes == 1 else len(names)  # a binary segmenter: one foreground logit
     if saved:
         try:
             return files.load_keras_model(saved), None
@@ -95,9 +97,12 @@ def _build(config, run_data, saved=None):
         if not os.path.isfile(config.init_from):
             raise ConfigError("init_from", config.init_from, "is not a file")
         model = files.load_keras_model(config.init_from)
-        if model.output_shape[-1] != num_classes:
-            raise ConfigError("init_from", config.init_from, f"predicts {model.output_shape[-1]} classes, but "
-                                 f"{config.dataset} has {num_classes}")
+        found = model.output_shape[-1]
+        if mask_classes(found) != len(names) or config.classes not in (None, found):
+            raise ConfigError("init_from", config.init_from, f"has {found} output channel{'s' * (found > 1)} "
+                              f"({mask_classes(found)} classes), but {config.dataset} has {len(names)} "
+                              f"({', '.join(names)})" + (" and a binary segmenter has one channel"
+                                                         if config.classes == 1 else ""))
         if not config.quantization_aware:
             return model, None
         from kerasseg import qat
@@ -114,7 +119,7 @@ def _build(config, run_data, saved=None):
     if config.backbone_weights:
         kwargs["backbone_weights"] = config.backbone_weights
     try:
-        return models.create_model(config.model, classes=num_classes, **kwargs), None
+        return models.create_model(config.model, classes=channels, **kwargs), None
     except (TypeError, ValueError) as error:
         raise ConfigError("model_args", kwargs, f"cannot build {config.model}: {error}") from None
 
@@ -173,7 +178,8 @@ def _load_data(config, record):
 
     recorded = _split_lists(config, record)
     try:
-        source = data.open_source(config.dataset, config.data_dir, config.classes, config.seed, config.image_size)
+        source = data.open_source(config.dataset, config.data_dir, config.classes, config.seed, config.image_size,
+                                  config.binary_masks)
         train_examples, names = data.list_examples(config.dataset, "train", config.image_size, config.train_samples,
                                                    classes=config.classes, keys=recorded.get("train"), source=source)
         val_examples, _ = data.list_examples(config.dataset, "val", config.image_size, keys=recorded.get("val"),
@@ -182,6 +188,8 @@ def _load_data(config, record):
                 "test": recorded.get("test") or source.keys("test")}
         known = Scan.merged(Scan.load(record.directory) if record else None, getattr(source, "scanned", None))
         scanned = scan(train_examples + val_examples, len(names), known)
+    except data.ClassesError as error:
+        raise ConfigError("classes", config.classes, error.problem) from None
     except data.DatasetError as error:  # (the dataset's own words: it names the file or the folder)
         raise ConfigError("dataset", config.dataset, f"cannot be read: {error}") from None
     if record and scanned.entries:
@@ -243,7 +251,7 @@ def _compiled_model(config, strategy, run_data, saved=None):
         model = describe(model, names, config.image_size)  # model.keras carries its labels and training size
         model.compile(optimizer=_optimizer(keras, config, steps),
                       loss=losses.SegmentationLoss(config.loss, config.class_weights),
-                      metrics=[metrics.mean_iou_metric(len(names))])
+                      metrics=metrics.segmentation_metrics(model.outputs[0].shape[-1]))
     return model, float_scores
 
 
@@ -450,6 +458,7 @@ def _finish(config, run, model, commit, run_data, float_scores, policy, replicas
         "qat_calibration": config.qat_calibration if config.quantization_aware else None, "backbone": config.backbone,
         "dataset": config.dataset,
         "split": "val", "image_size": list(config.image_size), "classes": list(names), **scores,
+        **({"foreground_iou": scores["per_class_iou"][names[1]]} if best_model.outputs[0].shape[-1] == 1 else {}),
         "init_from_miou": float_scores["miou"] if float_scores else None,
         "init_from_per_class_iou": float_scores["per_class_iou"] if float_scores else None,
         "best_epoch": None if best_epoch is None else int(best_epoch) + 1, "epochs": config.epochs,
@@ -483,7 +492,7 @@ def _predictions_png(model, config, run_data, path, count=4):
     with failures(reader):
         images, masks = next(make_dataset(reader, config.image_size, count).as_numpy_iterator())
     images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    predicted = model.predict_on_batch(images.astype("float32")).argmax(-1)
+    predicted = decide(model.predict_on_batch(images.astype("float32")))
     rows = [[image, plots.colorize(mask), plots.colorize(p), plots.overlay(image, p)]
             for image, mask, p in zip(images, masks, predicted)]
     plots.save_grid(rows, ["image", "ground truth", "prediction", "overlay"], path,

@@ -45,7 +45,13 @@ def _parser(description):
                         help=f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)")
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")
     parser.add_argument("--classes", type=cli.arg_type(cli.positive_int),
-                        help="number of classes (checked against labels.txt; needed by some datasets)")
+                        help="number of classes (checked against labels.txt; needed by some datasets); 1: a binary segmenter, one "
+                             "foreground logit, masks 0 (background) and 1 (foreground), labels.txt the foreground's "
+                             "name (or both)")
+    parser.add_argument("--binary-masks", action="store_true",
+                        help="a folder's masks are black-and-white pictures of the foreground (0 and 255, any image "
+                             "format, as Carvana, ISIC and Kvasir ship them; 128 or more is foreground): a binary "
+                             "segmenter (--classes 1)")
     parser.add_argument("--image-size", default=(64, 64), type=cli.arg_type(cli.image_size),
                         help="training crop size, N or HxW (default: 64)")
     parser.add_argument("--batch-size", default=16, type=cli.arg_type(cli.positive_int))

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg.data import shapes
-from kerasseg.data.sources import (IGNORE_LABEL, DatasetError, FolderSource, ShapesSource, TfdsSource, VocSource,
-                                   read_examples)
+from kerasseg.data.sources import (IGNORE_LABEL, ClassesError, DatasetError, FolderSource, ShapesSource,
+                                   TfdsSource, VocSource, read_examples)
 
 ACCEPTED_SPECS = ("shapes", "shapes:hard", "folder:DIR", "voc:DIR", "tfds:NAME")
 SPLITS = ("train", "val", "test")
@@ -72,11 +72,15 @@ def check_spec(spec):
     return spec
 
 
-def open_source(spec, data_dir=None, classes=None, seed=0, image_size=None):
-    """The source object behind `spec`: it lists each split's keys and examples."""
+def open_source(spec, data_dir=None, classes=None, seed=0, image_size=None, binary_masks=False):
+    """The source object behind `spec`: it lists each split's keys and examples. `binary_masks`: a folder's
+    masks are black-and-white pictures of the foreground (kerasseg.data.reading.read_mask)."""
     kind, argument = parse_spec(spec)
     if kind == "folder":
-        return FolderSource(argument, classes, seed)
+        return FolderSource(argument, classes, seed, binary_masks)
+    if binary_masks:
+        raise DatasetError(f"binary_masks=True reads a folder's black-and-white masks; dataset {spec!r} has masks "
+                           "of class indices")
     if kind == "voc":
         return VocSource(argument)
     if kind == "tfds":
@@ -85,22 +89,20 @@ def open_source(spec, data_dir=None, classes=None, seed=0, image_size=None):
 
 
 def class_names(spec, data_dir=None, classes=None, source=None):
-    """The dataset's class names; a DatasetError when `classes` (--classes) disagrees with them."""
-    names = tuple((source or open_source(spec, data_dir, classes)).class_names)
-    if classes is not None and classes != len(names):
-        raise DatasetError(f"--classes {classes} disagrees with dataset {spec!r}, which has {len(names)} classes "
-                           f"({', '.join(names)})")
-    return names
+    """The dataset's class names; a ClassesError (a DatasetError) when `classes`, a model's channel count (1:
+    a binary segmenter, whose dataset has two classes), disagrees with them."""
+    return ClassesError.check(classes, (source or open_source(spec, data_dir, classes)).class_names,
+                              f"dataset {spec!r}")
 
 
 def list_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None,
-                  source=None):
+                  source=None, binary_masks=False):
     """The examples of a split, not yet decoded (the first `count`; those named by `keys`, a run's split
     list, when given), and the class names. `shapes` generates its images at `image_size`. `source`: the
     spec's source when it is already open."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
-    source = source or open_source(spec, data_dir, classes, seed, image_size)
+    source = source or open_source(spec, data_dir, classes, seed, image_size, binary_masks)
     names = class_names(spec, classes=classes, source=source)
     if isinstance(source, ShapesSource) and keys is None:
         examples = source.examples(split, count=count)  # generate only what is asked for
@@ -111,10 +113,12 @@ def list_examples(spec, split, image_size=None, count=None, data_dir=None, class
     return examples, names
 
 
-def load_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None):
+def load_examples(spec, split, image_size=None, count=None, data_dir=None, classes=None, seed=0, keys=None,
+                  binary_masks=False):
     """The decoded and checked (image, mask) pairs of a split, each at its own size, and the class names
     (arguments as list_examples)."""
-    examples, names = list_examples(spec, split, image_size, count, data_dir, classes, seed, keys)
+    examples, names = list_examples(spec, split, image_size, count, data_dir, classes, seed, keys,
+                                    binary_masks=binary_masks)
     return read_examples(examples, len(names)), names
 
 
@@ -129,10 +133,11 @@ def resize_pair(image, mask, image_size):
     return np.clip(np.round(image.numpy()), 0, 255).astype(np.uint8), mask.numpy().astype(np.uint8)
 
 
-def load_split(spec, split, image_size, count=None, data_dir=None, classes=None, seed=0, keys=None):
+def load_split(spec, split, image_size, count=None, data_dir=None, classes=None, seed=0, keys=None,
+               binary_masks=False):
     """`count` samples (all when None) of `split` ("train", "val", "test"), resized to `image_size` (h, w);
     `keys`: the examples a run's split list names."""
-    pairs, names = load_examples(spec, split, image_size, count, data_dir, classes, seed, keys)
+    pairs, names = load_examples(spec, split, image_size, count, data_dir, classes, seed, keys, binary_masks)
     return to_split(pairs, names, image_size, spec)
 
 

@@ -9,11 +9,33 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg.errors import InputError
-from kerasseg.labels import IGNORE_LABEL, out_of_range
+from kerasseg.labels import IGNORE_LABEL, mask_classes, out_of_range
 
 
 class DatasetError(InputError):
     """A dataset that cannot be used as it is; the message names the files."""
+
+
+class ClassesError(DatasetError):
+    """A class count (`classes`) that disagrees with the class names of `where`."""
+
+    def __init__(self, classes, names, where):
+        self.classes, self.names, self.where = classes, tuple(names), where
+        self.problem = (f"disagrees with {where}, which names {len(names)} class{'es' if len(names) != 1 else ''} "
+                        f"({', '.join(names)})" + (" where a binary segmenter (classes=1) needs two: background and "
+                                                   "one foreground" if classes == 1 else ""))
+        super().__init__(f"classes={classes} {self.problem}")
+
+    @staticmethod
+    def check(classes, names, where):
+        """`names`, unless `classes` (a model's channel count: one per class, or 1 for a binary segmenter's two
+        classes) disagrees with them."""
+        if classes is not None and mask_classes(classes) != len(names):
+            raise ClassesError(classes, names, where)
+        return tuple(names)
+
+
+BINARY_NAMES = ("background", "foreground")  # a binary dataset's classes when nothing names them
 
 
 @dataclass
@@ -24,6 +46,7 @@ class Example:
     key: str = ""  # what a run's split list records: the file stem, or the index in the split
     generate: object = None  # () -> (image, mask): an example made when it is read (`shapes`)
     size: tuple = None  # (height, width) of a generated example, known without making it
+    binary_mask: bool = False  # its mask file is a black-and-white picture of the foreground (read_mask)
 
     @property
     def on_disk(self):
@@ -71,10 +94,17 @@ def read_image(path):
         raise DatasetError(f"{path}: a {image.mode} image cannot be read as RGB ({error}); save it as RGB") from None
 
 
-def read_mask(path):
+BINARY_THRESHOLD = 128  # a black-and-white mask's foreground: values from here (a JPEG mask's ringing reads right)
+
+
+def read_mask(path, binary=False):
     """Class indices from a grayscale or palette PNG (a palette mask's indices, not its colours), upright
-    (EXIF orientation applied, as to its image)."""
+    (EXIF orientation applied, as to its image). `binary`: a black-and-white picture of the foreground (0 /
+    255, any image format, as Carvana, ISIC and Kvasir ship theirs), read as 0 background and 1 foreground
+    where its brightness is BINARY_THRESHOLD or more."""
     mask = _opened(path, "mask")
+    if binary:
+        return (np.asarray(mask.convert("L")) >= BINARY_THRESHOLD).astype(np.uint8)
     if mask.mode not in ("P", "L", "I", "1") and not mask.mode.startswith("I;16"):
         raise DatasetError(f"{path}: a mask must hold class indices (grayscale or palette PNG); "
                            f"this one is {mask.mode}")
@@ -84,10 +114,14 @@ def read_mask(path):
     return values.astype(np.uint8)
 
 
-def mask_summary(path):
-    """((height, width), distinct values) of the mask at `path` as read_mask gives it; a grayscale or palette
-    mask's values are counted as it decodes (a histogram), with no array made."""
+def mask_summary(path, binary=False):
+    """((height, width), distinct values) of the mask at `path` as read_mask(path, binary) gives it; a
+    grayscale or palette mask's values are counted as it decodes (a histogram), with no array made."""
     mask = _opened(path, "mask")
+    if binary:
+        counts = mask.convert("L").histogram()
+        return (mask.height, mask.width), [v for v, n in enumerate((sum(counts[:BINARY_THRESHOLD]),
+                                                                    sum(counts[BINARY_THRESHOLD:]))) if n]
     if mask.mode not in ("L", "P"):
         values = read_mask(path)
         return values.shape, mask_values(values)
@@ -102,9 +136,10 @@ def binary_mask_problems(examples, masks_values):
         return []
     names = [e.mask_name for e in examples[:3]]
     return [f"{', '.join(names)}{', ...' if len(examples) > 3 else ''}: every mask holds only 0 and 255, and "
-            f"{IGNORE_LABEL} is the ignore label, so the foreground would never be learnt. For a binary mask, "
-            "store the foreground as class 1 (e.g. `mask // 255` before saving); keep 255 only for pixels that "
-            "no loss or metric should count"]
+            f"{IGNORE_LABEL} is the ignore label, so the foreground would never be learnt. Read them as binary "
+            "masks (a binary segmenter, classes=1, with binary_masks=True; on the command line --classes 1 "
+            "--binary-masks), or store the foreground as class 1 (e.g. `mask // 255` before saving); keep 255 "
+            "only for pixels that no loss or metric should count"]
 
 
 def mask_values(mask):
@@ -119,7 +154,7 @@ def read_example(example, num_classes=None):
     if example.generate is not None:
         return example.generate()
     image = read_image(example.image) if example.on_disk else np.asarray(example.image)
-    mask = read_mask(example.mask) if isinstance(example.mask, str) else np.asarray(example.mask)
+    mask = read_mask(example.mask, example.binary_mask) if isinstance(example.mask, str) else np.asarray(example.mask)
     problems = size_problems(example, image.shape[:2], mask.shape[:2])
     if not problems and num_classes is not None:
         problems = value_problems(example.mask_name, mask_values(mask), num_classes)

@@ -136,7 +136,7 @@ def _check_file(example):
     try:
         stat = _stat(example.image) + _stat(example.mask)
         size = image_size(example.image)
-        mask_size, values = mask_summary(example.mask)
+        mask_size, values = mask_summary(example.mask, example.binary_mask)
     except DatasetError as error:
         return None, [str(error)]
     except OSError as error:  # (gone since it was listed)

@@ -11,8 +11,8 @@ import random
 
 import numpy as np
 
-from kerasseg.data.reading import (DatasetError, Example, read_examples, read_image,  # noqa: F401 (re-exported)
-                                   read_mask)
+from kerasseg.data.reading import (BINARY_NAMES, ClassesError, DatasetError, Example,  # noqa: F401 (re-exported)
+                                   read_examples, read_image, read_mask)
 from kerasseg.labels import IGNORE_LABEL
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -91,18 +91,28 @@ class FolderSource:
 
     scanned = None  # (kerasseg.data.scan.Scan) the scan of every example, when the class names needed one
 
-    def __init__(self, root, classes=None, seed=0):
-        self.root = root
+    def __init__(self, root, classes=None, seed=0, binary_masks=False):
+        self.root, self.binary_masks = root, binary_masks
         images_dir, masks_dir = os.path.join(root, "images"), os.path.join(root, "masks")
         _check_dir(root, "dataset folder")
         _check_dir(images_dir, "image folder (folder:DIR needs DIR/images and DIR/masks)")
         _check_dir(masks_dir, "mask folder (folder:DIR needs DIR/images and DIR/masks)")
-        images, masks = _by_stem(images_dir, IMAGE_SUFFIXES), _by_stem(masks_dir, (".png",))
+        images, masks = _by_stem(images_dir, IMAGE_SUFFIXES), _by_stem(masks_dir, IMAGE_SUFFIXES if binary_masks
+                                                                         else (".png",))
         if not images:
             raise DatasetError(f"{images_dir} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         missing = [images[stem] for stem in images if stem not in masks]
+        if missing and not binary_masks:
+            others = _by_stem(masks_dir, IMAGE_SUFFIXES)
+            if all(os.path.splitext(os.path.basename(m))[0] in others for m in missing):
+                raise DatasetError(f"the masks in {masks_dir} of {len(missing)} image(s) are not PNG ("
+                                   f"{os.path.basename(others[os.path.splitext(os.path.basename(missing[0]))[0]])}, "
+                                   "...): masks of class indices are PNG files; black-and-white masks of the "
+                                   "foreground in any format are read with binary_masks=True (a binary segmenter; "
+                                   "on the command line --binary-masks)")
         if missing:
-            raise DatasetError(f"{len(missing)} image(s) without a mask in {masks_dir} (same stem, .png):\n  "
+            raise DatasetError(f"{len(missing)} image(s) without a mask in {masks_dir} (same stem, "
+                               f"{'any image format' if binary_masks else '.png'}):\n  "
                                + "\n  ".join(missing))
         self.pairs = {stem: (images[stem], masks[stem]) for stem in images}
         self.class_names = self._class_names(classes)
@@ -117,10 +127,11 @@ class FolderSource:
                 raise DatasetError(f"{labels} names {', '.join(repr(n) for n in twice)} more than once: each "
                                    f"class needs its own name (line {names.index(twice[0]) + 1} and "
                                    f"{names.index(twice[0], names.index(twice[0]) + 1) + 1})")
-            if classes is not None and classes != len(names):
-                raise DatasetError(f"--classes {classes} disagrees with {labels}, which names {len(names)} "
-                                   f"classes ({', '.join(names)})")
-            return names
+            if len(names) == 1:  # the foreground's name alone: a binary dataset, its background 0
+                names = (BINARY_NAMES[0], *names)
+            return ClassesError.check(1 if self.binary_masks else classes, names, labels)
+        if classes == 1 or self.binary_masks:
+            return BINARY_NAMES
         if classes is None:  # the classes are the values the masks hold: every one is scanned (and checked)
             from kerasseg.data.scan import scan
 
@@ -158,7 +169,7 @@ class FolderSource:
     def examples(self, split, keys=None):
         stems = self.splits[split] if keys is None else keys
         _check_known(stems, self.pairs, f"folder:{self.root}")
-        return [Example(self.pairs[s][0], *self.pairs[s], key=s) for s in stems]
+        return [Example(self.pairs[s][0], *self.pairs[s], key=s, binary_mask=self.binary_masks) for s in stems]
 
 
 class VocSource:
@@ -238,7 +249,8 @@ class TfdsSource:
                                    f"{', '.join(self.builder.info.features)}); known: {', '.join(TFDS_DATASETS)}")
             if classes is None:
                 raise DatasetError(f"tfds:{name}: pass --classes N (its mask values are the classes)")
-            self.mask_key, self.class_names, self.mapping = keys[0], tuple(f"class_{i}" for i in range(classes)), None
+            names = BINARY_NAMES if classes == 1 else tuple(f"class_{i}" for i in range(classes))
+            self.mask_key, self.class_names, self.mapping = keys[0], names, None
 
     def keys(self, split):
         """The split's indices, or None where TFDS knows no size for it (not prepared here): TFDS fixes its

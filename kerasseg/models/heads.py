@@ -14,6 +14,9 @@ def check_segmenter_args(classes, activation):
         raise ValueError(f"activation must be one of {ACTIVATIONS}. Received: activation={activation!r}")
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive integer. Received: classes={classes!r}")
+    if classes == 1 and activation == "softmax":
+        raise ValueError("a softmax over one channel is 1 everywhere: a binary segmenter (classes=1) ends in its "
+                         "foreground logit (activation=None) or a sigmoid. Received: classes=1, activation='softmax'")
 
 
 def segmenter(inputs, x, classes, activation=None, *, name, edge=False, scores=False, resize=True,
