@@ -92,10 +92,10 @@ def learned_ranges(content, quantized):
 
 def export(model, output, *, quantize="float32", calibration=None, validation=None, class_names=None,
            input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
-           opset=17, dynamic_batch=False, calibration_method="percentile"):
+           opset=17, dynamic_batch=False, calibration_method="percentile", output_kind="logits"):
     """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
     file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
-    The data and thresholds are export.tflite.export's."""
+    The data, thresholds and output kinds are export.tflite.export's."""
     if quantize not in ("float32", "int8"):
         raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {quantize!r}")
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
@@ -104,7 +104,9 @@ def export(model, output, *, quantize="float32", calibration=None, validation=No
                             calibrate=lambda model: quantize == "int8" and not qat.is_quantization_aware(model))
 
     def build(model, size):
-        extra = {"opset": opset, "dynamic_batch": dynamic_batch}
+        extra = {"opset": opset, "dynamic_batch": dynamic_batch,
+                 "output_kind": pipeline.output_kind(model) if output_kind == "logits" else output_kind}
+        model = pipeline.with_output_kind(model, output_kind)
         if qat.is_quantization_aware(model):
             extra["quantization_aware"] = True
             if quantize == "int8":  # its own graph: each learned rounding a QuantizeLinear / DequantizeLinear pair
@@ -133,6 +135,9 @@ def main(argv=None):
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
     parser.add_argument("--quantize", choices=("float32", "int8"), default="float32")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
+    parser.add_argument("--output-kind", choices=pipeline.OUTPUT_KINDS, default="logits",
+                        help="what the file outputs: logits (default), probabilities (softmax; one channel: sigmoid) or "
+                             "category (class indices)")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",
                         help="how int8 activation ranges are set from the calibration images (default percentile)")
     commands.add_arguments(parser)
@@ -140,6 +145,7 @@ def main(argv=None):
     data = commands.DataOptions.from_args(args)
     report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, opset=args.opset,
                     dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
+                    output_kind=args.output_kind,
                     **commands.run_data(args.model, data, args.quantize == "int8", args.output))
     reports.print_summary(report, args.output)
     return 0 if report["passed"] else 1

@@ -95,6 +95,37 @@ def _checked_output(model, size):
     return int(shape[-1])
 
 
+OUTPUT_KINDS = ("logits", "probabilities", "category")
+
+
+def _class_indices(logits):
+    import tensorflow as tf
+
+    if logits.shape[-1] == 1:  # a binary segmenter's foreground logit
+        return tf.cast(logits[..., 0] > 0, tf.int32)
+    # keras.ops.argmax adds a -0.0 fix (a BitwiseAnd) that TFLite has no kernel for
+    return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def with_output_kind(model, kind):
+    """`model` ending in logits, probabilities (softmax; a binary segmenter's one logit: sigmoid) or class
+    indices (int32)."""
+    import keras
+
+    if kind == "logits":
+        return model
+    last = model.layers[-1]
+    binary = model.outputs[0].shape[-1] == 1
+    if kind == "probabilities":
+        if getattr(last, "activation", None) in (keras.activations.softmax, keras.activations.sigmoid):
+            return model
+        outputs = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(model.outputs[0]) \
+            if binary else keras.layers.Softmax(dtype="float32", name="probabilities")(model.outputs[0])
+    else:
+        outputs = keras.layers.Lambda(_class_indices, name="category")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
+
+
 def export_size(model, requested=None, data=()):
     """The fixed (height, width) to export at: `requested`, else the model's own fixed input size, else the
     training size it carries (kerasseg.describe), else the size all the images of the first of `data` share

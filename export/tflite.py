@@ -147,34 +147,6 @@ def run_edgetpu_compiler(output):
     return {"returncode": run.returncode, "log": log, **edgetpu.parse_compiler_log(run.stdout + run.stderr)}
 
 
-def _class_indices(logits):
-    import tensorflow as tf
-
-    if logits.shape[-1] == 1:  # a binary segmenter's foreground logit
-        return tf.cast(logits[..., 0] > 0, tf.int32)
-    # keras.ops.argmax adds a -0.0 fix (a BitwiseAnd) that TFLite has no kernel for
-    return tf.argmax(logits, axis=-1, output_type=tf.int32)
-
-
-def with_output_kind(model, kind):
-    """`model` ending in logits, probabilities (softmax; a binary segmenter's one logit: sigmoid) or class
-    indices (int32)."""
-    import keras
-
-    if kind == "logits":
-        return model
-    last = model.layers[-1]
-    binary = model.outputs[0].shape[-1] == 1
-    if kind == "probabilities":
-        if getattr(last, "activation", None) in (keras.activations.softmax, keras.activations.sigmoid):
-            return model
-        outputs = keras.layers.Activation("sigmoid", dtype="float32", name="probabilities")(model.outputs[0]) \
-            if binary else keras.layers.Softmax(dtype="float32", name="probabilities")(model.outputs[0])
-    else:
-        outputs = keras.layers.Lambda(_class_indices, name="category")(model.outputs[0])
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
-
-
 def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,
            input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
            io="uint8", target=None, output_kind="logits", calibration_method="minmax", debug=False, keep_float=(),
@@ -219,7 +191,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
         if quantize in CALIBRATED:
             extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration),
                          io=io if quantize == "int8" else "float32", calibration_method=calibration_method)
-        model = with_output_kind(model, output_kind)
+        model = pipeline.with_output_kind(model, output_kind)
         if qat.is_quantization_aware(model):
             if debug or keep_float or auto_keep_float or calibration_method != "minmax":
                 raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the "
@@ -272,7 +244,9 @@ def main(argv=None):
                         help=f"int8 activation ranges: min/max over the calibration images (default), or their "
                              f"{PERCENTILE}th percentiles")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
-    parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits")
+    parser.add_argument("--output-kind", choices=pipeline.OUTPUT_KINDS, default="logits",
+                        help="what the file outputs: logits (default), probabilities (softmax; one channel: sigmoid) or "
+                             "category (class indices as int32)")
     parser.add_argument("--debug", action="store_true",
                         help="int8: per-tensor quantization error table (FILE.debug.csv) and the top offenders")
     parser.add_argument("--keep-float", nargs="+", default=(), metavar="LAYER",

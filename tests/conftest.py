@@ -139,3 +139,41 @@ def mixed_run(user_run, tmp_path_factory):
     model.set_weights(keras.saving.load_model(run / "model.keras", compile=False).get_weights())
     model.save(out / "model.keras")
     return out
+
+
+def binary_folder(root, count=160, size=48, labels="shape\n", painted=False):
+    """A folder of `shapes` images whose masks are 0 (background) and 1 (any shape); `painted`: 0 / 255 JPEG
+    masks, as Kvasir ships them (their ringing included). Returns it and the shapes split it was made of."""
+    import numpy as np
+    from PIL import Image
+
+    from kerasseg import data
+
+    split = data.load_split("shapes", "train", (size, size), count=count)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i, (image, mask) in enumerate(zip(split.images, split.masks)):
+        Image.fromarray(image).save(root / "images" / f"p {i:03d}.png")
+        if painted:
+            Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8)).save(root / "masks" / f"p {i:03d}.jpg",
+                                                                              quality=75)
+        else:
+            Image.fromarray((mask > 0).astype(np.uint8)).save(root / "masks" / f"p {i:03d}.png")
+    if labels is not None:
+        (root / "labels.txt").write_text(labels)
+    return root, split
+
+
+@pytest.fixture(scope="session")
+def binary_run(tmp_path_factory):
+    """A binary U-Net (one foreground logit) trained from a folder of 0/1 masks (foreground IoU about 0.69)."""
+    from kerasseg import rundir
+    from kerasseg.train import TrainConfig, train
+
+    def make(base):
+        folder, _ = binary_folder(base / "my lesions")
+        train(TrainConfig(base / "run", model="unet_tiny", dataset=f"folder:{folder}", classes=1, image_size=48,
+                          epochs=12, batch_size=8, lr=0.01, augment="flip", loss="ce+dice"))
+
+    base = once_per_session(tmp_path_factory, "binary", make)
+    return rundir.Run.read(base / "run"), base / "my lesions"

@@ -10,37 +10,8 @@ from PIL import Image
 
 import keras
 
-from conftest import run_main
-from kerasseg import data, losses
-
-
-def _binary_folder(root, count=160, size=48, labels="shape\n", painted=False):
-    """A folder of `shapes` images whose masks are 0 (background) and 1 (any shape); `painted`: 0 / 255 JPEG
-    masks, as Kvasir ships them (their ringing included)."""
-    split = data.load_split("shapes", "train", (size, size), count=count)
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True)
-    for i, (image, mask) in enumerate(zip(split.images, split.masks)):
-        Image.fromarray(image).save(root / "images" / f"p {i:03d}.png")
-        if painted:
-            Image.fromarray(np.where(mask > 0, 255, 0).astype(np.uint8)).save(root / "masks" / f"p {i:03d}.jpg",
-                                                                              quality=75)
-        else:
-            Image.fromarray((mask > 0).astype(np.uint8)).save(root / "masks" / f"p {i:03d}.png")
-    if labels is not None:
-        (root / "labels.txt").write_text(labels)
-    return root, split
-
-
-@pytest.fixture(scope="module")
-def binary_run(tmp_path_factory):
-    from kerasseg.train import TrainConfig, train
-
-    base = tmp_path_factory.mktemp("binary")
-    folder, _ = _binary_folder(base / "my lesions")
-    run = train(TrainConfig(base / "run", model="unet_tiny", dataset=f"folder:{folder}", classes=1, image_size=48,
-                            epochs=12, batch_size=8, lr=0.01, augment="flip", loss="ce+dice"))
-    return run, folder
+from conftest import binary_folder, run_main
+from kerasseg import losses
 
 
 def test_a_binary_unet_learns_the_foreground_from_a_folder_of_0_1_masks(binary_run):
@@ -125,7 +96,7 @@ def test_masks_painted_0_255_read_as_background_and_foreground(tmp_path, capsys)
     from kerasseg import evaluate, train
     from kerasseg.data.reading import read_mask
 
-    folder, split = _binary_folder(tmp_path / "kvasir", count=24, size=40, labels=None, painted=True)
+    folder, split = binary_folder(tmp_path / "kvasir", count=24, size=40, labels=None, painted=True)
     jpeg = np.asarray(Image.open(folder / "masks" / "p 003.jpg"))
     assert len(np.unique(jpeg)) > 2  # the ringing of a JPEG mask
     np.testing.assert_array_equal(read_mask(str(folder / "masks" / "p 003.jpg"), binary=True),

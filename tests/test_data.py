@@ -237,8 +237,8 @@ def test_losses_match_a_numpy_reference_with_class_weights_and_ignore():
     assert float(losses.SegmentationLoss("dice")(labels, logits)) == pytest.approx(dice, rel=1e-5)
     combined = losses.SegmentationLoss("0.5*ce+dice", weights)(labels, logits)
     assert float(combined) == pytest.approx(0.5 * ce + dice, rel=1e-5)
-    with pytest.raises(ValueError, match=r"unknown loss 'ce\+lovasz'"):
-        losses.SegmentationLoss("ce+lovasz")
+    with pytest.raises(ValueError, match=r"unknown loss 'ce\+tversky'"):
+        losses.SegmentationLoss("ce+tversky")
 
 
 def test_resume_without_a_run_and_a_diverging_loss_are_clear_errors(tmp_path, capsys):

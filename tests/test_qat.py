@@ -296,7 +296,7 @@ def test_quantization_aware_refusals(user_run, tmp_path, capsys):
 
     run, folder = user_run
     assert "--init-from" in refused(train.main, "--quantization-aware", "--output", tmp_path / "a")
-    assert "predicts 3 classes" in refused(train.main, "--init-from", run / "model.keras", "--quantization-aware",
+    assert "has 3 output channels (3 classes), but shapes has 4" in refused(train.main, "--init-from", run / "model.keras", "--quantization-aware",
                                            "--dataset", "shapes", "--output", tmp_path / "b")
     qat_run = tmp_path / "qat"
     qat_run.mkdir()
