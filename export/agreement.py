@@ -12,9 +12,12 @@ exported prediction | the pixels that differ, in red).
 
 import sys
 
-from kerasseg import cli, qat, resolve
+from kerasseg import cli
 from kerasseg.cli import UsageError
-from export import commands, per_tensor, pipeline, report as reports, runtimes
+from export import commands
+
+qat, resolve, per_tensor, pipeline, reports, runtimes = cli.lazy_import(
+    "kerasseg.qat", "kerasseg.resolve", "export.per_tensor", "export.pipeline", "export.report", "export.runtimes")
 
 
 def main(argv=None):

@@ -29,7 +29,9 @@ import numpy as np
 
 from kerasseg import cli, files
 from kerasseg.labels import decide
-from export import edgetpu, pipeline, report as reports, tflite
+
+edgetpu, pipeline, reports, tflite = cli.lazy_import("export.edgetpu", "export.pipeline", "export.report",
+                                                     "export.tflite")
 
 FILES = ("segmenter.tflite", "labels.txt", "model_card.json", "sample.png", "sample_expected_mask.png", "README.md")
 
@@ -162,7 +164,7 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
     from kerasseg import plots
 
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            calibrate=True, input_normalization=input_normalization)
+                            calibrate=True, input_normalization=input_normalization, thresholds=thresholds)
     model, size, labels = found.model, found.size, found.class_names
     with tempfile.TemporaryDirectory() as tmp:
         plain = os.path.join(tmp, "segmenter.tflite")
@@ -232,7 +234,7 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
 
 
 def main(argv=None):
-    from kerasseg import rundir
+    rundir = cli.lazy_import("kerasseg.rundir")
     from export import commands
 
     parser = commands.exporter_parser("python -m export.android", __doc__, "the directory to write the bundle into")

@@ -10,8 +10,10 @@ that folder's training split and compared on its held-out test split;
 
 from dataclasses import dataclass, field
 
-from kerasseg import cli, files, resolve, rundir
+from kerasseg import cli, files
 from kerasseg.cli import UsageError
+
+resolve, rundir = cli.lazy_import("kerasseg.resolve", "kerasseg.rundir")  # (Keras: after --help)
 
 THRESHOLD_FLAGS = {"max_abs_error": "max_abs_error", "pixel_agreement": "min_pixel_agreement",
                    "miou_drop": "max_miou_drop"}
@@ -106,7 +108,8 @@ def add_arguments(parser, calibration=True):
     if calibration:
         data.add_argument("--calibration-dataset",
                           help="dataset spec for int8 calibration (train split; default: --dataset, else the run's)")
-        data.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200)
+        data.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200,
+                          help="training images to calibrate int8 on (default: 200)")
     thresholds = parser.add_argument_group("thresholds")
     thresholds.add_argument("--max-abs-error", type=float, help="override the max_abs_error threshold")
     thresholds.add_argument("--min-pixel-agreement", type=float, help="override the pixel_agreement threshold")

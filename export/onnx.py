@@ -29,9 +29,10 @@ import tempfile
 
 import numpy as np
 
-from kerasseg import cli, qat
+from kerasseg import cli
 from kerasseg.errors import InputError
-from export import pipeline, report as reports
+
+qat, pipeline, reports = cli.lazy_import("kerasseg.qat", "export.pipeline", "export.report")
 
 OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
@@ -99,7 +100,7 @@ def export(model, output, *, quantize="float32", calibration=None, validation=No
     if quantize not in ("float32", "int8"):
         raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {quantize!r}")
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            input_normalization=input_normalization,
+                            input_normalization=input_normalization, thresholds=thresholds,
                             # (a quantization-aware model's int8 ranges are all learned: nothing to calibrate)
                             calibrate=lambda model: quantize == "int8" and not qat.is_quantization_aware(model))
 
@@ -133,9 +134,10 @@ def main(argv=None):
 
     parser = commands.exporter_parser("python -m export.onnx", __doc__, "the .onnx file to write")
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
-    parser.add_argument("--quantize", choices=("float32", "int8"), default="float32")
+    parser.add_argument("--quantize", choices=("float32", "int8"), default="float32",
+                        help="float32 (default), or int8 (QuantizeLinear / DequantizeLinear pairs, calibrated)")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
-    parser.add_argument("--output-kind", choices=pipeline.OUTPUT_KINDS, default="logits",
+    parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits",
                         help="what the file outputs: logits (default), probabilities (softmax; one channel: sigmoid) or "
                              "category (class indices)")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",

@@ -20,7 +20,8 @@ import numpy as np
 
 from kerasseg import files
 from kerasseg.errors import InputError
-from export import converter, ranges, report as reports, runtimes, values
+from export import converter, ranges, report as reports, runtimes
+from kerasseg.data import values
 
 FLAG_RMSE_PER_SCALE = 0.7
 

@@ -20,7 +20,8 @@ from kerasseg.described import PIXELS, checked_class_names, description, output_
 from kerasseg.data.reading import BINARY_NAMES
 from kerasseg.errors import InputError
 from kerasseg.labels import mask_classes
-from export import report as reports, values
+from export import report as reports
+from kerasseg.data import values
 
 
 def load_model(model):
@@ -84,18 +85,18 @@ def _checked_output(model, size):
     if len(model.outputs) != 1:
         raise InputError(f"{model.name} has {len(model.outputs)} outputs; expected one, per-pixel logits "
                          "(build a model of the segmentation output alone: keras.Model(model.input, output))")
-    try:
-        shape = tuple(model.compute_output_shape((1, *size, 3)))
-    except Exception:  # (a layer without compute_output_shape) what a call on one image gives
-        shape = tuple(model(np.zeros((1, *size, 3), np.float32)).shape)
+    try:  # (what a call on one image gives: a layer's compute_output_shape may promise what its call cannot do)
+        shape = tuple(model(np.zeros((1, *size, 3), np.float32), training=False).shape)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"{model.name} cannot run on a {size[0]}x{size[1]} image ({type(error).__name__}: "
+                         f"{first[:300]}); export it at a size it takes (image_size=(height, width), e.g. a "
+                         "multiple of its stride)") from None
     if len(shape) != 4 or tuple(shape[1:3]) != tuple(size):
         raise InputError(f"{model.name} gives {shape} for a {size[0]}x{size[1]} image; expected per-pixel logits "
                          f"(1, {size[0]}, {size[1]}, classes) at the input's size (a model whose output is smaller "
                          "ends in a resize to its input's size: keras.layers.Resizing or UpSampling2D)")
     return int(shape[-1])
-
-
-OUTPUT_KINDS = ("logits", "probabilities", "category")
 
 
 def _class_indices(logits):
@@ -129,9 +130,16 @@ def with_output_kind(model, kind):
 def export_size(model, requested=None, data=()):
     """The fixed (height, width) to export at: `requested`, else the model's own fixed input size, else the
     training size it carries (kerasseg.describe), else the size all the images of the first of `data` share
-    (export.values.natural_size)."""
+    (kerasseg.data.values.natural_size)."""
     height, width = model.inputs[0].shape[1:3]
     if requested:
+        try:
+            requested = (requested,) * 2 if np.ndim(requested) == 0 else tuple(requested)
+            if len(requested) != 2 or any(int(n) != n or n < 1 for n in requested):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InputError(f"image_size must be N or (height, width) of positive integers; received "
+                             f"{requested!r}") from None
         requested = tuple(int(n) for n in requested)
         if height and width and requested != (height, width):
             raise InputError(f"{model.name} takes {height}x{width} images only; received image_size={requested} "
@@ -163,10 +171,12 @@ class Inputs:
 
 
 def inputs(model, image_size=None, validation=None, calibration=None, class_names=None, samples=None,
-           calibration_samples=None, calibrate=False, input_normalization=None):
-    """The Inputs of an export (export.values reads `validation` and `calibration` as the user has them).
+           calibration_samples=None, calibrate=False, input_normalization=None, thresholds=None):
+    """The Inputs of an export (kerasseg.data.values reads `validation` and `calibration` as the user has them).
     Without `validation`, the file is checked on the calibration images (the report says so). `calibrate`:
-    whether the export calibrates, or a function of the loaded model saying so."""
+    whether the export calibrates, or a function of the loaded model saying so; `thresholds`: checked here,
+    before any work (report.checked_thresholds)."""
+    reports.checked_thresholds(thresholds)
     model, policy, name = load_model(model)
     calibrate = calibrate(model) if callable(calibrate) else calibrate
     described = description(model)
@@ -232,7 +242,8 @@ def export_checked(found, output, build, quantization, overrides=None, extra=Non
     (atomically) only once the check has run, so a failure leaves whatever
     was at `output` before untouched and nothing partial. Returns the report (a dict).
     """
-    files.ensure_output_dir(output)
+    report_file = reports.report_path(output)
+    files.check_writable(output, report_file, reports.figure_path(report_file))  # before the work, not after it
     size = found.size
     print(f"converting {found.name} to {os.path.basename(output)} ({quantization}) at {size[0]}x{size[1]} ...",
           flush=True)

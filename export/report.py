@@ -4,7 +4,6 @@ Layered above `export.runtimes` (which runs the file) and below the
 convert-check-write pipeline (`export.pipeline`) and the exporters.
 """
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -26,6 +25,32 @@ DEFAULT_THRESHOLDS = {
     "int16x8": {"pixel_agreement": 0.995, "miou_drop": 0.5},  # activations 256 times finer than int8
 }
 _UPPER_BOUNDS = ("max_abs_error", "mean_abs_error", "miou_drop")
+THRESHOLDS = ("pixel_agreement", "max_abs_error", "mean_abs_error", "miou_drop")
+_LIMITS = {"pixel_agreement": (0.0, 1.0), "max_abs_error": (0.0, float("inf")), "mean_abs_error": (0.0, float("inf")),
+           "miou_drop": (-100.0, 100.0)}  # (a share of pixels; errors of logits; mIoU points)
+
+
+def checked_thresholds(thresholds):
+    """`thresholds` ({name: value} replacing a mode's defaults, or None) as a dict, or an InputError naming
+    the name or value that cannot be used: checked before any work."""
+    import difflib
+
+    if thresholds is None:
+        return {}
+    if not isinstance(thresholds, dict):
+        raise InputError(f"thresholds must be a dict {{name: value}} of {', '.join(THRESHOLDS)}; received "
+                         f"{thresholds!r}")
+    for key, value in thresholds.items():
+        if key not in THRESHOLDS:
+            close = difflib.get_close_matches(str(key), THRESHOLDS, 1)
+            raise InputError(f"unknown threshold {key!r}{f' (did you mean {close[0]!r}?)' if close else ''}; "
+                             f"accepted: {', '.join(THRESHOLDS)}")
+        low, high = _LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not low <= value <= high:
+            raise InputError(f"threshold {key}={value!r} must be a number from {low:g} to {high:g}"
+                             + (" (a share of the pixels)" if key == "pixel_agreement" else
+                                " (mIoU points)" if key == "miou_drop" else ""))
+    return dict(thresholds)
 
 
 @dataclass(frozen=True)
@@ -127,14 +152,19 @@ def predicted_classes(outputs, kind="logits"):
     return outputs if outputs.ndim == 3 else decide(outputs, kind)
 
 
-def check(report, thresholds):
-    """Failed threshold descriptions; an empty list means the export passed."""
+def check(report, thresholds, required=()):
+    """Failed threshold descriptions; an empty list means the export passed. A threshold that could not be
+    measured (mIoU on a dataset of other classes: said in miou_note) fails if it is `required` (one the user
+    set), else is passed over."""
     failures = []
     if report.get("nonfinite_outputs"):
         failures.append(f"nonfinite_outputs {report['nonfinite_outputs']} > 0 (NaN or infinite logits)")
     for key, limit in thresholds.items():
         value = report[key]
-        if value is None:  # not measured (mIoU on a dataset of other classes): said in miou_note
+        if value is None or value != value:  # (not measured, or NaN)
+            if key in required:
+                failures.append(f"{key} not measured ({report.get('miou_note') or 'no pixel to score'}), and a "
+                                f"threshold for it was set ({limit:g})")
             continue
         ok = value <= limit if key in _UPPER_BOUNDS else value >= limit
         if not ok:
@@ -172,7 +202,7 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
         report["disagreement_png"] = os.fspath(figure)
     report["size_bytes"] = os.path.getsize(exported_path)
     report["thresholds"] = thresholds
-    report["failed"] = check(report, thresholds)
+    report["failed"] = check(report, thresholds, required=tuple(overrides or ()))
     report["passed"] = not report["failed"]
     return report
 
@@ -192,7 +222,7 @@ def print_summary(report, path):
 
 
 def write_report(report, path):
-    files.write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+    files.write_text_atomic(path, files.json_text(report))
 
 
 def report_path(output):

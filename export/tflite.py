@@ -38,12 +38,15 @@ import tempfile
 
 import numpy as np
 
-from kerasseg import cli, files, qat
+from kerasseg import cli, files
+from kerasseg.calibrations import PERCENTILE
 from kerasseg.errors import InputError
-from export import converter, edgetpu, pipeline, ranges, report as reports
-from export.ranges import PERCENTILE
+
+qat, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
+    "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report")
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+OUTPUT_KINDS = ("logits", "probabilities", "category")  # (export.pipeline.with_output_kind)
 CALIBRATED = ("int8", "int16x8")
 IO_TYPES = ("uint8", "int8", "float32")
 CALIBRATIONS = ("minmax", "percentile")
@@ -158,7 +161,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
     calibration: the training images int8 and int16x8 are calibrated on (the first `calibration_samples`;
     None: all); validation: the held-out samples the file is compared on (the first `samples`):
     (images, masks), images alone (agreement without mIoU), a tf.data.Dataset, an iterable, a dataset
-    spec (export.values); class_names: the per-class IoU's names (default: the model's own,
+    spec (kerasseg.data.values); class_names: the per-class IoU's names (default: the model's own,
     kerasseg.describe); input_normalization: what a model that does not take raw pixels expects of
     them, prepended so that the file takes pixels (a scale, or (mean, std); pipeline.taking_pixels);
     image_size: (height, width) to export at (default: the model's fixed input size, else the training size
@@ -183,7 +186,8 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
         raise InputError(f"calibration {calibration_method!r} applies to plain int8 (not {quantize}, nor with "
                          "layers kept in float)")
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            input_normalization=input_normalization, calibrate=quantize in CALIBRATED)
+                            input_normalization=input_normalization, calibrate=quantize in CALIBRATED,
+                            thresholds=thresholds)
 
     def build(model, size):
         extra = {"output_kind": pipeline.output_kind(model) if output_kind == "logits" else output_kind}
@@ -238,13 +242,14 @@ def main(argv=None):
     from export import commands
 
     parser = commands.exporter_parser("python -m export.tflite", __doc__, "the .tflite file to write")
-    parser.add_argument("--quantize", choices=MODES, default="int8")
+    parser.add_argument("--quantize", choices=MODES, default="int8",
+                        help="how the file is quantized (default int8; see Modes above)")
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
     parser.add_argument("--calibration", choices=CALIBRATIONS, default="minmax",
                         help=f"int8 activation ranges: min/max over the calibration images (default), or their "
                              f"{PERCENTILE}th percentiles")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
-    parser.add_argument("--output-kind", choices=pipeline.OUTPUT_KINDS, default="logits",
+    parser.add_argument("--output-kind", choices=OUTPUT_KINDS, default="logits",
                         help="what the file outputs: logits (default), probabilities (softmax; one channel: sigmoid) or "
                              "category (class indices as int32)")
     parser.add_argument("--debug", action="store_true",

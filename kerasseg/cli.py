@@ -51,6 +51,24 @@ def _prog():
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "kerasseg"
 
 
+def lazy_import(*names):
+    """The modules `names`, each executed when it is first used: a command line's heavy imports (Keras,
+    TensorFlow) then wait until its arguments are parsed, so that `--help` and a bad flag answer at once."""
+    import importlib.util
+
+    modules = []
+    for name in names:
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.find_spec(name)
+            spec.loader = importlib.util.LazyLoader(spec.loader)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        modules.append(module)
+    return modules[0] if len(modules) == 1 else modules
+
+
 def arg_type(check):
     """Wraps a checker that raises ValueError into an argparse type (one-line error)."""
 

@@ -17,13 +17,13 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from kerasseg.calibrations import QAT_CALIBRATIONS  # noqa: F401 (a training setting's values)
 from kerasseg.errors import InputError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
 AUGMENTS = ("full", "flip", "none")
 STRATEGIES = ("none", "mirrored", "multiworker", "data-parallel")
-QAT_CALIBRATIONS = ("minmax", "percentile")  # where kerasseg.qat's activation ranges start
 CACHES = ("auto", "none", "memory")  # or a directory (kerasseg.data.pipeline.open_cache)
 LEARNING_RATE = 2e-3  # training from scratch (or from ImageNet weights)
 FINE_TUNING_LEARNING_RATE = 1e-4  # quantization-aware: 2e-3 undoes the float training (demo U-Net: 0.930 -> 0.678)
@@ -51,9 +51,14 @@ def segmenter_name(name):
     """`name` if it is a registered segmenter, else a ValueError listing them."""
     from kerasseg import models
 
-    models.get_builder(name)
-    if models.model_task(name) != "segmentation":
-        raise ValueError(f"{name!r} is a classifier; accepted: {', '.join(models.list_models('segmentation'))}")
+    import difflib
+
+    segmenters = models.list_models("segmentation")
+    if name not in segmenters:
+        kind = "a classifier" if name in models.list_models() else "not a registered model"
+        close = difflib.get_close_matches(str(name), segmenters, 1)
+        raise ValueError(f"{name!r} is {kind}{f' (Did you mean: {close[0]}?)' if close else ''}; accepted "
+                         f"segmenters: {', '.join(segmenters)}")
     return name
 
 
@@ -176,7 +181,14 @@ class TrainConfig:
             raise ConfigError("output", os.fspath(output), "holds nothing to resume: no run.json (start the run "
                               "without {resume})")
         saved = dict(run.arguments)
+        known = {f.name for f in dataclasses.fields(cls)}
         for key, value in given.items():
+            if key not in known:
+                import difflib
+
+                close = difflib.get_close_matches(key, sorted(known), 1)
+                raise ConfigError(key, value, "is not a setting of a training run" +
+                                  (f" (did you mean {close[0]}?)" if close else ""))
             if key == "image_size" and isinstance(value, int):
                 value = (value, value)
             if key in NOT_RECORDED or json.loads(json.dumps(value)) == saved.get(key) or \
@@ -193,5 +205,4 @@ class TrainConfig:
                               f"{allowed}: a resumed run continues as it was; leave {{{key}}} out, or start a new "
                               "run in another {output}")
         # a setting newer than the run's record takes its default (the run was made without it)
-        known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in known}, output=os.fspath(output), resume=True)

@@ -10,7 +10,6 @@ resized to --image-size (default: the run's training size);
 Pascal VOC benchmark does, for a model that accepts any input size.
 """
 
-import json
 import os
 import sys
 
@@ -76,7 +75,7 @@ def main(argv=None):
               **({"foreground_iou": scores["per_class_iou"][names[1]]} if channels == 1 else {})}
     output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
     files.ensure_output_dir(output)
-    files.write_text_atomic(output, json.dumps(report, indent=2) + "\n")
+    files.write_text_atomic(output, files.json_text(report))
     at = (f"their own sizes ({len(sizes)} distinct, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]})"
           if native else f"{size[0]}x{size[1]}")
     print(f"{view.spec} {args.split}: {len(examples)} images at {at}")

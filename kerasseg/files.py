@@ -59,6 +59,21 @@ def write_text_atomic(path, text):
     write_bytes_atomic(path, text.encode("utf-8", errors="surrogateescape"))
 
 
+def json_text(value):
+    """`value` as indented JSON text, each NaN or infinite number written as null (JSON has no NaN)."""
+    import json
+    import math
+
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        return [finite(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+    return json.dumps(finite(value), indent=2, allow_nan=False) + "\n"
+
+
 def write_lines_atomic(path, lines):
     """One item per line, each exactly as it is (spaces, dots, any script); an item with a line break is a
     ValueError, since no line-based list could hold it."""
@@ -87,6 +102,22 @@ def ensure_output_dir(path):
     return directory
 
 
+def check_writable(*paths):
+    """An InputError unless every one of `paths` can be written: its folder made and written into (a file
+    created and removed there, which os.access cannot tell for a superuser or a read-only mount), the path
+    itself not a folder. For work whose result would otherwise be lost at its end."""
+    for directory in dict.fromkeys(ensure_output_dir(path) for path in paths):
+        try:
+            fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe-")
+            os.close(fd)
+            os.remove(probe)
+        except OSError as error:
+            raise InputError(f"cannot write into {directory}: {error.strerror}") from None
+    for path in paths:
+        if os.path.isdir(path):
+            raise InputError(f"{path} is a folder: a file cannot be written in its place")
+
+
 @contextlib.contextmanager
 def output_folder(path):
     """Makes the folder `path` (an InputError naming it if it cannot be), and removes it again on leaving if
@@ -107,8 +138,16 @@ def load_keras_model(path):
         raise InputError(f"model file not found: {path}")
     if not path.endswith(".keras"):
         raise InputError(f"{path} is not a Keras model: expected a .keras file written by model.save()")
-    import keras  # (importing kerasseg registered its custom layers)
+    import zipfile
 
+    import keras
+
+    from kerasseg import described, layers, losses, metrics  # noqa: F401 (registered: a command line imports
+    # kerasseg without them until it needs them)
+
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path} is not a Keras model file: a .keras file is a zip archive (what model.save() "
+                         "writes), and this one is not")
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as error:  # zip, json and config errors all mean "not a usable model"

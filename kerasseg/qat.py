@@ -258,18 +258,24 @@ def _observing(points, calibration, values_per_image=2048):
 
 def quantization_aware(model, calibration_images, batch_size=8, calibration="minmax"):
     """A model computing `model`'s outputs as TFLite's int8 file of it will (see the module docstring),
-    its ranges calibrated on `calibration_images` (pixels, NHWC): with "minmax", each starts at the float
+    its ranges calibrated on `calibration_images` (raw pixels in [0, 255], as export.tflite.export's
+    calibration: an array (N, H, W, 3), a tf.data.Dataset, an iterable or a dataset spec; the first 200
+    unless fewer are given): with "minmax", each starts at the float
     model's min and max there and follows the batches' while training; with "percentile", each is set at the
     PERCENTILE-th percentiles of its values there and stays (following the batches' extremes would widen it
     back to the rare outliers it clips). It shares `model`'s layers (those of its
     float32 rebuild, for a mixed-precision model) other than the convolutions and batch normalizations it
     rewrites, whose weights it copies. Raises QuantizationError naming the layers it cannot simulate."""
+    from kerasseg.data.values import calibration_images as read_calibration
+
     if is_quantization_aware(model):
         raise QuantizationError(f"{model.name} is already quantization-aware")
-    if len(calibration_images) == 0:
-        raise QuantizationError("quantization-aware training needs calibration images; none were given")
     if calibration not in QAT_CALIBRATIONS:
         raise QuantizationError(f"calibration {calibration!r} is not one of {', '.join(QAT_CALIBRATIONS)}")
+    # (checked as the exporters check theirs: raw pixels, RGB; any array, tf.data or iterable, at the first
+    # image's size; a dataset spec at the size the model carries)
+    calibration_images, _ = read_calibration(calibration_images, None if not isinstance(calibration_images, str)
+                                             else description(model).image_size)
     model, _ = float32_model(model)
     calls, steps = _plan(model)
     order, decay = iter(enumerate(steps)), 0.99 if calibration == "minmax" else 1.0

@@ -39,7 +39,6 @@ file that cannot be written (a full disk) stops it too, with the last
 complete epoch intact for --resume (both exit status 1).
 """
 
-import json
 import os
 import sys
 import time
@@ -469,7 +468,7 @@ def _finish(config, run, model, commit, run_data, float_scores, policy, replicas
         "cache": "none" if run_data.cache is None else "memory" if config.cache == "auto" else config.cache,
         **timings,
     }
-    files.write_text_atomic(run.file("metrics.json"), json.dumps(report, indent=2) + "\n")
+    files.write_text_atomic(run.file("metrics.json"), files.json_text(report))
     _predictions_png(best_model, config, run_data, run.file("predictions.png"))
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in scores["per_class_iou"].items() if v is not None)
     print(f"validation mIoU {scores['miou']:.4f} ({per_class}); pixel accuracy {scores['pixel_accuracy']:.4f}")

@@ -9,7 +9,7 @@ from kerasseg.config import (AUGMENTS, FINE_TUNING_LEARNING_RATE, LEARNING_RATE,
 
 
 def _parser(description):
-    from kerasseg import data, losses
+    from kerasseg import data
 
     def class_weights(text):
         try:
@@ -18,6 +18,8 @@ def _parser(description):
             raise ValueError(f"expected comma-separated numbers, one per class, e.g. 1,5,5. Received: {text!r}") from None
 
     def loss_name(text):
+        from kerasseg import losses
+
         losses.parse_loss(text)
         return text
 

@@ -101,24 +101,26 @@ def test_export_runs_in_its_runtime_and_report_is_true(trained_run, tmp_path, mo
 
 
 def test_failed_threshold_exits_1_names_it_and_keeps_the_file(trained_run, tmp_path, run_here):
+    # (a threshold no quantized file meets: its logits equal the model's; the check catching a genuinely
+    # wrong file is tests/test_wrong_files.py's)
     output = tmp_path / "strict.tflite"
     result = run_here("export.tflite", trained_run / "model.keras", "--quantize", "dynamic", "--output", output,
-                     "--samples", "4", "--min-pixel-agreement", "1.01")
+                     "--samples", "4", "--max-abs-error", "0")
     assert result.returncode == 1
-    assert "pixel_agreement" in result.stderr and "< 1.01" in result.stderr
+    assert "max_abs_error" in result.stderr and "> 0" in result.stderr
     report = json.loads((tmp_path / "strict.report.json").read_text())
-    assert report["passed"] is False and report["thresholds"]["pixel_agreement"] == 1.01
+    assert report["passed"] is False and report["thresholds"]["max_abs_error"] == 0
     assert output.exists()
     assert "recovers" not in result.stderr  # dynamic: nothing calibrated to recalibrate
 
     # an int8 file that fails says what else recovers post-training int8 losses, except what it already used
     result = run_here("export.tflite", trained_run / "model.keras", "--output", output, "--samples", "4",
-                     "--calibration-samples", "8", "--min-pixel-agreement", "1.01")
+                     "--calibration-samples", "8", "--max-abs-error", "0")
     assert result.returncode == 1
     assert all(way in result.stderr for way in ("--calibration percentile", "--auto-keep-float",
                                                  "--quantization-aware"))
     result = run_here("export.tflite", trained_run / "model.keras", "--output", output, "--samples", "4",
-                     "--calibration-samples", "8", "--min-pixel-agreement", "1.01", "--calibration", "percentile")
+                     "--calibration-samples", "8", "--max-abs-error", "0", "--calibration", "percentile")
     assert result.returncode == 1
     assert "--calibration percentile" not in result.stderr and "--quantization-aware" in result.stderr
 

@@ -83,7 +83,7 @@ def test_the_cycle_check_finds_a_cycle():
 
 def test_export_is_layered_runtimes_report_pipeline_formats():
     graph = import_graph()
-    order = ["export.runtimes", "export.report", "export.values", "export.pipeline", "export.commands",
+    order = ["export.runtimes", "export.report", "export.pipeline", "export.commands",
              "export.ranges", "export.edgetpu", "export.tflite", "export.onnx", "export.android", "export.agreement"]
     for i, module in enumerate(order):
         upward = {dep for dep in graph[module] if dep in order[i + 1:]}

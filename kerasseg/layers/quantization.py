@@ -22,8 +22,7 @@ import math
 import keras
 from keras import ops
 
-# where "percentile" calibration clips each activation range: its values' 99.99th (and 0.01th) percentiles
-PERCENTILE = 99.99
+from kerasseg.calibrations import PERCENTILE  # noqa: F401 (where "percentile" calibration clips each range)
 
 
 def _output_axes(conv):

@@ -1,18 +1,23 @@
-"""What an export is calibrated with and checked on, taken as the user has it.
+"""What an export (and quantization-aware training) is calibrated with and checked on, taken as the user has it.
 
 Images are raw pixels, (N, H, W, 3) in [0, 255] (any dtype), given as
 
 - an array (N, H, W, 3);
-- a `tf.data.Dataset` of images or of (image, mask) pairs, batched or not (a dict element: its "images"
-  and "segmentation_masks", keras-hub's names, or "image" and "mask");
+- a `tf.data.Dataset` of images or of (image, mask) pairs, batched or not (a dict element: its "images" or
+  "image", and a mask under a key naming a mask or a segmentation: keras-hub's "segmentation_masks",
+  TFDS's "segmentation_mask", "mask");
 - any iterable of images or of (image, mask) pairs;
 - a dataset spec string (kerasseg.data: `folder:DIR`, `voc:DIR`, `shapes`, ...): its training split to
   calibrate with, its test split to check on;
 - a kerasseg.data.Split.
 
-Validation samples may also be the tuple (images, masks), masks (N, H, W) of class indices; images
-without masks still measure the agreement (pixels and logits), not the mIoU. Each image is resized to
-the export size (bilinear; masks nearest), as the training pipeline resizes.
+Validation samples may also be the tuple (images, masks), masks (N, H, W) of class indices, or one
+(image, mask); images without masks still measure the agreement (pixels and logits), not the mIoU. Each
+image is resized to the export size (bilinear; masks nearest), as the training pipeline resizes.
+
+How many are read: `count` of them, by default DEFAULT_CALIBRATION_SAMPLES (200) to calibrate on and
+DEFAULT_SAMPLES (50) to check on, as the command lines do (a note says so when more were given); "all"
+reads every one, and refuses a pipeline that never ends (`repeat()`).
 """
 
 import itertools
@@ -23,24 +28,59 @@ import numpy as np
 from kerasseg import data
 from kerasseg.errors import InputError
 
-_DICT_KEYS = (("images", "segmentation_masks"), ("image", "mask"))
+_IMAGE_KEYS = ("images", "image")
 ACCEPTED = ("images (N, H, W, 3), an (images, masks) tuple, a tf.data.Dataset, an iterable of images or of (image, "
             "mask) pairs, or a dataset spec")
+DEFAULT_CALIBRATION_SAMPLES, DEFAULT_SAMPLES = 200, 50  # how many are read unless told (the command lines' too)
 
 
-def _pairs(value, what, count):
-    """(image, mask or None) pairs of `value` (anything but a spec or a Split), the first `count`."""
+def _dict_pair(element, what):
+    """(image, mask or None) of a dict element: its image key, and a key naming a mask or a segmentation."""
+    image = next((k for k in _IMAGE_KEYS if k in element), None)
+    if image is None:
+        raise InputError(f"{what}: a dataset element with keys {sorted(element)}; expected "
+                         f"{' or '.join(map(repr, _IMAGE_KEYS))} (and a mask's key: 'segmentation_mask', "
+                         "'segmentation_masks' or 'mask')")
+    mask = next((k for k in sorted(element) if "mask" in k or "segmentation" in k), None)
+    return element[image], None if mask is None else element[mask]
+
+
+def _limit(count, default):
+    """The number of samples to read (None: every one) for `count` as given (None: `default`; "all")."""
+    if count is None:
+        return default
+    if count == "all":
+        return None
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise InputError(f"the number of samples must be a positive integer or 'all'; received {count!r}")
+    return int(count)
+
+
+def _pairs(value, what, count, default):
+    """((image, mask or None) pairs of `value` (anything but a spec or a Split), whether there were more): the
+    first `count` (`_limit`)."""
+    limit = _limit(count, default)
+    if isinstance(value, tuple) and len(value) == 2 and np.ndim(value[0]) == 3 and np.ndim(value[1]) in (2, 3):
+        value = (np.asarray(value[0])[None], np.asarray(value[1])[None])  # one (image, mask)
     if isinstance(value, tuple) and len(value) == 2 and np.ndim(value[0]) == 4:  # (images, masks)
         images, masks = value
         if masks is not None and len(masks) != len(images):
             raise InputError(f"{what}: {len(images)} images but {len(masks)} masks")
-        return list(zip(images[:count], masks[:count] if masks is not None else itertools.repeat(None)))
+        pairs = list(zip(images[:limit], masks[:limit] if masks is not None else itertools.repeat(None)))
+        return pairs, len(images) > len(pairs)
     if isinstance(value, np.ndarray) or hasattr(value, "shape") and not hasattr(value, "element_spec"):
         array = np.asarray(value)
         if array.ndim != 4:
-            raise InputError(f"{what}: expected {ACCEPTED}; received an array of shape {array.shape}")
-        return [(image, None) for image in array[:count]]
+            raise InputError(f"{what}: expected {ACCEPTED}; received an array of shape {array.shape}"
+                             + (" (grayscale images: give them as RGB, np.repeat(images[..., None], 3, -1))"
+                                if array.ndim == 3 else ""))
+        return [(image, None) for image in array[:limit]], len(array) > (limit or len(array))
     if hasattr(value, "element_spec"):  # tf.data.Dataset
+        import tensorflow as tf
+
+        if limit is None and int(value.cardinality()) == tf.data.INFINITE_CARDINALITY:
+            raise InputError(f"{what}: the tf.data.Dataset never ends (repeat() without a count), so 'all' of it "
+                             "cannot be read: give a number of samples")
         value = value.as_numpy_iterator()
     try:
         elements = iter(value)
@@ -48,12 +88,10 @@ def _pairs(value, what, count):
         raise InputError(f"{what}: expected {ACCEPTED}; received {type(value).__name__}") from None
     pairs = []
     for element in elements:
+        if limit is not None and len(pairs) >= limit:
+            return pairs[:limit], True
         if isinstance(element, dict):
-            keys = next((k for k in _DICT_KEYS if k[0] in element), None)
-            if keys is None:
-                raise InputError(f"{what}: a dataset element with keys {sorted(element)}; expected "
-                                 f"{' or '.join(repr(k[0]) for k in _DICT_KEYS)} (and the mask's key)")
-            element = (element[keys[0]], element.get(keys[1]))
+            element = _dict_pair(element, what)
         # (image, mask), or Keras's (x, y, sample_weight)
         image, mask = element[:2] if isinstance(element, (tuple, list)) and len(element) in (2, 3) else (element, None)
         if np.ndim(image) == 4:  # a batch
@@ -61,9 +99,15 @@ def _pairs(value, what, count):
             pairs += zip(np.asarray(image), masks)
         else:
             pairs.append((image, mask))
-        if count is not None and len(pairs) >= count:
-            break
-    return pairs[:count]
+    return pairs[:limit], limit is not None and len(pairs) > limit
+
+
+def _noted(pairs, more, what, count):
+    """`pairs`, saying on stderr when the default number of them was read and more were given."""
+    if more and count is None:
+        print(f"note: {what}: the first {len(pairs)} samples of those given are used (give a number of samples, "
+              "or 'all', for more)", file=sys.stderr)
+    return pairs
 
 
 def _checked(pairs, what):
@@ -73,6 +117,9 @@ def _checked(pairs, what):
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise InputError(f"{what}: image {index} has shape {image.shape}; expected (height, width, 3) RGB pixels")
+        if not np.isfinite(image).all():
+            raise InputError(f"{what}: image {index} holds {int((~np.isfinite(image)).sum())} NaN or infinite values; "
+                             "expected raw pixels in [0, 255]")
         low, high = float(image.min()), float(image.max())
         if low < 0 or high > 255:
             raise InputError(f"{what}: image {index} has values {low:g}..{high:g}; expected raw pixels in [0, 255] "
@@ -118,21 +165,24 @@ def natural_size(value):
     return None
 
 
-SPEC_CALIBRATION_SAMPLES, SPEC_SAMPLES = 200, 50  # how many of a dataset spec's images, by default
-
-
-def calibration_images(value, image_size, count=None):
-    """(images (N, H, W, 3) float32 pixels at `image_size`, a description of where they came from): the first
-    `count` (None: all given; of a dataset spec, SPEC_CALIBRATION_SAMPLES)."""
+def calibration_images(value, image_size=None, count=None):
+    """(images (N, H, W, 3) float32 pixels at `image_size` (None: the first image's), a description of where
+    they came from): the first `count` (None: DEFAULT_CALIBRATION_SAMPLES; "all")."""
+    limit = _limit(count, DEFAULT_CALIBRATION_SAMPLES)
     if isinstance(value, data.Split):
-        value = data.Split(value.images[:count], None, value.class_names, value.resized, value.spec)
+        value = data.Split(value.images[:limit], None, value.class_names, value.resized, value.spec)
+        image_size = image_size or value.images.shape[1:3]
         return _resized(value, image_size).images.astype(np.float32), value.spec or "given images"
     if isinstance(value, str):
-        split = data.load_split(value, "train", image_size, count or SPEC_CALIBRATION_SAMPLES)
+        if image_size is None:
+            raise InputError(f"calibration: the size to read dataset {value!r} at is not known: give image_size")
+        split = data.load_split(value, "train", image_size, limit)
         return split.images.astype(np.float32), split.spec
-    pairs = _checked(_pairs(value, "calibration", count), "calibration")
+    pairs = _checked(_noted(*_pairs(value, "calibration", count, DEFAULT_CALIBRATION_SAMPLES), "calibration", count),
+                     "calibration")
     if not pairs:
         raise InputError("calibration: no images; int8 quantization needs calibration images")
+    image_size = tuple(image_size or pairs[0][0].shape[:2])
     resized = sum(image.shape[:2] != tuple(image_size) for image, _ in pairs)
     if resized:
         print(f"note: {resized} of the {len(pairs)} calibration images were resized to {image_size[0]}x"
@@ -143,15 +193,16 @@ def calibration_images(value, image_size, count=None):
 
 def validation_samples(value, image_size, class_names, count=None):
     """A kerasseg.data.Split of the samples to check on, at `image_size` (masks None: images alone), their
-    masks' class indices those of `class_names` (or IGNORE_LABEL): the first `count` (None: all given; of a
-    dataset spec, SPEC_SAMPLES)."""
+    masks' class indices those of `class_names` (or IGNORE_LABEL): the first `count` (None: DEFAULT_SAMPLES;
+    "all")."""
+    limit = _limit(count, DEFAULT_SAMPLES)
     if isinstance(value, data.Split):
-        masks = None if value.masks is None else value.masks[:count]
-        return _resized(data.Split(value.images[:count], masks, value.class_names, value.resized, value.spec),
-                        image_size)
+        masks = None if value.masks is None else value.masks[:limit]
+        return _counted(_resized(data.Split(value.images[:limit], masks, value.class_names, value.resized,
+                                            value.spec), image_size))
     if isinstance(value, str):
-        return data.load_split(value, "test", image_size, count or SPEC_SAMPLES)
-    pairs = _checked(_pairs(value, "validation", count), "validation")
+        return _counted(data.load_split(value, "test", image_size, limit))
+    pairs = _checked(_noted(*_pairs(value, "validation", count, DEFAULT_SAMPLES), "validation", count), "validation")
     if not pairs:
         raise InputError("validation: no images; the exported file is checked on held-out images")
     with_masks = [mask is not None for _, mask in pairs]
@@ -165,7 +216,16 @@ def validation_samples(value, image_size, class_names, count=None):
                              f"0..{len(names) - 1} ({len(names)} classes) or {data.IGNORE_LABEL} (ignored)")
     blank = [(image, _blank(image) if mask is None else mask) for image, mask in pairs]
     split = data.to_split(blank, names, image_size, f"given images{' and masks' if all(with_masks) else ''}")
-    return split if all(with_masks) else _without_masks(split)
+    return _counted(split) if all(with_masks) else _without_masks(split)
+
+
+def _counted(split):
+    """`split`, unless its masks count no pixel (all the ignore label): an InputError, as no mIoU could be."""
+    if split.masks is not None and len(split.masks) and (split.masks == data.IGNORE_LABEL).all():
+        raise InputError(f"validation: every pixel of the {len(split.masks)} masks ({split.spec or 'given'}) is the "
+                         f"ignore label {data.IGNORE_LABEL}: no mIoU can be scored on them; give masks with classes, "
+                         "or the images without masks (agreement alone)")
+    return split
 
 
 def _blank(image):
