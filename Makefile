@@ -23,15 +23,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m kerasseg.train --model unet_edge --dataset shapes --image-size $(DEMO_SIZE) \
 		--batch-size 16 --epochs 10 --augment flip --seed 0 --output $(DEMO) --overwrite
-	$(PY) -m export.tflite $(DEMO)/model.keras --quantize int8 --output $(DEMO)/unet_edge_int8.tflite
-	$(PY) -m export.tflite $(DEMO)/model.keras --quantize float16 --output $(DEMO)/unet_edge_float16.tflite
-	$(PY) -m export.onnx $(DEMO)/model.keras --output $(DEMO)/unet_edge.onnx
-	$(PY) -m export.android $(DEMO)/model.keras --output $(DEMO)/android
+	$(PY) -m export.tflite $(DEMO)/model.keras --quantize int8 --output $(DEMO)/unet_edge_int8.tflite --latency
+	$(PY) -m export.tflite $(DEMO)/model.keras --quantize float16 --output $(DEMO)/unet_edge_float16.tflite --latency
+	$(PY) -m export.onnx $(DEMO)/model.keras --output $(DEMO)/unet_edge.onnx --latency
+	$(PY) -m export.android $(DEMO)/model.keras --output $(DEMO)/android --latency
 	$(PY) -m export.summary $(DEMO) --min-miou 0.90 --min-int8-agreement 0.99
 
 # the committed Android / Coral bundle, regenerated from the demo run (make demo first)
 android-assets: $(STAMP)
-	$(PY) -m export.android $(DEMO)/model.keras --output android_demo_assets
+	$(PY) -m export.android $(DEMO)/model.keras --output android_demo_assets --latency
 
 # two test processes (pytest-xdist), one per core of CI's two: much of a test's time is one thread
 # (Python, tracing, conversion, a subprocess starting), so two at once finish sooner than one after another

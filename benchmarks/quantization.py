@@ -129,7 +129,7 @@ def export_all(name, run, args, save):
         model (QAT's: the float model it started from; the simulation is its own) or else its own."""
         started = time.time()
         model, path = os.path.join(run, "model.keras"), os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
-        report = tflite.export(model, path, thresholds=thresholds, **dict(METHODS)[method],
+        report = tflite.export(model, path, thresholds=thresholds, latency=True, **dict(METHODS)[method],
                                **commands.run_data(model, data, calibrate=True))
         reference = reference or report
         worst, drop = worst_class(reference, report)

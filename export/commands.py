@@ -110,6 +110,9 @@ def add_arguments(parser, calibration=True):
                           help="dataset spec for int8 calibration (train split; default: --dataset, else the run's)")
         data.add_argument("--calibration-samples", type=cli.arg_type(cli.positive_int), default=200,
                           help="training images to calibrate int8 on (default: 200)")
+    parser.add_argument("--latency", action="store_true",
+                        help="time the file in its runtime and the Keras model (20 runs each, batch 1, this CPU) for "
+                             "the report (not measured by default)")
     thresholds = parser.add_argument_group("thresholds")
     thresholds.add_argument("--max-abs-error", type=float, help="override the max_abs_error threshold")
     thresholds.add_argument("--min-pixel-agreement", type=float, help="override the pixel_agreement threshold")

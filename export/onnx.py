@@ -93,7 +93,7 @@ def learned_ranges(content, quantized):
 
 def export(model, output, *, quantize="float32", calibration=None, validation=None, class_names=None,
            input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
-           opset=17, dynamic_batch=False, calibration_method="percentile", output_kind="logits"):
+           opset=17, dynamic_batch=False, calibration_method="percentile", output_kind="logits", latency=False):
     """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
     file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
     The data, thresholds and output kinds are export.tflite.export's."""
@@ -126,7 +126,8 @@ def export(model, output, *, quantize="float32", calibration=None, validation=No
                          calibration_method=calibration_method)
         return model, content, extra
 
-    return reports.ExportReport.from_dict(pipeline.export_checked(found, output, build, quantize, thresholds))
+    return reports.ExportReport.from_dict(pipeline.export_checked(found, output, build, quantize, thresholds,
+                                                                  latency=latency))
 
 
 def main(argv=None):
@@ -147,7 +148,7 @@ def main(argv=None):
     data = commands.DataOptions.from_args(args)
     report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, opset=args.opset,
                     dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
-                    output_kind=args.output_kind,
+                    output_kind=args.output_kind, latency=args.latency,
                     **commands.run_data(args.model, data, args.quantize == "int8", args.output))
     reports.print_summary(report, args.output)
     return 0 if report["passed"] else 1

@@ -233,14 +233,15 @@ def frozen_function(model, image_size):
     return convert_variables_to_constants_v2(fixed_size_function(model, image_size).get_concrete_function())
 
 
-def export_checked(found, output, build, quantization, overrides=None, extra=None):
+def export_checked(found, output, build, quantization, overrides=None, extra=None, latency=False):
     """The shared path of every exporter: convert, check in the runtime, then write.
 
     `build(model, size)` returns (the Keras model the file is compared with,
     which may add an output head to `model`; file bytes; extra report
     fields). The bytes are checked from a temporary file; `output` and its report are written
     (atomically) only once the check has run, so a failure leaves whatever
-    was at `output` before untouched and nothing partial. Returns the report (a dict).
+    was at `output` before untouched and nothing partial. `latency`: time the file and
+    the Keras model (20 runs each, batch 1) for the report. Returns the report (a dict).
     """
     report_file = reports.report_path(output)
     files.check_writable(output, report_file, reports.figure_path(report_file))  # before the work, not after it
@@ -255,7 +256,8 @@ def export_checked(found, output, build, quantization, overrides=None, extra=Non
                  "training_policy": found.policy, "input_normalization": found.input_normalization,
                  **(extra or {}), **built}
         report = reports.agreement_report(model, tmp.name, found.held_out, quantization, overrides, extra,
-                                          figure=reports.figure_path(reports.report_path(output)))
+                                          figure=reports.figure_path(reports.report_path(output)),
+                                          latency_repeats=20 if latency else 0)
     files.write_bytes_atomic(output, content)
     reports.write_report(report, reports.report_path(output))
     return report

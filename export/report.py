@@ -102,10 +102,11 @@ def keras_function(model, image_size):
     return lambda images: np.asarray(function(np.asarray(images, np.float32)))
 
 
-def compare(model, runner, samples, latency_repeats=20, kind="logits"):
+def compare(model, runner, samples, latency_repeats=0, kind="logits"):
     """The agreement numbers of `runner` against `model` on `samples` (a data.Split), and both
     models' predicted classes (`kind`: what both output, "logits" or "probabilities": how a one-channel
-    output decides, kerasseg.labels.decide)."""
+    output decides, kerasseg.labels.decide). `latency_repeats`: how many timed runs of each give its latency
+    (0: not measured, None in the report; benchmarks and the demo ask for it)."""
     from kerasseg import metrics
 
     images = samples.images.astype(np.float32)
@@ -125,8 +126,8 @@ def compare(model, runner, samples, latency_repeats=20, kind="logits"):
         "pixel_agreement": float((ref_class == exp_class).mean()),
         "miou_reference": None, "miou_exported": None, "miou_drop": None,
         "per_class_iou_reference": None, "per_class_iou_exported": None,
-        "latency_ms": median_ms(runner, images[0], latency_repeats),
-        "keras_latency_ms": median_ms(predict, images[:1], latency_repeats),
+        "latency_ms": median_ms(runner, images[0], latency_repeats) if latency_repeats else None,
+        "keras_latency_ms": median_ms(predict, images[:1], latency_repeats) if latency_repeats else None,
     }
     if samples.masks is None:
         numbers["miou_note"] = "mIoU not computed: the samples have no masks; compared on pixels and logits only"
@@ -188,14 +189,14 @@ def disagreement_png(samples, classes, path, count=4):
 
 
 def agreement_report(model, exported_path, samples, quantization=None, overrides=None, extra=None, runner=None,
-                     figure=None):
+                     figure=None, latency_repeats=0):
     """Runs the comparison and returns the complete report dictionary (and draws `figure`, a PNG path)."""
     runner = runner or open_runner(exported_path)
     quantization = quantization or runner.quantization
     thresholds = {**DEFAULT_THRESHOLDS[quantization], **(overrides or {})}
     report = {"runtime": runner.runtime, "quantization": quantization, **(extra or {})}
     kind = report.get("output_kind") or output_kind(model)
-    numbers, classes = compare(model, runner, samples, kind=kind)
+    numbers, classes = compare(model, runner, samples, latency_repeats, kind=kind)
     report.update(numbers)
     if figure:
         disagreement_png(samples, classes, figure)
@@ -213,7 +214,8 @@ def print_summary(report, path):
     print(
         f"{path}: {report['runtime']} {report['quantization']}, {report['samples']} held-out samples: "
         f"pixel agreement {report['pixel_agreement']:.5f}, max |error| {report['max_abs_error']:.3g}, "
-        f"{miou}, {report['size_bytes'] / 1e6:.2f} MB, {report['latency_ms']:.2f} ms/image"
+        f"{miou}, {report['size_bytes'] / 1e6:.2f} MB" +
+        (f", {report['latency_ms']:.2f} ms/image" if report.get("latency_ms") is not None else "")
     )
     if report["passed"]:
         print("agreement: passed")

@@ -53,12 +53,13 @@ def format_table(metrics, reports):
         first = reports[0]
         model_size = os.path.getsize(first["model"]) if os.path.isfile(first.get("model", "")) else None
         rows.append(("model.keras", "keras", "float32", "-", _number(first["miou_reference"], ".4f"), "-", "-",
-                     f"{model_size / 1e6:.2f} MB" if model_size else "-", f"{first['keras_latency_ms']:.2f} ms", "-"))
+                     f"{model_size / 1e6:.2f} MB" if model_size else "-",
+                     _number(first["keras_latency_ms"], ".2f", " ms"), "-"))
     for r in reports:
         rows.append((r["file"], r["runtime"], r["quantization"], f"{r['pixel_agreement']:.5f}",
                      _number(r["miou_exported"], ".4f"), _number(r["miou_drop"], "+.2f", " pts"),
                      f"{r['max_abs_error']:.3g}",
-                     f"{r['size_bytes'] / 1e6:.2f} MB", f"{r['latency_ms']:.2f} ms",
+                     f"{r['size_bytes'] / 1e6:.2f} MB", _number(r["latency_ms"], ".2f", " ms"),
                      "yes" if r["passed"] else "NO: " + "; ".join(r["failed"])))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * n for n in widths), *rows]:

@@ -153,7 +153,7 @@ def run_edgetpu_compiler(output):
 def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,
            input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
            io="uint8", target=None, output_kind="logits", calibration_method="minmax", debug=False, keep_float=(),
-           auto_keep_float=False, tuning=None):
+           auto_keep_float=False, tuning=None, latency=False):
     """Converts `model` (a keras.Model, or the path of its .keras file) to the .tflite file `output`, checks
     the file in LiteRT against the model and writes it with FILE.report.json; returns the ExportReport.
     A file that fails its thresholds is still written (its report says what failed).
@@ -169,7 +169,8 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
     (report.DEFAULT_THRESHOLDS). target "edgetpu": int8, uint8 I/O, refused unless every op maps. debug: the
     per-tensor error table (FILE.debug.csv); keep_float: Keras layers whose ops stay in float;
     auto_keep_float: the worst tensors kept in float until the thresholds pass on `tuning` (samples as
-    `validation`; default: the calibration images).
+    `validation`; default: the calibration images). latency: time the file and the model (batch 1, 20 runs)
+    for the report's latency_ms (not measured by default).
     """
     if quantize not in MODES:
         raise InputError(f"quantize must be one of {MODES}; received {quantize!r}")
@@ -226,7 +227,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
             extra["edgetpu"] = edgetpu_check(content, output)
         return model, content, extra
 
-    report = pipeline.export_checked(found, output, build, quantize, thresholds)
+    report = pipeline.export_checked(found, output, build, quantize, thresholds, latency=latency)
     if target == "edgetpu":
         compiled = report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
         if isinstance(compiled, dict) and not compiled["fully_mapped"]:
@@ -266,7 +267,8 @@ def main(argv=None):
         found["tuning"] = commands.load_samples(args.model, data.dataset, "val", found["image_size"], data.samples)
     report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, io=args.io,
                     calibration_method=args.calibration, target=args.target, output_kind=args.output_kind,
-                    debug=args.debug, keep_float=args.keep_float, auto_keep_float=args.auto_keep_float, **found)
+                    debug=args.debug, keep_float=args.keep_float, auto_keep_float=args.auto_keep_float,
+                    latency=args.latency, **found)
     reports.print_summary(report, args.output)
     if not report["passed"] and args.quantize == "int8" and not report.get("quantization_aware"):
         print(int8_remedies(args.model, args.calibration, args.target, args.keep_float or args.auto_keep_float),

@@ -96,14 +96,17 @@ def test_kill_at_every_epoch_end_write_and_at_random_instants_then_resume(tmp_pa
         kills += 1
         _check_consistent(run)
     rng = random.Random(0)
+    epochs = 14  # more to go than a random kill can outlast: it lands while the run is alive
     for _ in range(1):  # a kill from outside, wherever it lands (start-up, a step, validation, the writes)
-        process = _start(["--output", run, "--resume"])
+        process = _start(["--output", run, "--resume", "--epochs", str(epochs)])
         time.sleep(rng.uniform(3.0, 10.0))
+        assert process.poll() is None, "the run ended before the kill: the kill would test nothing"
         process.send_signal(signal.SIGKILL)
         process.communicate()
+        assert process.returncode == -signal.SIGKILL
         kills += 1
         _check_consistent(run)
-    assert kills >= len(rundir.CRASH_POINTS) + 1
+    assert kills == len(rundir.CRASH_POINTS) + 1
     result = run_cli("kerasseg.train", "--output", run, "--resume")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -158,7 +161,8 @@ def test_one_training_at_a_time_holds_the_run_directory(tmp_path, capsys):
     from kerasseg import cli, train
 
     run = tmp_path / "run"
-    processes = [_start([*TRAIN, "--epochs", "4", "--train-samples", "64", "--seed", str(seed), "--output", run])
+    # (long enough for the refusals below to find the winner still training: they are not skipped)
+    processes = [_start([*TRAIN, "--epochs", "12", "--train-samples", "64", "--seed", str(seed), "--output", run])
                  for seed in (1, 2)]
     try:
         deadline = time.time() + 300  # until one has been refused (the other has taken the directory by then)
@@ -170,19 +174,19 @@ def test_one_training_at_a_time_holds_the_run_directory(tmp_path, capsys):
         assert loser.returncode == 2 and "Traceback" not in stderr, stderr[-3000:]
         # (or, had the winner finished before the loser got that far: a directory that holds another run)
         assert f"in use by another training (pid {winner.pid} on" in stderr or "holds another run" in stderr
-        if winner.poll() is None:  # (it trains for seconds more; if it had ended, no run would hold the directory)
-            for flags in (["--resume"], [*TRAIN, "--epochs", "1", "--overwrite"]):
-                assert cli.run(train.main, ["--output", str(run), *flags]) == 2
-                assert f"in use by another training (pid {winner.pid} on" in capsys.readouterr().err
+        assert winner.poll() is None, "the winner ended before the refusals could be tried"
+        for flags in (["--resume"], [*TRAIN, "--epochs", "1", "--overwrite"]):
+            assert cli.run(train.main, ["--output", str(run), *flags]) == 2
+            assert f"in use by another training (pid {winner.pid} on" in capsys.readouterr().err
         assert winner.wait(timeout=300) == 0, winner.stderr.read()[-3000:]
     finally:
         for process in processes:
             process.kill()
     seed = json.loads((run / "run.json").read_text())["arguments"]["seed"]
     assert json.loads((run / "metrics.json").read_text())["seed"] == seed  # one run's files, all of them
-    assert _epochs(run) == [0, 1, 2, 3]
-    assert run_main(train.main, "--output", run, "--resume", "--epochs", "5") == 0, capsys.readouterr().err
-    assert _epochs(run) == [0, 1, 2, 3, 4]
+    assert _epochs(run) == list(range(12))
+    assert run_main(train.main, "--output", run, "--resume", "--epochs", "13") == 0, capsys.readouterr().err
+    assert _epochs(run) == list(range(13))
 
 
 def _fill_the_disk_after_the_first_epoch(tmp_path):

@@ -148,6 +148,8 @@ def _checked(pairs, what):
 def natural_size(value):
     """The (height, width) every image of `value` has when `value` says so without being read (an array,
     an (images, masks) tuple, a Split, a tf.data.Dataset of fixed-size elements, a list), else None."""
+    if isinstance(value, tuple) and len(value) == 2 and np.ndim(value[0]) == 3:  # one (image, mask)
+        return tuple(np.shape(value[0])[:2])
     if isinstance(value, data.Split) or isinstance(value, tuple) and len(value) == 2 and np.ndim(value[0]) == 4:
         value = value.images if isinstance(value, data.Split) else value[0]
     if hasattr(value, "element_spec"):
@@ -175,7 +177,9 @@ def calibration_images(value, image_size=None, count=None):
         return _resized(value, image_size).images.astype(np.float32), value.spec or "given images"
     if isinstance(value, str):
         if image_size is None:
-            raise InputError(f"calibration: the size to read dataset {value!r} at is not known: give image_size")
+            raise InputError(f"calibration: dataset {value!r} is read at the size the model was trained at, and "
+                             "this model does not carry one (kerasseg.describe(model, image_size=...)); or give the "
+                             "images themselves")
         split = data.load_split(value, "train", image_size, limit)
         return split.images.astype(np.float32), split.spec
     pairs = _checked(_noted(*_pairs(value, "calibration", count, DEFAULT_CALIBRATION_SAMPLES), "calibration", count),
