@@ -72,12 +72,12 @@ def test_export_runs_in_its_runtime_and_report_is_true(user_run, tmp_path, modul
         (quantize != "int8")
     assert report["quantization"] == (quantize or "float32")
     assert report["runtime"] == ("onnxruntime" if suffix == ".onnx" else "litert")
-    assert report["samples"] == 12 and report["size_bytes"] == os.path.getsize(output)
+    samples = resolve.data_view(model_path).load_split("test", (32, 32), 12)  # the run's own held-out images
+    assert report["samples"] == len(samples) and report["size_bytes"] == os.path.getsize(output)
     assert report["image_size"] == [32, 32]  # from metrics.json beside the model
     # the thresholds are the documented defaults and `passed` is their verdict
     assert report["thresholds"] == reports.DEFAULT_THRESHOLDS[report["quantization"]]
     assert report["passed"] == (not reports.check(report, report["thresholds"]))
-    samples = resolve.data_view(model_path).load_split("test", (32, 32), 12)  # the run's own held-out images
     pixel_agreement, max_error = _independent_agreement(model_path, output, samples)
     assert report["pixel_agreement"] == pytest.approx(pixel_agreement, abs=1e-9)
     assert report["max_abs_error"] == pytest.approx(max_error, rel=1e-3, abs=1e-6)
@@ -140,7 +140,7 @@ def test_agreement_cli_rechecks_an_exported_file(trained_run, tmp_path):
 
 @pytest.mark.parametrize("make_model, message", [
     (None, "model file not found"),
-    ("text", "is not a readable Keras model"),
+    ("text", "is not a Keras model file: a .keras file is a zip archive"),
     ("h5", "is not a Keras model"),
 ])
 def test_bad_model_path_is_named(tmp_path, make_model, message, capsys):
