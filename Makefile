@@ -37,8 +37,9 @@ android-assets: $(STAMP)
 # (Python, tracing, conversion, a subprocess starting), so two at once finish sooner than one after another
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal --durations=30 tests
-	@echo "--- the model suites again on the JAX backend ---"
-	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist worksteal --durations=10 tests/test_models.py tests/test_classifiers.py
+	@echo "--- the model suites again on the JAX backend, and exporting from it ---"
+	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist worksteal --durations=10 tests/test_models.py tests/test_classifiers.py \
+		tests/test_backends.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -30,8 +30,8 @@ import numpy as np
 from kerasseg import cli, files
 from kerasseg.labels import decide
 
-edgetpu, pipeline, reports, tflite = cli.lazy_import("export.edgetpu", "export.pipeline", "export.report",
-                                                     "export.tflite")
+backend, edgetpu, pipeline, reports, tflite = cli.lazy_import(
+    "export.backend", "export.edgetpu", "export.pipeline", "export.report", "export.tflite")
 
 FILES = ("segmenter.tflite", "labels.txt", "model_card.json", "sample.png", "sample_expected_mask.png", "README.md")
 
@@ -152,7 +152,11 @@ def export(model, output_dir, *, calibration=None, validation=None, class_names=
     """Writes the bundle of `model` (a keras.Model, or the path of its .keras file) into `output_dir`: its int8
     file checked in LiteRT as export.tflite.export checks it (same data arguments), labelled `class_names`
     (default: the model's own, kerasseg.describe; else the validation dataset's; else class_0, class_1, ...).
-    Returns the ExportReport; nothing is written if a threshold failed (nor `output_dir` made)."""
+    Returns the ExportReport; nothing is written if a threshold failed (nor `output_dir` made). Under another
+    Keras backend than TensorFlow it runs in a TensorFlow child process (export.backend)."""
+    if backend.foreign():
+        return backend.export_elsewhere(__name__, model, output_dir, {k: v for k, v in locals().items()
+                                                                      if k not in ("model", "output_dir")})
     with files.output_folder(output_dir):  # (a folder that cannot be made is refused before the work)
         return _write_bundle(model, output_dir, calibration, validation, class_names, input_normalization,
                              image_size, samples, calibration_samples, thresholds, latency)
@@ -236,12 +240,14 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
 
 
 def main(argv=None):
-    rundir = cli.lazy_import("kerasseg.rundir")
     from export import commands
+    from kerasseg import rundir
 
     parser = commands.exporter_parser("python -m export.android", __doc__, "the directory to write the bundle into")
     commands.add_arguments(parser)
     args = parser.parse_args(argv)
+    if backend.foreign():  # (the conversion needs TensorFlow's tracing)
+        return backend.rerun("export.android", argv)
     data = commands.DataOptions.from_args(args)
     with files.output_folder(args.output):
         found = commands.run_data(args.model, data, True)

@@ -32,7 +32,8 @@ import numpy as np
 from kerasseg import cli
 from kerasseg.errors import InputError
 
-qat, pipeline, reports = cli.lazy_import("kerasseg.qat", "export.pipeline", "export.report")
+qat, backend, pipeline, reports = cli.lazy_import("kerasseg.qat", "export.backend", "export.pipeline",
+                                                  "export.report")
 
 OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
@@ -96,7 +97,10 @@ def export(model, output, *, quantize="float32", calibration=None, validation=No
            opset=17, dynamic_batch=False, calibration_method="percentile", output_kind="logits", latency=False):
     """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
     file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
-    The data, thresholds and output kinds are export.tflite.export's."""
+    The data, thresholds and output kinds are export.tflite.export's; so is the export from another backend."""
+    if backend.foreign():
+        return backend.export_elsewhere(__name__, model, output, {k: v for k, v in locals().items()
+                                                                  if k not in ("model", "output")})
     if quantize not in ("float32", "int8"):
         raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {quantize!r}")
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
@@ -145,6 +149,8 @@ def main(argv=None):
                         help="how int8 activation ranges are set from the calibration images (default percentile)")
     commands.add_arguments(parser)
     args = parser.parse_args(argv)
+    if backend.foreign():  # (the conversion needs TensorFlow's tracing)
+        return backend.rerun("export.onnx", argv)
     data = commands.DataOptions.from_args(args)
     report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, opset=args.opset,
                     dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,

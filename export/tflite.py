@@ -42,8 +42,9 @@ from kerasseg import cli, files
 from kerasseg.calibrations import PERCENTILE
 from kerasseg.errors import InputError
 
-qat, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
-    "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report")
+qat, backend, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
+    "kerasseg.qat", "export.backend", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges",
+    "export.report")
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 OUTPUT_KINDS = ("logits", "probabilities", "category")  # (export.pipeline.with_output_kind)
@@ -170,8 +171,12 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
     per-tensor error table (FILE.debug.csv); keep_float: Keras layers whose ops stay in float;
     auto_keep_float: the worst tensors kept in float until the thresholds pass on `tuning` (samples as
     `validation`; default: the calibration images). latency: time the file and the model (batch 1, 20 runs)
-    for the report's latency_ms (not measured by default).
+    for the report's latency_ms (not measured by default). Under another Keras backend than TensorFlow (JAX)
+    the export runs in a TensorFlow child process (export.backend) and returns the same report.
     """
+    if backend.foreign():
+        return backend.export_elsewhere(__name__, model, output, {k: v for k, v in locals().items()
+                                                                  if k not in ("model", "output")})
     if quantize not in MODES:
         raise InputError(f"quantize must be one of {MODES}; received {quantize!r}")
     if target == "edgetpu":
@@ -261,6 +266,8 @@ def main(argv=None):
                         help="int8: keep the worst tensors in float until the thresholds pass (validation split)")
     commands.add_arguments(parser)
     args = parser.parse_args(argv)
+    if backend.foreign():  # (the conversion needs TensorFlow's tracing)
+        return backend.rerun("export.tflite", argv)
     data = commands.DataOptions.from_args(args)
     found = commands.run_data(args.model, data, args.quantize in CALIBRATED, args.output)
     if args.auto_keep_float:
