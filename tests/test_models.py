@@ -214,7 +214,7 @@ def test_deeplab_v3_multi_grid_needs_a_resnet_backbone():
     (lambda: models.unet(backbone="googlenet", backbone_weights="imagenet"), "googlenet has no published ImageNet"),
     (lambda: models.fcn8s(backbone="se_resnet50", backbone_weights="imagenet"), "se_resnet50 has no published"),
     (lambda: models.hypercolumns(backbone="vgg_tiny", levels=("P2", "P6")), r"levels must be among \('P1'"),
-    (lambda: models.deeplab_v3(backbone="resnet_tiny", output_stride=4), "output_stride must be 8 or 16"),
+    (lambda: models.deeplab_v3(backbone="resnet_tiny", output_stride=4), "output_stride must be 8, 16 or 32"),
 ])
 def test_a_combination_the_backbone_does_not_declare_is_one_clear_error(build, message):
     with pytest.raises(ValueError, match=message):
@@ -261,6 +261,23 @@ def test_deeplab_aspp_rates_follow_the_output_stride_or_the_caller():
     assert rates(models.deeplab_v3_tiny(classes=3)) == [6, 12, 18]
     assert rates(models.deeplab_v3_tiny(classes=3, output_stride=8)) == [12, 24, 36]
     assert rates(models.deeplab_v3_plus_tiny(classes=3, aspp_rates=(1, 2, 3))) == [1, 2, 3]
+    assert rates(models.deeplab_v3_plus_tiny(classes=3, output_stride=32)) == [3, 6, 9]
+
+
+def test_deeplab_v3_plus_at_output_stride_32_keeps_its_backbone_undilated():
+    """keras-hub's DeepLabV3 configuration: no dilation outside ASPP, stage 5 at 1/32 of the input."""
+    for stride in (16, 32):
+        model = models.deeplab_v3_plus_tiny(classes=3, output_stride=stride)
+        dilated = {layer.name for layer in model.layers if max(getattr(layer, "dilation_rate", (1,))) > 1}
+        nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+        dilated |= {layer.name for inner in nested for layer in inner.layers
+                    if max(getattr(layer, "dilation_rate", (1,))) > 1}
+        assert all(name.startswith("aspp") for name in dilated) == (stride == 32), (stride, sorted(dilated))
+        x = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
+        assert predict(model, x).shape == (1, 64, 96, 3)
+        pyramid = keras.Model(model.inputs, next(layer for layer in model.layers
+                                                 if layer.name.startswith("aspp")).input)
+        assert predict(pyramid, x).shape[1:3] == (64 // stride, 96 // stride)
 
 
 @TF_ONLY  # (JAX traces every input size anew: nothing is relaxed)

@@ -12,7 +12,9 @@ the receptive field, and the pretrained weights, it was trained with.
   ResNet-101, their scores summed: objects at several scales.
 - v3: ASPP with batch norm, a 1x1 branch and image-level pooling, on a
   backbone at output stride 16 (rates 6/12/18) or 8 (12/24/36); multi-grid
-  dilates the last ResNet blocks by (1, 2, 4) x the stage rate.
+  dilates the last ResNet blocks by (1, 2, 4) x the stage rate. Output
+  stride 32 keeps the backbone undilated (rates 3/6/9), as keras-hub's
+  DeepLabV3 builds it: a quarter of the pixels in stage 5 of stride 16's.
 - v3+: v3 as the encoder plus a decoder that upsamples its output 4x and
   fuses it with 48-channel projected low-level features (P2) through 3x3
   depthwise-separable convolutions, for sharper boundaries.
@@ -26,7 +28,9 @@ from kerasseg.models.backbone import encoder_pyramid
 from kerasseg.models.heads import check_segmenter_args, segmenter
 from kerasseg.models.registry import register
 
-ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}
+# the paper's rates for 513x513 crops at output stride 16 and 8; at 32 (no dilation: keras-hub's DeepLabV3
+# configuration) the same field of view over a map half as fine
+ASPP_RATES = {32: (3, 6, 9), 16: (6, 12, 18), 8: (12, 24, 36)}
 
 
 def separable_conv_bn_act(x, filters, name):
@@ -76,7 +80,7 @@ def deeplab_v3(classes=21, backbone="resnet101", backbone_weights=None, input_sh
     """
     check_segmenter_args(classes, activation)
     if output_stride not in ASPP_RATES:
-        raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
+        raise ValueError(f"output_stride must be 8, 16 or 32. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
     x = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge, output_stride=output_stride,
                         multi_grid=multi_grid)["P5"]
@@ -91,7 +95,7 @@ def deeplab_v3_plus(classes=21, backbone="resnet101", backbone_weights=None, inp
     two 3x3 depthwise-separable convolutions."""
     check_segmenter_args(classes, activation)
     if output_stride not in ASPP_RATES:
-        raise ValueError(f"output_stride must be 8 or 16. Received: output_stride={output_stride!r}")
+        raise ValueError(f"output_stride must be 8, 16 or 32. Received: output_stride={output_stride!r}")
     inputs = image_input(input_shape, input_tensor)
     features = encoder_pyramid(inputs, backbone, backbone_weights, backbone_kwargs, edge, output_stride=output_stride,
                                multi_grid=multi_grid, levels=("P2", "P5"))
