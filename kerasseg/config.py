@@ -138,6 +138,13 @@ class TrainConfig:
             raise ConfigError("cache", self.cache, f"is not one of {', '.join(CACHES)} nor a directory")
         self.cache = os.fspath(self.cache)
         if self.cache not in CACHES:  # a directory, recorded where it is
+            if os.sep not in self.cache and not self.cache.startswith("~") and not os.path.isdir(self.cache):
+                import difflib
+
+                close = difflib.get_close_matches(self.cache, CACHES, 1)
+                raise ConfigError("cache", self.cache, f"is not one of {', '.join(CACHES)}"
+                                  + (f" (did you mean {close[0]}?)" if close else "") + "; a folder to keep "
+                                  f"decoded examples in is given as a path (e.g. .{os.sep}{self.cache})")
             self.cache = os.path.abspath(os.path.expanduser(self.cache))
         if self.class_weights is not None:
             try:

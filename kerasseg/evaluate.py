@@ -76,7 +76,8 @@ def main(argv=None):
     output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
     files.ensure_output_dir(output)
     files.write_text_atomic(output, files.json_text(report))
-    at = (f"their own sizes ({len(sizes)} distinct, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]})"
+    at = (f"their own sizes ({len(sizes)} distinct, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]}, "
+          "height x width)"
           if native else f"{size[0]}x{size[1]}")
     print(f"{view.spec} {args.split}: {len(examples)} images at {at}")
     width = max(len(n) for n in names)

@@ -238,11 +238,12 @@ class RunDir:
 
 class EpochCommit(keras.callbacks.Callback):
     """Commits every epoch to a RunDir (its history row, a new best model, the weights), and stops training
-    when the loss becomes NaN or infinite, before anything of that epoch is written."""
+    when the loss becomes NaN or infinite, or once `failed()` says a file could not be read (kerasseg.data.
+    pipeline.ExampleReader), before anything of that epoch is written."""
 
-    def __init__(self, run, rows=(), best=None):
+    def __init__(self, run, rows=(), best=None, failed=lambda: False):
         super().__init__()
-        self.run, self.rows = run, list(rows)
+        self.run, self.rows, self.failed = run, list(rows), failed
         self.best = best or {"epoch": None, "val_miou": -1.0}
         self.nonfinite = None  # (epoch, step, loss) once the loss is not finite
 
@@ -254,9 +255,12 @@ class EpochCommit(keras.callbacks.Callback):
         if loss is not None and not float("-inf") < float(loss) < float("inf"):
             self.nonfinite = (self.epoch + 1, batch + 1, float(loss))
             self.model.stop_training = True
+        if self.failed():
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.nonfinite:
+        if self.nonfinite or self.failed():  # (a file that failed in validation stops training here)
+            self.model.stop_training = True
             return
         row = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}}
         self.rows = [r for r in self.rows if int(r["epoch"]) < epoch] + [row]

@@ -356,11 +356,12 @@ def _fit(config, run, model, strategy, state, run_data, shard, first_step):
     from kerasseg import rundir
     from kerasseg.data.pipeline import failures
 
-    commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()))
+    train_data, val_data, steps, readers = _datasets(config, run_data, shard)
+    commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()),
+                                failed=lambda: any(reader.failure for reader in readers))
     callbacks = [commit, keras.callbacks.TensorBoard(run.file("logs")), first_step]
     if config.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=config.patience))
-    train_data, val_data, steps, readers = _datasets(config, run_data, shard)
     initial_epoch = state["epoch"] + 1 if state else 0
     if initial_epoch < config.epochs:
         with distribute.fit_scope(model, strategy), failures(*readers):

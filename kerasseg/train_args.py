@@ -117,6 +117,8 @@ def flag_words(error):
         flag = "--" + name.replace("_", "-")
         if value is True:
             return flag
+        if isinstance(value, str) and (not value.strip() or value != value.strip()):
+            return f"{flag} {value!r}"  # (a value of blanks, shown)
         return f"{flag} {'x'.join(map(str, value)) if name == 'image_size' else value}"
 
     return error.worded(subject, lambda name: "--" + name.replace("_", "-"))

@@ -41,7 +41,8 @@ def test_an_endless_pipeline_is_capped_with_a_note_and_all_of_it_refused(model, 
     report = tflite.export(model, tmp_path / "m.tflite", quantize="int8", validation=endless, calibration=endless)
     assert report.samples == 50 and report["calibration_samples"] == 200
     err = capsys.readouterr().err
-    assert "validation: the first 50 samples" in err and "calibration: the first 200 samples" in err
+    assert "validation: the tf.data pipeline never ends (repeat()): its first 50 samples are used" in err
+    assert "calibration: the tf.data pipeline never ends (repeat()): its first 200 samples" in err
     with pytest.raises(ValueError, match="never ends"):
         tflite.export(model, tmp_path / "n.tflite", quantize="float32", validation=endless, samples="all")
     assert not (tmp_path / "n.tflite").exists()

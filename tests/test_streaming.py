@@ -280,3 +280,30 @@ print(len(pairs), cache.writable)
     assert result.stdout.split() == ["4", "False"]
     assert result.stderr.count("note: the cache stops") == 1 and "File too large" in result.stderr
     assert list((tmp_path / "cache").iterdir()) == []  # no file left half-written
+
+
+def test_a_bad_file_met_in_training_prints_no_traceback_from_the_pipeline(tmp_path):
+    """TensorFlow logs a failing pipeline function's error with the Python traceback it carries (the user saw
+    two before the one line); the reader puts an ignored pixel in its place instead, and the run stops at the
+    next step without committing the epoch."""
+    from conftest import ROOT, run_cli
+
+    folder = _folder(tmp_path / "ds")
+    _damage_inside(folder / "images" / "frame 02.png")
+    result = run_cli("kerasseg.train", "--dataset", f"folder:{folder}", "--model", "unet_tiny", "--image-size", "32",
+                     "--epochs", "2", "--batch-size", "4", "--cache", "none", "--output", tmp_path / "run",
+                     env={"TF_CPP_MIN_LOG_LEVEL": "0"})  # (every log TensorFlow writes, as a user's terminal shows)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "PyFunc" not in result.stderr, result.stderr[-3000:]
+    assert "frame 02.png: unreadable or truncated image" in result.stderr
+    assert "no epoch had completed" in result.stderr and not (tmp_path / "run" / "history.csv").exists()
+
+
+def test_a_mistyped_cache_is_refused_not_made_a_folder(tmp_path, monkeypatch):
+    from kerasseg.train import ConfigError, TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"cache='memry' is not one of auto, none, memory \(did you mean memory\?\)"):
+        TrainConfig(tmp_path / "r", cache="memry")
+    assert not (tmp_path / "memry").exists()
+    assert TrainConfig(tmp_path / "r", cache="./memry").cache == str(tmp_path / "memry")

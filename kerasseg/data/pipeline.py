@@ -121,8 +121,11 @@ def open_cache(cache, examples, decoded_bytes):
 
 class ExampleReader:
     """Reads examples by their index for the pipeline: decoded (or made) by read_example, checked against
-    `num_classes` when given, kept in `cache`. The first file that cannot be read is kept in `failure` (the
-    engine reports the pipeline's error in its own words: `failures` turns it back into this one)."""
+    `num_classes` when given, kept in `cache`. A file that cannot be read does not raise inside the pipeline
+    (the engine would log the Python traceback it carries, and word the error its own way): it is kept in
+    `failure` (the first), and in its place comes one black pixel ignored everywhere, which no loss or metric
+    counts, until whoever consumes the pipeline stops (`failures` then raises it; kerasseg.train stops at the
+    next step, without committing the epoch)."""
 
     def __init__(self, examples, num_classes=None, cache=None):
         self.examples, self.num_classes, self.cache = _as_examples(examples), num_classes, cache
@@ -141,7 +144,7 @@ class ExampleReader:
                     self.cache.put(example, pair)
         except DatasetError as error:
             self.failure = self.failure or error
-            raise
+            return np.zeros((1, 1, 3), np.uint8), np.full((1, 1), IGNORE_LABEL, np.uint8)
         image, mask = pair
         return np.asarray(image, np.uint8), np.asarray(mask, np.uint8)
 
@@ -156,8 +159,8 @@ def _as_examples(examples):
 
 @contextlib.contextmanager
 def failures(*readers):
-    """Raises the DatasetError of a reader whose file failed, in place of whatever error the engine (tf.data,
-    Keras, JAX) wrapped it in."""
+    """Raises the DatasetError of a reader whose file failed (ExampleReader.failure) once the block is done,
+    or in place of whatever error the engine (tf.data, Keras, JAX) raised meanwhile."""
     try:
         yield
     except Exception:
@@ -165,6 +168,9 @@ def failures(*readers):
         if failure is None:
             raise
         raise failure from None
+    failure = next((r.failure for r in readers if r.failure), None)
+    if failure is not None:
+        raise failure
 
 
 def _blank_pair(image_size):

@@ -78,9 +78,13 @@ def _pairs(value, what, count, default):
     if hasattr(value, "element_spec"):  # tf.data.Dataset
         import tensorflow as tf
 
-        if limit is None and int(value.cardinality()) == tf.data.INFINITE_CARDINALITY:
+        endless = int(value.cardinality()) == tf.data.INFINITE_CARDINALITY
+        if limit is None and endless:
             raise InputError(f"{what}: the tf.data.Dataset never ends (repeat() without a count), so 'all' of it "
                              "cannot be read: give a number of samples")
+        if endless:
+            pairs, _ = _pairs(value.as_numpy_iterator(), what, count, default)
+            return pairs, "endless"
         value = value.as_numpy_iterator()
     try:
         elements = iter(value)
@@ -104,7 +108,10 @@ def _pairs(value, what, count, default):
 
 def _noted(pairs, more, what, count):
     """`pairs`, saying on stderr when the default number of them was read and more were given."""
-    if more and count is None:
+    if more == "endless" and count is None:
+        print(f"note: {what}: the tf.data pipeline never ends (repeat()): its first {len(pairs)} samples are used, "
+              "repeats among them if it repeats fewer (give the number of samples to use)", file=sys.stderr)
+    elif more and count is None:
         print(f"note: {what}: the first {len(pairs)} samples of those given are used (give a number of samples, "
               "or 'all', for more)", file=sys.stderr)
     return pairs
