@@ -77,7 +77,7 @@ def images_per_second(model, x, y, steps, from_logits):
         for _ in range(steps):
             model.train_on_batch(x, y)  # (returns host floats: each step is synchronised)
         best = max(best, steps * len(x) / (time.perf_counter() - start))
-    return round(best, 1), round(compile_s, 1)
+    return best, round(compile_s, 1)
 
 
 def measured(who, build, x, y, steps, from_logits):
@@ -96,6 +96,7 @@ def side_by_side(build_ours, build_theirs, x, theirs_x, y, steps, from_logits, t
     row = {**measured("ours", build_ours, x, y, steps, from_logits),
            **(theirs or measured("theirs", build_theirs, theirs_x, y, steps, from_logits))}
     row["ratio"] = round(row["ours_img_s"] / row["theirs_img_s"], 3)
+    row.update(ours_img_s=round(row["ours_img_s"], 2), theirs_img_s=round(row["theirs_img_s"], 2))
     row.update(batch=int(x.shape[0]), size=int(x.shape[1]), policy=keras.mixed_precision.global_policy().name)
     return row
 
