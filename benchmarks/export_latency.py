@@ -22,10 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def export_all(directory):
-    from export import commands, onnx, tflite
+    from kerasseg import resolve
+    from export import commands, formats, onnx, tflite
 
-    model = os.path.join(directory, "model.keras")
-    data = commands.run_data(model, commands.DataOptions(), calibrate=True)  # the run's splits
+    stage = resolve.stage(os.path.join(directory, "model.keras"))  # the model loaded, the run's splits read, once
+    model, data = stage.file, formats.exporter_inputs(stage, commands.DataOptions(), calibrate=True)
     for mode in tflite.MODES:  # (file stems differ per runtime: each report sits beside its file)
         report = tflite.export(model, os.path.join(directory, f"litert_{mode}.tflite"), quantize=mode, **data)
         print(f"tflite {mode}: passed {report['passed']} {report['failed']}", flush=True)

@@ -118,7 +118,8 @@ def kernel_agreement(path, images):
 
 def export_all(name, run, args, save):
     """The rows of configuration `name` (trained in `run`), each passed to `save(rows)` as soon as measured."""
-    from export import commands, tflite
+    from kerasseg import resolve
+    from export import commands, formats, tflite
 
     data = commands.DataOptions(samples=args.samples, calibration_samples=args.calibration_samples)
     thresholds = {"pixel_agreement": 0.0, "miou_drop": 100.0, "max_abs_error": 1e9}  # measured, not judged
@@ -129,8 +130,9 @@ def export_all(name, run, args, save):
         model (QAT's: the float model it started from; the simulation is its own) or else its own."""
         started = time.time()
         model, path = os.path.join(run, "model.keras"), os.path.join(run, f"{name}_{method.replace(' ', '_')}.tflite")
-        report = tflite.export(model, path, thresholds=thresholds, latency=True, **dict(METHODS)[method],
-                               **commands.run_data(model, data, calibrate=True))
+        stage = resolve.stage(model)
+        report = tflite.export(stage.file, path, thresholds=thresholds, latency=True, **dict(METHODS)[method],
+                               **formats.exporter_inputs(stage, data, calibrate=True))
         reference = reference or report
         worst, drop = worst_class(reference, report)
         row = rows[label] = {key: report[key] for key in ("pixel_agreement", "miou_exported", "size_bytes",

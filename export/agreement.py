@@ -32,12 +32,13 @@ def main(argv=None):
                              "QuantizationDebugger and write the per-tensor error table (REPORT.debug.csv)")
     args = parser.parse_args(argv)
     data = commands.DataOptions.from_args(args)
-    model, policy, _ = pipeline.load_model(args.model)
     runner = runtimes.open_runner(args.exported)
+    stage = resolve.stage(args.model, args.image_size or runner.input_size, args.dataset)
+    model, policy, _ = pipeline.load_model(stage.file)
     if qat.is_quantization_aware(model) and runner.quantization != "int8":
-        model, _ = qat.export_twin(model)  # a file without int8 arithmetic is the float twin's (export.tflite)
-    size = args.image_size or runner.input_size or resolve.image_size(model, args.model)
-    samples = commands.load_samples(args.model, args.dataset, "test", size, args.samples)
+        model, _ = qat.export_twin(model)  # a file without int8 arithmetic is the float twin's (export.formats)
+    size = stage.image_size
+    samples = stage.split("test", args.samples)
     report_path = args.report or reports.report_path(args.exported)
     report = reports.agreement_report(model, args.exported, samples, overrides=data.overrides,
                                       extra={"dataset": samples.spec, "image_size": list(size),
@@ -47,7 +48,7 @@ def main(argv=None):
         if report["quantization"] != "int8" or runner.runtime != "litert":
             raise UsageError(f"--debug reads int8 .tflite files; {args.exported} is {runner.runtime} "
                              f"{report['quantization']}")
-        calibration = commands.calibration_split(args.model, data, size).images
+        calibration = stage.split("train", data.calibration_samples, data.calibration_dataset or data.dataset).images
         csv_path = report_path.removesuffix(".json").removesuffix(".report") + ".debug.csv"
         rows = per_tensor.quantization_debug(model, size, calibration, csv_path)
         print(per_tensor.format_offenders(rows))

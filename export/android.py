@@ -245,21 +245,20 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
 
 
 def main(argv=None):
-    from export import commands
-    from kerasseg import rundir
+    from export import commands, formats
 
     parser = commands.exporter_parser("python -m export.android", __doc__, "the directory to write the bundle into")
     commands.add_arguments(parser)
     args = parser.parse_args(argv)
     if backend.foreign():  # (the conversion needs TensorFlow's tracing)
         return backend.rerun("export.android", argv)
+    from kerasseg import resolve
+
     data = commands.DataOptions.from_args(args)
     with files.output_folder(args.output):
-        found = commands.run_data(args.model, data, True)
-        record = rundir.Run.of_model(args.model)  # the run's class names, else the model's, else the dataset's
-        names = record.class_names if record is not None else None
-        report = export(args.model, args.output, class_names=names, thresholds=data.overrides, latency=args.latency,
-                        **found)
+        stage = resolve.stage(args.model, data.image_size, data.dataset)  # (the model loaded, run.json read, once)
+        report = export(stage.file, args.output, class_names=stage.class_names, thresholds=data.overrides,
+                        latency=args.latency, **formats.exporter_inputs(stage, data, calibrate=True))
     reports.print_summary(report, os.path.join(args.output, "segmenter.tflite"))
     if report.passed:
         print(f"wrote {', '.join(FILES)} to {args.output}")

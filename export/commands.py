@@ -1,19 +1,15 @@
-"""The exporters' command lines: their shared options, and a run's record turned into values.
+"""The exporters' command-line options, declared once: their parser, the options every exporter shares, and
+those options as values (DataOptions).
 
-Every exporter's `main()` parses its options here, resolves the model's run
-(run.json and splits/ beside it: its dataset, split lists, class names and
-training size) into arrays, and calls the same function a Keras user calls
-from Python. A model trained on a user's folder is therefore calibrated on
-that folder's training split and compared on its held-out test split;
---dataset overrides it. Only this wiring reads a run directory.
+The wiring that turns them into an export is export.formats.main: the model file resolved once
+(kerasseg.resolve.stage: its run's dataset, split lists, class names and training size), the function a Keras
+user calls from Python called on it. A model trained on a user's folder is therefore calibrated on that
+folder's training split and compared on its held-out test split; --dataset overrides it.
 """
 
 from dataclasses import dataclass, field
 
-from kerasseg import cli, files
-from kerasseg.cli import UsageError
-
-resolve, rundir = cli.lazy_import("kerasseg.resolve", "kerasseg.rundir")  # (Keras: after --help)
+from kerasseg import cli
 
 THRESHOLD_FLAGS = {"max_abs_error": "max_abs_error", "pixel_agreement": "min_pixel_agreement",
                    "miou_drop": "max_miou_drop"}
@@ -42,48 +38,6 @@ class DataOptions:
                      if getattr(args, attr, None) is not None}
         return cls(args.image_size, args.dataset, args.samples, getattr(args, "calibration_dataset", None),
                    getattr(args, "calibration_samples", 200), overrides)
-
-
-def load_samples(model_path, dataset, split, image_size, count):
-    """`count` samples of a split at `image_size`: of `dataset`, else of the run's record (its split lists)."""
-    view = resolve.data_view(model_path, dataset)
-    try:
-        return view.load_split(split, image_size, count)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
-def image_size(model_path, requested=None):
-    """--image-size, else the training size in the run's record, else the model's own (its fixed input size,
-    or the training size it carries): a UsageError when none gives one. The model file is read only when
-    there is no record beside it (a model copied out of its run)."""
-    if requested:
-        return tuple(requested)
-    record = rundir.Run.of_model(model_path)
-    if record is not None:
-        return record.image_size
-    return resolve.image_size(files.load_keras_model(model_path), model_path)
-
-
-def run_data(model_path, data, calibrate=False, output=None):
-    """The keyword arguments of an export function for `model_path` under `data`'s options: the export size,
-    the held-out test samples and, when `calibrate`, the training images (kerasseg.data.Split values).
-    `output`: the file the export will write, whose folder is made first (before any data is read)."""
-    if output is not None:
-        files.ensure_output_dir(output)
-    size = image_size(model_path, data.image_size)
-    found = {"image_size": size, "samples": data.samples,
-             "validation": load_samples(model_path, data.dataset, "test", size, data.samples)}
-    if calibrate:
-        found["calibration"] = calibration_split(model_path, data, size)
-        found["calibration_samples"] = data.calibration_samples
-    return found
-
-
-def calibration_split(model_path, data, image_size):
-    """The training images to calibrate on: of --calibration-dataset, else --dataset, else the run's split."""
-    return load_samples(model_path, data.calibration_dataset or data.dataset, "train", image_size,
-                        data.calibration_samples)
 
 
 def exporter_parser(prog, description, output_help):

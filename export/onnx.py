@@ -32,8 +32,9 @@ import numpy as np
 from kerasseg import cli
 from kerasseg.errors import InputError
 
-qat, backend, pipeline, reports = cli.lazy_import("kerasseg.qat", "export.backend", "export.pipeline",
-                                                  "export.report")
+from export import formats, runtimes
+
+qat, pipeline = cli.lazy_import("kerasseg.qat", "export.pipeline")
 
 OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
@@ -92,52 +93,29 @@ def learned_ranges(content, quantized):
     return {"simulated": simulated, "written": sum(node.op_type == "QuantizeLinear" for node in graph.node)}
 
 
-def export(model, output, *, quantize="float32", calibration=None, validation=None, class_names=None,
-           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
-           opset=17, dynamic_batch=False, calibration_method="percentile", output_kind="logits", latency=False):
-    """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
-    file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
-    The data, thresholds and output kinds are export.tflite.export's; so is the export from another backend."""
-    if backend.foreign():
-        return backend.export_elsewhere(__name__, model, output, {k: v for k, v in locals().items()
-                                                                  if k not in ("model", "output")})
-    if quantize not in ("float32", "int8"):
-        raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {quantize!r}")
-    found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            input_normalization=input_normalization, thresholds=thresholds,
-                            # (a quantization-aware model's int8 ranges are all learned: nothing to calibrate)
-                            calibrate=lambda model: quantize == "int8" and not qat.is_quantization_aware(model))
-
-    def build(model, size):
-        extra = {"opset": opset, "dynamic_batch": dynamic_batch,
-                 "output_kind": pipeline.output_kind(model) if output_kind == "logits" else output_kind}
-        model = pipeline.with_output_kind(model, output_kind)
-        if qat.is_quantization_aware(model):
-            extra["quantization_aware"] = True
-            if quantize == "int8":  # its own graph: each learned rounding a QuantizeLinear / DequantizeLinear pair
-                if calibration_method != "percentile":
-                    raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so "
-                                     f"calibration {calibration_method!r}, which recalibrates, does not apply")
-                content = convert(model, size, opset, dynamic_batch)
-                extra["learned_ranges"] = learned_ranges(content, model)
-                return model, content, extra
-            model, _ = qat.export_twin(model)  # no int8 arithmetic to simulate: the float model it computes
-            extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
-        content = convert(model, size, opset, dynamic_batch)
-        if quantize == "int8":
-            content = quantize_int8(content, found.calibration, calibration_method)
-            extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(found.calibration),
-                         calibration_method=calibration_method)
-        return model, content, extra
-
-    return reports.ExportReport.from_dict(pipeline.export_checked(found, output, build, quantize, thresholds,
-                                                                  latency=latency))
+def _check(options):
+    if options["quantize"] not in ("float32", "int8"):
+        raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {options['quantize']!r}")
 
 
-def main(argv=None):
-    from export import commands
+def _convert_file(model, size, found, options):
+    """(the .onnx bytes, extra report fields) of the float32 `model` (formats.Format.convert)."""
+    extra = {"opset": options["opset"], "dynamic_batch": options["dynamic_batch"]}
+    content = convert(model, size, options["opset"], options["dynamic_batch"])
+    method = options["calibration_method"]
+    if qat.is_quantization_aware(model):  # int8 of its own graph: each learned rounding a QuantizeLinear pair
+        if method != "percentile":
+            raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so calibration "
+                             f"{method!r}, which recalibrates, does not apply")
+        return content, {**extra, "learned_ranges": learned_ranges(content, model)}
+    if options["quantize"] == "int8":
+        content = quantize_int8(content, found.calibration, method)
+        extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(found.calibration),
+                     calibration_method=method)
+    return content, extra
 
-    parser = commands.exporter_parser("python -m export.onnx", __doc__, "the .onnx file to write")
+
+def _add_options(parser):
     parser.add_argument("--opset", type=int, choices=OPSETS, default=17)
     parser.add_argument("--quantize", choices=("float32", "int8"), default="float32",
                         help="float32 (default), or int8 (QuantizeLinear / DequantizeLinear pairs, calibrated)")
@@ -147,17 +125,34 @@ def main(argv=None):
                              "category (class indices)")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",
                         help="how int8 activation ranges are set from the calibration images (default percentile)")
-    commands.add_arguments(parser)
-    args = parser.parse_args(argv)
-    if backend.foreign():  # (the conversion needs TensorFlow's tracing)
-        return backend.rerun("export.onnx", argv)
-    data = commands.DataOptions.from_args(args)
-    report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, opset=args.opset,
-                    dynamic_batch=args.dynamic_batch, calibration_method=args.calibration_method,
-                    output_kind=args.output_kind, latency=args.latency,
-                    **commands.run_data(args.model, data, args.quantize == "int8", args.output))
-    reports.print_summary(report, args.output)
-    return 0 if report["passed"] else 1
+
+
+FORMAT = formats.register(formats.Format(
+    name="onnx", suffix=".onnx", module="export.onnx", convert=_convert_file, runner=runtimes.OnnxRunner, check=_check,
+    # (a quantization-aware model's int8 ranges are all learned: nothing to calibrate)
+    calibrates=lambda options, model: options["quantize"] == "int8" and not qat.is_quantization_aware(model),
+    add_options=_add_options,
+    options_from=lambda args: {"quantize": args.quantize, "opset": args.opset, "dynamic_batch": args.dynamic_batch,
+                               "output_kind": args.output_kind, "calibration_method": args.calibration_method},
+    defaults={"quantize": "float32", "opset": 17, "dynamic_batch": False, "calibration_method": "percentile",
+              "output_kind": "logits"}))
+
+
+def export(model, output, *, quantize="float32", calibration=None, validation=None, class_names=None,
+           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
+           opset=17, dynamic_batch=False, calibration_method="percentile", output_kind="logits", latency=False):
+    """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
+    file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
+    The data, thresholds and output kinds are export.tflite.export's; so is the export from another backend."""
+    return formats.export(FORMAT, model, output, calibration=calibration, validation=validation,
+                          class_names=class_names, input_normalization=input_normalization, image_size=image_size,
+                          samples=samples, calibration_samples=calibration_samples, thresholds=thresholds,
+                          latency=latency, quantize=quantize, opset=opset, dynamic_batch=dynamic_batch,
+                          calibration_method=calibration_method, output_kind=output_kind)
+
+
+def main(argv=None):
+    return formats.main(FORMAT, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ def load_model(model):
 
     if isinstance(model, (str, os.PathLike)):
         return (*qat.float32_model(files.load_keras_model(model)), os.fspath(model))
+    if isinstance(model, files.ModelFile):  # (loaded once by the command line: kerasseg.resolve)
+        return (*qat.float32_model(model.model), model.path)
     import keras
 
     if not isinstance(model, keras.Model):

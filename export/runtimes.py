@@ -2,8 +2,9 @@
 
 Each runner takes one image of raw float pixels (H, W, 3) and returns its
 float outputs, feeding a quantized input the pixels as they are, as MediaPipe
-and pycoral do; `open_runner` picks the runner by the file's suffix. The
-bottom layer of the export package: it imports nothing else from it.
+and pycoral do; `open_runner` picks the runner by the file's suffix, from
+RUNNERS (a format registers its own: export.formats). The bottom layer of the
+export package: it imports nothing else from it.
 """
 
 import os
@@ -91,15 +92,21 @@ def _onnx_nodes(path):
     return onnx.load(os.fspath(path), load_external_data=False).graph.node
 
 
+RUNNERS = {".tflite": LiteRTRunner, ".onnx": OnnxRunner}  # a file's suffix: the runtime a device runs it in
+
+
+def register(suffix, runner):
+    """Makes `runner(path, num_threads)` the runtime of files ending in `suffix` (a format's: export.formats)."""
+    RUNNERS[suffix.lower()] = runner
+
+
 def open_runner(path, num_threads=None):
     if not os.path.isfile(path):
         raise InputError(f"exported file not found: {path}")
     suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".tflite":
-        return LiteRTRunner(path, num_threads)
-    if suffix == ".onnx":
-        return OnnxRunner(path, num_threads)
-    raise InputError(f"{path}: unknown export format {suffix!r}; accepted: .tflite, .onnx")
+    if suffix not in RUNNERS:
+        raise InputError(f"{path}: unknown export format {suffix!r}; accepted: {', '.join(sorted(RUNNERS))}")
+    return RUNNERS[suffix](path, num_threads)
 
 
 def median_ms(fn, x, repeats, warmup=1):

@@ -42,9 +42,10 @@ from kerasseg import cli, files
 from kerasseg.calibrations import PERCENTILE
 from kerasseg.errors import InputError
 
-qat, backend, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
-    "kerasseg.qat", "export.backend", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges",
-    "export.report")
+from export import formats, runtimes
+
+qat, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
+    "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report")
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 OUTPUT_KINDS = ("logits", "probabilities", "category")  # (export.pipeline.with_output_kind)
@@ -151,103 +152,74 @@ def run_edgetpu_compiler(output):
     return {"returncode": run.returncode, "log": log, **edgetpu.parse_compiler_log(run.stdout + run.stderr)}
 
 
-def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,
-           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
-           io="uint8", target=None, output_kind="logits", calibration_method="minmax", debug=False, keep_float=(),
-           auto_keep_float=False, tuning=None, latency=False):
-    """Converts `model` (a keras.Model, or the path of its .keras file) to the .tflite file `output`, checks
-    the file in LiteRT against the model and writes it with FILE.report.json; returns the ExportReport.
-    A file that fails its thresholds is still written (its report says what failed).
-
-    calibration: the training images int8 and int16x8 are calibrated on (the first `calibration_samples`;
-    None: all); validation: the held-out samples the file is compared on (the first `samples`):
-    (images, masks), images alone (agreement without mIoU), a tf.data.Dataset, an iterable, a dataset
-    spec (kerasseg.data.values); class_names: the per-class IoU's names (default: the model's own,
-    kerasseg.describe); input_normalization: what a model that does not take raw pixels expects of
-    them, prepended so that the file takes pixels (a scale, or (mean, std); pipeline.taking_pixels);
-    image_size: (height, width) to export at (default: the model's fixed input size, else the training size
-    it carries, else the size of the images given); thresholds: values replacing the mode's defaults
-    (report.DEFAULT_THRESHOLDS). target "edgetpu": int8, uint8 I/O, refused unless every op maps. debug: the
-    per-tensor error table (FILE.debug.csv); keep_float: Keras layers whose ops stay in float;
-    auto_keep_float: the worst tensors kept in float until the thresholds pass on `tuning` (samples as
-    `validation`; default: the calibration images). latency: time the file and the model (batch 1, 20 runs)
-    for the report's latency_ms (not measured by default). Under another Keras backend than TensorFlow (JAX)
-    the export runs in a TensorFlow child process (export.backend) and returns the same report.
-    """
-    if backend.foreign():
-        return backend.export_elsewhere(__name__, model, output, {k: v for k, v in locals().items()
-                                                                  if k not in ("model", "output")})
+def _check(options):
+    """The options no file can be made with, refused before any work."""
+    quantize, keep = options["quantize"], options["keep_float"] or options["auto_keep_float"]
     if quantize not in MODES:
         raise InputError(f"quantize must be one of {MODES}; received {quantize!r}")
-    if target == "edgetpu":
-        if quantize != "int8" or io != "uint8":
+    if options["target"] == "edgetpu":
+        if quantize != "int8" or options["io"] != "uint8":
             raise InputError(f"target edgetpu needs int8 quantization with uint8 input and output; received "
-                             f"quantize={quantize!r}, io={io!r}")
-        if keep_float or auto_keep_float:
+                             f"quantize={quantize!r}, io={options['io']!r}")
+        if keep:
             raise InputError("keeping layers in float splits the graph into int8 and float parts, and the Edge TPU "
                              "runs only the first part: not allowed with target edgetpu")
-    if (debug or keep_float or auto_keep_float) and quantize != "int8":
+    if (options["debug"] or keep) and quantize != "int8":
         raise InputError(f"the per-tensor error table and keeping layers in float apply to int8, not {quantize}")
-    if calibration_method != "minmax" and (quantize != "int8" or keep_float or auto_keep_float):
-        raise InputError(f"calibration {calibration_method!r} applies to plain int8 (not {quantize}, nor with "
-                         "layers kept in float)")
-    found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
-                            input_normalization=input_normalization, calibrate=quantize in CALIBRATED,
-                            thresholds=thresholds)
-
-    def build(model, size):
-        extra = {"output_kind": pipeline.output_kind(model) if output_kind == "logits" else output_kind}
-        calibration = found.calibration
-        if quantize in CALIBRATED:
-            extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration),
-                         io=io if quantize == "int8" else "float32", calibration_method=calibration_method)
-        model = pipeline.with_output_kind(model, output_kind)
-        if qat.is_quantization_aware(model):
-            if debug or keep_float or auto_keep_float or calibration_method != "minmax":
-                raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the "
-                                 "per-tensor error table, keeping layers in float and percentile calibration, "
-                                 "which recalibrate, do not apply; export it to plain int8")
-            extra["quantization_aware"] = True
-            if quantize != "int8":  # no int8 arithmetic to simulate: the float model it computes, compared as such
-                model, _ = qat.export_twin(model)
-                extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
-        content = None
-        if debug or keep_float or auto_keep_float:
-            from export import per_tensor
-
-            content, found_extra = per_tensor.int8_keeping_float(
-                model, size, calibration, output=output, debug=debug, keep_float=keep_float,
-                auto_keep_float=auto_keep_float, tuning=tuning, class_names=found.held_out.class_names,
-                samples=samples, thresholds=thresholds)
-            extra.update(found_extra)
-        if content is None:
-            content, learned = _convert(model, quantize, size, calibration, io, calibration_method)
-            if learned is not None:
-                extra["learned_ranges"] = learned
-                print(f"learned ranges: {learned['written']} of {learned['simulated']} written into the file "
-                      f"({learned['fixed']} fixed-scale outputs; calibration set {len(learned['calibrated'])}: "
-                      f"{', '.join(learned['calibrated'][:4]) or 'none'}"
-                      f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
-        if target == "edgetpu":
-            extra["edgetpu"] = edgetpu_check(content, output)
-        return model, content, extra
-
-    report = pipeline.export_checked(found, output, build, quantize, thresholds, latency=latency)
-    if target == "edgetpu":
-        compiled = report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
-        if isinstance(compiled, dict) and not compiled["fully_mapped"]:
-            cpu = [f"{op['op']} x{op['count']}: {op['status']}" for op in compiled["operators"] if not op["mapped"]]
-            report["failed"].append("edgetpu_compiler: " + (compiled["error"] or f"{compiled['cpu_operators']} "
-                                    f"operators run on the CPU ({'; '.join(cpu) or 'see ' + compiled['log']})"))
-            report["passed"] = False
-        reports.write_report(report, reports.report_path(output))
-    return reports.ExportReport.from_dict(report)
+    if options["calibration_method"] != "minmax" and (quantize != "int8" or keep):
+        raise InputError(f"calibration {options['calibration_method']!r} applies to plain int8 (not {quantize}, nor "
+                         "with layers kept in float)")
 
 
-def main(argv=None):
-    from export import commands
+def _convert_file(model, size, found, options):
+    """(the .tflite bytes, extra report fields) of the float32 `model` (formats.Format.convert)."""
+    quantize, keep = options["quantize"], options["keep_float"] or options["auto_keep_float"]
+    calibration, extra = found.calibration, {}
+    if quantize in CALIBRATED:
+        extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration),
+                     io=options["io"] if quantize == "int8" else "float32",
+                     calibration_method=options["calibration_method"])
+    if qat.is_quantization_aware(model) and (options["debug"] or keep or options["calibration_method"] != "minmax"):
+        raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the per-tensor "
+                         "error table, keeping layers in float and percentile calibration, which recalibrate, do "
+                         "not apply; export it to plain int8")
+    content = None
+    if options["debug"] or keep:
+        from export import per_tensor
 
-    parser = commands.exporter_parser("python -m export.tflite", __doc__, "the .tflite file to write")
+        content, found_extra = per_tensor.int8_keeping_float(
+            model, size, calibration, output=options["output"], debug=options["debug"],
+            keep_float=options["keep_float"], auto_keep_float=options["auto_keep_float"], tuning=options["tuning"],
+            class_names=found.held_out.class_names, samples=options["samples"], thresholds=options["thresholds"])
+        extra.update(found_extra)
+    if content is None:
+        content, learned = _convert(model, quantize, size, calibration, options["io"], options["calibration_method"])
+        if learned is not None:
+            extra["learned_ranges"] = learned
+            print(f"learned ranges: {learned['written']} of {learned['simulated']} written into the file "
+                  f"({learned['fixed']} fixed-scale outputs; calibration set {len(learned['calibrated'])}: "
+                  f"{', '.join(learned['calibrated'][:4]) or 'none'}"
+                  f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
+    if options["target"] == "edgetpu":
+        extra["edgetpu"] = edgetpu_check(content, options["output"])
+    return content, extra
+
+
+def _compiled(report, output, options):
+    """The report amended by edgetpu_compiler's verdict (target edgetpu, the compiler on PATH)."""
+    if options["target"] != "edgetpu":
+        return report
+    compiled = report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
+    if isinstance(compiled, dict) and not compiled["fully_mapped"]:
+        cpu = [f"{op['op']} x{op['count']}: {op['status']}" for op in compiled["operators"] if not op["mapped"]]
+        report["failed"].append("edgetpu_compiler: " + (compiled["error"] or f"{compiled['cpu_operators']} "
+                                f"operators run on the CPU ({'; '.join(cpu) or 'see ' + compiled['log']})"))
+        report["passed"] = False
+    reports.write_report(report, reports.report_path(output))
+    return report
+
+
+def _add_options(parser):
     parser.add_argument("--quantize", choices=MODES, default="int8",
                         help="how the file is quantized (default int8; see Modes above)")
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
@@ -264,23 +236,62 @@ def main(argv=None):
                         help="int8: leave these Keras layers' ops in float")
     parser.add_argument("--auto-keep-float", action="store_true",
                         help="int8: keep the worst tensors in float until the thresholds pass (validation split)")
-    commands.add_arguments(parser)
-    args = parser.parse_args(argv)
-    if backend.foreign():  # (the conversion needs TensorFlow's tracing)
-        return backend.rerun("export.tflite", argv)
-    data = commands.DataOptions.from_args(args)
-    found = commands.run_data(args.model, data, args.quantize in CALIBRATED, args.output)
-    if args.auto_keep_float:
-        found["tuning"] = commands.load_samples(args.model, data.dataset, "val", found["image_size"], data.samples)
-    report = export(args.model, args.output, quantize=args.quantize, thresholds=data.overrides, io=args.io,
-                    calibration_method=args.calibration, target=args.target, output_kind=args.output_kind,
-                    debug=args.debug, keep_float=args.keep_float, auto_keep_float=args.auto_keep_float,
-                    latency=args.latency, **found)
-    reports.print_summary(report, args.output)
-    if not report["passed"] and args.quantize == "int8" and not report.get("quantization_aware"):
-        print(int8_remedies(args.model, args.calibration, args.target, args.keep_float or args.auto_keep_float),
-              file=sys.stderr)
-    return 0 if report["passed"] else 1
+
+
+def _options_from(args):
+    return {"quantize": args.quantize, "io": args.io, "calibration_method": args.calibration, "target": args.target,
+            "output_kind": args.output_kind, "debug": args.debug, "keep_float": args.keep_float,
+            "auto_keep_float": args.auto_keep_float, "tuning": formats.VALIDATION_SPLIT if args.auto_keep_float else None}
+
+
+def _advice(args, report):
+    if args.quantize == "int8" and not report.get("quantization_aware"):
+        return int8_remedies(args.model, args.calibration, args.target, args.keep_float or args.auto_keep_float)
+    return None
+
+
+FORMAT = formats.register(formats.Format(
+    name="tflite", suffix=".tflite", module="export.tflite", convert=_convert_file, runner=runtimes.LiteRTRunner,
+    quantization=lambda options: options["quantize"], integer=lambda options: options["quantize"] == "int8",
+    calibrates=lambda options, model: options["quantize"] in CALIBRATED, check=_check, add_options=_add_options,
+    options_from=_options_from, after=_compiled, advice=_advice,
+    defaults={"quantize": "int8", "io": "uint8", "target": None, "output_kind": "logits", "calibration_method": "minmax",
+              "debug": False, "keep_float": (), "auto_keep_float": False, "tuning": None}))
+
+
+def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,
+           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
+           io="uint8", target=None, output_kind="logits", calibration_method="minmax", debug=False, keep_float=(),
+           auto_keep_float=False, tuning=None, latency=False):
+    """Converts `model` (a keras.Model, or the path of its .keras file) to the .tflite file `output`, checks
+    the file in LiteRT against the model and writes it with FILE.report.json; returns the ExportReport.
+    A file that fails its thresholds is still written (its report says what failed).
+
+    calibration: the training images int8 and int16x8 are calibrated on (the first `calibration_samples`,
+    by default 200); validation: the held-out samples the file is compared on (the first `samples`, by
+    default 50): (images, masks), images alone (agreement without mIoU), a tf.data.Dataset, an iterable, a
+    dataset spec (kerasseg.data.values); class_names: the per-class IoU's names (default: the model's own,
+    kerasseg.describe); input_normalization: what a model that does not take raw pixels expects of
+    them, prepended so that the file takes pixels (a scale, or (mean, std); pipeline.taking_pixels);
+    image_size: (height, width) to export at (default: the model's fixed input size, else the training size
+    it carries, else the size of the images given); thresholds: values replacing the mode's defaults
+    (report.DEFAULT_THRESHOLDS). target "edgetpu": int8, uint8 I/O, refused unless every op maps. debug: the
+    per-tensor error table (FILE.debug.csv); keep_float: Keras layers whose ops stay in float;
+    auto_keep_float: the worst tensors kept in float until the thresholds pass on `tuning` (samples as
+    `validation`; default: the calibration images). latency: time the file and the model (batch 1, 20 runs)
+    for the report's latency_ms (not measured by default). Under another Keras backend than TensorFlow (JAX)
+    the export runs in a TensorFlow child process (export.backend) and returns the same report.
+    """
+    return formats.export(FORMAT, model, output, calibration=calibration, validation=validation,
+                          class_names=class_names, input_normalization=input_normalization, image_size=image_size,
+                          samples=samples, calibration_samples=calibration_samples, thresholds=thresholds,
+                          latency=latency, quantize=quantize, io=io, target=target, output_kind=output_kind,
+                          calibration_method=calibration_method, debug=debug, keep_float=keep_float,
+                          auto_keep_float=auto_keep_float, tuning=tuning)
+
+
+def main(argv=None):
+    return formats.main(FORMAT, argv, __doc__)
 
 
 def int8_remedies(model, calibration, target, kept_float):

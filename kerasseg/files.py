@@ -9,6 +9,7 @@ a torn one.
 import contextlib
 import os
 import tempfile
+from dataclasses import dataclass
 
 from kerasseg.cli import WriteError
 from kerasseg.errors import InputError
@@ -129,6 +130,15 @@ def output_folder(path):
     finally:
         if made and os.path.isdir(path) and not os.listdir(path):
             os.rmdir(path)
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model already loaded from its .keras file (`path`): what the exporters take to use the model without
+    loading it again, and report under the file's name."""
+
+    model: object
+    path: str
 
 
 def load_keras_model(path):

@@ -32,6 +32,35 @@ def _palette_png(mask):
     return buffer.getvalue()
 
 
+def predict(model, images, image_size=None):
+    """The class of every pixel of each of `images`, one at a time (a generator): uint8 masks at each image's own
+    height and width. `images`: raw RGB pixels (H, W, 3) or image files (read as a viewer shows them). Each is
+    resized to `image_size` (bilinear; None: the model runs at each image's own size), and its scores are
+    resized back before each pixel is decided (the highest; a binary segmenter's foreground where its logit is
+    above 0). `model`: a keras.Model, its .keras path, or a kerasseg.resolve.Stage."""
+    import numpy as np
+    from keras import ops
+
+    from kerasseg import resolve
+    from kerasseg.data.reading import read_image
+    from kerasseg.described import output_kind
+    from kerasseg.labels import decide
+
+    model = model.model if isinstance(model, resolve.Stage) else \
+        files.load_keras_model(model) if isinstance(model, (str, os.PathLike)) else model
+    kind = output_kind(model)
+    for image in images:
+        image = read_image(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
+        height, width = image.shape[:2]
+        x = image[None].astype("float32")
+        if image_size is not None:
+            x = ops.image.resize(x, image_size, interpolation="bilinear")
+        logits = model.predict_on_batch(x)
+        if image_size is not None:
+            logits = ops.convert_to_numpy(ops.image.resize(logits, (height, width), interpolation="bilinear"))
+        yield decide(np.asarray(logits)[0], kind).astype(np.uint8)
+
+
 def main(argv=None):
     parser = cli.ArgumentParser(prog="python -m kerasseg.predict", description=__doc__,
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
@@ -43,14 +72,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import numpy as np
-    from keras import ops
 
-    from kerasseg import plots
-    from kerasseg.data.sources import DatasetError, read_image
-
-    from kerasseg import resolve
-    from kerasseg.described import output_kind
-    from kerasseg.labels import decide, mask_classes
+    from kerasseg import plots, resolve
+    from kerasseg.data.reading import DatasetError, read_image
+    from kerasseg.data.scan import image_size
+    from kerasseg.labels import mask_classes
 
     missing = [p for p in args.images if not os.path.isfile(p)]
     if missing:
@@ -63,27 +89,20 @@ def main(argv=None):
         stem, paths = next(iter(clashes.items()))
         raise cli.UsageError(f"{' and '.join(paths)} would both be written as {stem}_mask.png and {stem}_overlay.png "
                              f"in {args.output}: predict them into separate --output directories, or rename one")
-    try:
-        images = [read_image(p) for p in args.images]
+    try:  # every image checked before any mask is written (its header and end: kerasseg.data.scan)
+        for path in args.images:
+            image_size(path)
     except DatasetError as error:
         raise cli.UsageError(str(error)) from None
-    model = files.load_keras_model(args.model)
-    kind = output_kind(model)
-    size = None if args.native else resolve.image_size(model, args.model, args.image_size)
+    stage = resolve.stage(args.model, args.image_size, size_required=not args.native)
     files.ensure_output_dir(os.path.join(args.output, "x"))
-    for path, image in zip(args.images, images):
-        height, width = image.shape[:2]
-        x = image[None].astype("float32")
-        if size is not None:
-            x = ops.image.resize(x, size, interpolation="bilinear")
-        logits = model.predict_on_batch(x)
-        if size is not None:
-            logits = ops.convert_to_numpy(ops.image.resize(logits, (height, width), interpolation="bilinear"))
-        mask = decide(np.asarray(logits)[0], kind).astype(np.uint8)
+    masks = predict(stage, args.images, None if args.native else stage.image_size)
+    for path, mask in zip(args.images, masks):
+        height, width = mask.shape
         stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
         files.write_bytes_atomic(f"{stem}_mask.png", _palette_png(mask))
-        files.write_bytes_atomic(f"{stem}_overlay.png", plots.png_bytes(plots.overlay(image, mask)))
-        counts = np.bincount(mask.ravel(), minlength=mask_classes(logits.shape[-1]))
+        files.write_bytes_atomic(f"{stem}_overlay.png", plots.png_bytes(plots.overlay(read_image(path), mask)))
+        counts = np.bincount(mask.ravel(), minlength=mask_classes(stage.channels))
         print(f"{path}: {width}x{height}, classes {dict((i, int(c)) for i, c in enumerate(counts) if c)} "
               f"-> {stem}_mask.png, {stem}_overlay.png")
     return 0

@@ -1,15 +1,26 @@
-"""What the command lines after training share: a model file's run turned into values.
+"""One way from a model file to every later stage: `stage(model, ...)` resolves it once.
 
-evaluate, predict and the exporters take a model path. Beside it, a run directory (kerasseg.rundir) may
-record the model's dataset, split lists and training size; the model itself may carry its training size
-(kerasseg.describe). These helpers resolve them, with the command's flags, into the values the library's
-functions take; their errors are worded in those flags (UsageError), which is why they live here and not
-in the library.
+evaluate, predict and every exporter start from a model: a `.keras` path
+(usually a run's `DIR/model.keras`) or a model in memory. Beside a path, a
+run directory (kerasseg.rundir) may record the model's dataset, split lists,
+class names and training size; the model itself may carry its class names
+and training size (kerasseg.describe). `stage` loads the model once, reads
+the run's record once, and applies one rule for each fact:
+
+- the image size: the one asked for; else the model's fixed input size; else
+  the training size the model carries; else the run's; else an error;
+- the class names: the run's; else the model's; else the dataset's;
+- the data: the dataset asked for (with the run's split lists when it is the
+  run's dataset, however spelled); else the run's; never a silent `shapes`.
+
+Its errors are worded in the commands' flags (UsageError), which is why it
+lives with the command-line wiring; a Stage passed to an exporter as its
+model is the model loaded once, reported under its file's name.
 """
 
 from dataclasses import dataclass
 
-from kerasseg import cli
+from kerasseg import cli, files
 from kerasseg.rundir import Run
 
 
@@ -35,7 +46,10 @@ class DataView:
         """`count` examples of `split` at `image_size` (a kerasseg.data.Split)."""
         from kerasseg import data
 
-        return data.load_split(self.spec, split, image_size, count, **self._arguments(split, count))
+        try:
+            return data.load_split(self.spec, split, image_size, count, **self._arguments(split, count))
+        except data.DatasetError as error:
+            raise cli.UsageError(str(error)) from None
 
     def list_examples(self, split, image_size=None, count=None):
         """The examples of `split` (listed, not decoded) and the class names."""
@@ -50,36 +64,109 @@ class DataView:
         return scan(examples, num_classes, Scan.load(self.record.directory) if self.record else None)
 
 
-def image_size(model, model_path, requested=None):
-    """The fixed (height, width) to export or predict at.
+@dataclass
+class Stage:
+    """A model resolved for a later stage (see the module docstring): the model, its file, its run's record,
+    the size to work at, its class names, and the data it defaults to."""
 
-    In order: --image-size; the model's own fixed input size; the training
-    size it carries (kerasseg.describe); the training size in the run's
-    record (run.json beside the model).
-    """
+    model: object  # a keras.Model, loaded once
+    path: str = None  # the .keras file it was loaded from
+    record: Run = None
+    image_size: tuple = None  # None only where it was not needed (evaluate and predict at native sizes)
+    class_names: tuple = None
+    view: DataView = None  # None: no dataset given and no run recorded one (an error only when data is read)
+
+    @property
+    def name(self):
+        return self.path or self.model.name
+
+    @property
+    def file(self):
+        """The model as an exporter takes it loaded: reported under its file's name (kerasseg.files.ModelFile)."""
+        return files.ModelFile(self.model, self.path) if self.path else self.model
+
+    @property
+    def channels(self):
+        return self.model.outputs[0].shape[-1]
+
+    def data(self, dataset=None, classes=None):
+        """The DataView of `dataset` (with the run's split lists if it is the run's dataset), else this stage's;
+        a UsageError when neither is known. `classes`: the class count of a dataset that does not name its
+        classes (a folder without labels.txt: evaluate gives the model's)."""
+        if dataset is None and classes is not None and self.view is not None:
+            dataset = self.view.spec
+        if dataset is None:
+            if self.view is None:
+                from kerasseg import data
+
+                raise cli.UsageError(f"{self.name} has no run record (run.json beside it, written by python -m "
+                                     f"kerasseg.train), so its data is unknown: pass --dataset SPEC "
+                                     f"({', '.join(data.ACCEPTED_SPECS)})")
+            return self.view
+        return _view(dataset, self.record, self.view.data_dir if self.view else None, classes,
+                     self.view.binary_masks if self.view else False)
+
+    def split(self, split, count=None, dataset=None):
+        """`count` examples of `split` of `dataset` (default: this stage's data) at the stage's image size."""
+        return self.data(dataset).load_split(split, self.image_size, count)
+
+
+def _view(dataset, record, data_dir=None, classes=None, binary_masks=False):
+    from kerasseg import data
+
+    try:
+        spec = data.resolve_spec(dataset)
+    except ValueError as error:
+        raise cli.UsageError(str(error)) from None
+    if record is not None and spec == data.resolve_spec(record.dataset):
+        return DataView(spec, data_dir or record.arguments.get("data_dir"), record,
+                        binary_masks=binary_masks or record.arguments.get("binary_masks", False))
+    return DataView(spec, data_dir, classes=classes, binary_masks=binary_masks)
+
+
+def size_of(model, requested=None, record=None, name=None, required=True):
+    """The (height, width) to work at, by the one rule (the module docstring): a UsageError when nothing
+    gives one and `required`, else None."""
     from kerasseg.described import description
 
     if requested:
-        return tuple(requested)
+        return (requested,) * 2 if isinstance(requested, int) else tuple(requested)
     height, width = model.inputs[0].shape[1:3]
     if height and width:
         return (height, width)
     if description(model).image_size:
         return description(model).image_size
-    record = Run.of_model(model_path)
     if record is not None:
         return record.image_size
-    raise cli.UsageError(
-        f"{model_path} accepts any image size and neither it nor a run record (run.json) beside it gives the "
-        "training size: "
-        "pass --image-size N or HxW"
-    )
+    if not required:
+        return None
+    raise cli.UsageError(f"{name or model.name} accepts any image size and neither it nor a run record (run.json "
+                         "beside it) gives the training size: pass --image-size N or HxW")
+
+
+def stage(model, image_size=None, dataset=None, data_dir=None, binary_masks=False, size_required=True):
+    """The Stage of `model` (a .keras path, or a keras.Model) for the options a command was given."""
+    import os
+
+    from kerasseg.described import description
+
+    path = None
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        model = files.load_keras_model(path)
+    record = Run.of_model(path) if path else None
+    size = size_of(model, image_size, record, path, size_required)
+    view = None
+    if dataset is not None or record is not None:
+        view = _view(dataset or record.dataset, record, data_dir, None, binary_masks)
+    names = record.class_names if record is not None else description(model).class_names
+    return Stage(model, path, record, size, names, view)
 
 
 def data_view(model_path, dataset=None, data_dir=None, classes=None, binary_masks=False):
-    """The data a stage after training uses for `model_path`: `dataset` when given (with the run's split
-    lists if it names the run's dataset, however spelled), else the run's record; neither is a UsageError,
-    never `shapes`."""
+    """The data a stage after training uses for `model_path` (without loading the model): `dataset` when given
+    (with the run's split lists if it names the run's dataset, however spelled), else the run's record;
+    neither is a UsageError, never `shapes`."""
     from kerasseg import data
 
     record = Run.of_model(model_path)
@@ -89,11 +176,4 @@ def data_view(model_path, dataset=None, data_dir=None, classes=None, binary_mask
                                  f"kerasseg.train), so its data is unknown: pass --dataset SPEC "
                                  f"({', '.join(data.ACCEPTED_SPECS)})")
         dataset = record.dataset
-    try:
-        spec = data.resolve_spec(dataset)
-    except ValueError as error:
-        raise cli.UsageError(str(error)) from None
-    if record is not None and spec == data.resolve_spec(record.dataset):
-        return DataView(spec, data_dir or record.arguments.get("data_dir"), record,
-                        binary_masks=binary_masks or record.arguments.get("binary_masks", False))
-    return DataView(spec, data_dir, classes=classes, binary_masks=binary_masks)
+    return _view(dataset, record, data_dir, classes, binary_masks)

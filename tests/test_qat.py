@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import USER_CLASSES, run_cli
-from export.commands import DataOptions, run_data
+from export.commands import DataOptions
+from export.formats import exporter_inputs
+from kerasseg import resolve
 from kerasseg.data.sources import read_image
 from kerasseg import data, files, layer_kinds, layers, losses, models, qat
 from kerasseg.layers.quantization import FakeQuant
@@ -227,7 +229,8 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     low, high = (float(keras.ops.convert_to_numpy(v)) for v in (head.range_min, head.range_max))
 
     path = tmp_path / "qat.tflite"
-    report = tflite.export(out / "model.keras", path, **run_data(out / "model.keras", DataOptions(), calibrate=True))
+    stage = resolve.stage(out / "model.keras")
+    report = tflite.export(stage.file, path, **exporter_inputs(stage, DataOptions(), calibrate=True))
     assert report["passed"], report["failed"]
     assert report["quantization_aware"] and report["dataset"] == f"folder:{folder}"
     # every tensor a FakeQuant rounds (a concatenation's rounds its inputs too; the rounding after a resize is
@@ -250,7 +253,8 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     # the float32 file with the int8 simulation: max |error| 0.287, FAILED)
     for quantize in ("float32", "int16x8"):
         report = tflite.export(out / "model.keras", tmp_path / f"{quantize}.tflite", quantize=quantize,
-                               **run_data(out / "model.keras", DataOptions(calibration_samples=16), calibrate=True))
+                               **exporter_inputs(resolve.stage(out / "model.keras"), DataOptions(calibration_samples=16),
+                                                 calibrate=True))
         assert report["passed"] and "float twin" in report["compared_with"], report["failed"]
         if quantize == "float32":
             assert report["max_abs_error"] < 1e-4

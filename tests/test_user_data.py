@@ -80,14 +80,15 @@ def test_every_spelling_of_the_folder_keeps_the_runs_held_out_split(user_run, tm
 def test_the_runs_files_with_spaces_in_their_names_resume_and_export(user_run, tmp_path):
     """Every later step reads the split lists of a run on files named with spaces (the old code read
     "field plot 00" as three names and stopped with "has no example field, plot, ...")."""
-    from export import commands, onnx
-    from kerasseg import train
+    from export import commands, formats, onnx
+    from kerasseg import resolve, train
 
     run, _ = user_run
     args = train.parse_args(["--output", str(run), "--resume"])
     assert args.dataset.startswith("folder:") and args.seed == 3
-    report = onnx.export(run / "model.keras", tmp_path / "m.onnx",
-                         **commands.run_data(run / "model.keras", commands.DataOptions()))
+    stage = resolve.stage(run / "model.keras")
+    report = onnx.export(stage.file, tmp_path / "m.onnx",
+                         **formats.exporter_inputs(stage, commands.DataOptions(), calibrate=False))
     assert report["passed"] and report["samples"] == len(_split(run, "test"))
 
 

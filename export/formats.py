@@ -1,0 +1,145 @@
+"""The exporter contract, written once: what every format's export takes, how its command line is wired, when
+a quantization-aware model is compared as its float twin, and which runtime runs a file.
+
+A format is one module: it declares a `Format` (its name, its file suffix, how to convert a model, the
+runner of its files, its own options) and registers it. Everything else is here, the same for every
+format:
+
+- `export(fmt, model, output, **data, **options)`: the data keywords (DATA_KEYWORDS: calibration,
+  validation, class names, input normalization, image size, how many samples, thresholds, latency) read
+  as the user has them (kerasseg.data.values), the model ending in the output kind asked for, the QAT twin
+  decision, the conversion, the check in the file's runtime, the file and its report written (atomically,
+  after the check), from any Keras backend (export.backend);
+- `main(fmt, argv)`: the command line: the shared options (export.commands), the format's own, one
+  resolution of the model file (kerasseg.resolve.stage: the model loaded once, its run's record read
+  once), the summary printed, exit status 1 when a threshold fails;
+- the runtime of a file kind: `runtimes.register(suffix, runner)`, found by `runtimes.open_runner`.
+
+Adding a format is one file (tests/test_formats.py adds one in the test itself).
+"""
+
+import sys
+from dataclasses import dataclass, field
+
+from kerasseg import cli, files
+
+backend, commands, pipeline, qat, reports, runtimes = cli.lazy_import(
+    "export.backend", "export.commands", "export.pipeline", "kerasseg.qat", "export.report", "export.runtimes")
+
+VALIDATION_SPLIT = "the validation split"  # an option to be the run's validation split (resolved by main)
+DATA_KEYWORDS = ("calibration", "validation", "class_names", "input_normalization", "image_size", "samples",
+                 "calibration_samples", "thresholds", "latency")
+FORMATS = {}  # name: Format
+
+
+@dataclass(frozen=True)
+class Format:
+    """What makes a format. `convert(model, size, found, options)` returns (the file's bytes, extra report
+    fields; `found`: the export's pipeline.Inputs; `options`: the format's, with the export's output, samples
+    and thresholds) for the float32 model (ending in the output kind asked for; a quantization-aware model as itself
+    when `integer(options)`, else as its float twin); `runner(path, num_threads)` runs its files;
+    `quantization(options)` names the mode the report and the default thresholds use; `calibrates(options,
+    model)`: whether it needs calibration images; `check(options)` refuses options before any work;
+    `add_options(parser)` and `options_from(args)` are its command-line options; `after(report, output,
+    options)` may amend the report once the file is written (the Edge TPU compiler); `advice(args, report)`
+    what a failing file's command line prints besides."""
+
+    name: str
+    suffix: str
+    module: str  # where it is declared (the TensorFlow child of another backend imports it)
+    convert: object
+    runner: object
+    quantization: object = lambda options: options.get("quantize", "float32")
+    integer: object = lambda options: options.get("quantize") == "int8"
+    calibrates: object = lambda options, model: options.get("quantize") == "int8"
+    check: object = lambda options: None
+    add_options: object = lambda parser: None
+    options_from: object = lambda args: {}
+    after: object = None
+    advice: object = None
+    defaults: dict = field(default_factory=dict)
+
+
+def register(fmt):
+    """Registers `fmt` (its name once) and its files' runner; returns it."""
+    if fmt.name in FORMATS and FORMATS[fmt.name].module != fmt.module:
+        raise ValueError(f"format {fmt.name!r} is registered already, by {FORMATS[fmt.name].module}")
+    FORMATS[fmt.name] = fmt
+    runtimes.register(fmt.suffix, fmt.runner)
+    return fmt
+
+
+def export(fmt, model, output, *, calibration=None, validation=None, class_names=None, input_normalization=None,
+           image_size=None, samples=None, calibration_samples=None, thresholds=None, latency=False, **options):
+    """`fmt`'s file of `model` (a keras.Model, its .keras path, or a kerasseg.files.ModelFile) at `output`,
+    checked in its runtime against the model and written with FILE.report.json; returns the ExportReport.
+    A file that fails its thresholds is still written (its report says what failed)."""
+    options = {**fmt.defaults, **options}
+    if backend.foreign():
+        data = dict(calibration=calibration, validation=validation, class_names=class_names,
+                    input_normalization=input_normalization, image_size=image_size, samples=samples,
+                    calibration_samples=calibration_samples, thresholds=thresholds, latency=latency)
+        return backend.export_elsewhere(fmt.module, model, output, {**data, **options})
+    fmt.check(options)
+    options = {**options, "output": output, "samples": samples, "thresholds": thresholds}  # (for convert)
+    found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
+                            calibrate=lambda model: fmt.calibrates(options, model),
+                            input_normalization=input_normalization, thresholds=thresholds)
+
+    def build(model, size):
+        kind = options.get("output_kind", "logits")
+        extra = {"output_kind": pipeline.output_kind(model) if kind == "logits" else kind}
+        model = pipeline.with_output_kind(model, kind)
+        if qat.is_quantization_aware(model):  # the QAT twin decision, for every format
+            extra["quantization_aware"] = True
+            if not fmt.integer(options):  # no int8 arithmetic to simulate: the float model it computes
+                model, _ = qat.export_twin(model)
+                extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
+        content, more = fmt.convert(model, size, found, options)
+        return model, content, {**extra, **more}
+
+    report = pipeline.export_checked(found, output, build, fmt.quantization(options), thresholds, latency=latency)
+    if fmt.after is not None:
+        report = fmt.after(report, output, options)
+    return reports.ExportReport.from_dict(report)
+
+
+def exporter_inputs(stage, data, calibrate):
+    """The data keywords of an export of a resolved model file (kerasseg.resolve.Stage) under the command
+    line's data options (export.commands.DataOptions): the held-out test split, and when `calibrate`, the
+    training split (of --calibration-dataset, else --dataset, else the run's)."""
+    found = {"image_size": stage.image_size, "samples": data.samples,
+             "validation": stage.split("test", data.samples, data.dataset)}
+    if calibrate:
+        found["calibration"] = stage.split("train", data.calibration_samples, data.calibration_dataset or data.dataset)
+        found["calibration_samples"] = data.calibration_samples
+    return found
+
+
+def main(fmt, argv=None, description=None):
+    """`python -m export.<format>`: its command line, as every format's (`description`: its --help's text)."""
+    parser = commands.exporter_parser(f"python -m {fmt.module}", description, f"the {fmt.suffix} file to write")
+    fmt.add_options(parser)
+    commands.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if backend.foreign():  # (the conversion needs TensorFlow's tracing)
+        return backend.rerun(fmt.module, argv)
+    from kerasseg import resolve
+
+    options = {**fmt.defaults, **fmt.options_from(args)}
+    data = commands.DataOptions.from_args(args)
+    fmt.check(options)
+    files.ensure_output_dir(args.output)  # (before any data is read)
+    stage = resolve.stage(args.model, data.image_size, data.dataset)
+    found = exporter_inputs(stage, data, fmt.calibrates(options, stage.model))
+    for key, value in options.items():
+        if value is VALIDATION_SPLIT:
+            options[key] = stage.split("val", data.samples, data.dataset)
+    report = export(fmt, stage.file, args.output, thresholds=data.overrides, latency=args.latency, **found,
+                    **options)
+    reports.print_summary(report, args.output)
+    if not report.passed and fmt.advice is not None:
+        advice = fmt.advice(args, report)
+        if advice:
+            print(advice, file=sys.stderr)
+    return 0 if report.passed else 1
