@@ -19,7 +19,6 @@ agreement check and thresholds as `python -m export.tflite`); if a threshold
 fails, nothing is written and the exit status is 1.
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -30,46 +29,18 @@ import numpy as np
 from kerasseg import cli, files
 from kerasseg.labels import decide
 
-backend, edgetpu, pipeline, reports, tflite = cli.lazy_import(
-    "export.backend", "export.edgetpu", "export.pipeline", "export.report", "export.tflite")
+backend, edgetpu, formats, pipeline, reports, tflite = cli.lazy_import(
+    "export.backend", "export.edgetpu", "export.formats", "export.pipeline", "export.report", "export.tflite")
 
 FILES = ("segmenter.tflite", "labels.txt", "model_card.json", "sample.png", "sample_expected_mask.png", "README.md")
-
-
-def _metadata_writers():
-    """MediaPipe's metadata writers.
-
-    MediaPipe 1.x wheels ship the Python metadata populator without the
-    compiled `_pywrap_metadata_version` module it imports for one thing: the
-    minimum metadata-parser version to record. Until the wheel has it again we
-    provide that function, recording version 1.5.0 (the schema version that
-    added the custom metadata the segmenter writer uses; every current parser
-    reads it).
-    """
-    import types
-
-    name = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
-    if name not in sys.modules:
-        try:
-            __import__(name)
-        except ImportError:
-            stub = types.ModuleType(name)
-            stub.GetMinimumMetadataParserVersion = lambda metadata_buffer: "1.5.0"
-            parent = ""
-            for part in name.split(".")[:-1]:
-                parent = f"{parent}.{part}" if parent else part
-                sys.modules.setdefault(parent, types.ModuleType(parent))
-            sys.modules[name] = stub
-            sys.modules[name.rsplit(".", 1)[0]]._pywrap_metadata_version = stub
-    from mediapipe.tasks.python.metadata.metadata_writers import image_segmenter, metadata_writer
-
-    return image_segmenter, metadata_writer
 
 
 def with_metadata(content, labels, binary=False):
     """`content` (.tflite bytes) with image-segmenter metadata and `labels` attached (`binary`: the output is
     one foreground logit, which MediaPipe reads through a sigmoid)."""
-    image_segmenter, metadata_writer = _metadata_writers()
+    from export import internals
+
+    image_segmenter, metadata_writer = internals.mediapipe_metadata_writers()
     activation = image_segmenter.Activation.SIGMOID if binary else image_segmenter.Activation.NONE
     writer = image_segmenter.MetadataWriter.create(
         bytearray(content), input_norm_mean=[0.0], input_norm_std=[1.0],  # the model takes pixels in [0, 255]
@@ -170,10 +141,7 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
     model, size, labels = found.model, found.size, found.class_names
     with tempfile.TemporaryDirectory() as tmp:
         plain = os.path.join(tmp, "segmenter.tflite")
-        # (the held-out images' resizing was noted above, once)
-        report = tflite.export(model, plain, quantize="int8", calibration=found.calibration,
-                               validation=dataclasses.replace(found.held_out, resized=0), image_size=size,
-                               thresholds=thresholds, latency=latency)
+        report = formats.export_inputs(tflite.FORMAT, found, plain, {"quantize": "int8"}, thresholds, latency)
         if not report.passed:
             return report
         with open(plain, "rb") as f:
@@ -245,7 +213,7 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
 
 
 def main(argv=None):
-    from export import commands, formats
+    from export import commands
 
     parser = commands.exporter_parser("python -m export.android", __doc__, "the directory to write the bundle into")
     commands.add_arguments(parser)

@@ -53,15 +53,15 @@ class _Graph:
     """The operators and tensors of a .tflite file's main subgraph, with readable names."""
 
     def __init__(self, path):
-        from tensorflow.lite.python import schema_py_generated as schema
-        from tensorflow.lite.tools import flatbuffer_utils
+        from export import internals
 
+        schema = internals.tflite_schema()
         try:
             with open(path, "rb") as f:
                 content = f.read()
             if content[4:8] != b"TFL3":
                 raise ValueError("no TFL3 identifier")
-            self.model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+            self.model = internals.read_tflite(content)
         except Exception as error:
             raise InputError(f"{path} is not a TFLite model ({type(error).__name__}: {error})") from None
         if len(self.model.subgraphs) != 1:

@@ -81,10 +81,17 @@ def export(fmt, model, output, *, calibration=None, validation=None, class_names
                     calibration_samples=calibration_samples, thresholds=thresholds, latency=latency)
         return backend.export_elsewhere(fmt.module, model, output, {**data, **options})
     fmt.check(options)
-    options = {**options, "output": output, "samples": samples, "thresholds": thresholds}  # (for convert)
     found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
                             calibrate=lambda model: fmt.calibrates(options, model),
                             input_normalization=input_normalization, thresholds=thresholds)
+    return export_inputs(fmt, found, output, {**options, "samples": samples}, thresholds, latency)
+
+
+def export_inputs(fmt, found, output, options, thresholds=None, latency=False):
+    """`export` on inputs already read (pipeline.Inputs: the model, the size, the held-out samples, the
+    calibration images), with `fmt`'s `options` (its defaults filled in): what export.android converts its
+    bundle's file with, the inputs read once."""
+    options = {**fmt.defaults, "samples": None, **options, "output": output, "thresholds": thresholds}
 
     def build(model, size):
         kind = options.get("output_kind", "logits")

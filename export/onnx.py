@@ -34,7 +34,7 @@ from kerasseg.errors import InputError
 
 from export import formats, runtimes
 
-qat, pipeline = cli.lazy_import("kerasseg.qat", "export.pipeline")
+internals, qat, pipeline = cli.lazy_import("kerasseg.internals", "kerasseg.qat", "export.pipeline")
 
 OPSETS = range(13, 19)  # tf2onnx 1.17 converts up to opset 18
 CALIBRATION_METHODS = ("percentile", "minmax", "entropy")
@@ -88,7 +88,7 @@ def learned_ranges(content, quantized):
     from kerasseg.layers.quantization import FakeQuant, FixedScaleActivation
 
     graph = onnx.load_from_string(content).graph
-    simulated = sum(len(layer._inbound_nodes) for layer in quantized._flatten_layers()
+    simulated = sum(len(internals.calls(layer)) for layer in internals.all_layers(quantized)
                     if isinstance(layer, (FakeQuant, FixedScaleActivation)))
     return {"simulated": simulated, "written": sum(node.op_type == "QuantizeLinear" for node in graph.node)}
 

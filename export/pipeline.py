@@ -230,9 +230,9 @@ def frozen_function(model, image_size):
     variables (VAR_HANDLE / READ_VARIABLE) that nothing initialises in LiteRT:
     every output would be NaN.
     """
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from export import internals
 
-    return convert_variables_to_constants_v2(fixed_size_function(model, image_size).get_concrete_function())
+    return internals.frozen(fixed_size_function(model, image_size).get_concrete_function())
 
 
 def export_checked(found, output, build, quantization, overrides=None, extra=None, latency=False):

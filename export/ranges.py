@@ -1,6 +1,6 @@
 """The activation ranges of a calibrated TFLite model, edited before it is quantized.
 
-TFLite's calibration (`_experimental_calibrate_only`) records each activation
+TFLite's calibration (export.internals.calibrated) records each activation
 tensor's min and max in the float flatbuffer; quantizing it turns each range
 into a scale and zero point. export.tflite edits the ranges in between: the
 pixel input pinned to [0, 255], percentile ranges, or the ranges a
@@ -12,8 +12,11 @@ import re
 
 import numpy as np
 
+from kerasseg import cli, internals
 from kerasseg.errors import InputError
 from kerasseg.layers.quantization import PERCENTILE, effective_range  # noqa: F401 (PERCENTILE: export's)
+
+tf_internals = cli.lazy_import("export.internals")  # (the .tflite flatbuffer as an object)
 
 
 def recorded_values(calibrated, images):
@@ -21,9 +24,8 @@ def recorded_values(calibrated, images):
     {index: array} of every activation tensor with a recorded range), read by running the calibrated float
     model itself in LiteRT with every tensor kept, so the tensors are the file's own."""
     from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    model = tf_internals.read_tflite(calibrated)
     graph = model.subgraphs[0]
     recorded = [i for i, t in enumerate(graph.tensors) if t.quantization is not None and t.quantization.min is not None
                 and i not in graph.inputs]
@@ -66,7 +68,7 @@ def tagged_names(model):
 
 
 def _layers(model):
-    return [] if model is None else list(model._flatten_layers(include_self=False))
+    return [] if model is None else internals.all_layers(model, include_self=False)
 
 
 def _tag(name, index):
@@ -78,13 +80,13 @@ def untagged(content):
     `unambiguous_names` added: the file names its tensors after the model's own layers."""
     if isinstance(content, str):
         return re.sub(r"__l\d+", "", content)
-    from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
-    for graph in model.subgraphs:
-        for tensor in graph.tensors:
-            tensor.name = re.sub(rb"__l\d+", b"", tensor.name)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    def untag(model):
+        for graph in model.subgraphs:
+            for tensor in graph.tensors:
+                tensor.name = re.sub(rb"__l\d+", b"", tensor.name)
+
+    return tf_internals.edit_tflite(content, untag)[0]
 
 
 def _layer_names(name, model_name, layers):
@@ -103,15 +105,13 @@ def _output_layer(tensor, op, owners):
     the twin's last layer, unless that and the layers before it keep their input's scale (a crop to the
     same size, a reshape: the converter may drop them) and `op` reads no tensor of the layer before it nor
     of the layer itself (one of several ops: the Edge TPU resize's convolutions, concatenations, reshapes)."""
-    import keras
-
     from kerasseg.qat import keeps_scale
 
     chain = []
     while True:
-        layer = tensor._keras_history.operation
+        layer = internals.producer(tensor)
         chain.append(layer.name)
-        inputs = keras.tree.flatten(layer._inbound_nodes[tensor._keras_history.node_index].input_tensors)
+        inputs = internals.call_inputs(tensor)
         if not keeps_scale(layer) or not inputs:
             break
         tensor = inputs[0]
@@ -129,47 +129,50 @@ def learned_ranges(calibrated, twin, sites):
     of the file that the layer's ops write and an op of another layer reads (or the model's output). Refuses
     (InputError, naming the layer) a range with no such tensor or more than one, and two ranges on one
     tensor: the simulation would then not compute what the file computes."""
-    from tensorflow.lite.tools import flatbuffer_utils
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    layers = {layer.name for layer in twin.layers}
-    recorded = {i for i, t in enumerate(graph.tensors)
-                if t.quantization is not None and t.quantization.min is not None and i not in graph.inputs}
-    owners = {i: _layer_names(graph.tensors[i].name.decode(), twin.name, layers) for i in recorded}
-    readers, writer = {}, {}
-    for op in graph.operators:
-        writer.update((i, op) for i in op.outputs)
-        for i in op.inputs:
-            readers.setdefault(i, []).append(op)
-    for index, output in zip(graph.outputs, twin.outputs):  # the file names its outputs Identity, Identity_1, ...
-        owners.setdefault(index, set()).add(_output_layer(output, writer[index], owners))
-    placed, problems = {}, []
-    for site in sites:
-        mine = {i for i in recorded if site.layer in owners[i]}
-        exits = [i for i in sorted(mine) if i in graph.outputs or any(
-            out not in mine for op in readers.get(i, []) for out in op.outputs)]
-        if len(exits) != 1:
-            names = ", ".join(graph.tensors[i].name.decode() for i in exits)
-            problems.append(f"{site.layer} (rounded by {site.point}): " + (
-                f"{len(exits)} tensors of the file leave it ({names})" if exits else
-                "no tensor of the file is its output: the converter removed it or fused it into another op at "
-                "this size (an average over a 1x1 map, an addition of zeros in an untrained batch normalization)"))
-            continue
-        tensor = graph.tensors[exits[0]]
-        name = tensor.name.decode()
-        if name in placed and (placed[name][2].point != site.point):
-            problems.append(f"{site.layer} (rounded by {site.point}) and {placed[name][2].layer} (rounded by "
-                            f"{placed[name][2].point}) are one tensor of the file, {name}")
-            continue
-        tensor.quantization.min, tensor.quantization.max = [site.low], [site.high]
-        placed[name] = (site.low, site.high, site)
-    _share_through_rearranging_ops(model, {i for i, t in enumerate(graph.tensors) if t.name.decode() in placed})
-    if problems:
-        raise InputError(f"{len(problems)} learned range(s) of the quantization-aware model have no tensor of "
-                         f"their own in the converted file, so the file would not compute what the model "
-                         f"simulates: {'; '.join(problems[:8])}{' ...' if len(problems) > 8 else ''}")
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), placed
+    def place(model):
+        graph = model.subgraphs[0]
+        layers = {layer.name for layer in twin.layers}
+        recorded = {i for i, t in enumerate(graph.tensors)
+                    if t.quantization is not None and t.quantization.min is not None and i not in graph.inputs}
+        owners = {i: _layer_names(graph.tensors[i].name.decode(), twin.name, layers) for i in recorded}
+        readers, writer = {}, {}
+        for op in graph.operators:
+            writer.update((i, op) for i in op.outputs)
+            for i in op.inputs:
+                readers.setdefault(i, []).append(op)
+        # (the file names its outputs Identity, Identity_1, ...)
+        for index, output in zip(graph.outputs, twin.outputs):
+            owners.setdefault(index, set()).add(_output_layer(output, writer[index], owners))
+        placed, problems = {}, []
+        for site in sites:
+            mine = {i for i in recorded if site.layer in owners[i]}
+            exits = [i for i in sorted(mine) if i in graph.outputs or any(
+                out not in mine for op in readers.get(i, []) for out in op.outputs)]
+            if len(exits) != 1:
+                names = ", ".join(graph.tensors[i].name.decode() for i in exits)
+                problems.append(f"{site.layer} (rounded by {site.point}): " + (
+                    f"{len(exits)} tensors of the file leave it ({names})" if exits else
+                    "no tensor of the file is its output: the converter removed it or fused it into another op "
+                    "at this size (an average over a 1x1 map, an addition of zeros in an untrained batch "
+                    "normalization)"))
+                continue
+            tensor = graph.tensors[exits[0]]
+            name = tensor.name.decode()
+            if name in placed and (placed[name][2].point != site.point):
+                problems.append(f"{site.layer} (rounded by {site.point}) and {placed[name][2].layer} (rounded by "
+                                f"{placed[name][2].point}) are one tensor of the file, {name}")
+                continue
+            tensor.quantization.min, tensor.quantization.max = [site.low], [site.high]
+            placed[name] = (site.low, site.high, site)
+        _share_through_rearranging_ops(model, {i for i, t in enumerate(graph.tensors) if t.name.decode() in placed})
+        if problems:
+            raise InputError(f"{len(problems)} learned range(s) of the quantization-aware model have no tensor "
+                             f"of their own in the converted file, so the file would not compute what the model "
+                             f"simulates: {'; '.join(problems[:8])}{' ...' if len(problems) > 8 else ''}")
+        return placed
+
+    return tf_internals.edit_tflite(calibrated, place)
 
 
 def _share_through_rearranging_ops(model, learned):
@@ -179,9 +182,7 @@ def _share_through_rearranging_ops(model, learned):
     The quantizer makes such an op's inputs take its output's scale: the Edge TPU resize pads its input by
     concatenating it with its own border slices, and the calibrated range of that concatenation would
     otherwise replace the range learned for the tensor it pads."""
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    ops = schema.BuiltinOperator
+    ops = tf_internals.tflite_schema().BuiltinOperator
     rearranging = {ops.CONCATENATION, ops.RESHAPE, ops.STRIDED_SLICE, ops.SLICE}
     graph = model.subgraphs[0]
     ranges = {i: (graph.tensors[i].quantization.min[0], graph.tensors[i].quantization.max[0]) for i in learned}
@@ -210,12 +211,9 @@ def check_learned_ranges(content, placed):
     not); how many int8 tensors have a kernel's fixed scale (sigmoid, softmax, tanh); and the names of the
     file's other int8 activation tensors whose ranges calibration set (not those that take the scale of
     the op's input: pooling, padding, resizing)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    model = tf_internals.read_tflite(content)
     graph = model.subgraphs[0]
-    ops = schema.BuiltinOperator
+    ops = tf_internals.tflite_schema().BuiltinOperator
     made_by, read_by = {}, {}
     for op in graph.operators:
         code = model.operatorCodes[op.opcodeIndex]
@@ -260,8 +258,6 @@ def percentile_ranges(calibrated, images, values_per_image=2048):
     """The calibrated model with each activation's recorded range narrowed to the PERCENTILE-th
     percentiles of its values over `images` (the calibrated model's own tensors, in LiteRT). Ranges still
     include 0."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
     model, values = recorded_values(calibrated, images)
     rng, samples = np.random.default_rng(0), {}
     for image_values in values:
@@ -274,16 +270,15 @@ def percentile_ranges(calibrated, images, values_per_image=2048):
         low, high = np.percentile(np.concatenate(parts), [100 - PERCENTILE, PERCENTILE])
         tensors[i].quantization.min = [float(min(low, 0.0))]
         tensors[i].quantization.max = [float(max(high, 0.0))]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return tf_internals.write_tflite(model)
 
 
 def pin_input_range(calibrated, low, high):
     """A calibrated (not yet quantized) model whose input tensor's recorded range is [low, high]."""
-    from tensorflow.lite.tools import flatbuffer_utils
+    def pin(model):
+        graph = model.subgraphs[0]
+        for index in graph.inputs:
+            graph.tensors[index].quantization.min = [low]
+            graph.tensors[index].quantization.max = [high]
 
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
-    graph = model.subgraphs[0]
-    for index in graph.inputs:
-        graph.tensors[index].quantization.min = [low]
-        graph.tensors[index].quantization.max = [high]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return tf_internals.edit_tflite(calibrated, pin)[0]

@@ -87,12 +87,12 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
     if quantize != "int8" or (io == "float32" and sites is None):
         return converter.make_converter(model, quantize, image_size, calibration_images, io).convert(), None
     import tensorflow as tf
-    from tensorflow.lite.python import convert as lite_convert
+
+    from export import internals
 
     with ranges.unambiguous_names(model if sites is not None else None) as renamed:
-        tflite_converter = converter.make_converter(model, quantize, image_size, calibration_images, io)
-        tflite_converter._experimental_calibrate_only = True  # the path TFLite's own QuantizationDebugger takes
-        calibrated = tflite_converter.convert()
+        calibrated = internals.calibrated(converter.make_converter(model, quantize, image_size, calibration_images,
+                                                                   io))
         if calibration == "percentile":
             calibrated = ranges.percentile_ranges(calibrated, calibration_images)
         if sites is not None:
@@ -101,7 +101,7 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
     calibrated = ranges.pin_input_range(calibrated, 0.0, 255.0)
     io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
     output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
-    content = lite_convert.mlir_quantize(calibrated, input_data_type=io_type, output_data_type=output_type)
+    content = internals.quantized(calibrated, io_type, output_type)
     check_pixel_input(content)
     if sites is None:
         return content, None

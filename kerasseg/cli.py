@@ -4,24 +4,11 @@ import argparse
 import os
 import sys
 
-from kerasseg.errors import InputError
+from kerasseg.errors import InputError, WriteError  # noqa: F401 (WriteError: the commands' exit status 1)
 
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit status 2, no traceback."""
-
-
-class WriteError(OSError):
-    """A file that could not be written (disk full, quota, read-only or failing device): one line, exit
-    status 1. Whatever was at `path` before is untouched (kerasseg.files.atomic_write)."""
-
-    def __init__(self, path, error):
-        reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]
-        super().__init__(error.errno, f"cannot write {path}: {reason}")
-        self.path = path
-
-    def __str__(self):
-        return self.strerror
 
 
 class ArgumentParser(argparse.ArgumentParser):

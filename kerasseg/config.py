@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from kerasseg.calibrations import QAT_CALIBRATIONS  # noqa: F401 (a training setting's values)
+from kerasseg.cli import image_size as image_size_text, positive_int
 from kerasseg.errors import InputError
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -67,40 +68,114 @@ def _python_name(name):
     return f"{name}=True" if isinstance(getattr(TrainConfig, name, None), bool) else name
 
 
+def setting(default=None, help=None, parse=None, **flag):
+    """A TrainConfig field, declared once for Python and the command line: its `default`, its flag's `help`
+    (a string, or a function giving it, called when the flag is shown), `parse` (text -> value, raising a
+    ValueError worded in values) and any other argparse option of its flag (choices, metavar, required)."""
+    metadata = {"help": help, "parse": parse, "flag": flag}
+    if default is dataclasses.MISSING:  # (a setting that must be given)
+        return field(metadata=metadata)
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _parse_model_args(text):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object of builder arguments, got {text!r}")
+    return value
+
+
+def _parse_class_weights(text):
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, one per class, e.g. 1,5,5. Received: {text!r}") from None
+
+
+def _parse_loss(text):
+    from kerasseg import losses
+
+    losses.parse_loss(text)
+    return text
+
+
+def _parse_dataset(text):
+    from kerasseg import data
+
+    return data.check_spec(text)
+
+
+def _dataset_help():
+    from kerasseg import data
+
+    return f"dataset spec; accepted: {', '.join(data.ACCEPTED_SPECS)} (default: shapes)"
+
+
 @dataclass
 class TrainConfig:
-    """The settings of a training run (see `python -m kerasseg.train --help` for each one's meaning)."""
+    """The settings of a training run: each field is a `python -m kerasseg.train` flag of the same name
+    (`--batch-size` for batch_size), with the same default; its help is the field's (`setting`)."""
 
-    output: str
-    model: str = "unet_edge"
-    backbone: str = None
-    backbone_weights: str = None
-    model_args: dict = field(default_factory=dict)
-    init_from: str = None
-    quantization_aware: bool = False
-    qat_calibration: str = "minmax"
-    dataset: str = "shapes"
-    data_dir: str = None
-    classes: int = None
-    binary_masks: bool = False
-    image_size: tuple = (64, 64)
-    batch_size: int = 16
-    epochs: int = 10
-    train_samples: int = None
-    augment: str = "full"
-    cache: str = "auto"
-    lr: float = None  # None: LEARNING_RATE, or FINE_TUNING_LEARNING_RATE when quantization-aware
-    optimizer: str = "adam"
-    schedule: str = "cosine"
-    loss: str = "ce"
-    class_weights: list = None
-    patience: int = None
-    mixed_precision: bool = False
-    strategy: str = "none"
-    logical_cpus: int = None
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
+    output: str = setting(dataclasses.MISSING, "directory for model.keras, metrics.json, history.csv, ...",
+                          required=True)
+    model: str = setting("unet_edge", "registered segmenter (default: unet_edge)", lambda text: segmenter_name(text))
+    backbone: str = setting(help="registered classifier as the encoder, for segmenters that take one")
+    backbone_weights: str = setting(help="backbone weights: imagenet or a .weights.h5 path")
+    model_args: dict = setting({}, 'more builder arguments as JSON, e.g. \'{"base_filters": 8}\'', _parse_model_args)
+    init_from: str = setting(help="start from this trained model (its architecture and weights; --model, --backbone, "
+                             "--backbone-weights and --model-args are then unused)", metavar="MODEL.keras")
+    quantization_aware: bool = setting(False, "fine-tune --init-from with TFLite's int8 arithmetic simulated "
+                                       "(kerasseg.qat: batch norm folded, int8 weights per channel, int8 "
+                                       f"activations), at --lr {FINE_TUNING_LEARNING_RATE:g} unless given; its "
+                                       "model.keras exports with export.tflite --quantize int8 at the ranges it "
+                                       "learned")
+    qat_calibration: str = setting("minmax", "where --quantization-aware's activation ranges start: each tensor's "
+                                   "min and max on the first training images, then following the batches' (default); "
+                                   "or its 99.99th percentiles there, held (finer int8 steps for all but rare "
+                                   "outliers)", choices=QAT_CALIBRATIONS)
+    dataset: str = setting("shapes", _dataset_help, _parse_dataset)
+    data_dir: str = setting(help="where TFDS data was downloaded (tfds: specs)")
+    classes: int = setting(help="number of classes (checked against labels.txt; needed by some datasets); 1: a binary "
+                           "segmenter, one foreground logit, masks 0 (background) and 1 (foreground), labels.txt the "
+                           "foreground's name (or both)", parse=positive_int)
+    binary_masks: bool = setting(False, "a folder's masks are black-and-white pictures of the foreground (0 and 255, "
+                                 "any image format, as Carvana, ISIC and Kvasir ship them; 128 or more is "
+                                 "foreground): a binary segmenter (--classes 1)")
+    image_size: tuple = setting((64, 64), "training crop size, N or HxW (default: 64)", image_size_text)
+    batch_size: int = setting(16, "images per training step (default: 16)", positive_int)
+    epochs: int = setting(10, "passes over the training split (default: 10)", positive_int)
+    train_samples: int = setting(help="use the first N training samples (default: the whole split)",
+                                 parse=positive_int)
+    augment: str = setting("full", "full: random scale, crop/pad, flip and colour jitter; flip: flips only",
+                           choices=AUGMENTS)
+    cache: str = setting("auto", "where decoded examples are kept between epochs: none (decoded from their files "
+                         "each time), memory, or a directory (decoded once, for every later epoch and run); auto "
+                         "(default): memory when the decoded split takes at most 1 GiB, else none",
+                         metavar="auto|none|memory|DIR")
+    lr: float = setting(help=f"peak learning rate (default: {LEARNING_RATE:g}; {FINE_TUNING_LEARNING_RATE:g} with "
+                        "--quantization-aware, which fine-tunes)", parse=float)
+    optimizer: str = setting("adam", "the optimizer (default: adam)", choices=OPTIMIZERS)
+    schedule: str = setting("cosine", "cosine decay, or DeepLab's polynomial (power 0.9) decay", choices=SCHEDULES)
+    loss: str = setting("ce", "ce, dice, focal, or a weighted sum such as ce+dice (default: ce)", _parse_loss)
+    class_weights: list = setting(help="per-class loss weights, e.g. 1,5,5", parse=_parse_class_weights)
+    patience: int = setting(help="stop after this many epochs without a better validation mIoU", parse=positive_int)
+    mixed_precision: bool = setting(False, "mixed_float16 on a GPU, mixed_bfloat16 elsewhere; logits and loss stay "
+                                    "float32")
+    strategy: str = setting("none", "mirrored: the local devices (TensorFlow); data-parallel: every local JAX "
+                            "device; multiworker: several machines (TensorFlow: MultiWorkerMirroredStrategy from "
+                            "TF_CONFIG; JAX: keras.distribution, KERAS_DISTRIBUTION_* variables)", choices=STRATEGIES)
+    logical_cpus: int = setting(help="split the CPU into N logical devices (try --strategy mirrored without GPUs)",
+                                parse=positive_int)
+    seed: int = setting(0, "seed for initialisation and shuffling", int)
+    resume: bool = setting(False, "continue the interrupted run in --output with its own arguments (--epochs may "
+                           "grow)")
+    overwrite: bool = setting(False, "start a new run in an --output that holds another run, deleting that run's "
+                              "files")
 
     def __post_init__(self):
         from kerasseg import data, losses

@@ -90,9 +90,11 @@ def checked_class_names(names, classes=None, owner="the model"):
 def output_kind(model):
     """"probabilities" when `model` ends in a softmax or a sigmoid, else "logits" (per-pixel scores); an
     InputError for a softmax over one channel, which is 1 everywhere and decides nothing."""
-    last = model.outputs[0]._keras_history.operation
+    from kerasseg.internals import producer
+
+    last = producer(model.outputs[0])
     while getattr(last, "outputs", None):  # a nested functional model: its last layer
-        last = last.outputs[0]._keras_history.operation
+        last = producer(last.outputs[0])
     activation = getattr(getattr(last, "activation", None), "__name__", "")
     softmax = type(last).__name__ == "Softmax" or activation == "softmax"
     if softmax and model.outputs[0].shape[-1] == 1:

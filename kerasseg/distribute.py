@@ -100,7 +100,8 @@ def _tf_multiworker_strategy():
       metrics' variables, summed over every replica, so val_miou is the whole split's.)
     """
     import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer
+
+    from kerasseg import internals
 
     try:
         config = json.loads(os.environ["TF_CONFIG"])
@@ -109,18 +110,7 @@ def _tf_multiworker_strategy():
         raise ConfigError("strategy", "multiworker", 'on TensorFlow needs TF_CONFIG, e.g. {"cluster": {"worker": '
                           '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}} '
                           "(see README, 'More devices')") from None
-    if not getattr(trainer.reduce_per_replica, "_kerasseg", False):
-        original = trainer.reduce_per_replica
-
-        def reduce_per_replica(values, strategy, reduction):
-            if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
-                return tf.nest.map_structure(
-                    lambda v: strategy.reduce("MEAN", v, axis=None) if trainer._is_per_replica_instance(v) else v,
-                    values)
-            return original(values, strategy, reduction)
-
-        reduce_per_replica._kerasseg = True
-        trainer.reduce_per_replica = reduce_per_replica
+    internals.patch_multiworker_fit(lambda strategy, value: strategy.reduce("MEAN", value, axis=None))
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
@@ -138,6 +128,8 @@ def fit_scope(model, strategy):
     import tensorflow as tf
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        model._distribute_strategy = None  # fit then finds the strategy from the scope, and skips the build
+        from kerasseg import internals
+
+        internals.forget_strategy(model)  # fit then finds the strategy from the scope, and skips the build
         return strategy.scope()
     return scope(None)

@@ -11,8 +11,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from kerasseg.cli import WriteError
-from kerasseg.errors import InputError
+from kerasseg.errors import InputError, WriteError
 
 
 def _umask():

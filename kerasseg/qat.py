@@ -58,6 +58,7 @@ import numpy as np
 
 import keras
 
+from kerasseg import internals
 from kerasseg.config import QAT_CALIBRATIONS
 from kerasseg.described import Description, describe, description
 from kerasseg.errors import InputError
@@ -74,7 +75,7 @@ class QuantizationError(InputError):
 
 def is_quantization_aware(model):
     """Whether `model` (or a model nested in it) holds FakeQuant layers: made by `quantization_aware`."""
-    return any(isinstance(layer, FakeQuant) for layer in model._flatten_layers())
+    return any(isinstance(layer, FakeQuant) for layer in internals.all_layers(model))
 
 
 def float32_model(model):
@@ -104,11 +105,11 @@ def _replay(model, inputs, call):
     functional models inlined (so every tensor is in one graph); returns the outputs."""
 
     def operation_fn(layer):
-        if isinstance(layer, keras.Model) and hasattr(layer, "_nodes_by_depth"):
+        if internals.is_functional(layer):
             return lambda *args, **kwargs: _replay(layer, args, call)
         return lambda *args, **kwargs: call(layer, *args, **kwargs)
 
-    return model._run_through_graph(inputs, operation_fn=operation_fn, call_fn=lambda op, *a, **k: op(*a, **k))
+    return internals.run_through_graph(model, inputs, operation_fn)
 
 
 def _unpacked(inputs, outputs):
@@ -281,7 +282,7 @@ def quantization_aware(model, calibration_images, batch_size=8, calibration="min
     order, decay = iter(enumerate(steps)), 0.99 if calibration == "minmax" else 1.0
     # the FakeQuants: one per call whose output is rounded (shared where a concatenation owns several), and
     # those that round a tensor inside what one Keras layer computes
-    copies, points, inner, names = [], {}, [], {layer.name for layer in model._flatten_layers()}
+    copies, points, inner, names = [], {}, [], {layer.name for layer in internals.all_layers(model)}
 
     def unique(name):
         while name in names:
@@ -370,7 +371,7 @@ def export_twin(qat):
     def rewrite(layer, *args, **kwargs):
         if isinstance(layer, FakeQuant):
             low, high = (float(keras.ops.convert_to_numpy(v)) for v in (layer.range_min, layer.range_max))
-            producer = args[0]._keras_history.operation
+            producer = internals.producer(args[0])
             if not keeps_scale(producer):  # (an interpolation's rounding: its input's range)
                 sites.append(Site(layer.name, producer.name, low, high))
             return args[0]

@@ -97,11 +97,7 @@ class Stage:
             dataset = self.view.spec
         if dataset is None:
             if self.view is None:
-                from kerasseg import data
-
-                raise cli.UsageError(f"{self.name} has no run record (run.json beside it, written by python -m "
-                                     f"kerasseg.train), so its data is unknown: pass --dataset SPEC "
-                                     f"({', '.join(data.ACCEPTED_SPECS)})")
+                raise _unknown_data(self.name)
             return self.view
         return _view(dataset, self.record, self.view.data_dir if self.view else None, classes,
                      self.view.binary_masks if self.view else False)
@@ -167,13 +163,14 @@ def data_view(model_path, dataset=None, data_dir=None, classes=None, binary_mask
     """The data a stage after training uses for `model_path` (without loading the model): `dataset` when given
     (with the run's split lists if it names the run's dataset, however spelled), else the run's record;
     neither is a UsageError, never `shapes`."""
+    record = Run.of_model(model_path)
+    if dataset is None and record is None:
+        raise _unknown_data(model_path)
+    return _view(dataset or record.dataset, record, data_dir, classes, binary_masks)
+
+
+def _unknown_data(name):
     from kerasseg import data
 
-    record = Run.of_model(model_path)
-    if dataset is None:
-        if record is None:
-            raise cli.UsageError(f"{model_path} has no run record (run.json beside it, written by python -m "
-                                 f"kerasseg.train), so its data is unknown: pass --dataset SPEC "
-                                 f"({', '.join(data.ACCEPTED_SPECS)})")
-        dataset = record.dataset
-    return _view(dataset, record, data_dir, classes, binary_masks)
+    return cli.UsageError(f"{name} has no run record (run.json beside it, written by python -m kerasseg.train), so "
+                          f"its data is unknown: pass --dataset SPEC ({', '.join(data.ACCEPTED_SPECS)})")

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import keras
 
-from kerasseg import cli, files
-from kerasseg.errors import InputError
+from kerasseg import files
+from kerasseg.errors import InputError, WriteError
 
 SPLITS = ("train", "val", "test")
 RUN_FILES = ("run.json", "splits", "scan.json", "model.keras", "metrics.json", "history.csv", "curves.png",
@@ -137,7 +137,7 @@ class RunDir:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as error:
-            raise cli.WriteError(path, error) from None
+            raise WriteError(path, error) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -145,7 +145,7 @@ class RunDir:
                 "a process that is starting"
             os.close(fd)
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise cli.WriteError(path, error) from None
+                raise WriteError(path, error) from None
             raise InputError(f"{self.path} is in use by another training ({holder}): wait for it to end, or "
                              "write this run into another directory") from None
         holder = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()

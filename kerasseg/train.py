@@ -49,7 +49,7 @@ import numpy as np
 from kerasseg import cli, distribute, files, train_args
 from kerasseg.config import ConfigError, TrainConfig
 from kerasseg.data.reading import DatasetError
-from kerasseg.errors import InputError
+from kerasseg.errors import InputError, WriteError
 from kerasseg.labels import decide, mask_classes
 
 __all__ = ["TrainConfig", "ConfigError", "train", "parse_args", "main"]
@@ -434,7 +434,7 @@ def train(config):
                    "time_to_first_step": None if first_step.seconds is None else round(first_step.seconds, 2)}
         _finish(config, run, model, commit, run_data, extra.get("init_from_scores"), policy, replicas, timings)
         return rundir.Run.read(run.path)
-    except cli.WriteError as error:
+    except WriteError as error:
         raise TrainingStopped(_stopped(run, config, error, "make room")) from None
     except DatasetError as error:  # a file the scan could not judge (damaged inside, or changed since), met now
         raise DatasetError(_stopped(run, config, error, "replace the file")) from None

@@ -194,3 +194,74 @@ def test_a_new_classifier_and_a_new_segmenter_are_one_file_each(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(tmp_path)}, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["(None,", "10)", "(1,", "40,", "56,", "5)", "(None,", "None,", "None,", "2)"]
+
+
+# where the private APIs of TensorFlow, Keras, LiteRT and MediaPipe may be used: one module per library side
+PRIVATE_HOMES = {"kerasseg/internals.py", "export/internals.py"}
+PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow.lite.python", "tensorflow.lite.tools",
+                   "mediapipe.tasks.cc")
+
+
+def _own_private_names(root=ROOT):
+    """The names with one leading underscore that kerasseg, export, benchmarks and tests define themselves
+    (functions, classes, attributes they assign): using one of those is not reaching into another library."""
+    names = set()
+    for folder in (*PACKAGES, "benchmarks", "tests"):
+        for directory, _, files in os.walk(os.path.join(root, folder)):
+            for file_name in files:
+                if file_name.endswith(".py"):
+                    for node in ast.walk(ast.parse(open(os.path.join(directory, file_name)).read())):
+                        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                            names.add(node.name)
+                        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                            names.add(node.attr)
+                        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                            names.add(node.id)
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def private_uses(source, own=frozenset()):
+    """(line, what) for each use in `source` of another library's private API: an import from one of
+    PRIVATE_MODULES (or its name in a string), an attribute with one leading underscore that the project does
+    not define itself (`own`), read directly or by getattr / hasattr, and a module made up to stand in for
+    one of another library's (types.ModuleType)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for name in [getattr(node, "module", None) or ""] + [alias.name for alias in node.names]:
+                if name.startswith(PRIVATE_MODULES):
+                    found.append((node.lineno, name))
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                and node.attr not in own:
+            found.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("getattr", "hasattr", "setattr") \
+                and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) \
+                and str(node.args[1].value).startswith("_") and not str(node.args[1].value).startswith("__") \
+                and node.args[1].value not in own:
+            found.append((node.lineno, node.args[1].value))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(PRIVATE_MODULES):
+            found.append((node.lineno, node.value))
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in ("types.ModuleType", "ModuleType"):
+            found.append((node.lineno, "a module planted in place of another library's"))
+    return found
+
+
+def test_private_internals_of_tensorflow_keras_litert_live_in_their_two_modules():
+    own = _own_private_names()
+    for folder in (*PACKAGES, "benchmarks", "tests"):
+        for directory, _, files in os.walk(os.path.join(ROOT, folder)):
+            for file_name in files:
+                path = os.path.join(directory, file_name)
+                relative = os.path.relpath(path, ROOT)
+                if file_name.endswith(".py") and relative not in PRIVATE_HOMES and relative != "tests/test_layout.py":
+                    uses = private_uses(open(path).read(), own)
+                    assert uses == [], f"{relative} uses private internals {uses}: move them to {PRIVATE_HOMES}"
+
+
+def test_the_private_check_finds_each_kind_of_private_use():
+    source = ("import sys\nfrom keras.src.backend.tensorflow import trainer\nlayers = model._flatten_layers()\n"
+              "ok = model._own()\nhasattr(layer, '_nodes_by_depth')\nsys.modules['m.stub'] = types.ModuleType('m.stub')\n"
+              "name = 'tensorflow.lite.python.convert'\nimport tensorflow.python.framework as f\n")
+    assert sorted({line for line, _ in private_uses(source, own={"_own"})}) == [2, 3, 5, 6, 7, 8]
+    for home in PRIVATE_HOMES:  # and the two homes hold what they are for
+        assert private_uses(open(os.path.join(ROOT, home)).read(), _own_private_names())

@@ -337,13 +337,13 @@ def test_quantization_aware_layers_train_on_every_backend():
 @pytest.mark.parametrize("backbone", ["densenet_tiny", "efficientnet_tiny"])
 def test_quantization_aware_model_folds_batch_norm_rounds_weights_and_trains(backbone):
     """Backend-agnostic QAT: batch norm folded exactly, weights on TFLite's per-channel int8 grid, one fit step."""
-    from kerasseg import losses, qat
+    from kerasseg import internals, losses, qat
     from kerasseg.layers.quantization import QuantizedConv
 
     keras.utils.set_random_seed(0)
     model = models.create_model("deeplab_v3_plus_tiny", classes=3, backbone=backbone)
     rng = np.random.default_rng(0)
-    for layer in model._flatten_layers():
+    for layer in internals.all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):  # statistics a trained model would have
             gamma, beta, mean, variance = layer.get_weights()
             layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 1, beta.shape),

@@ -14,7 +14,8 @@ from export.commands import DataOptions
 from export.formats import exporter_inputs
 from kerasseg import resolve
 from kerasseg.data.sources import read_image
-from kerasseg import data, files, layer_kinds, layers, losses, models, qat
+from export.internals import read_tflite
+from kerasseg import data, files, internals, layer_kinds, layers, losses, models, qat
 from kerasseg.layers.quantization import FakeQuant
 from export import tflite
 
@@ -123,8 +124,6 @@ def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what
 def test_a_learned_range_lands_on_its_own_tensor_whatever_the_values():
     """Two ReLU branches summed, and a dark first calibration image on which one branch is all zero: the old
     code matched tensors by value on that image and wrote the sum's range onto the other branch."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
     image = keras.Input((8, 8, 3))
     branch_a = keras.layers.Conv2D(4, 1, activation="relu", name="branch_a")(image)
     branch_b = keras.layers.Conv2D(4, 1, activation="relu", name="branch_b")(image)
@@ -138,7 +137,7 @@ def test_a_learned_range_lands_on_its_own_tensor_whatever_the_values():
     low, high = (float(keras.ops.convert_to_numpy(v)) for v in
                  (quantized.get_layer("branch_a_quant").range_min, quantized.get_layer("branch_a_quant").range_max))
     content = tflite.convert(quantized, "int8", (8, 8), pixels)
-    graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(content)).subgraphs[0]
+    graph = read_tflite(content).subgraphs[0]
     written = [graph.tensors[i] for op in graph.operators for i in op.outputs]  # not the weights
     tensor = next(t for t in written if "branch_a" in t.name.decode())
     assert tensor.quantization.scale[0] == pytest.approx((high - low) / 255, rel=1e-5)
@@ -191,7 +190,7 @@ def test_a_mixed_precision_model_is_simulated_in_float32(mixed_run):
     model = keras.saving.load_model(mixed_run / "model.keras", compile=False)
     pixels = data.load_split("shapes", "test", (32, 32), count=16).images.astype(np.float32)
     quantized = qat.quantization_aware(model, pixels)
-    assert {layer.dtype_policy.compute_dtype for layer in quantized._flatten_layers()} == {"float32"}
+    assert {layer.dtype_policy.compute_dtype for layer in internals.all_layers(quantized)} == {"float32"}
     lite, scale = _litert_outputs(tflite.convert(quantized, "int8", (32, 32), pixels), pixels)
     assert np.abs(lite - quantized.predict(pixels, verbose=0)).max() <= 3 * scale
 
@@ -235,8 +234,8 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     assert report["quantization_aware"] and report["dataset"] == f"folder:{folder}"
     # every tensor a FakeQuant rounds (a concatenation's rounds its inputs too; the rounding after a resize is
     # its input's) has its learned range in the file
-    rounded = sum(not qat.keeps_scale(node.input_tensors[0]._keras_history.operation)
-                  for point in points.values() for node in point._inbound_nodes)
+    rounded = sum(not qat.keeps_scale(internals.producer(inputs[0]))
+                  for point in points.values() for inputs in internals.calls(point))
     assert report["learned_ranges"]["written"] == report["learned_ranges"]["simulated"] == rounded
     from ai_edge_litert.interpreter import Interpreter
 
@@ -409,19 +408,17 @@ def test_layer_names_that_tensorflow_would_confuse_still_place_every_range():
     """Layers named c, c_1, c_2 (Keras's own defaults are conv2d, conv2d_1, ...): TensorFlow writes the second
     trace of `c` under the scope `c_1`, and the old code found two tensors for c_1's range and refused the
     export (or could have written a range onto another layer's tensor)."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
     image = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c")(image)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c_1")(keras.layers.MaxPooling2D()(x))
     model = keras.Model(image, keras.layers.Conv2D(2, 1, name="c_2")(keras.layers.UpSampling2D()(x)), name="m")
     pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
     quantized = qat.quantization_aware(model, pixels)
-    names = [layer.name for layer in quantized._flatten_layers()]
+    names = [layer.name for layer in internals.all_layers(quantized)]
     content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] == 3, learned
-    assert [layer.name for layer in quantized._flatten_layers()] == names  # (renamed while converting only)
-    graph = flatbuffer_utils.convert_bytearray_to_object(bytearray(content)).subgraphs[0]
+    assert [layer.name for layer in internals.all_layers(quantized)] == names  # (renamed while converting only)
+    graph = read_tflite(content).subgraphs[0]
     point = quantized.get_layer("c_1_quant")
     low, high = (float(keras.ops.convert_to_numpy(v)) for v in (point.range_min, point.range_max))
     written = [graph.tensors[i] for op in graph.operators for i in op.outputs]

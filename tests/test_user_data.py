@@ -176,12 +176,12 @@ def test_onnx_int8_quantizes_the_pixel_input_over_0_to_255(user_run, tmp_path):
 
 
 def test_keep_float_exports_quantize_the_pixel_input_over_0_to_255(user_run, tmp_path, run_here):
-    from tensorflow.lite.tools import flatbuffer_utils
+    from export.internals import read_tflite
 
     run, _ = user_run
     path = tmp_path / "kept.tflite"
     _exported(run_here, "export.tflite", run / "model.keras", path, "--keep-float", "bottleneck_1_conv")
-    model = flatbuffer_utils.read_model(str(path))
+    model = read_tflite(path.read_bytes())
     graph = model.subgraphs[0]
     first = next(op for op in graph.operators if graph.inputs[0] in op.inputs)  # float pixels -> int8
     quantization = graph.tensors[first.outputs[0]].quantization
