@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasseg import files
-from kerasseg.described import PIXELS, checked_class_names, description, output_kind  # noqa: F401 (its home)
+from kerasseg.described import (PIXELS, checked_class_names, description, output_kind,  # noqa: F401 (its home)
+                                working_size)
 from kerasseg.data.reading import BINARY_NAMES
 from kerasseg.errors import InputError
 from kerasseg.labels import mask_classes
@@ -130,26 +131,9 @@ def with_output_kind(model, kind):
 
 
 def export_size(model, requested=None, data=()):
-    """The fixed (height, width) to export at: `requested`, else the model's own fixed input size, else the
-    training size it carries (kerasseg.describe), else the size all the images of the first of `data` share
-    (kerasseg.data.values.natural_size)."""
-    height, width = model.inputs[0].shape[1:3]
-    if requested:
-        try:
-            requested = (requested,) * 2 if np.ndim(requested) == 0 else tuple(requested)
-            if len(requested) != 2 or any(int(n) != n or n < 1 for n in requested):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise InputError(f"image_size must be N or (height, width) of positive integers; received "
-                             f"{requested!r}") from None
-        requested = tuple(int(n) for n in requested)
-        if height and width and requested != (height, width):
-            raise InputError(f"{model.name} takes {height}x{width} images only; received image_size={requested} "
-                             "(leave image_size out to export at its own size)")
-        return requested
-    if height and width:
-        return (height, width)
-    size = description(model).image_size or \
+    """The fixed (height, width) to export at (kerasseg.described.working_size), else the size all the images
+    of the first of `data` share (kerasseg.data.values.natural_size)."""
+    size = working_size(model, requested) or \
         next((values.natural_size(value) for value in data if value is not None), None)
     if size:
         return size

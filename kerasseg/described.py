@@ -110,6 +110,32 @@ def description(model):
     return Description(model.class_names, model.image_size, model.input_range)
 
 
+def working_size(model, requested=None, otherwise=None):
+    """The (height, width) to run, export or score `model` at, by the one rule every stage uses: `requested`
+    (N or (height, width); an InputError if it is not one, or differs from a fixed input size); else the
+    model's fixed input size; else the training size it carries; else `otherwise` (a run's record, the size
+    the images given share); else None."""
+    import numpy as np
+
+    height, width = model.inputs[0].shape[1:3]
+    if requested:
+        try:
+            requested = (requested,) * 2 if np.ndim(requested) == 0 else tuple(requested)
+            if len(requested) != 2 or any(int(n) != n or n < 1 for n in requested):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise InputError(f"image_size must be N or (height, width) of positive integers; received "
+                             f"{requested!r}") from None
+        requested = tuple(int(n) for n in requested)
+        if height and width and requested != (height, width):
+            raise InputError(f"{model.name} takes {height}x{width} images only; received image_size={requested} "
+                             "(leave image_size out to work at its own size)")
+        return requested
+    if height and width:
+        return (height, width)
+    return description(model).image_size or (tuple(otherwise) if otherwise else None)
+
+
 def describe(model, class_names=None, image_size=None, input_range=None):
     """`model` (functional, one input and one output) as a DescribedModel over the same layers and weights,
     carrying `class_names` (one per output channel; two for a binary segmenter's one), `image_size` ((height, width), or N) and `input_range`

@@ -44,8 +44,14 @@ def evaluate(model, data, split="val", image_size=None, batch_size=16):
     """The Evaluation of `model` (a keras.Model, its .keras path, or a kerasseg.resolve.Stage) on `split` of
     `data`: a dataset spec or a kerasseg.resolve.DataView (its files streamed, every bad file named first by
     the scan, the run's recorded scan reused), or (images, masks) arrays. `image_size`: (height, width) every
-    image and mask is resized to as training resizes them; "native": each scored at its own size (a model
-    that takes any size). A DatasetError (an InputError) names a file that cannot be read."""
+    image and mask is resized to as training resizes them (default: the model's fixed input size, else the
+    training size it carries, else its run's); "native" (the default when none says one): each scored at its
+    own size, for a model that takes any size. A DatasetError (an InputError) names a file that cannot be
+    read.
+
+        scores = evaluate(model, (images, masks), image_size=(256, 256))
+        print(scores.miou, scores.per_class_iou)
+    """
     from kerasseg import metrics, resolve
     from kerasseg.data import pipeline
     from kerasseg.described import output_kind
@@ -54,6 +60,7 @@ def evaluate(model, data, split="val", image_size=None, batch_size=16):
     if not isinstance(model, resolve.Stage):
         model = resolve.stage(model, size_required=False)
     channels, kind = model.channels, output_kind(model.model)
+    image_size = image_size or model.image_size or "native"
     native = image_size == "native"
     if isinstance(data, tuple):  # (images, masks) in memory
         from kerasseg.data import values

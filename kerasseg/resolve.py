@@ -21,6 +21,7 @@ model is the model loaded once, reported under its file's name.
 from dataclasses import dataclass
 
 from kerasseg import cli, files
+from kerasseg.errors import InputError
 from kerasseg.rundir import Run
 
 
@@ -46,10 +47,7 @@ class DataView:
         """`count` examples of `split` at `image_size` (a kerasseg.data.Split)."""
         from kerasseg import data
 
-        try:
-            return data.load_split(self.spec, split, image_size, count, **self._arguments(split, count))
-        except data.DatasetError as error:
-            raise cli.UsageError(str(error)) from None
+        return data.load_split(self.spec, split, image_size, count, **self._arguments(split, count))
 
     def list_examples(self, split, image_size=None, count=None):
         """The examples of `split` (listed, not decoded) and the class names."""
@@ -112,8 +110,8 @@ def _view(dataset, record, data_dir=None, classes=None, binary_masks=False):
 
     try:
         spec = data.resolve_spec(dataset)
-    except ValueError as error:
-        raise cli.UsageError(str(error)) from None
+    except ValueError as error:  # (worded in values: the spec)
+        raise InputError(str(error)) from None
     if record is not None and spec == data.resolve_spec(record.dataset):
         return DataView(spec, data_dir or record.arguments.get("data_dir"), record,
                         binary_masks=binary_masks or record.arguments.get("binary_masks", False))
@@ -123,19 +121,11 @@ def _view(dataset, record, data_dir=None, classes=None, binary_masks=False):
 def size_of(model, requested=None, record=None, name=None, required=True):
     """The (height, width) to work at, by the one rule (the module docstring): a UsageError when nothing
     gives one and `required`, else None."""
-    from kerasseg.described import description
+    from kerasseg.described import working_size
 
-    if requested:
-        return (requested,) * 2 if isinstance(requested, int) else tuple(requested)
-    height, width = model.inputs[0].shape[1:3]
-    if height and width:
-        return (height, width)
-    if description(model).image_size:
-        return description(model).image_size
-    if record is not None:
-        return record.image_size
-    if not required:
-        return None
+    size = working_size(model, requested, record.image_size if record is not None else None)
+    if size or not required:
+        return size
     raise cli.UsageError(f"{name or model.name} accepts any image size and neither it nor a run record (run.json "
                          "beside it) gives the training size: pass --image-size N or HxW")
 

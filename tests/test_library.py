@@ -317,3 +317,30 @@ def test_a_model_that_takes_normalized_values_exports_taking_pixels(tmp_path):
     with pytest.raises(InputError, match="input_normalization must be a scale or \\(mean, std\\)"):
         tflite.export(model, path, quantize="float32", validation=held_out, image_size=(32, 32),
                       input_normalization=(1, 2, 3))
+
+
+def test_evaluate_and_predict_are_functions_on_an_in_memory_model_and_arrays(user_run, tmp_path):
+    """Under `python -m kerasseg.evaluate` and `predict`: the same scores from Python on the model in memory
+    (no path, no run beside it) and the run's validation images as arrays, or the user's folder as a spec."""
+    from conftest import run_main
+    from kerasseg import evaluate, predict, resolve
+    from kerasseg.labels import decide
+
+    run, folder = user_run
+    model = keras.saving.load_model(run / "model.keras")
+    assert run_main(evaluate.main, run / "model.keras", "--output", tmp_path / "cli.json") == 0
+    from_cli = json.loads((tmp_path / "cli.json").read_text())
+    val = resolve.data_view(run / "model.keras").load_split("val", (32, 32))
+    scores = evaluate.evaluate(model, (val.images, val.masks))  # (the size the model carries: 32x32)
+    assert isinstance(scores, evaluate.Evaluation) and scores.samples == len(val.images) == from_cli["samples"]
+    assert scores.image_size == (32, 32) and list(scores.per_class_iou) == list(from_cli["per_class_iou"])
+    assert scores.miou == pytest.approx(from_cli["miou"], abs=1e-3)
+    spec = evaluate.evaluate(model, f"folder:{folder}", split="train", image_size=(32, 32))  # a spec's split
+    assert spec.dataset == f"folder:{folder}" and spec.samples > scores.samples and spec.miou > 0.8
+
+    masks = list(predict.predict(model, val.images[:3]))  # at each image's own size
+    expected = decide(model.predict_on_batch(val.images[:3].astype("float32")))
+    assert len(masks) == 3 and all(m.dtype == np.uint8 for m in masks)
+    np.testing.assert_array_equal(np.stack(masks), expected)
+    with pytest.raises(InputError, match="nonsense"):  # a library error worded in values (a ValueError)
+        evaluate.evaluate(model, "nonsense:spec")
