@@ -62,7 +62,15 @@ CONFIGS = {
 # (label, export.tflite arguments)
 METHODS = (("float16", dict(quantize="float16")), ("dynamic", dict(quantize="dynamic")),
            ("int8", dict(quantize="int8")), ("int8 percentile", dict(quantize="int8", calibration_method="percentile")),
-           ("int16x8", dict(quantize="int16x8")))
+           ("int16x8", dict(quantize="int16x8")),
+           # Google's ai-edge-quantizer on our float32 file (export.ai_edge): its static_wi8_ai8 recipe with its own
+           # moving-average calibration, then with TFLite's global min/max (ours), with each algorithm it takes
+           # for convolutions, and its static_wi8_ai16; the same calibration and held-out images, the same check
+           ("ai-edge int8", dict(quantize="int8", quantizer="ai-edge", calibration_method="moving-average")),
+           ("ai-edge int8 minmax", dict(quantize="int8", quantizer="ai-edge")),
+           ("ai-edge int8 mse", dict(quantize="int8", quantizer="ai-edge", ai_edge_algorithm="mse")),
+           ("ai-edge int8 octav", dict(quantize="int8", quantizer="ai-edge", ai_edge_algorithm="octav")),
+           ("ai-edge int16x8", dict(quantize="int16x8", quantizer="ai-edge")))
 
 
 def _trained(run, args, epochs, lr, **settings):
@@ -142,6 +150,7 @@ def export_all(name, run, args, save):
                    worst_class=worst, worst_class_drop=drop, seconds=time.time() - started)
         if method == "int8":
             row["kernel_agreement"] = kernel_agreement(path, images)
+        row.update(file_facts(path))
         with open(os.path.join(run, "metrics.json")) as f:
             trained = json.load(f)
         if trained.get("init_from"):  # a fine-tuning run
@@ -165,6 +174,21 @@ def export_all(name, run, args, save):
                 if method in args.methods:
                     measure(f"{method} after float fine-tuning {epochs}", tuned, method)
     return rows
+
+
+def file_facts(path):
+    """What a device needs of the file: its input type and (scale, zero point): camera pixels go in exactly
+    when uint8 (1.0, 0) or int8 (1.0, -128); the share of its ops the Edge TPU maps (the static check)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export import edgetpu
+
+    detail = Interpreter(model_path=path).get_input_details()[0]
+    scale, zero_point = detail["quantization"]
+    check = edgetpu.analyse(path)
+    return {"input": f"{detail['dtype'].__name__} ({scale:g}, {zero_point})" if scale else detail["dtype"].__name__,
+            "camera_exact": (detail["dtype"].__name__, scale, zero_point) in (("uint8", 1.0, 0), ("int8", 1.0, -128)),
+            "edgetpu_mapped_share": check["mapped_share"]}
 
 
 def worst_class(reference, report):

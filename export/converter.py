@@ -1,5 +1,5 @@
 """The TFLiteConverter for one export mode (float32, float16, dynamic, int16x8, int8), on a model's
-frozen batch-1 function: what export.tflite converts with and TFLite's quantization debugger
+batch-1 function with its serving_default signature (pipeline.signed_function): what export.tflite converts with and TFLite's quantization debugger
 (export.per_tensor) calibrates with."""
 
 import numpy as np
@@ -19,8 +19,8 @@ def representative_dataset(images):
 def make_converter(model, quantize, image_size, calibration_images=None, io="uint8"):
     import tensorflow as tf
 
-    frozen = pipeline.frozen_function(model, image_size)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    function, holder = pipeline.signed_function(model, image_size)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], holder)
     if quantize != "float32":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if quantize == "float16":

@@ -8,9 +8,6 @@ when a release breaks one.
   _experimental_calibrate_only` and `tensorflow.lite.python.convert.mlir_quantize`, the path TFLite's own
   QuantizationDebugger takes. Between the two, export.ranges edits the recorded ranges (learned QAT
   ranges, percentiles, the pixel input pinned to [0, 255]); the public converter gives no such step.
-- Freezing a tf.function's variables into constants (`frozen`): `tensorflow.python.framework.
-  convert_to_constants`; converting the unfrozen function keeps Keras 3's resource variables, which
-  nothing initialises in LiteRT (every output NaN).
 - MediaPipe's metadata writers (`mediapipe_metadata_writers`): MediaPipe 1.x wheels lack the compiled
   module they import for one function, planted here.
 
@@ -64,13 +61,6 @@ def quantized(calibrated_content, input_type, output_type):
     from tensorflow.lite.python import convert
 
     return convert.mlir_quantize(calibrated_content, input_data_type=input_type, output_data_type=output_type)
-
-
-def frozen(concrete_function):
-    """`concrete_function` with its variables folded in as constants."""
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    return convert_variables_to_constants_v2(concrete_function)
 
 
 def mediapipe_metadata_writers():

@@ -22,6 +22,7 @@ from kerasseg.data.reading import BINARY_NAMES
 from kerasseg.errors import InputError
 from kerasseg.labels import mask_classes
 from export import report as reports
+from export import runtimes
 from kerasseg.data import values
 
 
@@ -207,16 +208,30 @@ def fixed_size_function(model, image_size, batch=1):
     return tf.function(lambda image: model(image, training=False), input_signature=[spec])
 
 
-def frozen_function(model, image_size):
-    """The fixed-size function with the weights folded in as constants.
+def signed_function(model, image_size):
+    """(the fixed-size batch-1 concrete function of `model` returning {its output kind: the output}, a
+    tf.Module holding the model's variables): what TFLiteConverter.from_concrete_functions converts into a
+    file with a `serving_default` signature, input "image", output "logits" (or "probabilities",
+    "category"), as LiteRT's signature runners, Android's runSignature and ai-edge-quantizer read it.
 
-    Converting the unfrozen function keeps Keras 3's weights as resource
-    variables (VAR_HANDLE / READ_VARIABLE) that nothing initialises in LiteRT:
-    every output would be NaN.
-    """
-    from export import internals
+    Given the variables as tf.Variables, the converter saves a SavedModel and freezes it (the Keras model
+    itself as the holder leaves VAR_HANDLE / READ_VARIABLE ops that nothing initialises in LiteRT: NaN);
+    when it cannot, it falls back to a file without the signature, which `signature_of` tells."""
+    import tensorflow as tf
 
-    return internals.frozen(fixed_size_function(model, image_size).get_concrete_function())
+    spec = tf.TensorSpec([1, *image_size, 3], tf.float32, name="image")
+    name = "category" if model.layers[-1].name == "category" else output_kind(model)  # (with_output_kind's)
+    function = tf.function(lambda image: {name: model(image, training=False)}, input_signature=[spec])
+    holder = tf.Module()
+    holder.weights = [variable.value for variable in model.variables]
+    return function.get_concrete_function(), holder
+
+
+def signature_of(content):
+    """{"inputs": [...], "outputs": [...]} of the .tflite bytes' serving_default signature, or None."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_content=bytes(content)).get_signature_list().get(runtimes.SIGNATURE)
 
 
 def export_checked(found, output, build, quantization, overrides=None, extra=None, latency=False):

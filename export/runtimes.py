@@ -14,9 +14,13 @@ import numpy as np
 
 from kerasseg.errors import InputError
 
+SIGNATURE = "serving_default"  # the signature a .tflite file is run through when it has one
+
 
 class LiteRTRunner:
-    """A .tflite file in the LiteRT interpreter; takes float pixels, returns float logits."""
+    """A .tflite file in the LiteRT interpreter; takes float pixels, returns float logits. A file with a
+    serving_default signature (every file kerasseg writes) is run through it, as an app's signature runner
+    runs it; a file without one by its first input and output."""
 
     runtime = "litert"
 
@@ -26,22 +30,34 @@ class LiteRTRunner:
         try:
             self.interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
+            self.signature = self.interpreter.get_signature_runner(SIGNATURE) \
+                if SIGNATURE in self.interpreter.get_signature_list() else None
         except Exception as error:
             raise InputError(f"{path} is not a TFLite model LiteRT can load: {error}") from None
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        if self.signature is not None:
+            (self.input_name, self.input), = list(self.signature.get_input_details().items())[:1]
+            (self.output_name, self.output), = list(self.signature.get_output_details().items())[:1]
+        else:
+            self.input = self.interpreter.get_input_details()[0]
+            self.output = self.interpreter.get_output_details()[0]
         self.input_size = tuple(int(s) for s in self.input["shape"][1:3])
         self.quantization = _tflite_quantization(self.interpreter, self.input)
 
     def __call__(self, image):
         x = image[None].astype(np.float32)
-        if self.input["dtype"] != np.float32:
+        if self.input["dtype"] == np.int16:  # no camera gives 16-bit values: an app quantizes with the file's scale
+            scale, zero_point = self.input["quantization"]
+            x = np.clip(np.round(x / scale) + zero_point, -32768, 32767)
+        elif self.input["dtype"] != np.float32:
             # as a device does (MediaPipe, pycoral): the pixels as they are, shifted by -128 for an int8
             # input; no re-quantization with the file's scale, which would hide a wrong one
             x = x + np.iinfo(self.input["dtype"]).min
-        self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])[0]
+        if self.signature is not None:
+            y = self.signature(**{self.input_name: x.astype(self.input["dtype"])})[self.output_name][0]
+        else:
+            self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output["index"])[0]
         scale, zero_point = self.output["quantization"]
         if self.output["dtype"] != np.float32 and scale:  # (class indices carry no quantization)
             y = (y.astype(np.float32) - zero_point) * scale

@@ -51,7 +51,8 @@ MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 OUTPUT_KINDS = ("logits", "probabilities", "category")  # (export.pipeline.with_output_kind)
 CALIBRATED = ("int8", "int16x8")
 IO_TYPES = ("uint8", "int8", "float32")
-CALIBRATIONS = ("minmax", "percentile")
+CALIBRATIONS = ("minmax", "percentile", "moving-average")  # (moving-average: ai-edge-quantizer's own, only)
+QUANTIZERS = ("kerasseg", "ai-edge")
 
 
 def convert(model, quantize, image_size, calibration_images=None, io="uint8", calibration="minmax"):
@@ -166,7 +167,22 @@ def _check(options):
                              "runs only the first part: not allowed with target edgetpu")
     if (options["debug"] or keep) and quantize != "int8":
         raise InputError(f"the per-tensor error table and keeping layers in float apply to int8, not {quantize}")
-    if options["calibration_method"] != "minmax" and (quantize != "int8" or keep):
+    if options["quantizer"] not in QUANTIZERS:
+        raise InputError(f"quantizer must be one of {QUANTIZERS}; received {options['quantizer']!r}")
+    if options["quantizer"] == "ai-edge":
+        from export import ai_edge
+
+        if quantize not in CALIBRATED or options["io"] == "float32" or keep or options["debug"]:
+            raise InputError(f"quantizer 'ai-edge' (ai-edge-quantizer's static recipes) makes int8 or int16x8 files "
+                             f"with integer input and output, whole; received quantize={quantize!r}, "
+                             f"io={options['io']!r}{', layers kept in float' if keep else ''}")
+        if options["calibration_method"] == "percentile" or options["ai_edge_algorithm"] not in ai_edge.ALGORITHMS:
+            raise InputError(f"quantizer 'ai-edge' calibrates with minmax or moving-average and quantizes "
+                             f"convolutions with {', '.join(ai_edge.ALGORITHMS)}; received calibration "
+                             f"{options['calibration_method']!r}, algorithm {options['ai_edge_algorithm']!r}")
+    elif options["calibration_method"] == "moving-average":
+        raise InputError("calibration 'moving-average' is ai-edge-quantizer's: add quantizer='ai-edge'")
+    elif options["calibration_method"] != "minmax" and (quantize != "int8" or keep):
         raise InputError(f"calibration {options['calibration_method']!r} applies to plain int8 (not {quantize}, nor "
                          "with layers kept in float)")
 
@@ -179,12 +195,23 @@ def _convert_file(model, size, found, options):
         extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration),
                      io=options["io"] if quantize == "int8" else "float32",
                      calibration_method=options["calibration_method"])
-    if qat.is_quantization_aware(model) and (options["debug"] or keep or options["calibration_method"] != "minmax"):
+    if qat.is_quantization_aware(model) and (options["debug"] or keep or options["calibration_method"] != "minmax"
+                                             or options["quantizer"] != "kerasseg"):
         raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the per-tensor "
-                         "error table, keeping layers in float and percentile calibration, which recalibrate, do "
-                         "not apply; export it to plain int8")
+                         "error table, keeping layers in float, percentile calibration and ai-edge-quantizer, which "
+                         "recalibrate, do not apply; export it to plain int8")
     content = None
-    if options["debug"] or keep:
+    if options["quantizer"] == "ai-edge":
+        from export import ai_edge
+
+        recipe = "static_wi8_ai8" if quantize == "int8" else "static_wi8_ai16"
+        content = ai_edge.quantize(_convert(model, "float32", size)[0], calibration, recipe,
+                                   options["ai_edge_algorithm"], options["calibration_method"].replace("-", "_"),
+                                   options["io"])
+        check_pixel_input(content)
+        extra.update(quantizer="ai-edge-quantizer", ai_edge_recipe=recipe,
+                     ai_edge_algorithm=options["ai_edge_algorithm"])
+    elif options["debug"] or keep:
         from export import per_tensor
 
         content, found_extra = per_tensor.int8_keeping_float(
@@ -202,6 +229,7 @@ def _convert_file(model, size, found, options):
                   f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
     if options["target"] == "edgetpu":
         extra["edgetpu"] = edgetpu_check(content, options["output"])
+    extra["signature"] = pipeline.signature_of(content)  # (None: the converter could not save the model)
     return content, extra
 
 
@@ -225,7 +253,14 @@ def _add_options(parser):
     parser.add_argument("--io", choices=IO_TYPES, default="uint8", help="int8 input/output type (default: uint8)")
     parser.add_argument("--calibration", choices=CALIBRATIONS, default="minmax",
                         help=f"int8 activation ranges: min/max over the calibration images (default), or their "
-                             f"{PERCENTILE}th percentiles")
+                             f"{PERCENTILE}th percentiles; moving-average: ai-edge-quantizer's own (each image's "
+                             "min/max averaged in, the first weighing most)")
+    parser.add_argument("--quantizer", choices=QUANTIZERS, default="kerasseg",
+                        help="int8 / int16x8: kerasseg's quantization through TFLite's converter (default), or "
+                             "Google's ai-edge-quantizer applied to the float32 file (static_wi8_ai8 / "
+                             "static_wi8_ai16; benchmarks/RESULTS.md compares them), checked the same way")
+    parser.add_argument("--ai-edge-algorithm", choices=("min_max", "mse", "octav"), default="min_max",
+                        help="--quantizer ai-edge: how the convolutions' weights are quantized (default min_max)")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=OUTPUT_KINDS, default="logits",
                         help="what the file outputs: logits (default), probabilities (softmax; one channel: sigmoid) or "
@@ -241,11 +276,12 @@ def _add_options(parser):
 def _options_from(args):
     return {"quantize": args.quantize, "io": args.io, "calibration_method": args.calibration, "target": args.target,
             "output_kind": args.output_kind, "debug": args.debug, "keep_float": args.keep_float,
-            "auto_keep_float": args.auto_keep_float, "tuning": formats.VALIDATION_SPLIT if args.auto_keep_float else None}
+            "auto_keep_float": args.auto_keep_float, "tuning": formats.VALIDATION_SPLIT if args.auto_keep_float else None,
+            "quantizer": args.quantizer, "ai_edge_algorithm": args.ai_edge_algorithm}
 
 
 def _advice(args, report):
-    if args.quantize == "int8" and not report.get("quantization_aware"):
+    if args.quantize == "int8" and not report.get("quantization_aware") and args.quantizer == "kerasseg":
         return int8_remedies(args.model, args.calibration, args.target, args.keep_float or args.auto_keep_float)
     return None
 
@@ -256,13 +292,14 @@ FORMAT = formats.register(formats.Format(
     calibrates=lambda options, model: options["quantize"] in CALIBRATED, check=_check, add_options=_add_options,
     options_from=_options_from, after=_compiled, advice=_advice,
     defaults={"quantize": "int8", "io": "uint8", "target": None, "output_kind": "logits", "calibration_method": "minmax",
-              "debug": False, "keep_float": (), "auto_keep_float": False, "tuning": None}))
+              "debug": False, "keep_float": (), "auto_keep_float": False, "tuning": None, "quantizer": "kerasseg",
+              "ai_edge_algorithm": "min_max"}))
 
 
 def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,
            input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
            io="uint8", target=None, output_kind="logits", calibration_method="minmax", debug=False, keep_float=(),
-           auto_keep_float=False, tuning=None, latency=False):
+           auto_keep_float=False, tuning=None, quantizer="kerasseg", ai_edge_algorithm="min_max", latency=False):
     """Converts `model` (a keras.Model, or the path of its .keras file) to the .tflite file `output`, checks
     the file in LiteRT against the model and writes it with FILE.report.json; returns the ExportReport.
     A file that fails its thresholds is still written (its report says what failed).
@@ -279,7 +316,10 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
     per-tensor error table (FILE.debug.csv); keep_float: Keras layers whose ops stay in float;
     auto_keep_float: the worst tensors kept in float until the thresholds pass on `tuning` (samples as
     `validation`; default: the calibration images). latency: time the file and the model (batch 1, 20 runs)
-    for the report's latency_ms (not measured by default). Under another Keras backend than TensorFlow (JAX)
+    for the report's latency_ms (not measured by default). quantizer "ai-edge": int8 / int16x8 by Google's
+    ai-edge-quantizer (export.ai_edge: static_wi8_ai8 / static_wi8_ai16 on the float32 file, the convolutions'
+    weights by `ai_edge_algorithm`, calibration_method "minmax" or its own "moving-average"), the same input
+    convention and check. Under another Keras backend than TensorFlow (JAX)
     the export runs in a TensorFlow child process (export.backend) and returns the same report.
     """
     return formats.export(FORMAT, model, output, calibration=calibration, validation=validation,
@@ -287,7 +327,8 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
                           samples=samples, calibration_samples=calibration_samples, thresholds=thresholds,
                           latency=latency, quantize=quantize, io=io, target=target, output_kind=output_kind,
                           calibration_method=calibration_method, debug=debug, keep_float=keep_float,
-                          auto_keep_float=auto_keep_float, tuning=tuning)
+                          auto_keep_float=auto_keep_float, tuning=tuning, quantizer=quantizer,
+                          ai_edge_algorithm=ai_edge_algorithm)
 
 
 def main(argv=None):

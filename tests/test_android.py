@@ -76,6 +76,10 @@ def test_export_android_writes_the_bundle_or_nothing(user_run, tmp_path, capsys)
     read_labels, mask = _category_mask(out / "segmenter.tflite", sample)
     assert read_labels == labels  # the run's class names, in the file's own metadata
     assert (mask == expected).mean() >= 0.99
+    from ai_edge_litert.interpreter import Interpreter  # (the signature survives the metadata)
+
+    signatures = Interpreter(model_path=str(out / "segmenter.tflite")).get_signature_list()
+    assert signatures == {"serving_default": {"inputs": ["image"], "outputs": ["logits"]}}
     readme = (out / "README.md").read_text()
     assert "ImageSegmenter" in readme and "pycoral" in readme
 

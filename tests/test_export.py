@@ -193,11 +193,12 @@ def _litert(path):
 
 
 @pytest.mark.parametrize("args, input_dtype, output", [
-    (["--io", "int8"], np.int8, ((1, 32, 32, 3), np.int8)),
-    (["--output-kind", "category"], np.uint8, ((1, 32, 32), np.int32)),
+    (["--io", "int8"], np.int8, ((1, 32, 32, 3), np.int8, "logits")),
+    (["--output-kind", "category"], np.uint8, ((1, 32, 32), np.int32, "category")),
 ])
 def test_int8_io_types_and_output_kinds(user_run, tmp_path, args, input_dtype, output, run_here):
-    """On the well-trained model of a user's three classes, at the default thresholds."""
+    """On the well-trained model of a user's three classes, at the default thresholds. The file has a
+    serving_default signature (input "image", output named by its kind), the checked runner runs it through."""
     path = tmp_path / "m.tflite"
     result = run_here("export.tflite", user_run[0] / "model.keras", "--output", path, "--samples", "16",
                      "--calibration-samples", "32", *args)
@@ -205,7 +206,8 @@ def test_int8_io_types_and_output_kinds(user_run, tmp_path, args, input_dtype, o
     interpreter = _litert(path)
     assert interpreter.get_input_details()[0]["dtype"] == input_dtype
     details = interpreter.get_output_details()[0]
-    assert (tuple(details["shape"]), details["dtype"]) == output
+    assert (tuple(details["shape"]), details["dtype"]) == output[:2]
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["image"], "outputs": [output[2]]}}
     report = json.loads((tmp_path / "m.report.json").read_text())
     assert report["passed"] and report["pixel_agreement"] >= 0.99
     assert min(report["per_class_iou_exported"].values()) > 0.8  # every class decided, not only the background
@@ -370,3 +372,26 @@ def test_percentile_calibration_narrows_activation_ranges_and_keeps_pixels_unsca
     assert narrower and all(scales["percentile"][n] <= scales["minmax"][n] * 1.001 for n in common)
     with pytest.raises(Exception, match="calibration must be one of"):
         tflite.convert(model, "int8", (32, 32), images, calibration="mse")
+
+
+def test_ai_edge_quantizer_files_are_camera_exact_and_checked_as_ours(user_run, tmp_path, run_here):
+    """--quantizer ai-edge: Google's ai-edge-quantizer on our float32 file (it reads the file's serving_default
+    signature), pinned to camera pixels (uint8, scale 1.0, zero point 0), held to the default thresholds on the
+    user's well-trained model; its int16x8 file takes int16 (a scale of its own), fed as an app must."""
+    model = user_run[0] / "model.keras"
+    for quantize, args, dtype in (("int8", ["--ai-edge-algorithm", "mse"], np.uint8), ("int16x8", [], np.int16)):
+        path = tmp_path / f"aeq_{quantize}.tflite"
+        result = run_here("export.tflite", model, "--quantizer", "ai-edge", "--quantize", quantize, "--output", path,
+                          "--samples", "16", "--calibration-samples", "32", *args)
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / f"aeq_{quantize}.report.json").read_text())
+        assert report["passed"] and report["quantizer"] == "ai-edge-quantizer" and report["quantization"] == quantize
+        detail = _litert(path).get_input_details()[0]
+        assert detail["dtype"] == dtype
+        if dtype == np.uint8:
+            assert detail["quantization"] == (1.0, 0) and report["ai_edge_algorithm"] == "mse"
+    result = run_here("export.tflite", model, "--quantizer", "ai-edge", "--calibration", "percentile", "--output",
+                      tmp_path / "no.tflite")
+    assert result.returncode == 2 and "minmax or moving-average" in result.stderr
+    result = run_here("export.tflite", model, "--calibration", "moving-average", "--output", tmp_path / "no.tflite")
+    assert result.returncode == 2 and "ai-edge-quantizer's: add quantizer='ai-edge'" in result.stderr
