@@ -13,9 +13,11 @@ the run's record once, and applies one rule for each fact:
 - the data: the dataset asked for (with the run's split lists when it is the
   run's dataset, however spelled); else the run's; never a silent `shapes`.
 
-Its errors are worded in the commands' flags (UsageError), which is why it
-lives with the command-line wiring; a Stage passed to an exporter as its
-model is the model loaded once, reported under its file's name.
+Where the fix is a flag (no size, no data known), its error is worded in the
+commands' flags (UsageError), which is why it lives with the command-line
+wiring; a bad value (a dataset spec, a file) is an InputError worded in
+values. A Stage's `file` passed to an exporter as its model is the model
+loaded once, reported under its file's name.
 """
 
 from dataclasses import dataclass
