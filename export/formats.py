@@ -69,22 +69,26 @@ def register(fmt):
     return fmt
 
 
-def export(fmt, model, output, *, calibration=None, validation=None, class_names=None, input_normalization=None,
-           image_size=None, samples=None, calibration_samples=None, thresholds=None, latency=False, **options):
+def export(fmt, model, output, **given):
     """`fmt`'s file of `model` (a keras.Model, its .keras path, or a kerasseg.files.ModelFile) at `output`,
     checked in its runtime against the model and written with FILE.report.json; returns the ExportReport.
-    A file that fails its thresholds is still written (its report says what failed)."""
-    options = {**fmt.defaults, **options}
+    A file that fails its thresholds is still written (its report says what failed). `given`: the data
+    keywords (DATA_KEYWORDS, each None when not given) and `fmt`'s options (its defaults for the rest); a
+    format's own `export` passes its keyword arguments as they are: `formats.export(FORMAT, **locals())`."""
+    data = {key: given.pop(key, None) for key in DATA_KEYWORDS}
+    unknown = sorted(set(given) - set(fmt.defaults))
+    if unknown:
+        raise TypeError(f"{fmt.name} export got unexpected keyword arguments {unknown}")
+    options = {**fmt.defaults, **given}
     if backend.foreign():
-        data = dict(calibration=calibration, validation=validation, class_names=class_names,
-                    input_normalization=input_normalization, image_size=image_size, samples=samples,
-                    calibration_samples=calibration_samples, thresholds=thresholds, latency=latency)
         return backend.export_elsewhere(fmt.module, model, output, {**data, **options})
     fmt.check(options)
-    found = pipeline.inputs(model, image_size, validation, calibration, class_names, samples, calibration_samples,
+    found = pipeline.inputs(model, data["image_size"], data["validation"], data["calibration"], data["class_names"],
+                            data["samples"], data["calibration_samples"],
                             calibrate=lambda model: fmt.calibrates(options, model),
-                            input_normalization=input_normalization, thresholds=thresholds)
-    return export_inputs(fmt, found, output, {**options, "samples": samples}, thresholds, latency)
+                            input_normalization=data["input_normalization"], thresholds=data["thresholds"])
+    return export_inputs(fmt, found, output, {**options, "samples": data["samples"]}, data["thresholds"],
+                         bool(data["latency"]))
 
 
 def export_inputs(fmt, found, output, options, thresholds=None, latency=False):

@@ -144,11 +144,7 @@ def export(model, output, *, quantize="float32", calibration=None, validation=No
     """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
     file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
     The data, thresholds and output kinds are export.tflite.export's; so is the export from another backend."""
-    return formats.export(FORMAT, model, output, calibration=calibration, validation=validation,
-                          class_names=class_names, input_normalization=input_normalization, image_size=image_size,
-                          samples=samples, calibration_samples=calibration_samples, thresholds=thresholds,
-                          latency=latency, quantize=quantize, opset=opset, dynamic_batch=dynamic_batch,
-                          calibration_method=calibration_method, output_kind=output_kind)
+    return formats.export(FORMAT, **locals())
 
 
 def main(argv=None):

@@ -322,13 +322,7 @@ def export(model, output, *, quantize="int8", calibration=None, validation=None,
     convention and check. Under another Keras backend than TensorFlow (JAX)
     the export runs in a TensorFlow child process (export.backend) and returns the same report.
     """
-    return formats.export(FORMAT, model, output, calibration=calibration, validation=validation,
-                          class_names=class_names, input_normalization=input_normalization, image_size=image_size,
-                          samples=samples, calibration_samples=calibration_samples, thresholds=thresholds,
-                          latency=latency, quantize=quantize, io=io, target=target, output_kind=output_kind,
-                          calibration_method=calibration_method, debug=debug, keep_float=keep_float,
-                          auto_keep_float=auto_keep_float, tuning=tuning, quantizer=quantizer,
-                          ai_edge_algorithm=ai_edge_algorithm)
+    return formats.export(FORMAT, **locals())
 
 
 def main(argv=None):

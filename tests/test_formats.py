@@ -63,8 +63,8 @@ FORMAT = formats.register(formats.Format(
     defaults={"weights_decimals": None}))
 
 
-def export(model, output, **options):
-    return formats.export(FORMAT, model, output, **options)
+def export(model, output, weights_decimals=None, **data):
+    return formats.export(FORMAT, model, output, weights_decimals=weights_decimals, **data)
 
 
 def main(argv=None):
