@@ -16,6 +16,8 @@ benchmarks/quantization.py compares these files with export.tflite's on the same
 images, checked by the same agreement check (benchmarks/RESULTS.md).
 """
 
+import warnings
+
 import numpy as np
 
 from kerasseg.errors import InputError
@@ -46,7 +48,7 @@ def quantize(float_content, calibration_images, recipe="static_wi8_ai8", algorit
              calibration="moving_average", io="uint8", num_threads=2):
     """The quantized .tflite bytes of `float_content` (a float32 file with a serving_default signature whose
     one input takes raw pixels), calibrated on `calibration_images` ((N, H, W, 3) pixels)."""
-    aeq, algorithms, calibrator, qtyping, recipes, recipe_manager = _modules()
+    aeq, algorithms, _, qtyping, recipes, _ = _modules()
     for name, value, accepted in (("recipe", recipe, RECIPES), ("algorithm", algorithm, ALGORITHMS),
                                   ("calibration", calibration, CALIBRATIONS), ("io", io, ("uint8", "int8"))):
         if value not in accepted:
@@ -77,17 +79,25 @@ def quantize(float_content, calibration_images, recipe="static_wi8_ai8", algorit
             quantizer.update_quantization_recipe(regex=".*", operation_name=op, op_config=uint8)
     data = {SIGNATURE: [{signature["inputs"][0]: np.asarray(image, np.float32)[None]}
                         for image in calibration_images]}
+    pixels = Interpreter(model_content=bytes(float_content)).get_signature_runner(SIGNATURE).get_input_details()
+    name = pixels[signature["inputs"][0]]["name"]
+    with warnings.catch_warnings():  # (it keeps every tensor, which LiteRT warns is for debugging)
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+        ranges = _calibrated(quantizer, float_content, data, calibration, recipe, num_threads)
+        shape = np.shape(ranges[name]["min"])  # the pixels' range: all of [0, 255], whatever the images span
+        ranges[name] = {"min": np.zeros(shape, np.float32), "max": np.full(shape, 255, np.float32)}
+        return bytes(quantizer.quantize(ranges, enable_progress_report=False).quantized_model)
+
+
+def _calibrated(quantizer, float_content, data, calibration, recipe, num_threads):
+    """{tensor name: its range} over the calibration `data`, by ai-edge-quantizer's moving average or, with
+    "minmax", by the global min and max."""
+    _, _, calibrator, _, recipes, recipe_manager = _modules()
     if calibration == "minmax":
         manager = recipe_manager.RecipeManager()  # (which tensors to record: the recipe's, whatever their types)
         manager.load_quantization_recipe(getattr(recipes, recipe)())
         calibrating = calibrator.Calibrator(bytes(float_content), num_threads=num_threads,
                                             qsv_update_func=_global_min_max)
         calibrating.calibrate(data, manager)
-        ranges = calibrating.get_model_qsvs()
-    else:
-        ranges = quantizer.calibrate(data, num_threads=num_threads)
-    pixels = Interpreter(model_content=bytes(float_content)).get_signature_runner(SIGNATURE).get_input_details()
-    name = pixels[signature["inputs"][0]]["name"]
-    shape = np.shape(ranges[name]["min"])  # the pixels' range: all of [0, 255], whatever the images span
-    ranges[name] = {"min": np.zeros(shape, np.float32), "max": np.full(shape, 255, np.float32)}
-    return bytes(quantizer.quantize(ranges, enable_progress_report=False).quantized_model)
+        return calibrating.get_model_qsvs()
+    return quantizer.calibrate(data, num_threads=num_threads)

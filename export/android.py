@@ -230,6 +230,10 @@ def main(argv=None):
     reports.print_summary(report, os.path.join(args.output, "segmenter.tflite"))
     if report.passed:
         print(f"wrote {', '.join(FILES)} to {args.output}")
+    else:
+        print(f"nothing written to {args.output}: the bundle is written only when its int8 file passes the check "
+              "(what recovers int8's losses: python -m export.tflite --help, and benchmarks/RESULTS.md)",
+              file=sys.stderr)
     return 0 if report.passed else 1
 
 

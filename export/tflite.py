@@ -172,16 +172,22 @@ def _check(options):
     if options["quantizer"] == "ai-edge":
         from export import ai_edge
 
-        if quantize not in CALIBRATED or options["io"] == "float32" or keep or options["debug"]:
-            raise InputError(f"quantizer 'ai-edge' (ai-edge-quantizer's static recipes) makes int8 or int16x8 files "
-                             f"with integer input and output, whole; received quantize={quantize!r}, "
-                             f"io={options['io']!r}{', layers kept in float' if keep else ''}")
-        if options["calibration_method"] == "percentile" or options["ai_edge_algorithm"] not in ai_edge.ALGORITHMS:
-            raise InputError(f"quantizer 'ai-edge' calibrates with minmax or moving-average and quantizes "
-                             f"convolutions with {', '.join(ai_edge.ALGORITHMS)}; received calibration "
-                             f"{options['calibration_method']!r}, algorithm {options['ai_edge_algorithm']!r}")
-    elif options["calibration_method"] == "moving-average":
-        raise InputError("calibration 'moving-average' is ai-edge-quantizer's: add quantizer='ai-edge'")
+        if quantize not in CALIBRATED:
+            raise InputError(f"quantizer 'ai-edge' makes int8 or int16x8 files (ai-edge-quantizer's static recipes); "
+                             f"received quantize={quantize!r}")
+        if options["io"] == "float32" or keep or options["debug"]:
+            raise InputError("quantizer 'ai-edge' quantizes the whole file, its input and output too: io 'float32', "
+                             "the per-tensor error table and keeping layers in float are kerasseg's quantizer's")
+        if options["calibration_method"] == "percentile":
+            raise InputError("quantizer 'ai-edge' calibrates with 'minmax' or 'moving-average'; received calibration "
+                             "'percentile' (kerasseg's quantizer's)")
+        if options["ai_edge_algorithm"] not in ai_edge.ALGORITHMS:
+            raise InputError(f"ai_edge_algorithm must be one of {', '.join(ai_edge.ALGORITHMS)}; received "
+                             f"{options['ai_edge_algorithm']!r}")
+    elif options["calibration_method"] == "moving-average" or options["ai_edge_algorithm"] != "min_max":
+        what = "calibration 'moving-average'" if options["calibration_method"] == "moving-average" else \
+            f"ai_edge_algorithm {options['ai_edge_algorithm']!r}"
+        raise InputError(f"{what} is ai-edge-quantizer's: it applies with quantizer 'ai-edge' only")
     elif options["calibration_method"] != "minmax" and (quantize != "int8" or keep):
         raise InputError(f"calibration {options['calibration_method']!r} applies to plain int8 (not {quantize}, nor "
                          "with layers kept in float)")
@@ -192,9 +198,9 @@ def _convert_file(model, size, found, options):
     quantize, keep = options["quantize"], options["keep_float"] or options["auto_keep_float"]
     calibration, extra = found.calibration, {}
     if quantize in CALIBRATED:
-        extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration),
-                     io=options["io"] if quantize == "int8" else "float32",
-                     calibration_method=options["calibration_method"])
+        io = options["io"] if quantize == "int8" else "int16" if options["quantizer"] == "ai-edge" else "float32"
+        extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration), io=io,
+                     calibration_method=options["calibration_method"], quantizer=options["quantizer"])
     if qat.is_quantization_aware(model) and (options["debug"] or keep or options["calibration_method"] != "minmax"
                                              or options["quantizer"] != "kerasseg"):
         raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the per-tensor "
@@ -209,8 +215,7 @@ def _convert_file(model, size, found, options):
                                    options["ai_edge_algorithm"], options["calibration_method"].replace("-", "_"),
                                    options["io"])
         check_pixel_input(content)
-        extra.update(quantizer="ai-edge-quantizer", ai_edge_recipe=recipe,
-                     ai_edge_algorithm=options["ai_edge_algorithm"])
+        extra.update(ai_edge_recipe=recipe, ai_edge_algorithm=options["ai_edge_algorithm"])
     elif options["debug"] or keep:
         from export import per_tensor
 

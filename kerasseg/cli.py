@@ -91,3 +91,8 @@ def image_size(text):
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"image size must be N or HxW with positive integers (e.g. 64 or 96x128), got {text!r}")
     return size
+
+
+def image_size_or_native(text):
+    """'native' (each image at its own size), or an image size (`image_size`)."""
+    return "native" if str(text).lower() == "native" else image_size(text)

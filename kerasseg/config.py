@@ -151,7 +151,7 @@ class TrainConfig:
     epochs: int = setting(10, "passes over the training split (default: 10)", positive_int)
     train_samples: int = setting(help="use the first N training samples (default: the whole split)",
                                  parse=positive_int)
-    augment: str = setting("full", "full: random scale, crop/pad, flip and colour jitter; flip: flips only",
+    augment: str = setting("full", "full (default): random scale, crop/pad, flip and colour jitter; flip: flips only",
                            choices=AUGMENTS)
     cache: str = setting("auto", "where decoded examples are kept between epochs: none (decoded from their files "
                          "each time), memory, or a directory (decoded once, for every later epoch and run); auto "
@@ -160,10 +160,13 @@ class TrainConfig:
     lr: float = setting(help=f"peak learning rate (default: {LEARNING_RATE:g}; {FINE_TUNING_LEARNING_RATE:g} with "
                         "--quantization-aware, which fine-tunes)", parse=float)
     optimizer: str = setting("adam", "the optimizer (default: adam)", choices=OPTIMIZERS)
-    schedule: str = setting("cosine", "cosine decay, or DeepLab's polynomial (power 0.9) decay", choices=SCHEDULES)
-    loss: str = setting("ce", "ce, dice, focal, or a weighted sum such as ce+dice (default: ce)", _parse_loss)
+    schedule: str = setting("cosine", "cosine decay (default), or DeepLab's polynomial (power 0.9) decay",
+                            choices=SCHEDULES)
+    loss: str = setting("ce", "ce, dice, focal, lovasz, or a weighted sum such as ce+dice or 0.5*ce+dice (default: ce; "
+                        "a binary segmenter's ce is binary cross-entropy)", _parse_loss)
     class_weights: list = setting(help="per-class loss weights, e.g. 1,5,5", parse=_parse_class_weights)
-    patience: int = setting(help="stop after this many epochs without a better validation mIoU", parse=positive_int)
+    patience: int = setting(help="stop after this many epochs without a better validation mIoU (default: run every "
+                            "epoch)", parse=positive_int)
     mixed_precision: bool = setting(False, "mixed_float16 on a GPU, mixed_bfloat16 elsewhere; logits and loss stay "
                                     "float32")
     strategy: str = setting("none", "mirrored: the local devices (TensorFlow); data-parallel: every local JAX "
@@ -171,7 +174,7 @@ class TrainConfig:
                             "TF_CONFIG; JAX: keras.distribution, KERAS_DISTRIBUTION_* variables)", choices=STRATEGIES)
     logical_cpus: int = setting(help="split the CPU into N logical devices (try --strategy mirrored without GPUs)",
                                 parse=positive_int)
-    seed: int = setting(0, "seed for initialisation and shuffling", int)
+    seed: int = setting(0, "seed for initialisation and shuffling (default: 0)", int)
     resume: bool = setting(False, "continue the interrupted run in --output with its own arguments (--epochs may "
                            "grow)")
     overwrite: bool = setting(False, "start a new run in an --output that holds another run, deleting that run's "

@@ -43,7 +43,8 @@ class Evaluation:
 def evaluate(model, data, split="val", image_size=None, batch_size=16):
     """The Evaluation of `model` (a keras.Model, its .keras path, or a kerasseg.resolve.Stage) on `split` of
     `data`: a dataset spec or a kerasseg.resolve.DataView (its files streamed, every bad file named first by
-    the scan, the run's recorded scan reused), or (images, masks) arrays. `image_size`: (height, width) every
+    the scan, the run's recorded scan reused), or (images, masks) arrays, a tf.data.Dataset or an iterable
+    of (image, mask) pairs (read as export's validation= is, and checked alike). `image_size`: (height, width) every
     image and mask is resized to as training resizes them (default: the model's fixed input size, else the
     training size it carries, else its run's); "native" (the default when none says one): each scored at its
     own size, for a model that takes any size. A DatasetError (an InputError) names a file that cannot be
@@ -62,19 +63,20 @@ def evaluate(model, data, split="val", image_size=None, batch_size=16):
     channels, kind = model.channels, output_kind(model.model)
     image_size = image_size or model.image_size or "native"
     native = image_size == "native"
-    if isinstance(data, tuple):  # (images, masks) in memory
+    if not isinstance(data, (str, os.PathLike, resolve.DataView)):  # arrays, tf.data, pairs: in memory
         from kerasseg.data import values
 
         from kerasseg import data as datasets
 
-        pairs, _ = values._pairs(data, "evaluation", "all", None)
         names = model.class_names or tuple(f"class_{i}" for i in range(mask_classes(channels)))
+        pairs = values.labelled_pairs(data, names)  # (checked as the exporters check theirs)
         if not native:
             pairs = [datasets.resize_pair(image, mask, image_size) for image, mask in pairs]
         scores = metrics.evaluate_pairs(model.model, pairs, names, batch_size, kind=kind)
         sizes, spec, count = sorted({image.shape[:2] for image, _ in pairs}), "given images and masks", len(pairs)
     else:
-        view = data if isinstance(data, resolve.DataView) else resolve._view(data, model.record, classes=channels)
+        view = data if isinstance(data, resolve.DataView) else \
+            resolve._view(os.fspath(data), model.record, classes=channels)
         examples, names = view.list_examples(split, None if native else image_size)
         if len(names) != mask_classes(channels):
             raise InputError(f"{model.name} predicts {mask_classes(channels)} classes but dataset {view.spec!r} "
@@ -102,15 +104,19 @@ def main(argv=None):
     parser.add_argument("model", help="the trained model (.keras)")
     parser.add_argument("--dataset", type=cli.arg_type(data.check_spec),
                         help=f"dataset spec (default: the run's); accepted: {', '.join(data.ACCEPTED_SPECS)}")
-    parser.add_argument("--split", choices=("train", "val", "test"), default="val")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="val",
+                        help="which split of the dataset is scored (default: val)")
     parser.add_argument("--data-dir", help="where TFDS data was downloaded (tfds: specs)")
-    parser.add_argument("--image-size", type=cli.arg_type(_size_or_native),
+    parser.add_argument("--image-size", type=cli.arg_type(cli.image_size_or_native),
                         help="N or HxW, or 'native' (each image at its own size; default: the training size)")
     parser.add_argument("--binary-masks", action="store_true",
                         help="the dataset's masks are black-and-white pictures of the foreground (0 / 255; default: "
                              "as the run read them)")
-    parser.add_argument("--batch-size", default=16, type=cli.arg_type(cli.positive_int))
-    parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json)")
+    parser.add_argument("--batch-size", default=16, type=cli.arg_type(cli.positive_int),
+                        help="images per prediction step (default: 16)")
+    parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json for the val split at "
+                                         "the training size; MODEL.eval.test.json, MODEL.eval.native.json, "
+                                         "MODEL.eval.test.96x128.json ... for others)")
     args = parser.parse_args(argv)
 
     from kerasseg import resolve
@@ -133,7 +139,10 @@ def main(argv=None):
     report = {"model": args.model, **result.to_dict()}
     if native:
         report["image_size"] = "native"
-    output = args.output or os.path.splitext(args.model)[0] + ".eval.json"
+    # (each split and size its own file: scoring another one does not overwrite the first's)
+    scored = ("" if args.split == "val" else f".{args.split}") + \
+        ("" if args.image_size is None else ".native" if native else f".{size[0]}x{size[1]}")
+    output = args.output or f"{os.path.splitext(args.model)[0]}.eval{scored}.json"
     files.ensure_output_dir(output)
     files.write_text_atomic(output, files.json_text(report))
     sizes = result.sizes
@@ -146,10 +155,6 @@ def main(argv=None):
         print(f"  {name:<{width}}  IoU {'-' if iou is None else f'{iou:.4f}'}")
     print(f"mIoU {result.miou:.4f}, pixel accuracy {result.pixel_accuracy:.4f}; wrote {output}")
     return 0
-
-
-def _size_or_native(text):
-    return "native" if str(text).lower() == "native" else cli.image_size(text)
 
 
 if __name__ == "__main__":

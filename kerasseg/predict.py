@@ -34,7 +34,8 @@ def _palette_png(mask):
 
 def predict(model, images, image_size=None):
     """The class of every pixel of each of `images`, one at a time (a generator): uint8 masks at each image's own
-    height and width. `images`: raw RGB pixels (H, W, 3) or image files (read as a viewer shows them). Each is
+    height and width. `images`: an (N, H, W, 3) array of raw RGB pixels, one (H, W, 3) image, or an iterable
+    of images or of image files (read as a viewer shows them), checked as the exporters check theirs. Each is
     resized to `image_size` (bilinear; None: the model runs at each image's own size), and its scores are
     resized back before each pixel is decided (the highest; a binary segmenter's foreground where its logit is
     above 0). `model`: a keras.Model, its .keras path, or a kerasseg.resolve.Stage."""
@@ -48,9 +49,13 @@ def predict(model, images, image_size=None):
 
     model = model.model if isinstance(model, resolve.Stage) else \
         files.load_keras_model(model) if isinstance(model, (str, os.PathLike)) else model
+    from kerasseg.data.values import checked_image
+
     kind = output_kind(model)
-    for image in images:
-        image = read_image(image) if isinstance(image, (str, os.PathLike)) else np.asarray(image)
+    if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[-1] == 3:
+        images = images[None]  # (one image)
+    for index, image in enumerate(images):
+        image = read_image(image) if isinstance(image, (str, os.PathLike)) else checked_image(image, index)
         height, width = image.shape[:2]
         x = image[None].astype("float32")
         if image_size is not None:
@@ -65,11 +70,14 @@ def main(argv=None):
     parser = cli.ArgumentParser(prog="python -m kerasseg.predict", description=__doc__,
                                 formatter_class=cli.argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="the trained model (.keras)")
-    parser.add_argument("images", nargs="+", help="image files (jpg, png, bmp, tif)")
+    parser.add_argument("images", nargs="+", help="image files (jpg, png, bmp, tif), or folders of them")
     parser.add_argument("--output", required=True, help="directory for the masks and overlays")
-    parser.add_argument("--image-size", type=cli.arg_type(cli.image_size))
+    parser.add_argument("--image-size", type=cli.arg_type(cli.image_size_or_native),
+                        help="N or HxW to run the model at (default: the training size), or 'native' (--native)")
     parser.add_argument("--native", action="store_true", help="run at each image's own size")
     args = parser.parse_args(argv)
+    if args.image_size == "native":
+        args.image_size, args.native = None, True
 
     import numpy as np
 
@@ -78,9 +86,22 @@ def main(argv=None):
     from kerasseg.data.scan import image_size
     from kerasseg.labels import mask_classes
 
-    missing = [p for p in args.images if not os.path.isfile(p)]
+    from kerasseg.data.sources import IMAGE_SUFFIXES
+
+    missing = [p for p in args.images if not os.path.exists(p)]
     if missing:
         raise cli.UsageError(f"image file(s) not found: {', '.join(missing)}")
+    found = []
+    for path in args.images:  # (a folder: its image files, in name order)
+        if os.path.isdir(path):
+            inside = sorted(os.path.join(path, name) for name in os.listdir(path)
+                            if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(path, name)))
+            if not inside:
+                raise cli.UsageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            found += inside
+        else:
+            found.append(path)
+    args.images = found
     by_stem = {}
     for path in args.images:
         by_stem.setdefault(os.path.splitext(os.path.basename(path))[0], []).append(path)
@@ -103,8 +124,8 @@ def main(argv=None):
         files.write_bytes_atomic(f"{stem}_mask.png", _palette_png(mask))
         files.write_bytes_atomic(f"{stem}_overlay.png", plots.png_bytes(plots.overlay(read_image(path), mask)))
         counts = np.bincount(mask.ravel(), minlength=mask_classes(stage.channels))
-        print(f"{path}: {width}x{height}, classes {dict((i, int(c)) for i, c in enumerate(counts) if c)} "
-              f"-> {stem}_mask.png, {stem}_overlay.png")
+        classes = {i: int(c) for i, c in enumerate(counts) if c}
+        print(f"{path}: {height}x{width} (height x width), classes {classes} -> {stem}_mask.png, {stem}_overlay.png")
     return 0
 
 

@@ -62,7 +62,8 @@ def test_export_android_writes_the_bundle_or_nothing(user_run, tmp_path, capsys)
     out = tmp_path / "assets"
     args = [run / "model.keras", "--output", out, "--calibration-samples", "16"]
     assert run_main(android.main, *args, "--max-abs-error", "0") == 1  # (no int8 file's logits are exact)
-    assert "max_abs_error" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "max_abs_error" in err and f"nothing written to {out}" in err
     assert not out.exists()  # (not even an empty folder)
 
     result = run_cli("export.android", *args)

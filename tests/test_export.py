@@ -385,13 +385,19 @@ def test_ai_edge_quantizer_files_are_camera_exact_and_checked_as_ours(user_run, 
                           "--samples", "16", "--calibration-samples", "32", *args)
         assert result.returncode == 0, result.stderr
         report = json.loads((tmp_path / f"aeq_{quantize}.report.json").read_text())
-        assert report["passed"] and report["quantizer"] == "ai-edge-quantizer" and report["quantization"] == quantize
+        assert report["passed"] and report["quantizer"] == "ai-edge" and report["quantization"] == quantize
+        assert report["io"] == dtype.__name__  # (int16x8: an int16 input, unlike kerasseg's float32 one)
         detail = _litert(path).get_input_details()[0]
         assert detail["dtype"] == dtype
         if dtype == np.uint8:
             assert detail["quantization"] == (1.0, 0) and report["ai_edge_algorithm"] == "mse"
     result = run_here("export.tflite", model, "--quantizer", "ai-edge", "--calibration", "percentile", "--output",
                       tmp_path / "no.tflite")
-    assert result.returncode == 2 and "minmax or moving-average" in result.stderr
-    result = run_here("export.tflite", model, "--calibration", "moving-average", "--output", tmp_path / "no.tflite")
-    assert result.returncode == 2 and "ai-edge-quantizer's: add quantizer='ai-edge'" in result.stderr
+    assert result.returncode == 2 and "'minmax' or 'moving-average'" in result.stderr
+    for args in (["--calibration", "moving-average"], ["--ai-edge-algorithm", "mse"]):  # (not silently unused)
+        result = run_here("export.tflite", model, *args, "--output", tmp_path / "no.tflite")
+        assert result.returncode == 2 and "applies with quantizer 'ai-edge' only" in result.stderr
+    result = run_here("export.tflite", model, "--quantizer", "ai-edge", "--quantize", "float16", "--output",
+                      tmp_path / "no.tflite")
+    assert result.returncode == 2 and "received quantize='float16'" in result.stderr
+    assert not (tmp_path / "no.tflite").exists()

@@ -344,3 +344,13 @@ def test_evaluate_and_predict_are_functions_on_an_in_memory_model_and_arrays(use
     np.testing.assert_array_equal(np.stack(masks), expected)
     with pytest.raises(InputError, match="nonsense"):  # a library error worded in values (a ValueError)
         evaluate.evaluate(model, "nonsense:spec")
+    # checked as the exporters check their arrays (the old code scored [0, 1] images, printed a whole array as
+    # an "unknown dataset", raised an IndexError on (N, H, W, 1) masks of the wrong size)
+    for data, message in (((val.images / 255.0, val.masks), r"lie in \[0, 1\]"), (val.images, "images alone"),
+                          ((val.images, np.full_like(val.masks, 7)), r"mask 0 holds \[7\]"),
+                          ((val.images, val.masks[:, :20, :, None]), "mask 0 has shape"),
+                          ((val.images, np.full_like(val.masks, 255)), "ignore label")):
+        with pytest.raises(InputError, match=message):
+            evaluate.evaluate(model, data)
+    with pytest.raises(InputError, match=r"lie in \[0, 1\]"):
+        next(predict.predict(model, val.images / 255.0))

@@ -204,3 +204,28 @@ def test_predict_segments_a_sideways_phone_photo_as_a_viewer_shows_it(user_run, 
     assert mask.shape == upright.shape[:2] != Image.open(photo).size[::-1]
     truth = np.asarray(Image.open(folder / "masks" / f"{os.path.splitext(photo.name)[0]}.png"))
     assert (mask == truth).mean() >= 0.9  # the model's classes where the user drew them
+
+
+def test_predict_takes_a_folder_and_evaluate_keeps_each_splits_scores(user_run, tmp_path, capsys):
+    """A new user's trial: `predict DIR/` said "image file(s) not found" of a folder that exists, `--image-size
+    native` was refused by predict (evaluate takes it), and every evaluate of another split or size overwrote
+    the one MODEL.eval.json."""
+    import shutil
+
+    from conftest import run_main
+    from kerasseg import evaluate, predict
+
+    run, folder = user_run
+    model = tmp_path / "run" / "model.keras"
+    shutil.copytree(run, model.parent, ignore=shutil.ignore_patterns("backup", "logs"))
+    images = sorted(p for p in (folder / "images").iterdir())
+    assert run_main(predict.main, model, f"{folder / 'images'}/", "--image-size", "native", "--output",
+                    tmp_path / "masks") == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "masks").glob("*_mask.png")) == \
+        sorted(f"{os.path.splitext(p.name)[0]}_mask.png" for p in images)
+    assert "(height x width)" in capsys.readouterr().out
+    for args in ([], ["--split", "train"], ["--image-size", "native"]):
+        assert run_main(evaluate.main, model, *args) == 0, capsys.readouterr().err
+    written = sorted(p.name for p in model.parent.glob("model.eval*.json"))
+    assert written == ["model.eval.json", "model.eval.native.json", "model.eval.train.json"]
+    assert json.loads((model.parent / "model.eval.train.json").read_text())["split"] == "train"

@@ -117,10 +117,11 @@ def _noted(pairs, more, what, count):
     return pairs
 
 
-def _checked(pairs, what):
-    """`pairs` as (image (H, W, 3): uint8, or float32 pixels with fractions; mask (H, W) uint8 or None)."""
+def _checked(pairs, what, start=0):
+    """`pairs` as (image (H, W, 3): uint8, or float32 pixels with fractions; mask (H, W) uint8 or None); an
+    error names the pair by its index (counted from `start`)."""
     checked = []
-    for index, (image, mask) in enumerate(pairs):
+    for index, (image, mask) in enumerate(pairs, start):
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[-1] != 3:
             raise InputError(f"{what}: image {index} has shape {image.shape}; expected (height, width, 3) RGB pixels")
@@ -220,14 +221,43 @@ def validation_samples(value, image_size, class_names, count=None):
     if any(with_masks) and not all(with_masks):
         raise InputError("validation: some images have masks and some do not; give masks for all or none")
     names = tuple(class_names)
-    for index, (_, mask) in enumerate(pairs):
-        wrong = np.setdiff1d(mask, [*range(len(names)), data.IGNORE_LABEL]) if mask is not None else ()
-        if len(wrong):
-            raise InputError(f"validation: mask {index} holds {wrong[:5].tolist()}; expected class indices "
-                             f"0..{len(names) - 1} ({len(names)} classes) or {data.IGNORE_LABEL} (ignored)")
+    _check_classes(pairs, names, "validation")
     blank = [(image, _blank(image) if mask is None else mask) for image, mask in pairs]
     split = data.to_split(blank, names, image_size, f"given images{' and masks' if all(with_masks) else ''}")
     return _counted(split) if all(with_masks) else _without_masks(split)
+
+
+def labelled_pairs(value, class_names, what="evaluation"):
+    """Every (image, mask) pair of `value` (an (images, masks) tuple, one (image, mask), a tf.data.Dataset or
+    an iterable of pairs, as `validation=` takes them), checked as the exporters check theirs: RGB pixels in
+    [0, 255], each mask its image's height and width, of `class_names`' indices or IGNORE_LABEL, not every
+    pixel ignored."""
+    if isinstance(value, np.ndarray) or hasattr(value, "shape") and not hasattr(value, "element_spec"):
+        raise InputError(f"{what}: images alone cannot be scored; give (images, masks), the masks' class indices "
+                         f"for {len(class_names)} classes")
+    pairs = _checked(_pairs(value, what, "all", None)[0], what)
+    if not pairs or any(mask is None for _, mask in pairs):
+        raise InputError(f"{what}: every image needs its mask of class indices to be scored; received "
+                         f"{sum(mask is not None for _, mask in pairs)} masks for {len(pairs)} images")
+    _check_classes(pairs, tuple(class_names), what)
+    if all((mask == data.IGNORE_LABEL).all() for _, mask in pairs):
+        raise InputError(f"{what}: every pixel of the {len(pairs)} masks is the ignore label {data.IGNORE_LABEL}: "
+                         "no IoU can be scored on them")
+    return pairs
+
+
+def checked_image(image, index=0, what="predict"):
+    """`image` (the `index`-th given) as (height, width, 3) raw pixels (uint8, or float32 with fractions), or
+    an InputError as the exporters word theirs (a shape, NaN, values out of [0, 255] or all within [0, 1])."""
+    return _checked([(image, None)], what, index)[0][0]
+
+
+def _check_classes(pairs, names, what):
+    for index, (_, mask) in enumerate(pairs):
+        wrong = np.setdiff1d(mask, [*range(len(names)), data.IGNORE_LABEL]) if mask is not None else ()
+        if len(wrong):
+            raise InputError(f"{what}: mask {index} holds {wrong[:5].tolist()}; expected class indices "
+                             f"0..{len(names) - 1} ({len(names)} classes) or {data.IGNORE_LABEL} (ignored)")
 
 
 def _counted(split):
