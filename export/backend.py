@@ -88,6 +88,10 @@ def export_elsewhere(module, model, output, options):
     """The ExportReport of `module`'s export(model, output, **options), run under the TensorFlow backend."""
     from export import report as reports
 
+    from kerasseg import files
+
+    if isinstance(model, files.ModelFile):  # (loaded once here; the child loads its file)
+        model = model.path
     name = None if isinstance(model, (str, os.PathLike)) else model.name
     with tempfile.TemporaryDirectory() as folder:
         if name is not None:
