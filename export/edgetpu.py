@@ -62,6 +62,7 @@ class _Graph:
             if content[4:8] != b"TFL3":
                 raise ValueError("no TFL3 identifier")
             self.model = internals.read_tflite(content)
+            self.content = content
         except Exception as error:
             raise InputError(f"{path} is not a TFLite model ({type(error).__name__}: {error})") from None
         if len(self.model.subgraphs) != 1:
@@ -83,7 +84,10 @@ class _Graph:
     def tensor(self, index):
         tensor = self.graph.tensors[index]
         buffer = self.model.buffers[tensor.buffer]
-        constant = buffer.data is not None and len(buffer.data) > 0
+        data = buffer.data
+        if (data is None or len(data) == 0) and buffer.offset > 1 and buffer.size > 0:
+            data = self.content[buffer.offset:buffer.offset + buffer.size]  # (stored after the flatbuffer)
+        constant = data is not None and len(data) > 0
         signature = tensor.shapeSignature if tensor.shapeSignature is not None else tensor.shape
         return {
             "name": tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name),
@@ -91,10 +95,10 @@ class _Graph:
             "shape": [int(s) for s in (tensor.shape if tensor.shape is not None else [])],
             "dynamic": any(int(s) < 0 for s in (signature if signature is not None else [])),
             "constant": constant,
-            "values": _constant_values(buffer.data, self.type_names.get(tensor.type)) if constant else None,
+            "values": _constant_values(data, self.type_names.get(tensor.type)) if constant else None,
             "zero_point": int(tensor.quantization.zeroPoint[0]) if tensor.quantization is not None
             and tensor.quantization.zeroPoint is not None and len(tensor.quantization.zeroPoint) else 0,
-            "data": buffer.data if constant else None,
+            "data": data if constant else None,
         }
 
 
@@ -228,6 +232,11 @@ def analyse(path):
     warnings = [f"RESHAPE op {index} writes {shape} ({math.prod(shape) / 2**20:.1f} MiB), more than the "
                 f"{ON_CHIP_BYTES // 2**20} MiB of on-chip memory: Coral's table says large reshapes may not map"
                 for index, shape in reshapes if math.prod(shape) > ON_CHIP_BYTES]
+    outside = sum(buffer.offset > 1 and buffer.size > 0 for buffer in graph.model.buffers)
+    if outside:  # (the schema of TensorFlow 2.5 has no Buffer.offset: the compiler would read them as empty)
+        warnings.append(f"{outside} constant buffers are stored after the flatbuffer (Buffer.offset: TFLite's "
+                        "format for files over 2 GB, newer than the schema edgetpu_compiler 16 reads, which "
+                        "would see them empty): not compilable as it is")
     first_cpu = next((op["index"] for op in ops if not op["mapped"]), None)
     edge_ops = len(ops) if first_cpu is None else first_cpu
     io = [graph.tensor(i) for i in list(graph.graph.inputs) + list(graph.graph.outputs)]
@@ -238,7 +247,8 @@ def analyse(path):
         "edge_tpu_operators": edge_ops,
         "mapped_share": edge_ops / len(ops) if ops else 0.0,
         "first_cpu_op": first_cpu,
-        "fully_mapped": first_cpu is None and bool(ops) and not graph.extra_subgraphs,
+        "fully_mapped": first_cpu is None and bool(ops) and not graph.extra_subgraphs and not outside,
+        "buffers_outside": outside,
         "io": [{"name": t["name"], "type": t["type"], "shape": t["shape"]} for t in io],
         "largest_reshape_bytes": math.prod(reshapes[0][1]) if reshapes else 0,
         "warnings": warnings,

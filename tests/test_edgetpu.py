@@ -191,3 +191,27 @@ def test_edgetpu_compiler_logs_are_read():
     failed = edgetpu.parse_compiler_log((COMPILER_LOGS / "failed.log").read_text())
     assert not failed["compiled"] and not failed["fully_mapped"]
     assert failed["error"] == "Compilation failed: Compilation failed due to large activation tensors in model."
+
+
+def test_constants_stored_after_the_flatbuffer_are_read_and_flagged(tmp_path):
+    """ai-edge-quantizer writes a file's weights after the flatbuffer once they pass 256 kB (Buffer.offset,
+    TFLite's format for files over 2 GB): the old check read them as empty, took the weights for activations and refused every
+    convolution ('only the 3 innermost dimensions may be larger than 1'); the Edge TPU compiler 16 reads a
+    schema without offsets, so such a file is flagged as not compilable as it is."""
+    import keras
+    import numpy as np
+
+    from export import edgetpu, tflite
+
+    pixels = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(pixels)
+    x = keras.layers.Conv2D(512, 3, padding="same", activation="relu")(x)  # (over 256 kB of weights: stored after)
+    model = keras.Model(pixels, keras.layers.Conv2D(2, 1)(x))
+    images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
+    path = tmp_path / "aeq.tflite"
+    tflite.export(model, path, quantizer="ai-edge", calibration=images, validation=images,
+                  thresholds={"pixel_agreement": 0.0, "miou_drop": 100.0, "max_abs_error": 1e9})
+    check = edgetpu.analyse(path)
+    assert check["buffers_outside"] > 0 and not check["fully_mapped"]
+    assert all(op["mapped"] for op in check["ops"]), edgetpu.format_report(check)
+    assert "stored after the flatbuffer" in edgetpu.format_report(check)
