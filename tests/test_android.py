@@ -40,6 +40,10 @@ def test_committed_assets_segment_in_mediapipe_with_their_labels():
     assert [c["name"] for c in card["classes"]] == labels
     assert (card["input"]["height"], card["input"]["width"]) == sample.shape[:2] == expected.shape
     assert card["agreement"]["passed"] and card["edgetpu_static_check"]["fully_mapped"]
+    from ai_edge_litert.interpreter import Interpreter  # (run by name on Android: runSignature)
+
+    signatures = Interpreter(model_path=str(ASSETS / "segmenter.tflite")).get_signature_list()
+    assert signatures == {"serving_default": {"inputs": ["image"], "outputs": ["logits"]}}
 
     read_labels, mask = _category_mask(ASSETS / "segmenter.tflite", sample)
     assert read_labels == labels  # from the file's TENSOR_AXIS_LABELS metadata
