@@ -178,7 +178,8 @@ def export_all(name, run, args, save):
 
 def file_facts(path):
     """What a device needs of the file: its input type and (scale, zero point): camera pixels go in exactly
-    when uint8 (1.0, 0) or int8 (1.0, -128); the share of its ops the Edge TPU maps (the static check)."""
+    when uint8 (1.0, 0) or int8 (1.0, -128); the share of its ops the Edge TPU maps and whether the whole file
+    would compile (the static check: every op mapped, no constant stored after the flatbuffer)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from export import edgetpu
@@ -188,7 +189,8 @@ def file_facts(path):
     check = edgetpu.analyse(path)
     return {"input": f"{detail['dtype'].__name__} ({scale:g}, {zero_point})" if scale else detail["dtype"].__name__,
             "camera_exact": (detail["dtype"].__name__, scale, zero_point) in (("uint8", 1.0, 0), ("int8", 1.0, -128)),
-            "edgetpu_mapped_share": check["mapped_share"]}
+            "edgetpu_mapped_share": check["mapped_share"], "edgetpu_fully_mapped": check["fully_mapped"],
+            "buffers_outside": check["buffers_outside"]}
 
 
 def worst_class(reference, report):
