@@ -55,7 +55,8 @@ def quantize(float_content, calibration_images, recipe="static_wi8_ai8", algorit
             raise InputError(f"{name} must be one of {', '.join(accepted)}; received {value!r}")
     from ai_edge_litert.interpreter import Interpreter
 
-    signature = Interpreter(model_content=bytes(float_content)).get_signature_list().get(SIGNATURE)
+    interpreter = Interpreter(model_content=bytes(float_content))
+    signature = interpreter.get_signature_list().get(SIGNATURE)
     if signature is None or len(signature["inputs"]) != 1:
         raise InputError("ai-edge-quantizer reads a file's serving_default signature, with one input: this file "
                          "has none (export it with export.tflite --quantize float32)")
@@ -79,8 +80,7 @@ def quantize(float_content, calibration_images, recipe="static_wi8_ai8", algorit
             quantizer.update_quantization_recipe(regex=".*", operation_name=op, op_config=uint8)
     data = {SIGNATURE: [{signature["inputs"][0]: np.asarray(image, np.float32)[None]}
                         for image in calibration_images]}
-    pixels = Interpreter(model_content=bytes(float_content)).get_signature_runner(SIGNATURE).get_input_details()
-    name = pixels[signature["inputs"][0]]["name"]
+    name = interpreter.get_signature_runner(SIGNATURE).get_input_details()[signature["inputs"][0]]["name"]
     with warnings.catch_warnings():  # (it keeps every tensor, which LiteRT warns is for debugging)
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
         ranges = _calibrated(quantizer, float_content, data, calibration, recipe, num_threads)

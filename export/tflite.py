@@ -42,7 +42,7 @@ from kerasseg import cli, files
 from kerasseg.calibrations import PERCENTILE
 from kerasseg.errors import InputError
 
-from export import formats, runtimes
+from export import ai_edge, formats, runtimes
 
 qat, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
     "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report")
@@ -170,8 +170,6 @@ def _check(options):
     if options["quantizer"] not in QUANTIZERS:
         raise InputError(f"quantizer must be one of {QUANTIZERS}; received {options['quantizer']!r}")
     if options["quantizer"] == "ai-edge":
-        from export import ai_edge
-
         if quantize not in CALIBRATED:
             raise InputError(f"quantizer 'ai-edge' makes int8 or int16x8 files (ai-edge-quantizer's static recipes); "
                              f"received quantize={quantize!r}")
@@ -208,8 +206,6 @@ def _convert_file(model, size, found, options):
                          "recalibrate, do not apply; export it to plain int8")
     content = None
     if options["quantizer"] == "ai-edge":
-        from export import ai_edge
-
         recipe = "static_wi8_ai8" if quantize == "int8" else "static_wi8_ai16"
         content = ai_edge.quantize(_convert(model, "float32", size)[0], calibration, recipe,
                                    options["ai_edge_algorithm"], options["calibration_method"].replace("-", "_"),
@@ -264,7 +260,7 @@ def _add_options(parser):
                         help="int8 / int16x8: kerasseg's quantization through TFLite's converter (default), or "
                              "Google's ai-edge-quantizer applied to the float32 file (static_wi8_ai8 / "
                              "static_wi8_ai16; benchmarks/RESULTS.md compares them), checked the same way")
-    parser.add_argument("--ai-edge-algorithm", choices=("min_max", "mse", "octav"), default="min_max",
+    parser.add_argument("--ai-edge-algorithm", choices=ai_edge.ALGORITHMS, default="min_max",
                         help="--quantizer ai-edge: how the convolutions' weights are quantized (default min_max)")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=OUTPUT_KINDS, default="logits",
