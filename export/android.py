@@ -81,8 +81,16 @@ val mask = result.categoryMask().get()            // one byte per pixel: {mask_m
                                                   // at the bitmap's own size
 ```
 
-MediaPipe resizes any camera frame to {height}x{width} and the mask back to
-the frame's size; the labels come from the file's metadata.{binary_note}
+MediaPipe stretches any camera frame to {height}x{width} (the aspect ratio is not
+kept) and the mask back to the frame's size; the labels come from the file's
+metadata.{binary_note} The model was trained on images {geometry}: feed it frames of
+its {height}:{width} aspect ({height}x{width}, or a multiple), e.g. by cropping the
+camera frame's centre to that aspect before `segment`, or export the model at
+your camera's aspect (`python -m export.android MODEL.keras --image-size HxW`,
+192x256 for 3:4 portrait frames); a frame of another aspect is squashed, which
+the model never saw. The agreement and mIoU above were measured as MediaPipe
+runs the file: each held-out image stretched to {height}x{width}, its mask
+scored at the image's own size.
 
 ## Coral Edge TPU (pycoral, Python)
 
@@ -183,7 +191,11 @@ def _write_bundle(model, output_dir, calibration, validation, class_names, input
         coral = ("zero_point = interpreter.get_output_details()[0][\"quantization\"][1]\n"
                  "mask = (segment.get_output(interpreter)[..., 0] > zero_point).astype(np.uint8)")
     note = f"\n\nThis is a binary segmenter: {MASK_NOTE}." if binary else ""
-    text = README.format(binary_note=note.replace("the foreground", labels[1]) if binary else "",
+    described = pipeline.description(model)
+    geometry = ("scaled with their aspect kept" if described.resize in (None, "cover") else
+                f"resized to {described.image_size[0]}x{described.image_size[1]}") if described.image_size else \
+        "of this size"
+    text = README.format(binary_note=note.replace("the foreground", labels[1]) if binary else "", geometry=geometry,
                          coral_decision=coral, name=model.name,
                          scores=f"one foreground logit per pixel ({labels[1]}; background is the rest)" if binary
                          else f"per-pixel scores for {len(labels)} classes ({', '.join(labels)})",

@@ -119,10 +119,12 @@ def exporter_inputs(stage, data, calibrate):
     """The data keywords of an export of a resolved model file (kerasseg.resolve.Stage) under the command
     line's data options (export.commands.DataOptions): the held-out test split, and when `calibrate`, the
     training split (of --calibration-dataset, else --dataset, else the run's)."""
-    found = {"image_size": stage.image_size, "samples": data.samples,
-             "validation": stage.split("test", data.samples, data.dataset)}
+    view = stage.data(data.dataset)
+    found = {"image_size": data.image_size, "samples": data.samples,
+             "validation": view.pairs("test", data.samples, stage.image_size)}  # (at their own sizes)
     if calibrate:
-        found["calibration"] = stage.split("train", data.calibration_samples, data.calibration_dataset or data.dataset)
+        calibration = stage.data(data.calibration_dataset or data.dataset)
+        found["calibration"] = calibration.pairs("train", data.calibration_samples, stage.image_size)
         found["calibration_samples"] = data.calibration_samples
     return found
 

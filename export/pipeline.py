@@ -131,11 +131,28 @@ def with_output_kind(model, kind):
     return keras.Model(model.inputs, outputs, name=f"{model.name}_{kind}")
 
 
-def export_size(model, requested=None, data=()):
-    """The fixed (height, width) to export at (kerasseg.described.working_size), else the size all the images
-    of the first of `data` share (kerasseg.data.values.natural_size)."""
-    size = working_size(model, requested) or \
-        next((values.natural_size(value) for value in data if value is not None), None)
+def export_size(model, requested=None, held=None, data=()):
+    """The fixed (height, width) to export at: `requested`; else the model's fixed input size; else its
+    training size (kerasseg.describe), scaled to the aspect most of the `held` out images ((image, mask)
+    pairs) share when the model was trained with its aspect kept (an app stretches each frame into the file:
+    a file of their aspect keeps the training's geometry, one of another squashes them); else the size
+    the images of the first of `data` share (kerasseg.data.values.natural_size)."""
+    from kerasseg.inference import Geometry
+
+    size = working_size(model, requested)
+    described = description(model)
+    if size and not requested and described.image_size and model.inputs[0].shape[1] is None and held and \
+            described.resize in (None, "cover"):
+        geometry = Geometry("cover", described.image_size)
+        sizes = [geometry.working_size(image.shape) for image, _ in held]
+        common = max(set(sizes), key=sizes.count)
+        if common != size and sizes.count(common) * 2 > len(sizes):
+            print(f"note: exporting at {common[0]}x{common[1]}, not the training size {size[0]}x{size[1]}: "
+                  f"{sizes.count(common)} of the {len(sizes)} held-out images have that aspect, and an app "
+                  "stretches each frame to the file's size (MediaPipe's ImageSegmenter does): a file of their "
+                  "aspect sees them as training did (image_size= to choose another)", file=sys.stderr)
+            size = common
+    size = size or next((values.natural_size(value) for value in data if value is not None), None)
     if size:
         return size
     raise InputError(f"{model.name} accepts any image size and the images given do not say one size: give the size "
@@ -174,18 +191,22 @@ def inputs(model, image_size=None, validation=None, calibration=None, class_name
                          "mIoU) or calibration= images")
     # an iterator is read once, here: kept for calibrating after checking on it, and for its images' size
     validation, calibration = (list(v) if hasattr(v, "__next__") else v for v in (validation, calibration))
-    size = export_size(model, image_size, (validation, calibration))
+    pairs, spec, dataset_names = values.held_out(calibration if validation is None else validation, samples,
+                                                 working_size(model, image_size))
+    size = export_size(model, image_size, pairs, (validation, calibration))
     model, normalization = taking_pixels(model, input_normalization)
     classes = _checked_output(model, size)
     given = described.class_names if class_names is None else \
         checked_class_names(class_names, classes, model.name)
     names = given or (BINARY_NAMES if classes == 1 else tuple(f"class_{i}" for i in range(classes)))
-    held_out = values.validation_samples(calibration if validation is None else validation, size, names, samples)
+    held_out = values.prepared(pairs, size, dataset_names or names, spec)
     if validation is None and not isinstance(calibration, str):  # (a spec's own test split is held out)
         held_out.spec = f"{held_out.spec}, the calibration images (no validation samples given)"
-    if held_out.resized:
-        print(f"note: {held_out.resized} of the {len(held_out)} held-out images ({held_out.spec}) were resized to "
-              f"{size[0]}x{size[1]}, the export size (masks: nearest)", file=sys.stderr)
+    other = sum(image.shape[0] * size[1] != image.shape[1] * size[0] for image, _ in pairs)
+    if other:
+        print(f"note: {other} of the {len(pairs)} held-out images ({held_out.spec}) have another aspect than the "
+              f"file's {size[0]}x{size[1]}: they are stretched to it, as an app feeding the file whole frames "
+              "(MediaPipe's ImageSegmenter) stretches them, and scored at their own size", file=sys.stderr)
     if not given and len(held_out.class_names) == mask_classes(classes):
         names = held_out.class_names
     found = Inputs(model, policy, name, size, held_out, names, normalization)

@@ -138,8 +138,15 @@ def compare(model, runner, samples, latency_repeats=0, kind="logits"):
                                 f"{samples.spec!r} has {samples.num_classes}; compared on pixels and logits only")
         return numbers, (ref_class, exp_class)
     n = samples.num_classes
-    ref_scores = metrics.scores(metrics.confusion_matrix(samples.masks, ref_class, n), samples.class_names)
-    exp_scores = metrics.scores(metrics.confusion_matrix(samples.masks, exp_class, n), samples.class_names)
+    if samples.labels is not None:  # (scored at each label's own resolution, as the deployed model is)
+        from kerasseg.inference import confusion_at
+
+        ref_cm = sum(confusion_at(r, label, n, kind) for r, label in zip(reference, samples.labels))
+        exp_cm = sum(confusion_at(e, label, n, kind) for e, label in zip(exported, samples.labels))
+    else:
+        ref_cm = metrics.confusion_matrix(samples.masks, ref_class, n)
+        exp_cm = metrics.confusion_matrix(samples.masks, exp_class, n)
+    ref_scores, exp_scores = metrics.scores(ref_cm, samples.class_names), metrics.scores(exp_cm, samples.class_names)
     numbers.update(miou_reference=ref_scores["miou"], miou_exported=exp_scores["miou"],
                    miou_drop=100.0 * (ref_scores["miou"] - exp_scores["miou"]),
                    per_class_iou_reference=ref_scores["per_class_iou"],

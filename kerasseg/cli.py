@@ -96,3 +96,27 @@ def image_size(text):
 def image_size_or_native(text):
     """'native' (each image at its own size), or an image size (`image_size`)."""
     return "native" if str(text).lower() == "native" else image_size(text)
+
+
+def add_geometry_arguments(parser):
+    """How evaluate and predict run a model on an image (kerasseg.inference), declared once."""
+    geometry = parser.add_argument_group("geometry (how each image reaches the model)")
+    geometry.add_argument("--image-size", type=arg_type(image_size_or_native),
+                          help="N or HxW the images are scaled to (default: the training size), or 'native' "
+                               "(each image at its own size)")
+    geometry.add_argument("--resize", choices=("cover", "stretch", "native"),
+                          help="cover: aspect kept, scaled to cover the size (training's default augmentation); "
+                               "stretch: resized to it exactly (square data); native: own size (default: as the "
+                               "model was trained)")
+    geometry.add_argument("--mode", choices=("auto", "whole", "slide"), default="auto",
+                          help="whole image at once, or overlapping windows (slide); auto: whole unless too large "
+                               "for memory (default)")
+    geometry.add_argument("--tile", type=arg_type(image_size),
+                          help="slide: the window, N or HxW (default: the training size)")
+    geometry.add_argument("--stride", type=arg_type(image_size),
+                          help="slide: the step between windows, N or HxW (default: two thirds of the window)")
+
+
+def geometry_options(args):
+    """The keyword arguments of kerasseg.evaluate.evaluate / kerasseg.predict.predict for the geometry flags."""
+    return {"resize": args.resize, "mode": args.mode, "tile": args.tile, "stride": args.stride}

@@ -35,28 +35,31 @@ class Description:
     class_names: tuple = None
     image_size: tuple = None  # (height, width) it was trained at
     input_range: tuple = PIXELS  # (low, high) of the RGB values it takes
+    resize: str = None  # how training brought images to image_size: "cover" (aspect kept) or "stretch"
 
 
 @keras.saving.register_keras_serializable("kerasseg")
 class DescribedModel(keras.Model):
     """A functional model carrying a Description (see the module docstring); build one with `describe`."""
 
-    _FIELDS = ("class_names", "image_size", "input_range")
+    _FIELDS = ("class_names", "image_size", "input_range", "resize")
 
     # (*args, **kwargs): Keras serializes a Functional subclass as a graph only when its constructor takes them
-    def __init__(self, *args, class_names=None, image_size=None, input_range=PIXELS, **kwargs):
+    def __init__(self, *args, class_names=None, image_size=None, input_range=PIXELS, resize=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self._carry(class_names, image_size, input_range)
+        self._carry(class_names, image_size, input_range, resize)
 
-    def _carry(self, class_names=None, image_size=None, input_range=PIXELS):
+    def _carry(self, class_names=None, image_size=None, input_range=PIXELS, resize=None):
         self.class_names = None if class_names is None else tuple(str(n) for n in class_names)
         self.image_size = None if image_size is None else tuple(int(n) for n in image_size)
         self.input_range = tuple(float(v) for v in input_range)
+        self.resize = resize
 
     def get_config(self):
         description = {"class_names": self.class_names, "image_size": self.image_size,
                        "input_range": self.input_range}
-        return {**super().get_config(), **{k: None if v is None else list(v) for k, v in description.items()}}
+        return {**super().get_config(), **{k: None if v is None else list(v) for k, v in description.items()},
+                "resize": self.resize}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -107,7 +110,7 @@ def description(model):
     """The Description `model` carries (all None, pixels in, for a model that carries none)."""
     if not isinstance(model, DescribedModel):
         return Description()
-    return Description(model.class_names, model.image_size, model.input_range)
+    return Description(model.class_names, model.image_size, model.input_range, model.resize)
 
 
 def working_size(model, requested=None, otherwise=None):
@@ -136,11 +139,12 @@ def working_size(model, requested=None, otherwise=None):
     return description(model).image_size or (tuple(otherwise) if otherwise else None)
 
 
-def describe(model, class_names=None, image_size=None, input_range=None):
+def describe(model, class_names=None, image_size=None, input_range=None, resize=None):
     """`model` (functional, one input and one output) as a DescribedModel over the same layers and weights,
-    carrying `class_names` (one per output channel; two for a binary segmenter's one), `image_size` ((height, width), or N) and `input_range`
-    ((low, high) of the RGB values it takes; default: raw pixels, 0-255). A field not given keeps what
-    `model` already carries."""
+    carrying `class_names` (one per output channel; two for a binary segmenter's one), `image_size` ((height,
+    width), or N), `input_range` ((low, high) of the RGB values it takes; default: raw pixels, 0-255) and
+    `resize` (how training brought its images to image_size: "cover", aspect kept, or "stretch";
+    kerasseg.inference). A field not given keeps what `model` already carries."""
     if not getattr(model, "inputs", None) or len(model.inputs) != 1 or len(model.outputs) != 1:
         raise InputError(f"{model.name}: only a functional model with one input and one output can carry a "
                          "description")
@@ -152,8 +156,11 @@ def describe(model, class_names=None, image_size=None, input_range=None):
         if len(image_size) != 2 or min(image_size) < 1:
             raise InputError(f"image_size must be (height, width) of positive integers; received {image_size}")
     input_range = old.input_range if input_range is None else tuple(float(v) for v in input_range)
+    if resize not in (None, "cover", "stretch"):
+        raise InputError(f"resize must be 'cover' (aspect kept) or 'stretch'; received {resize!r}")
     if len(input_range) != 2 or not input_range[0] < input_range[1]:
         raise InputError(f"input_range must be (low, high) with low < high; received {input_range}")
     return DescribedModel(model.inputs[0], model.outputs[0], name=model.name,
                           class_names=class_names or old.class_names,
-                          image_size=old.image_size if image_size is None else image_size, input_range=input_range)
+                          image_size=old.image_size if image_size is None else image_size, input_range=input_range,
+                          resize=resize or old.resize)

@@ -9,8 +9,11 @@
 All of them are synchronous data parallelism on the engines' own machinery.
 """
 
+import contextlib
 import json
 import os
+
+import numpy as np
 
 from kerasseg.config import ConfigError
 
@@ -133,3 +136,55 @@ def fit_scope(model, strategy):
         internals.forget_strategy(model)  # fit then finds the strategy from the scope, and skips the build
         return strategy.scope()
     return scope(None)
+
+
+@contextlib.contextmanager
+def local_inference(model, strategy):
+    """A function running `model` on a batch in this process alone (None where model.predict_on_batch does):
+    what validation needs under a strategy, where each process scores its own share of the images, in calls
+    of its own number and sizes. On TensorFlow, the model called in a tf.function (predict_on_batch would
+    spread the batch over the replicas, in step with the other workers); on JAX under keras.distribution,
+    its stateless call jitted on this process's copy of the variables, the distribution set aside meanwhile."""
+    import keras
+
+    if keras.backend.backend() == "jax" and keras.distribution.distribution() is not None:
+        import jax
+
+        distribution = keras.distribution.distribution()
+        keras.distribution.set_distribution(None)
+        try:
+            def local(variable):
+                value = variable.value
+                return np.asarray(value.addressable_data(0) if hasattr(value, "addressable_data") else value)
+
+            trainable = [local(v) for v in model.trainable_variables]
+            other = [local(v) for v in model.non_trainable_variables]
+            call = jax.jit(lambda t, o, x: model.stateless_call(t, o, x, training=False)[0])
+            yield lambda batch: call(trainable, other, batch)
+        finally:
+            keras.distribution.set_distribution(distribution)
+    elif strategy is not None:
+        import tensorflow as tf
+
+        yield tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    else:
+        yield None
+
+
+def all_sum(value, strategy, config):
+    """`value` (a numpy array) summed over the processes of a multi-worker run (as it is elsewhere): every
+    process must call it, in the same order."""
+    if config.strategy != "multiworker":
+        return value
+    value = np.asarray(value, np.float64)
+    if strategy is None:  # (JAX: one value per process)
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(value)).sum(0)
+    import tensorflow as tf
+
+    workers = strategy.cluster_resolver.cluster_spec().num_tasks("worker")
+    local = max(1, strategy.num_replicas_in_sync // workers)  # (each worker's first replica gives its value)
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(value if context.replica_id_in_sync_group % local == 0 else np.zeros_like(value)))
+    return strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()

@@ -40,6 +40,12 @@ def calls(layer):
     return [keras.tree.flatten(node.input_tensors) for node in layer._inbound_nodes]
 
 
+def call_outputs(layer):
+    """The output tensors, flattened, of every call of `layer` in the graphs it was built into
+    (`layer._inbound_nodes`): kerasseg.inference sums them to estimate a forward pass's memory."""
+    return [t for node in layer._inbound_nodes for t in keras.tree.flatten(node.output_tensors)]
+
+
 def is_functional(layer):
     """Whether `layer` is a functional model (a graph of layers, `_nodes_by_depth`) rather than a subclassed
     one whose call is opaque."""

@@ -5,12 +5,16 @@ For each image writes, at the image's own size:
                        reading it back gives the indices)
     NAME_overlay.png   the image with the classes blended in
 
-Each image is resized to the model's training size (--image-size, default
-from the run's record, run.json beside the model), and the logits are resized back to the
-image's size before each pixel's class is decided (the highest score; for a
-binary segmenter's one logit, foreground where it is above 0); --native runs
-the model at each image's own size instead (every kerasseg segmenter takes
-any size).
+Each image is prepared as training showed images to the model
+(kerasseg.inference, the geometry evaluate scores with): by default scaled,
+aspect kept, to cover the training size (--image-size; default from the
+run's record, run.json beside the model, or the model itself), its logits
+resized back to the image's size before each pixel's class is decided (the
+highest score; for a binary segmenter's one logit, foreground where it is
+above 0). --native (--image-size native) runs each image at its own size; a
+picture too large for memory at once (a 24-megapixel photo) runs in
+overlapping windows (--mode, --tile, --stride), so memory is bounded by the
+window, not the picture.
 """
 
 import io
@@ -32,38 +36,31 @@ def _palette_png(mask):
     return buffer.getvalue()
 
 
-def predict(model, images, image_size=None):
+def predict(model, images, image_size=None, resize=None, mode="auto", tile=None, stride=None, budget=None):
     """The class of every pixel of each of `images`, one at a time (a generator): uint8 masks at each image's own
     height and width. `images`: an (N, H, W, 3) array of raw RGB pixels, one (H, W, 3) image, or an iterable
     of images or of image files (read as a viewer shows them), checked as the exporters check theirs. Each is
-    resized to `image_size` (bilinear; None: the model runs at each image's own size), and its scores are
-    resized back before each pixel is decided (the highest; a binary segmenter's foreground where its logit is
-    above 0). `model`: a keras.Model, its .keras path, or a kerasseg.resolve.Stage."""
+    prepared as kerasseg.evaluate.evaluate prepares it (the same arguments: by default as the model was
+    trained, aspect kept; `image_size` "native": at its own size), and its scores are resized back to its own
+    size before each pixel is decided (the highest; a binary segmenter's foreground where its logit is above
+    0). `model`: a keras.Model, its .keras path, or a kerasseg.resolve.Stage."""
     import numpy as np
-    from keras import ops
 
-    from kerasseg import resolve
+    from kerasseg import inference, resolve
     from kerasseg.data.reading import read_image
-    from kerasseg.described import output_kind
-    from kerasseg.labels import decide
-
-    model = model.model if isinstance(model, resolve.Stage) else \
-        files.load_keras_model(model) if isinstance(model, (str, os.PathLike)) else model
     from kerasseg.data.values import checked_image
 
-    kind = output_kind(model)
+    stage = model if isinstance(model, resolve.Stage) else resolve.stage(model, size_required=False)
+    geometry = inference.geometry_for(stage.model, image_size, resize, mode, tile, stride, stage.record)
+    run = inference.Inference(stage.model, geometry, batch_size=16, budget=budget)
     if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[-1] == 3:
         images = images[None]  # (one image)
-    for index, image in enumerate(images):
-        image = read_image(image) if isinstance(image, (str, os.PathLike)) else checked_image(image, index)
-        height, width = image.shape[:2]
-        x = image[None].astype("float32")
-        if image_size is not None:
-            x = ops.image.resize(x, image_size, interpolation="bilinear")
-        logits = model.predict_on_batch(x)
-        if image_size is not None:
-            logits = ops.convert_to_numpy(ops.image.resize(logits, (height, width), interpolation="bilinear"))
-        yield decide(np.asarray(logits)[0], kind).astype(np.uint8)
+
+    def read():
+        for index, image in enumerate(images):
+            yield read_image(image) if isinstance(image, (str, os.PathLike)) else checked_image(image, index)
+
+    yield from run.masks(read())
 
 
 def main(argv=None):
@@ -72,9 +69,8 @@ def main(argv=None):
     parser.add_argument("model", help="the trained model (.keras)")
     parser.add_argument("images", nargs="+", help="image files (jpg, png, bmp, tif), or folders of them")
     parser.add_argument("--output", required=True, help="directory for the masks and overlays")
-    parser.add_argument("--image-size", type=cli.arg_type(cli.image_size_or_native),
-                        help="N or HxW to run the model at (default: the training size), or 'native' (--native)")
-    parser.add_argument("--native", action="store_true", help="run at each image's own size")
+    parser.add_argument("--native", action="store_true", help="run at each image's own size (--image-size native)")
+    cli.add_geometry_arguments(parser)
     args = parser.parse_args(argv)
     if args.image_size == "native":
         args.image_size, args.native = None, True
@@ -115,9 +111,9 @@ def main(argv=None):
             image_size(path)
     except DatasetError as error:
         raise cli.UsageError(str(error)) from None
-    stage = resolve.stage(args.model, args.image_size, size_required=not args.native)
+    stage = resolve.stage(args.model, args.image_size, size_required=not args.native and args.resize != "native")
     files.ensure_output_dir(os.path.join(args.output, "x"))
-    masks = predict(stage, args.images, None if args.native else stage.image_size)
+    masks = predict(stage, args.images, "native" if args.native else stage.image_size, **cli.geometry_options(args))
     for path, mask in zip(args.images, masks):
         height, width = mask.shape
         stem = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])

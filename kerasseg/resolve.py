@@ -51,6 +51,14 @@ class DataView:
 
         return data.load_split(self.spec, split, image_size, count, **self._arguments(split, count))
 
+    def pairs(self, split, count=None, image_size=None):
+        """`count` examples of `split`, decoded at their own sizes (a kerasseg.data.Pairs; `shapes` is made at
+        `image_size`)."""
+        from kerasseg import data
+
+        pairs, names = data.load_examples(self.spec, split, image_size, count, **self._arguments(split, count))
+        return data.Pairs(pairs, names, self.spec)
+
     def list_examples(self, split, image_size=None, count=None):
         """The examples of `split` (listed, not decoded) and the class names."""
         from kerasseg import data
@@ -143,6 +151,13 @@ def stage(model, image_size=None, dataset=None, data_dir=None, binary_masks=Fals
         path = os.fspath(model)
         model = files.load_keras_model(path)
     record = Run.of_model(path) if path else None
+    described = description(model)
+    if record is not None and not (described.image_size and described.resize):  # (a model saved before it said)
+        from kerasseg.described import describe
+        from kerasseg.inference import resize_rule
+
+        model = describe(model, image_size=described.image_size or record.image_size,
+                         resize=described.resize or resize_rule(record.arguments.get("augment")))
     size = size_of(model, image_size, record, path, size_required)
     view = None
     if dataset is not None or record is not None:

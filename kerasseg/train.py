@@ -50,7 +50,7 @@ from kerasseg import cli, distribute, files, train_args
 from kerasseg.config import ConfigError, TrainConfig
 from kerasseg.data.reading import DatasetError
 from kerasseg.errors import InputError, WriteError
-from kerasseg.labels import decide, mask_classes
+from kerasseg.labels import mask_classes
 
 __all__ = ["TrainConfig", "ConfigError", "train", "parse_args", "main"]
 
@@ -203,7 +203,7 @@ def _open_cache(config, run_data, shard):
     from kerasseg.data import pipeline
 
     index, count, _ = shard
-    mine = run_data.train[index::count] + run_data.val
+    mine = run_data.train[index::count] + run_data.val[index::count]
     try:
         run_data.cache, note = pipeline.open_cache(config.cache, mine, run_data.scan.decoded_bytes(mine))
     except InputError as error:
@@ -242,12 +242,14 @@ def _compiled_model(config, strategy, run_data, saved=None):
 
     from kerasseg import losses, metrics
     from kerasseg.described import describe
+    from kerasseg.inference import resize_rule
 
     names = run_data.names
     steps = -(-len(run_data.train) // config.batch_size) * config.epochs
     with distribute.scope(strategy):
         model, float_scores = _build(config, run_data, saved)
-        model = describe(model, names, config.image_size)  # model.keras carries its labels and training size
+        # model.keras carries its labels, training size and how training resized (its inference geometry)
+        model = describe(model, names, config.image_size, resize=resize_rule(config.augment))
         model.compile(optimizer=_optimizer(keras, config, steps),
                       loss=losses.SegmentationLoss(config.loss, config.class_weights),
                       metrics=metrics.segmentation_metrics(model.outputs[0].shape[-1]))
@@ -293,43 +295,83 @@ def _calibration_images(config, run_data, count=64):
                                                                     config.batch_size).as_numpy_iterator()])
 
 
+def _geometry(config):
+    """The run's inference geometry (kerasseg.inference): how validation, and every later stage, prepare an
+    image as this training showed them to the model."""
+    from kerasseg.inference import Geometry, resize_rule
+
+    return Geometry(resize_rule(config.augment), config.image_size)
+
+
 def _evaluate(model, config, run_data, examples=None):
-    """Scores of `model` on `examples` (default: the validation split) at the training size, streamed."""
+    """Scores of `model` on `examples` (default: the validation split) in the run's geometry, streamed."""
     from kerasseg import metrics
-    from kerasseg.data.pipeline import failures, make_dataset
+    from kerasseg.data.pipeline import decoded, failures
+    from kerasseg.inference import Inference
 
     reader = run_data.reader(run_data.val if examples is None else examples)
     with failures(reader):
-        return metrics.evaluate_batches(model, make_dataset(reader, config.image_size, config.batch_size),
-                                        run_data.names)
+        cm = Inference(model, _geometry(config), batch_size=config.batch_size).confusion(
+            decoded(reader).as_numpy_iterator(), len(run_data.names))
+    return metrics.scores(cm, run_data.names)
+
+
+def _validation(config, run_data, reader, strategy):
+    """The validation of every epoch, in the run's geometry (kerasseg.inference: aspect kept, each label at its
+    own resolution): a Keras callback that adds val_loss, val_miou (and a binary segmenter's
+    val_foreground_iou) to the epoch's logs, before the callbacks after it read them. val_loss is the run's
+    loss at the size each image runs at (its mask resized there, nearest). In a multi-worker run each
+    process scores its share of the split (`reader`) and the sums are added up across them
+    (distribute.all_sum), so that every process decides alike (best epoch, early stopping)."""
+    import keras
+
+    from kerasseg import metrics
+    from kerasseg.data.pipeline import decoded
+    from kerasseg.inference import Inference
+
+    names = run_data.names
+
+    class Validation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            model, loss = self.model, self.model.loss
+
+            def image_loss(labels, logits):
+                return keras.ops.convert_to_numpy(loss(labels[None].astype("int32"), logits[None]))
+
+            with distribute.local_inference(model, strategy) as predict:
+                run = Inference(model, _geometry(config), batch_size=config.batch_size, predict=predict)
+                cm, mean_loss = run.confusion(decoded(reader).as_numpy_iterator(), len(names), loss=image_loss)
+            cm = distribute.all_sum(cm, strategy, config)
+            total, count = distribute.all_sum(np.array([(mean_loss or 0.0) * len(reader), len(reader)]), strategy,
+                                              config)
+            scores = metrics.scores(cm, names)
+            logs = logs if logs is not None else {}
+            logs["val_loss"] = float(total / max(count, 1))
+            logs["val_miou"] = scores["miou"]
+            if model.outputs[0].shape[-1] == 1:
+                logs["val_foreground_iou"] = scores["per_class_iou"][names[1]] or 0.0
+
+    return Validation()
 
 
 def _datasets(config, run_data, shard):
-    """(training data, validation data, fit's step arguments, their readers). `shard`: (index, count, batch
-    size): the share of the examples this process reads (every count-th from index: a multi-worker run's
-    workers read disjoint files) and its pipeline's batch size (distribute.input_shard)."""
-    from kerasseg.data.pipeline import blank_examples, make_dataset
+    """(training data, fit's step arguments, the readers of the training and validation examples). `shard`:
+    (index, count, batch size): the share of the examples this process reads (every count-th from index: a
+    multi-worker run's workers read disjoint files, of both splits) and its pipeline's batch size
+    (distribute.input_shard)."""
+    from kerasseg.data.pipeline import make_dataset
 
     index, count, batch_size = shard
     train = run_data.reader(run_data.train[index::count])
+    val = run_data.reader(run_data.val[index::count])
     train_data = make_dataset(train, config.image_size, batch_size, shuffle=True, seed=config.seed,
                               augment=None if config.augment == "none" else config.augment, sharded=count > 1)
     if config.strategy != "multiworker":
-        val = run_data.reader(run_data.val)
-        return train_data, make_dataset(val, config.image_size, batch_size), {}, (train, val)
+        return train_data, {}, (train, val)
     # every process must run the same number of steps, each giving its part (config.batch_size / count) of
-    # every global batch: whole training batches from a repeated dataset; the validation split whole, every
-    # epoch, each worker's share padded to the same whole number of global batches with images whose every
-    # pixel is the ignore label (they count for no metric). The step counts are given: on TensorFlow a
-    # worker's batches are split into its steps' parts after Keras counted them.
-    share = run_data.val[index::count]
-    largest = -(-len(run_data.val) // count)
-    padded = -(-largest // config.batch_size) * config.batch_size
-    val = run_data.reader(share + blank_examples(padded - len(share), config.image_size))
-    steps = {"steps_per_epoch": max(1, len(run_data.train) // config.batch_size),
-             "validation_steps": padded * count // config.batch_size}
-    return (train_data.repeat(), make_dataset(val, config.image_size, batch_size, sharded=True).repeat(), steps,
-            (train, val))
+    # every global batch: whole training batches from a repeated dataset. The step count is given: on
+    # TensorFlow a worker's batches are split into its steps' parts after Keras counted them.
+    return train_data.repeat(), {"steps_per_epoch": max(1, len(run_data.train) // config.batch_size)}, (train, val)
 
 
 def _first_step_callback(started, scan_seconds):
@@ -356,16 +398,17 @@ def _fit(config, run, model, strategy, state, run_data, shard, first_step):
     from kerasseg import rundir
     from kerasseg.data.pipeline import failures
 
-    train_data, val_data, steps, readers = _datasets(config, run_data, shard)
+    train_data, steps, readers = _datasets(config, run_data, shard)
     commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()),
                                 failed=lambda: any(reader.failure for reader in readers))
-    callbacks = [commit, keras.callbacks.TensorBoard(run.file("logs")), first_step]
+    validation = _validation(config, run_data, readers[1], strategy)
+    callbacks = [validation, commit, keras.callbacks.TensorBoard(run.file("logs")), first_step]
     if config.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=config.patience))
     initial_epoch = state["epoch"] + 1 if state else 0
     if initial_epoch < config.epochs:
         with distribute.fit_scope(model, strategy), failures(*readers):
-            model.fit(train_data, validation_data=val_data, epochs=config.epochs, initial_epoch=initial_epoch,
+            model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, **steps,
                       shuffle=False,  # the tf.data pipeline shuffles, seeded
                       verbose=1 if sys.stdout.isatty() else 2)
@@ -485,16 +528,18 @@ def _finish(config, run, model, commit, run_data, float_scores, policy, replicas
 
 
 def _predictions_png(model, config, run_data, path, count=4):
+    """A few validation images at their own sizes: image | ground truth | prediction (the run's geometry) |
+    overlay."""
     from kerasseg import plots
-    from kerasseg.data.pipeline import failures, make_dataset
+    from kerasseg.data.pipeline import decoded, failures
+    from kerasseg.inference import Inference
 
     reader = run_data.reader(run_data.val[:count])
     with failures(reader):
-        images, masks = next(make_dataset(reader, config.image_size, count).as_numpy_iterator())
-    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
-    predicted = decide(model.predict_on_batch(images.astype("float32")))
+        pairs = list(decoded(reader).as_numpy_iterator())
+    predicted = Inference(model, _geometry(config)).masks(image for image, _ in pairs)
     rows = [[image, plots.colorize(mask), plots.colorize(p), plots.overlay(image, p)]
-            for image, mask, p in zip(images, masks, predicted)]
+            for (image, mask), p in zip(pairs, predicted)]
     plots.save_grid(rows, ["image", "ground truth", "prediction", "overlay"], path,
                     [f"val #{i}" for i in range(len(rows))])
 

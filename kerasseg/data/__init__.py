@@ -27,13 +27,15 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Split:
-    """Images (N, H, W, 3) uint8 in [0, 255], masks (N, H, W) uint8 class indices."""
+    """Images (N, H, W, 3) uint8 in [0, 255], masks (N, H, W) uint8 class indices; `labels`, when kept: each
+    mask at its image's own size before the resize (what a benchmark scores at)."""
 
     images: np.ndarray
     masks: np.ndarray
     class_names: tuple
     resized: int = 0  # how many were resized from another size to get here
     spec: str = None  # the dataset spec it came from
+    labels: list = None  # the masks at their images' own sizes (kerasseg.data.values.validation_samples)
 
     @property
     def num_classes(self):
@@ -41,6 +43,19 @@ class Split:
 
     def __len__(self):
         return len(self.images)
+
+
+@dataclass
+class Pairs:
+    """Decoded (image, mask) pairs of a dataset, each at its own size: what a check scores at the labels' own
+    resolution (kerasseg.data.values reads them as it reads a spec's split)."""
+
+    pairs: list
+    class_names: tuple
+    spec: str = None
+
+    def __len__(self):
+        return len(self.pairs)
 
 
 def parse_spec(spec):
@@ -148,6 +163,6 @@ def to_split(pairs, class_names, image_size, spec=None):
     return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), class_names, resized, spec)
 
 
-__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Split", "check_spec", "class_names", "list_examples",
+__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Pairs", "Split", "check_spec", "class_names", "list_examples",
            "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "resolve_spec", "same_dataset",
            "shapes", "to_split"]

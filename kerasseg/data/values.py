@@ -179,6 +179,9 @@ def calibration_images(value, image_size=None, count=None):
     """(images (N, H, W, 3) float32 pixels at `image_size` (None: the first image's), a description of where
     they came from): the first `count` (None: DEFAULT_CALIBRATION_SAMPLES; "all")."""
     limit = _limit(count, DEFAULT_CALIBRATION_SAMPLES)
+    if isinstance(value, data.Pairs):
+        value = data.Split(np.stack([data.resize_pair(image, mask, image_size)[0] for image, mask in
+                                     value.pairs[:limit]]), None, value.class_names, 0, value.spec)
     if isinstance(value, data.Split):
         value = data.Split(value.images[:limit], None, value.class_names, value.resized, value.spec)
         image_size = image_size or value.images.shape[1:3]
@@ -203,28 +206,54 @@ def calibration_images(value, image_size=None, count=None):
     return np.stack(images).astype(np.float32), "given images"
 
 
-def validation_samples(value, image_size, class_names, count=None):
-    """A kerasseg.data.Split of the samples to check on, at `image_size` (masks None: images alone), their
-    masks' class indices those of `class_names` (or IGNORE_LABEL): the first `count` (None: DEFAULT_SAMPLES;
-    "all")."""
+def held_out(value, count=None, image_size=None):
+    """(the first `count` (None: DEFAULT_SAMPLES; "all") held-out (image, mask or None) pairs of `value`, each at
+    its own size and checked, where they came from, the dataset's class names or None): `value` as
+    validation= takes it (a spec: its test split, `shapes` made at `image_size`)."""
     limit = _limit(count, DEFAULT_SAMPLES)
+    if isinstance(value, data.Pairs):
+        return list(value.pairs[:limit]), value.spec, value.class_names
     if isinstance(value, data.Split):
-        masks = None if value.masks is None else value.masks[:limit]
-        return _counted(_resized(data.Split(value.images[:limit], masks, value.class_names, value.resized,
-                                            value.spec), image_size))
+        masks = value.masks[:limit] if value.masks is not None else itertools.repeat(None)
+        return list(zip(value.images[:limit], masks)), value.spec or "given images", value.class_names
     if isinstance(value, str):
-        return _counted(data.load_split(value, "test", image_size, limit))
+        pairs, names = data.load_examples(value, "test", image_size or (64, 64), limit)
+        return pairs, value, names
     pairs = _checked(_noted(*_pairs(value, "validation", count, DEFAULT_SAMPLES), "validation", count), "validation")
     if not pairs:
         raise InputError("validation: no images; the exported file is checked on held-out images")
     with_masks = [mask is not None for _, mask in pairs]
     if any(with_masks) and not all(with_masks):
         raise InputError("validation: some images have masks and some do not; give masks for all or none")
+    return pairs, f"given images{' and masks' if all(with_masks) else ''}", None
+
+
+def prepared(pairs, image_size, class_names, spec=None):
+    """A kerasseg.data.Split of held-out `pairs` (held_out's) as an app feeds a file of `image_size`: each
+    image resized to it whole, aspect not kept (MediaPipe's ImageSegmenter stretches a camera frame so;
+    bilinear, rounded to pixel values), its mask too (nearest), and the masks at their own sizes kept as
+    `labels`, where the check scores (masks None: images without masks). Mask values are checked against
+    `class_names`' indices (or IGNORE_LABEL)."""
+    from kerasseg.inference import resize_image, resize_mask
+
     names = tuple(class_names)
     _check_classes(pairs, names, "validation")
-    blank = [(image, _blank(image) if mask is None else mask) for image, mask in pairs]
-    split = data.to_split(blank, names, image_size, f"given images{' and masks' if all(with_masks) else ''}")
-    return _counted(split) if all(with_masks) else _without_masks(split)
+    size = tuple(image_size)
+    images = np.stack([resize_image(image, size) for image, _ in pairs])
+    resized = sum(image.shape[:2] != size for image, _ in pairs)
+    if any(mask is None for _, mask in pairs):
+        return data.Split(images, None, names, resized, spec)
+    labels = [np.asarray(mask, np.uint8) for _, mask in pairs]
+    masks = np.stack([resize_mask(mask, size) for mask in labels])
+    return _counted(data.Split(images, masks, names, resized, spec, labels))
+
+
+def validation_samples(value, image_size, class_names, count=None):
+    """The first `count` (None: DEFAULT_SAMPLES; "all") held-out samples of `value` prepared at `image_size`
+    (held_out, then prepared: their masks kept at their own sizes too), their masks' class indices those of
+    `class_names` (or IGNORE_LABEL); a dataset spec's own class names."""
+    pairs, spec, names = held_out(value, count, image_size)
+    return prepared(pairs, image_size, names or class_names, spec)
 
 
 def labelled_pairs(value, class_names, what="evaluation"):

@@ -131,3 +131,32 @@ def spellings(folder, cwd):
     except FileExistsError:  # (made by an earlier call, maybe in another test process)
         pass
     return [f"{folder}/", f"{folder}/../{folder.name}", str(link), os.path.relpath(folder, cwd)]
+
+
+ASPECT_CLASSES = ("ground", "disc", "tall")
+# mostly 2:1 landscape pictures, and a portrait, odd sizes and one smaller than a 32-pixel crop
+ASPECT_SIZES = ((48, 96),) * 6 + ((96, 48), (47, 93), (40, 80), (24, 44))
+
+
+def write_aspect_folder(root, count=120, seed=5, sizes=ASPECT_SIZES):
+    """A `folder:` dataset whose classes only geometry tells apart: discs and ellipses twice as tall as wide,
+    of one colour. Squashing a 2:1 picture into a square turns its discs into tall ellipses: a model trained
+    on the pictures' own aspect reads them wrong squashed."""
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for i in range(count):
+        h, w = sizes[i % len(sizes)]
+        yy, xx = np.mgrid[:h, :w] + 0.5
+        mask = np.zeros((h, w), np.uint8)
+        side = min(h, w)
+        for _ in range(rng.integers(2, 5)):
+            kind = int(rng.integers(1, 3))
+            radius = rng.uniform(0.1, 0.18) * side
+            cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+            mask[((yy - cy) / (radius * kind)) ** 2 + ((xx - cx) / radius) ** 2 <= 1] = kind
+        picture = np.where(mask[..., None] > 0, [60, 170, 80], [150, 120, 90]) + rng.normal(0, 15, (h, w, 3))
+        Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).save(root / "images" / f"street {i:03d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"street {i:03d}.png")
+    (root / "labels.txt").write_text("\n".join(ASPECT_CLASSES) + "\n")
+    return root
