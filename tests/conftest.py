@@ -172,8 +172,8 @@ def binary_run(tmp_path_factory):
 
     def make(base):
         folder, _ = binary_folder(base / "my lesions")
-        train(TrainConfig(base / "run", model="unet_tiny", dataset=f"folder:{folder}", classes=1, image_size=48,
-                          epochs=12, batch_size=8, lr=0.01, augment="flip", loss="ce+dice"))
+        train(TrainConfig(base / "run", model="unet_tiny", model_args={"base_filters": 8}, dataset=f"folder:{folder}",
+                          classes=1, image_size=48, epochs=12, batch_size=8, lr=0.01, augment="flip", loss="ce+dice"))
 
     base = once_per_session(tmp_path_factory, "binary", make)
     return rundir.Run.read(base / "run"), base / "my lesions"

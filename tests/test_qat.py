@@ -202,9 +202,11 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     float_model = tmp_path / "float run" / "model.keras"
     # no --lr: a fine-tuning rate (the float rate, 2e-3, took the demo U-Net from 0.930 to 0.678 in one epoch);
     # killed after its first epoch, then resumed with the --init-from file gone: the run holds all it needs
+    # (--augment flip, as the float run: the float model is scored in this run's geometry, each picture
+    # resized to 32x32 as flip-only training resizes, so its score here is its own run's)
     result = run_cli("kerasseg.train", "--init-from", float_model, "--quantization-aware",
                      "--dataset", f"folder:{folder}", "--image-size", "32", "--epochs", "2", "--batch-size", "8",
-                     "--seed", "5", "--output", out, env={"KERASSEG_CRASH_AT": "history:0"})
+                     "--augment", "flip", "--seed", "5", "--output", out, env={"KERASSEG_CRASH_AT": "history:0"})
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
     float_model.unlink()
     result = run_cli("kerasseg.train", "--output", out, "--resume")
