@@ -3,21 +3,64 @@
     python -m export.agreement MODEL.keras EXPORTED.{tflite,onnx} [--dataset shapes] [--samples 50]
 
 The exported file runs in the runtime a device uses (the LiteRT interpreter,
-ONNX Runtime) on held-out test samples that calibration never saw. Reported:
-logit errors, the share of pixels whose predicted class is unchanged, and the
-mIoU of both models against the ground truth; FILE.disagreement.png shows the
-held-out images where the two disagree most (image | Keras prediction |
-exported prediction | the pixels that differ, in red).
+ONNX Runtime) on held-out test samples that calibration never saw, each fed
+as an app feeds the file (stretched to its input size, as MediaPipe's
+ImageSegmenter does) and scored at its own size. Reported: logit errors, the
+share of pixels whose predicted class is unchanged, and the mIoU of both
+models against the ground truth; FILE.disagreement.png shows the held-out
+images where the two disagree most (image | Keras prediction | exported
+prediction | the pixels that differ, in red).
+
+A file kerasseg wrote carries the fingerprint of the weights it came from
+(export.fingerprint): a file of another model (the same run one epoch later)
+fails, named as such, unless --other-weights says the pairing is meant. A
+file converted elsewhere carries none: it is held to what the same
+quantization of this model does here (export.expected), not to one absolute
+agreement for every model. An mIoU gain beyond sampling noise fails too.
 """
 
+import os
 import sys
 
 from kerasseg import cli
 from kerasseg.cli import UsageError
 from export import commands
 
-qat, resolve, per_tensor, pipeline, reports, runtimes = cli.lazy_import(
-    "kerasseg.qat", "kerasseg.resolve", "export.per_tensor", "export.pipeline", "export.report", "export.runtimes")
+qat, resolve, per_tensor, pipeline, reports, runtimes, fingerprints, expected, values = cli.lazy_import(
+    "kerasseg.qat", "kerasseg.resolve", "export.per_tensor", "export.pipeline", "export.report", "export.runtimes",
+    "export.fingerprint", "export.expected", "kerasseg.data.values")
+
+
+def check(model, exported, validation, *, class_names=None, samples=None, thresholds=None, other_weights=False,
+          report=None, extra=None):
+    """The ExportReport of the file `exported` (.tflite or .onnx) against `model` (a keras.Model, its .keras
+    path, or a kerasseg.files.ModelFile) on `validation` (held-out images, with masks for the mIoU, as the
+    exporters' validation= takes them: arrays, tf.data, pairs of any sizes, a dataset spec), the first
+    `samples` of them (default 50); written to `report` (default FILE.report.json) with its figure.
+    thresholds: values replacing the mode's defaults; other_weights: the file is meant to come from other
+    weights than the model's (its fingerprint then differs without failing). A file without a fingerprint
+    is held to what the same quantization of `model` does here (export.expected)."""
+    runner = runtimes.open_runner(exported)
+    model, policy, name = pipeline.load_model(model)
+    fingerprint = fingerprints.of_model(model)  # (of the model itself: a quantization-aware one's, not its twin's)
+    if qat.is_quantization_aware(model) and runner.quantization != "int8":
+        model, _ = qat.export_twin(model)  # a file without int8 arithmetic is the float twin's (export.formats)
+    size = runner.input_size or pipeline.export_size(model)
+    pairs, spec, names = values.held_out(validation, samples, size)
+    names = names or class_names or pipeline.description(model).class_names or \
+        tuple(f"class_{i}" for i in range(pipeline.mask_classes(model.outputs[0].shape[-1])))
+    held = values.prepared(pairs, size, names, spec)
+    kind = pipeline.output_kind(model)
+    foreign = fingerprints.read(exported) is None
+    simulated = expected.simulated(model, runner, exported, held, kind) if foreign else None
+    path = report or reports.report_path(exported)
+    result = reports.agreement_report(model, exported, held, overrides=reports.checked_thresholds(thresholds),
+                                      extra={"model": name, "dataset": held.spec, "image_size": list(size),
+                                             "training_policy": policy, **(extra or {})},
+                                      runner=runner, figure=reports.figure_path(path), fingerprint=fingerprint,
+                                      other_weights=other_weights, expected=simulated)
+    reports.write_report(result, path)
+    return reports.ExportReport.from_dict(result)
 
 
 def main(argv=None):
@@ -27,6 +70,9 @@ def main(argv=None):
     parser.add_argument("exported", help="the exported file (.tflite or .onnx)")
     commands.add_arguments(parser)
     parser.add_argument("--report", help="where to write the report (default: beside the exported file)")
+    parser.add_argument("--other-weights", action="store_true",
+                        help="the file is meant to come from other weights than the model's (e.g. converted by "
+                             "someone else from a retrained copy): its fingerprint is reported, not failed")
     parser.add_argument("--debug", action="store_true",
                         help="int8 .tflite: re-quantize the Keras model the same way with TFLite's "
                              "QuantizationDebugger and write the per-tensor error table (REPORT.debug.csv)")
@@ -34,26 +80,21 @@ def main(argv=None):
     data = commands.DataOptions.from_args(args)
     runner = runtimes.open_runner(args.exported)
     stage = resolve.stage(args.model, args.image_size or runner.input_size, args.dataset)
-    model, policy, _ = pipeline.load_model(stage.file)
-    if qat.is_quantization_aware(model) and runner.quantization != "int8":
-        model, _ = qat.export_twin(model)  # a file without int8 arithmetic is the float twin's (export.formats)
-    size = stage.image_size
-    samples = stage.split("test", args.samples)
     report_path = args.report or reports.report_path(args.exported)
-    report = reports.agreement_report(model, args.exported, samples, overrides=data.overrides,
-                                      extra={"dataset": samples.spec, "image_size": list(size),
-                                             "training_policy": policy},
-                                      runner=runner, figure=reports.figure_path(report_path))
+    validation = stage.data(data.dataset).pairs("test", data.samples or values.DEFAULT_SAMPLES, stage.image_size)
+    report = check(stage.file, args.exported, validation, class_names=stage.class_names, samples=data.samples,
+                   thresholds=data.overrides, other_weights=args.other_weights, report=report_path).to_dict()
     if args.debug:
         if report["quantization"] != "int8" or runner.runtime != "litert":
             raise UsageError(f"--debug reads int8 .tflite files; {args.exported} is {runner.runtime} "
                              f"{report['quantization']}")
+        model, _, _ = pipeline.load_model(stage.file)
         calibration = stage.split("train", data.calibration_samples, data.calibration_dataset or data.dataset).images
         csv_path = report_path.removesuffix(".json").removesuffix(".report") + ".debug.csv"
-        rows = per_tensor.quantization_debug(model, size, calibration, csv_path)
+        rows = per_tensor.quantization_debug(model, stage.image_size, calibration, csv_path)
         print(per_tensor.format_offenders(rows))
         report.update(debug_csv=csv_path, flagged_tensors=per_tensor.flagged(rows))
-    reports.write_report(report, report_path)
+        reports.write_report(report, report_path)
     reports.print_summary(report, args.exported)
     return 0 if report["passed"] else 1
 

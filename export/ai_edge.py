@@ -16,6 +16,8 @@ benchmarks/quantization.py compares these files with export.tflite's on the same
 images, checked by the same agreement check (benchmarks/RESULTS.md).
 """
 
+import contextlib
+import io
 import warnings
 
 import numpy as np
@@ -81,12 +83,16 @@ def quantize(float_content, calibration_images, recipe="static_wi8_ai8", algorit
     data = {SIGNATURE: [{signature["inputs"][0]: np.asarray(image, np.float32)[None]}
                         for image in calibration_images]}
     name = interpreter.get_signature_runner(SIGNATURE).get_input_details()[signature["inputs"][0]]["name"]
-    with warnings.catch_warnings():  # (it keeps every tensor, which LiteRT warns is for debugging)
+    print(f"ai-edge-quantizer: {recipe} ({algorithm}), calibrating on {len(data[SIGNATURE])} images "
+          f"({calibration}) ...", flush=True)
+    # (its own progress bars, one step per op and image, thousands of lines where stderr is not a terminal)
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
         ranges = _calibrated(quantizer, float_content, data, calibration, recipe, num_threads)
         shape = np.shape(ranges[name]["min"])  # the pixels' range: all of [0, 255], whatever the images span
         ranges[name] = {"min": np.zeros(shape, np.float32), "max": np.full(shape, 255, np.float32)}
-        return bytes(quantizer.quantize(ranges, enable_progress_report=False).quantized_model)
+        return bytes(quantizer.quantize(ranges, enable_progress_bar=False,
+                                        enable_progress_report=False).quantized_model)
 
 
 def _calibrated(quantizer, float_content, data, calibration, recipe, num_threads):

@@ -56,6 +56,9 @@ def _portable(value, key, count, folder):
     if value is None or isinstance(value, str):
         return value
     meta = {}
+    if isinstance(value, data.Pairs):  # (pairs of any sizes: read back as Pairs)
+        meta = {"class_names": list(value.class_names), "spec": value.spec, "pairs": True}
+        value = value.pairs
     if isinstance(value, data.Split):
         meta = {"class_names": list(value.class_names), "spec": value.spec}
         value = (value.images, value.masks) if value.masks is not None else value.images
@@ -77,6 +80,8 @@ def _read_portable(value):
     with np.load(value["npz"]) as saved:
         pairs = [(saved[f"image_{i}"], saved[f"mask_{i}"] if f"mask_{i}" in saved else None)
                  for i in range(value["count"])]
+    if value.get("pairs"):
+        return data.Pairs(pairs, tuple(value["class_names"]), value["spec"])
     if "class_names" in value and pairs and all(mask is not None for _, mask in pairs) and \
             len({image.shape for image, _ in pairs}) == 1:
         return data.Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]),
@@ -111,8 +116,8 @@ def export_elsewhere(module, model, output, options):
         request = os.path.join(folder, "request.json")
         result = os.path.join(folder, "result.json")
         with open(request, "w") as f:
-            json.dump({"module": module, "model": os.fspath(model), "output": os.fspath(output), "options": options,
-                       "result": result}, f)
+            json.dump({"module": module, "model": os.fspath(model), "name": name, "output": os.fspath(output),
+                       "options": options, "result": result}, f)
         code = _child(["-m", "export.backend", request])
         if not os.path.isfile(result):
             raise RuntimeError(f"the export under the TensorFlow backend ended with status {code} and no report "
@@ -148,7 +153,10 @@ def main(argv=None):
         if isinstance(options.get(key), list):
             options[key] = tuple(options[key])
     try:
-        report = importlib.import_module(request["module"]).export(request["model"], request["output"], **options)
+        model = request["model"]
+        if request.get("name"):  # (a model in memory, saved to a temporary file: named as the user named it)
+            model = files.ModelFile(files.load_keras_model(model), request["name"])
+        report = importlib.import_module(request["module"]).export(model, request["output"], **options)
         answer = {"report": report.to_dict()}
     except InputError as error:
         answer = {"error": str(error)}

@@ -27,7 +27,7 @@ class DataOptions:
 
     image_size: tuple = None
     dataset: str = None
-    samples: int = 50
+    samples: int = None  # (None: kerasseg.data.values.DEFAULT_SAMPLES, 50)
     calibration_dataset: str = None
     calibration_samples: int = 200
     overrides: dict = field(default_factory=dict)
@@ -55,7 +55,7 @@ def add_arguments(parser, calibration=True):
     data.add_argument("--dataset",
                       help="dataset spec of the held-out samples compared on (test split; default: the run's "
                            "dataset and split lists, from run.json beside the model)")
-    data.add_argument("--samples", type=cli.arg_type(cli.positive_int), default=50,
+    data.add_argument("--samples", type=cli.arg_type(cli.positive_int),
                       help="held-out samples to compare on (default: 50)")
     data.add_argument("--image-size", type=cli.arg_type(cli.image_size),
                       help="fixed export size N or HxW (default: the model's, or the training size)")

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 from kerasseg import cli, files
 
-backend, commands, pipeline, qat, reports, runtimes = cli.lazy_import(
-    "export.backend", "export.commands", "export.pipeline", "kerasseg.qat", "export.report", "export.runtimes")
+backend, commands, fingerprints, pipeline, qat, reports, runtimes, values = cli.lazy_import(
+    "export.backend", "export.commands", "export.fingerprint", "export.pipeline", "kerasseg.qat", "export.report",
+    "export.runtimes", "kerasseg.data.values")
 
 VALIDATION_SPLIT = "the validation split"  # an option to be the run's validation split (resolved by main)
 DATA_KEYWORDS = ("calibration", "validation", "class_names", "input_normalization", "image_size", "samples",
@@ -107,6 +108,8 @@ def export_inputs(fmt, found, output, options, thresholds=None, latency=False):
                 model, _ = qat.export_twin(model)
                 extra["compared_with"] = "the quantization-aware model's float twin (folded int8-exact weights)"
         content, more = fmt.convert(model, size, found, options)
+        if found.fingerprint:  # (the weights it came from, in its metadata: export.fingerprint)
+            content = fingerprints.stamp(content, fmt.suffix, found.fingerprint)
         return model, content, {**extra, **more}
 
     report = pipeline.export_checked(found, output, build, fmt.quantization(options), thresholds, latency=latency)
@@ -121,7 +124,7 @@ def exporter_inputs(stage, data, calibrate):
     training split (of --calibration-dataset, else --dataset, else the run's)."""
     view = stage.data(data.dataset)
     found = {"image_size": data.image_size, "samples": data.samples,
-             "validation": view.pairs("test", data.samples, stage.image_size)}  # (at their own sizes)
+             "validation": view.pairs("test", data.samples or values.DEFAULT_SAMPLES, stage.image_size)}
     if calibrate:
         calibration = stage.data(data.calibration_dataset or data.dataset)
         found["calibration"] = calibration.pairs("train", data.calibration_samples, stage.image_size)
@@ -147,7 +150,7 @@ def main(fmt, argv=None, description=None):
     found = exporter_inputs(stage, data, fmt.calibrates(options, stage.model))
     for key, value in options.items():
         if value is VALIDATION_SPLIT:
-            options[key] = stage.split("val", data.samples, data.dataset)
+            options[key] = stage.split("val", data.samples or values.DEFAULT_SAMPLES, data.dataset)
     report = export(fmt, stage.file, args.output, thresholds=data.overrides, latency=args.latency, **found,
                     **options)
     reports.print_summary(report, args.output)

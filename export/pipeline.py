@@ -21,6 +21,7 @@ from kerasseg.described import (PIXELS, checked_class_names, description, output
 from kerasseg.data.reading import BINARY_NAMES
 from kerasseg.errors import InputError
 from kerasseg.labels import mask_classes
+from export import fingerprint as fingerprints
 from export import report as reports
 from export import runtimes
 from kerasseg.data import values
@@ -172,6 +173,7 @@ class Inputs:
     input_normalization: str = None  # the normalization prepended to the model (taking_pixels), if any
     calibration: np.ndarray = None
     calibration_spec: str = None
+    fingerprint: dict = None  # export.fingerprint.record of `model`: what the file will carry
 
 
 def inputs(model, image_size=None, validation=None, calibration=None, class_names=None, samples=None,
@@ -209,7 +211,8 @@ def inputs(model, image_size=None, validation=None, calibration=None, class_name
               "(MediaPipe's ImageSegmenter) stretches them, and scored at their own size", file=sys.stderr)
     if not given and len(held_out.class_names) == mask_classes(classes):
         names = held_out.class_names
-    found = Inputs(model, policy, name, size, held_out, names, normalization)
+    found = Inputs(model, policy, name, size, held_out, names, normalization,
+                   fingerprint=fingerprints.record(model))
     if calibrate:
         found.calibration, found.calibration_spec = values.calibration_images(calibration, size,
                                                                               calibration_samples)
@@ -279,7 +282,8 @@ def export_checked(found, output, build, quantization, overrides=None, extra=Non
                  **(extra or {}), **built}
         report = reports.agreement_report(model, tmp.name, found.held_out, quantization, overrides, extra,
                                           figure=reports.figure_path(reports.report_path(output)),
-                                          latency_repeats=20 if latency else 0)
+                                          latency_repeats=20 if latency else 0,
+                                          fingerprint=found.fingerprint and found.fingerprint["fingerprint"])
     files.write_bytes_atomic(output, content)
     reports.write_report(report, reports.report_path(output))
     return report

@@ -25,6 +25,9 @@ DEFAULT_THRESHOLDS = {
     "int16x8": {"pixel_agreement": 0.995, "miou_drop": 0.5},  # activations 256 times finer than int8
 }
 _UPPER_BOUNDS = ("max_abs_error", "mean_abs_error", "miou_drop")
+# an mIoU gain of the file over its model is flagged beyond GAIN_SIGMAS times the sampling noise of the difference
+# (a paired bootstrap over the held-out images), and never under MIN_GAIN points: rounding moves few pixels
+GAIN_SIGMAS, MIN_GAIN = 3.0, 0.5
 THRESHOLDS = ("pixel_agreement", "max_abs_error", "mean_abs_error", "miou_drop")
 _LIMITS = {"pixel_agreement": (0.0, 1.0), "max_abs_error": (0.0, float("inf")), "mean_abs_error": (0.0, float("inf")),
            "miou_drop": (-100.0, 100.0)}  # (a share of pixels; errors of logits; mIoU points)
@@ -141,17 +144,38 @@ def compare(model, runner, samples, latency_repeats=0, kind="logits"):
     if samples.labels is not None:  # (scored at each label's own resolution, as the deployed model is)
         from kerasseg.inference import confusion_at
 
-        ref_cm = sum(confusion_at(r, label, n, kind) for r, label in zip(reference, samples.labels))
-        exp_cm = sum(confusion_at(e, label, n, kind) for e, label in zip(exported, samples.labels))
+        ref_cms = [confusion_at(r, label, n, kind) for r, label in zip(reference, samples.labels)]
+        exp_cms = [confusion_at(e, label, n, kind) for e, label in zip(exported, samples.labels)]
     else:
-        ref_cm = metrics.confusion_matrix(samples.masks, ref_class, n)
-        exp_cm = metrics.confusion_matrix(samples.masks, exp_class, n)
+        ref_cms = [metrics.confusion_matrix(m, c, n) for m, c in zip(samples.masks, ref_class)]
+        exp_cms = [metrics.confusion_matrix(m, c, n) for m, c in zip(samples.masks, exp_class)]
+    ref_cm, exp_cm = sum(ref_cms), sum(exp_cms)
     ref_scores, exp_scores = metrics.scores(ref_cm, samples.class_names), metrics.scores(exp_cm, samples.class_names)
     numbers.update(miou_reference=ref_scores["miou"], miou_exported=exp_scores["miou"],
                    miou_drop=100.0 * (ref_scores["miou"] - exp_scores["miou"]),
+                   miou_drop_noise=paired_noise(ref_cms, exp_cms),
                    per_class_iou_reference=ref_scores["per_class_iou"],
                    per_class_iou_exported=exp_scores["per_class_iou"])
     return numbers, (ref_class, exp_class)
+
+
+def _mious(cms):
+    """The mIoU of each confusion matrix of `cms` (B, C, C) (classes absent from both left out)."""
+    tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)
+    union = cms.sum(1) + cms.sum(2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.nanmean(np.where(union > 0, tp / union, np.nan), axis=1)
+
+
+def paired_noise(ref_cms, exp_cms, draws=400):
+    """The sampling noise (one standard deviation, mIoU points) of the difference between two models' mIoU on
+    the same images (their per-image confusion matrices): a paired bootstrap over the images, seeded."""
+    if len(ref_cms) < 2:
+        return None
+    ref, exp = np.stack(ref_cms), np.stack(exp_cms)
+    picks = np.random.default_rng(0).integers(0, len(ref), (draws, len(ref)))
+    diffs = _mious(ref[picks].sum(1)) - _mious(exp[picks].sum(1))
+    return float(100.0 * np.nanstd(diffs))
 
 
 def predicted_classes(outputs, kind="logits"):
@@ -177,7 +201,16 @@ def check(report, thresholds, required=()):
         ok = value <= limit if key in _UPPER_BOUNDS else value >= limit
         if not ok:
             failures.append(f"{key} {value:.6g} {'>' if key in _UPPER_BOUNDS else '<'} {limit:g}")
+    drop, noise = report.get("miou_drop"), report.get("miou_drop_noise")
+    if drop is not None and noise is not None and -drop > max(GAIN_SIGMAS * noise, MIN_GAIN):
+        failures.append(f"miou_gain {-drop:.3g} > {max(GAIN_SIGMAS * noise, MIN_GAIN):.3g}: the file scores "
+                        f"{-drop:.2f} points above its model, beyond the sampling noise of {len_of(report)} images "
+                        f"({noise:.2f} points): rounding does not do that; is it another model's file?")
     return failures
+
+
+def len_of(report):
+    return report.get("samples", "the")
 
 
 def disagreement_png(samples, classes, path, count=4):
@@ -196,12 +229,30 @@ def disagreement_png(samples, classes, path, count=4):
 
 
 def agreement_report(model, exported_path, samples, quantization=None, overrides=None, extra=None, runner=None,
-                     figure=None, latency_repeats=0):
-    """Runs the comparison and returns the complete report dictionary (and draws `figure`, a PNG path)."""
+                     figure=None, latency_repeats=0, fingerprint=None, other_weights=False, expected=None):
+    """Runs the comparison and returns the complete report dictionary (and draws `figure`, a PNG path).
+
+    fingerprint: export.fingerprint.of_model of the model the file should come from: a file that carries
+    another fails ("fingerprint"), unless `other_weights` (a pairing that is meant: the report still says
+    it); expected: for a file without one, what the same quantization of the model does (export.expected.
+    simulated), which tightens the thresholds the user did not set to export.expected.thresholds."""
+    from export import fingerprint as fingerprints
+
     runner = runner or open_runner(exported_path)
     quantization = quantization or runner.quantization
     thresholds = {**DEFAULT_THRESHOLDS[quantization], **(overrides or {})}
-    report = {"runtime": runner.runtime, "quantization": quantization, **(extra or {})}
+    stamped = fingerprints.read(exported_path)
+    report = {"runtime": runner.runtime, "quantization": quantization, **(extra or {}),
+              "fingerprint": {"model": fingerprint, "file": stamped and stamped.get("fingerprint"),
+                              "file_model": stamped and stamped.get("model")}}
+    if stamped is None and expected is not None:
+        from export.expected import thresholds as expected_thresholds
+
+        report["expected"] = expected
+        for key, limit in expected_thresholds(expected).items():
+            if key not in (overrides or {}):
+                thresholds[key] = max(limit, thresholds.get(key, 0.0)) if key not in _UPPER_BOUNDS else \
+                    min(limit, thresholds.get(key, float("inf")))
     kind = report.get("output_kind") or output_kind(model)
     numbers, classes = compare(model, runner, samples, latency_repeats, kind=kind)
     report.update(numbers)
@@ -211,6 +262,14 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
     report["size_bytes"] = os.path.getsize(exported_path)
     report["thresholds"] = thresholds
     report["failed"] = check(report, thresholds, required=tuple(overrides or ()))
+    if stamped and fingerprint and stamped.get("fingerprint") != fingerprint:
+        words = (f"the file was converted from other weights (fingerprint {fingerprints.short(stamped.get('fingerprint'))}"
+                 f", of {stamped.get('model')}) than the model's ({fingerprints.short(fingerprint)})")
+        if other_weights:
+            report["fingerprint"]["note"] = f"{words}: compared as asked (other_weights)"
+        else:
+            report["failed"].insert(0, f"fingerprint: {words}: it is not this model's file (other_weights=True, or "
+                                       "--other-weights, when the pairing is meant)")
     report["passed"] = not report["failed"]
     return report
 
@@ -224,10 +283,17 @@ def print_summary(report, path):
         f"{miou}, {report['size_bytes'] / 1e6:.2f} MB" +
         (f", {report['latency_ms']:.2f} ms/image" if report.get("latency_ms") is not None else "")
     )
+    if (report.get("fingerprint") or {}).get("file") is None and "expected" in report:
+        print(f"the file carries no fingerprint: held to what {report['expected']['how']} does to the model "
+              f"(pixel agreement {report['expected']['pixel_agreement']:.5f}, mean |error| "
+              f"{report['expected']['mean_abs_error']:.3g}), within a factor of {EXPECTED_FACTOR_TEXT}")
     if report["passed"]:
         print("agreement: passed")
     else:
         print(f"agreement: FAILED: {'; '.join(report['failed'])}", file=sys.stderr)
+
+
+EXPECTED_FACTOR_TEXT = "3 (export.expected)"
 
 
 def write_report(report, path):

@@ -421,14 +421,16 @@ def _fit(config, run, model, strategy, state, run_data, shard, first_step):
     return commit
 
 
-def _stopped(run, config, error, fix):
-    """The words for a run stopped midway by `error`: what it keeps, and (`fix`) how to continue it."""
+def _stopped(run, config, error, fix=None):
+    """The words for a run stopped midway by `error`: what it keeps, and (`fix` first) how to continue it."""
+    import shlex
+
     state = run.state()
     if not state:
         return f"{error}; training stopped, no epoch had completed"
     return (f"{error}; training stopped, nothing was lost: epoch {state['epoch'] + 1} of {config.epochs} is "
-            f"complete in {run.path} (model.keras, history.csv, backup/); {fix}, then continue it with python -m "
-            f"kerasseg.train --output {config.output} --resume")
+            f"complete in {run.path} (model.keras, history.csv, backup/); {f'{fix}, then ' if fix else ''}continue "
+            f"it with python -m kerasseg.train --output {shlex.quote(os.fspath(config.output))} --resume")
 
 
 def train(config):
@@ -550,13 +552,23 @@ class TrainingStopped(Exception):
 
 
 def main(argv=None):
+    config = None
     try:
-        train(parse_args(argv))
+        config = parse_args(argv)
+        train(config)
     except ConfigError as error:
         raise cli.UsageError(train_args.flag_words(error)) from None
     except TrainingStopped as error:
         print(f"python -m kerasseg.train: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # (Ctrl-C: what is kept, and how to go on, without TensorFlow's traceback)
+        if config is None:
+            raise
+        from kerasseg import rundir
+
+        words = _stopped(rundir.RunDir(os.path.abspath(config.output)), config, "interrupted (Ctrl-C)")
+        print(f"python -m kerasseg.train: {words}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -193,3 +193,17 @@ def test_help_answers_without_importing_tensorflow(command, tmp_path):
         text = " ".join(result.stdout.split())
         for words in ("how the file is quantized", "what the file outputs", "training images to calibrate int8 on"):
             assert words in text, words
+
+
+def test_fewer_samples_than_asked_for_are_said(model, shapes, tmp_path, capsys):
+    """`samples=30` (--samples 30) where 10 exist: all 10 are used, and a note says so (the old code, nothing)."""
+    from export import tflite
+
+    report = tflite.export(model, tmp_path / "m.tflite", quantize="float32", samples=30,
+                           validation=(shapes.images[:10], shapes.masks[:10]))
+    assert report.samples == 10
+    assert "validation: 30 samples asked for, and given images and masks has 10: all 10 are used" in \
+        capsys.readouterr().err
+    tflite.export(model, tmp_path / "m.tflite", quantize="float32", samples=8, validation=(shapes.images[:10],
+                                                                                           shapes.masks[:10]))
+    assert "asked for" not in capsys.readouterr().err

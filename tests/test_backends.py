@@ -42,7 +42,7 @@ def test_a_model_trained_on_jax_exports_from_the_jax_command_line_as_under_tenso
 
 
 @ON_JAX
-def test_the_python_api_exports_a_model_built_and_trained_on_jax(tmp_path):
+def test_the_python_api_exports_a_model_built_and_trained_on_jax(tmp_path, capfd):
     from awkward_folders import CLASSES, write_awkward_folder
 
     from kerasseg import data, describe, losses, models
@@ -60,6 +60,8 @@ def test_the_python_api_exports_a_model_built_and_trained_on_jax(tmp_path):
     pipeline = tf.data.Dataset.from_tensor_slices((test.images, test.masks)).batch(2)  # (read here, sent as arrays)
     report = tflite.export(model, tmp_path / "m.tflite", quantize="int8", calibration=train.images, validation=pipeline)
     assert report.passed and report.samples == len(test) and report["model"] == model.name, report.failed
+    said = capfd.readouterr().out  # (the TensorFlow child's lines name the model, not the file it went there as)
+    assert f"converting {model.name} to m.tflite" in said and ".keras" not in said, said
     assert report.miou_reference > 0.8
     assert json.loads((tmp_path / "m.report.json").read_text())["model"] == model.name
     test_images, test_masks = test.images, test.masks

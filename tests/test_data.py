@@ -370,6 +370,16 @@ def test_a_binary_0_255_mask_is_named_with_what_to_do(tmp_path, capsys):
     assert "img00.png" in stderr and "only 0 and 255" in stderr and "255 // 255" not in stderr
     assert "mask // 255" in stderr  # what to do
     assert not (tmp_path / "out").exists()
+    # every problem in one round: a cut-short photo and a mask of another size beside the 0/255 masks (the
+    # old code named the first two, then, once they were fixed, the masks)
+    content = (root / "images" / "img01.jpg").read_bytes()
+    (root / "images" / "img01.jpg").write_bytes(content[: len(content) // 2])
+    Image.fromarray(np.zeros((7, 9), np.uint8)).save(root / "masks" / "img02.png")
+    code = run_main(train.main, "--dataset", f"folder:{root}", "--model", "unet_tiny", "--image-size", "32",
+                    "--epochs", "1", "--output", tmp_path / "out")
+    stderr = capsys.readouterr().err
+    assert code == 2 and "3 problem(s)" in stderr and "img01.jpg" in stderr and "img02.png is 9x7" in stderr
+    assert "only 0 and 255" in stderr
 
 
 def test_validation_and_evaluation_resize_as_training_does():

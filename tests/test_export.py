@@ -384,6 +384,9 @@ def test_ai_edge_quantizer_files_are_camera_exact_and_checked_as_ours(user_run, 
         result = run_here("export.tflite", model, "--quantizer", "ai-edge", "--quantize", quantize, "--output", path,
                           "--samples", "16", "--calibration-samples", "32", *args)
         assert result.returncode == 0, result.stderr
+        # one line of ours, not its progress bar of a step per op and image (9,300 lines on the demo)
+        assert "Running Calibration" not in result.stderr and "%|" not in result.stderr
+        assert f"ai-edge-quantizer: static_wi8_ai{8 if quantize == 'int8' else 16}" in result.stdout
         report = json.loads((tmp_path / f"aeq_{quantize}.report.json").read_text())
         assert report["passed"] and report["quantizer"] == "ai-edge" and report["quantization"] == quantize
         assert report["io"] == dtype.__name__  # (int16x8: an int16 input, unlike kerasseg's float32 one)

@@ -7,6 +7,7 @@ import os
 import random
 import re
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -46,6 +47,31 @@ def _check_consistent(run):
         import kerasseg  # noqa: F401 (its layers and losses)
 
         keras.saving.load_model(run / "model.keras")
+
+
+def test_ctrl_c_says_in_one_line_what_is_kept_and_the_command_that_continues(tmp_path):
+    """Ctrl-C (SIGINT) during training: no traceback through TensorFlow, one line naming the last complete
+    epoch and the --resume command, exit status 130; that command, run as printed, continues the run."""
+    from conftest import program_lines
+
+    run = tmp_path / "my run"
+    process = _start([*TRAIN, "--epochs", "4", "--train-samples", "64", "--output", run])
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(_epochs(run)) < 1 and process.poll() is None:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    lines = program_lines(stderr)
+    assert process.returncode == 130 and len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    done = len(_epochs(run))
+    assert f"interrupted (Ctrl-C); training stopped, nothing was lost: epoch {done} of 4 is complete" in lines[0]
+    command = shlex.split(lines[0].split("continue it with ", 1)[1])
+    assert command[:3] == ["python", "-m", "kerasseg.train"]
+    result = run_cli(*command[3:])
+    assert result.returncode == 0 and _epochs(run) == [0, 1, 2, 3], result.stderr[-2000:]
 
 
 def test_resume_after_sigkill_continues_from_the_backed_up_epoch(tmp_path):

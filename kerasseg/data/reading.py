@@ -208,8 +208,7 @@ def read_examples(examples, num_classes, progress=True):
             problems += issues
             if bar and (i % 100 == 0 or i == len(examples)):
                 bar.update(i)
-    if not problems:
-        problems = binary_mask_problems(examples, [mask_values(mask) for _, mask in pairs])
+    problems += binary_mask_problems(examples, [[] if pair is None else mask_values(pair[1]) for pair in pairs])
     raise_problems(problems)
     return pairs
 

@@ -185,8 +185,7 @@ def scan(examples, num_classes=None, known=None, progress=True):
             problems += size_problems(example, example.image.shape[:2], example.mask.shape[:2])
         if num_classes is not None and values and (example.on_disk or example.generate is None):
             problems += value_problems(example.mask_name, values[-1], num_classes)
-    if not problems:
-        problems = binary_mask_problems([e for e in examples if e.generate is None], values)
+    problems += binary_mask_problems([e for e in examples if e.generate is None], values)
     raise_problems(problems)
     result.seconds, result.checked = time.time() - started, len(todo)
     if bar:

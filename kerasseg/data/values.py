@@ -179,6 +179,8 @@ def calibration_images(value, image_size=None, count=None):
     """(images (N, H, W, 3) float32 pixels at `image_size` (None: the first image's), a description of where
     they came from): the first `count` (None: DEFAULT_CALIBRATION_SAMPLES; "all")."""
     limit = _limit(count, DEFAULT_CALIBRATION_SAMPLES)
+    if isinstance(value, (data.Pairs, data.Split)):
+        fewer(len(value), count, "calibration", value.spec or "the images given")
     if isinstance(value, data.Pairs):
         value = data.Split(np.stack([data.resize_pair(image, mask, image_size)[0] for image, mask in
                                      value.pairs[:limit]]), None, value.class_names, 0, value.spec)
@@ -192,6 +194,7 @@ def calibration_images(value, image_size=None, count=None):
                              "this model does not carry one (kerasseg.describe(model, image_size=...)); or give the "
                              "images themselves")
         split = data.load_split(value, "train", image_size, limit)
+        fewer(len(split), count, "calibration", split.spec)
         return split.images.astype(np.float32), split.spec
     pairs = _checked(_noted(*_pairs(value, "calibration", count, DEFAULT_CALIBRATION_SAMPLES), "calibration", count),
                      "calibration")
@@ -212,20 +215,31 @@ def held_out(value, count=None, image_size=None):
     validation= takes it (a spec: its test split, `shapes` made at `image_size`)."""
     limit = _limit(count, DEFAULT_SAMPLES)
     if isinstance(value, data.Pairs):
-        return list(value.pairs[:limit]), value.spec, value.class_names
-    if isinstance(value, data.Split):
+        found = list(value.pairs[:limit]), value.spec, value.class_names
+    elif isinstance(value, data.Split):
         masks = value.masks[:limit] if value.masks is not None else itertools.repeat(None)
-        return list(zip(value.images[:limit], masks)), value.spec or "given images", value.class_names
-    if isinstance(value, str):
+        found = list(zip(value.images[:limit], masks)), value.spec or "given images", value.class_names
+    elif isinstance(value, str):
         pairs, names = data.load_examples(value, "test", image_size or (64, 64), limit)
-        return pairs, value, names
-    pairs = _checked(_noted(*_pairs(value, "validation", count, DEFAULT_SAMPLES), "validation", count), "validation")
-    if not pairs:
-        raise InputError("validation: no images; the exported file is checked on held-out images")
-    with_masks = [mask is not None for _, mask in pairs]
-    if any(with_masks) and not all(with_masks):
-        raise InputError("validation: some images have masks and some do not; give masks for all or none")
-    return pairs, f"given images{' and masks' if all(with_masks) else ''}", None
+        found = pairs, value, names
+    else:
+        pairs = _checked(_noted(*_pairs(value, "validation", count, DEFAULT_SAMPLES), "validation", count),
+                         "validation")
+        if not pairs:
+            raise InputError("validation: no images; the exported file is checked on held-out images")
+        with_masks = [mask is not None for _, mask in pairs]
+        if any(with_masks) and not all(with_masks):
+            raise InputError("validation: some images have masks and some do not; give masks for all or none")
+        found = pairs, f"given images{' and masks' if all(with_masks) else ''}", None
+    fewer(len(found[0]), count, "validation", found[1])
+    return found
+
+
+def fewer(found, count, what, where):
+    """Says on stderr when fewer samples than the `count` asked for exist (`found` of them)."""
+    if isinstance(count, (int, np.integer)) and not isinstance(count, bool) and found < count:
+        print(f"note: {what}: {count} samples asked for, and {where} has {found}: all {found} are used",
+              file=sys.stderr)
 
 
 def prepared(pairs, image_size, class_names, spec=None):

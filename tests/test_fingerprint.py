@@ -1,0 +1,120 @@
+"""A check with power: a file of the same run one epoch later (a model that disagrees with this one on under 1%
+of the pixels) fails the agreement check at the default thresholds, named as such, and the right file passes:
+exactly by the fingerprint every file carries (export.fingerprint), and by what the same quantization of the
+model does (export.expected) for a file converted elsewhere, which carries none."""
+
+import numpy as np
+import pytest
+
+from conftest import once_per_session, run_main
+
+
+def _one_epoch_later(base, model, dataset, epochs, **settings):
+    """The run's model after `epochs` epochs (first/model.keras), and the same model trained one epoch more
+    (later.keras, beside its copy of the run's record: its held-out split)."""
+    import keras
+
+    from kerasseg import losses, resolve
+    from kerasseg.train import TrainConfig, train
+
+    first = base / "first"
+    run = train(TrainConfig(first, model=model, dataset=dataset, image_size=32, epochs=epochs, batch_size=8,
+                            lr=0.01, augment="flip", seed=2, **settings))
+    later = run.load_model()
+    split = resolve.data_view(first / "model.keras").load_split("train", (32, 32))
+    later.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.SegmentationLoss("ce"))
+    later.fit(split.images.astype("float32"), split.masks, batch_size=8, epochs=1, verbose=0)
+    later.save(first / "later.keras")
+
+
+@pytest.fixture(scope="session", params=["unet", "deeplab"])
+def epoch_apart(request, user_run, tmp_path_factory):
+    """A U-Net (8 epochs) and a DeepLab v3+ (6 epochs) trained on the user's folder, and each one epoch later."""
+    folder = user_run[1]
+    if request.param == "unet":
+        make = lambda base: _one_epoch_later(base, "unet_tiny", f"folder:{folder}", 8,  # noqa: E731
+                                             model_args={"base_filters": 8})
+    else:
+        make = lambda base: _one_epoch_later(base, "deeplab_v3_plus_tiny", f"folder:{folder}", 6)  # noqa: E731
+    base = once_per_session(tmp_path_factory, f"epoch-apart-{request.param}", make)
+    return base / "first" / "model.keras", base / "first" / "later.keras"
+
+
+def _held_out(model_path):
+    """(the images compared on, those int8 is calibrated on): the user's folder holds 48 pictures, 4 of them
+    held out, too few to measure a drift of a fraction of a percent; agreement needs no held-out images."""
+    from kerasseg import resolve
+
+    view = resolve.data_view(model_path)
+    return view.pairs("train", 32, (32, 32)), view.pairs("train", 32, (32, 32))
+
+
+FILES = [("tflite", "int8"), ("tflite", "float16"), ("onnx", "float32")]
+
+
+@pytest.mark.parametrize("fmt, quantize", FILES)
+def test_the_file_of_the_next_epoch_fails_by_its_fingerprint_and_its_own_passes(epoch_apart, fmt, quantize,
+                                                                                tmp_path):
+    from export import agreement, onnx, tflite
+
+    first, later = epoch_apart
+    validation, calibration = _held_out(first)
+    path = tmp_path / f"later.{fmt}"
+    exporter = tflite.export if fmt == "tflite" else onnx.export
+    options = {"quantize": quantize} if fmt == "tflite" else {}
+    made = exporter(later, path, validation=validation, calibration=calibration, **options)
+    assert made.passed and made["fingerprint"]["file"] == made["fingerprint"]["model"]
+    own = agreement.check(later, path, validation)
+    assert own.passed, own.failed
+    other = agreement.check(first, path, validation)
+    assert not other.passed and other.failed[0].startswith("fingerprint: the file was converted from other weights")
+    meant = agreement.check(first, path, validation, other_weights=True)  # (a pairing that is meant)
+    assert not any(f.startswith("fingerprint") for f in meant.failed) and "other_weights" in meant[
+        "fingerprint"]["note"]
+
+
+def test_the_command_line_names_the_other_weights(epoch_apart, tmp_path, capsys):
+    from export import agreement, tflite
+
+    first, later = epoch_apart
+    validation, calibration = _held_out(first)
+    tflite.export(later, tmp_path / "later.tflite", quantize="int8", validation=validation, calibration=calibration)
+    capsys.readouterr()
+    assert run_main(agreement.main, first, tmp_path / "later.tflite") == 1
+    assert "fingerprint: the file was converted from other weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quantize", ["int8", "float16"])
+def test_a_file_converted_elsewhere_is_held_to_what_the_same_quantization_does(epoch_apart, quantize, tmp_path):
+    """A file without a fingerprint (converted by other code: the converter's bytes as they come) is held to
+    the drift of the same quantization of the model, made here: one epoch apart drifts several times as far."""
+    from export import agreement, fingerprint, tflite
+    from kerasseg import files
+
+    first, later = epoch_apart
+    validation, calibration = _held_out(first)
+    from kerasseg.inference import resize_image
+
+    images = np.stack([resize_image(image, (32, 32)) for image, _ in calibration.pairs]).astype(np.float32)
+    content = tflite.convert(files.load_keras_model(later), quantize, (32, 32), images)  # (no fingerprint)
+    path = tmp_path / "foreign.tflite"
+    path.write_bytes(content)
+    assert fingerprint.read(path) is None
+    own = agreement.check(later, path, validation)
+    assert own.passed, (own.failed, own["expected"])
+    other = agreement.check(first, path, validation)
+    assert not other.passed and not any(f.startswith("fingerprint") for f in other.failed), other.failed
+    assert other["expected"]["how"].startswith(f"tflite {quantize}")
+
+
+def test_an_miou_gain_beyond_sampling_noise_is_flagged_not_passed():
+    from export import report as reports
+
+    rng = np.random.default_rng(0)
+    cms = [np.diag(rng.integers(50, 100, 3)) + rng.integers(0, 5, (3, 3)) for _ in range(20)]
+    assert reports.paired_noise(cms, cms) == 0.0  # the same predictions: no noise
+    base = {"samples": 20, "pixel_agreement": 0.995, "miou_drop": -2.0, "miou_drop_noise": 0.3}
+    failed = reports.check(base, {"pixel_agreement": 0.99})
+    assert len(failed) == 1 and failed[0].startswith("miou_gain 2 > 0.9")
+    assert reports.check({**base, "miou_drop": -0.4}, {"pixel_agreement": 0.99}) == []  # (within the noise)
+    assert reports.check({**base, "miou_drop_noise": 1.0}, {"pixel_agreement": 0.99}) == []
