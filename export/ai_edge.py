@@ -17,8 +17,8 @@ images, checked by the same agreement check (benchmarks/RESULTS.md).
 """
 
 import contextlib
-import io
 import warnings
+from io import StringIO
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def quantize(float_content, calibration_images, recipe="static_wi8_ai8", algorit
     print(f"ai-edge-quantizer: {recipe} ({algorithm}), calibrating on {len(data[SIGNATURE])} images "
           f"({calibration}) ...", flush=True)
     # (its own progress bars, one step per op and image, thousands of lines where stderr is not a terminal)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stderr(StringIO()):
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
         ranges = _calibrated(quantizer, float_content, data, calibration, recipe, num_threads)
         shape = np.shape(ranges[name]["min"])  # the pixels' range: all of [0, 255], whatever the images span

@@ -42,10 +42,23 @@ def write_tflite(model):
 
 def edit_tflite(content, edit):
     """(the .tflite bytes `content` after `edit(model)` changed its flatbuffer object, what `edit` returned):
-    every read-edit-write of a file."""
+    every read-edit-write of a file.
+
+    A file whose constants lie after the flatbuffer (Buffer.offset: ai-edge-quantizer writes them so once
+    they pass 256 kB) keeps them: the flatbuffer is written again, the data after it moved to the next
+    16-byte boundary past its new end, and every offset moved by as much (flatbuffer_utils writes the
+    offsets as they were read, which would point into the new flatbuffer)."""
     model = read_tflite(content)
     result = edit(model)
-    return write_tflite(model), result
+    stored = [buffer for buffer in model.buffers if getattr(buffer, "offset", 0)]
+    if not stored:
+        return write_tflite(model), result
+    start = min(buffer.offset for buffer in stored)  # (where the data after the flatbuffer begins)
+    moved = -(-len(write_tflite(model)) // 16) * 16
+    for buffer in stored:
+        buffer.offset += moved - start
+    flatbuffer = write_tflite(model)
+    return flatbuffer + bytes(moved - len(flatbuffer)) + bytes(content[start:]), result
 
 
 def calibrated(converter):

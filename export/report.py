@@ -283,7 +283,7 @@ def print_summary(report, path):
         f"{miou}, {report['size_bytes'] / 1e6:.2f} MB" +
         (f", {report['latency_ms']:.2f} ms/image" if report.get("latency_ms") is not None else "")
     )
-    if (report.get("fingerprint") or {}).get("file") is None and "expected" in report:
+    if (report.get("fingerprint") or {}).get("file") is None and report.get("expected"):
         print(f"the file carries no fingerprint: held to what {report['expected']['how']} does to the model "
               f"(pixel agreement {report['expected']['pixel_agreement']:.5f}, mean |error| "
               f"{report['expected']['mean_abs_error']:.3g}), within a factor of {EXPECTED_FACTOR_TEXT}")

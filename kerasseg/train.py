@@ -39,6 +39,7 @@ file that cannot be written (a full disk) stops it too, with the last
 complete epoch intact for --resume (both exit status 1).
 """
 
+import contextlib
 import os
 import sys
 import time
@@ -316,7 +317,7 @@ def _evaluate(model, config, run_data, examples=None):
     return metrics.scores(cm, run_data.names)
 
 
-def _validation(config, run_data, reader, strategy):
+def _validation(config, run_data, reader, strategy, interrupted=()):
     """The validation of every epoch, in the run's geometry (kerasseg.inference: aspect kept, each label at its
     own resolution): a Keras callback that adds val_loss, val_miou (and a binary segmenter's
     val_foreground_iou) to the epoch's logs, before the callbacks after it read them. val_loss is the run's
@@ -333,6 +334,8 @@ def _validation(config, run_data, reader, strategy):
 
     class Validation(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            if interrupted:  # (an epoch cut short by Ctrl-C: not committed, so not validated)
+                return
             model, loss = self.model, self.model.loss
 
             def image_loss(labels, logits):
@@ -399,15 +402,16 @@ def _fit(config, run, model, strategy, state, run_data, shard, first_step):
     from kerasseg.data.pipeline import failures
 
     train_data, steps, readers = _datasets(config, run_data, shard)
+    interrupted = []  # (Ctrl-C: the epoch under way is neither validated nor committed)
     commit = rundir.EpochCommit(run, *((state["history"], state["best"]) if state else ()),
-                                failed=lambda: any(reader.failure for reader in readers))
-    validation = _validation(config, run_data, readers[1], strategy)
+                                failed=lambda: bool(interrupted) or any(reader.failure for reader in readers))
+    validation = _validation(config, run_data, readers[1], strategy, interrupted)
     callbacks = [validation, commit, keras.callbacks.TensorBoard(run.file("logs")), first_step]
     if config.patience:
         callbacks.append(keras.callbacks.EarlyStopping("val_miou", mode="max", patience=config.patience))
     initial_epoch = state["epoch"] + 1 if state else 0
     if initial_epoch < config.epochs:
-        with distribute.fit_scope(model, strategy), failures(*readers):
+        with distribute.fit_scope(model, strategy), failures(*readers), _interruptible(model, interrupted):
             model.fit(train_data, epochs=config.epochs, initial_epoch=initial_epoch,
                       callbacks=callbacks, **steps,
                       shuffle=False,  # the tf.data pipeline shuffles, seeded
@@ -419,6 +423,33 @@ def _fit(config, run, model, strategy, state, run_data, shard, first_step):
         raise TrainingStopped(f"the loss became {value} at epoch {epoch}, step {step}: training stopped; {kept}. "
                                "Try a lower --lr (or --class-weights closer to 1)")
     return commit
+
+
+@contextlib.contextmanager
+def _interruptible(model, interrupted):
+    """Ctrl-C (SIGINT) while `model` trains stops it after the step under way (model.stop_training), then raises
+    KeyboardInterrupt once fit has returned, the epoch it cut short left uncommitted; a second Ctrl-C stops at
+    once. (A KeyboardInterrupt raised wherever the signal lands can be swallowed: inside a garbage-collection
+    callback, training went on to its end.) In the main thread only, where Python delivers signals."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        interrupted.append(signum)
+        model.stop_training = True
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _stopped(run, config, error, fix=None):

@@ -70,7 +70,7 @@ def test_ctrl_c_says_in_one_line_what_is_kept_and_the_command_that_continues(tmp
     assert f"interrupted (Ctrl-C); training stopped, nothing was lost: epoch {done} of 4 is complete" in lines[0]
     command = shlex.split(lines[0].split("continue it with ", 1)[1])
     assert command[:3] == ["python", "-m", "kerasseg.train"]
-    result = run_cli(*command[3:])
+    result = run_cli(*command[2:])
     assert result.returncode == 0 and _epochs(run) == [0, 1, 2, 3], result.stderr[-2000:]
 
 
