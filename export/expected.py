@@ -21,7 +21,7 @@ FLOORS = {"pixel_disagreement": 0.001, "mean_abs_error": 1e-4}
 
 
 def simulated(model, runner, path, samples, kind="logits"):
-    """{"pixel_agreement", "mean_abs_error", "how"} of the same quantization of `model` (a float32 Keras model
+    """{"pixel_agreement", "mean_abs_error", "how", "thresholds"} of the same quantization of `model` (a float32 Keras model
     ending in the file's output kind) made here as the file at `path` (run by `runner`) is made, checked on
     `samples` (a kerasseg.data.Split); None where no such file can be made here (a format without a
     converter, a mode it does not know)."""
@@ -52,10 +52,11 @@ def simulated(model, runner, path, samples, kind="logits"):
         with open(made, "wb") as f:
             f.write(content)
         numbers, _ = reports.compare(model, fmt.runner(made, None), samples, kind=kind)
-    return {"pixel_agreement": numbers["pixel_agreement"], "mean_abs_error": numbers["mean_abs_error"],
-            "how": f"{fmt.name} {runner.quantization}" + (f", io {options['io']}" if "io" in options and
-                                                          runner.quantization == "int8" else "")
-            + f", calibrated on the {len(samples)} held-out images"}
+    found = {"pixel_agreement": numbers["pixel_agreement"], "mean_abs_error": numbers["mean_abs_error"],
+             "how": f"{fmt.name} {runner.quantization}" + (f", io {options['io']}" if "io" in options and
+                                                           runner.quantization == "int8" else "")
+             + f", calibrated on the {len(samples)} held-out images"}
+    return {**found, "thresholds": thresholds(found)}
 
 
 def thresholds(expected):

@@ -27,7 +27,7 @@ DEFAULT_THRESHOLDS = {
 _UPPER_BOUNDS = ("max_abs_error", "mean_abs_error", "miou_drop")
 # an mIoU gain of the file over its model is flagged beyond GAIN_SIGMAS times the sampling noise of the difference
 # (a paired bootstrap over the held-out images), and never under MIN_GAIN points: rounding moves few pixels
-GAIN_SIGMAS, MIN_GAIN = 3.0, 0.5
+GAIN_SIGMAS, MIN_GAIN = 3.0, 1.0  # (MIN_GAIN: int8's default bar for a loss, miou_drop 1.0, for a gain too)
 THRESHOLDS = ("pixel_agreement", "max_abs_error", "mean_abs_error", "miou_drop")
 _LIMITS = {"pixel_agreement": (0.0, 1.0), "max_abs_error": (0.0, float("inf")), "mean_abs_error": (0.0, float("inf")),
            "miou_drop": (-100.0, 100.0)}  # (a share of pixels; errors of logits; mIoU points)
@@ -235,7 +235,7 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
     fingerprint: export.fingerprint.of_model of the model the file should come from: a file that carries
     another fails ("fingerprint"), unless `other_weights` (a pairing that is meant: the report still says
     it); expected: for a file without one, what the same quantization of the model does (export.expected.
-    simulated), which tightens the thresholds the user did not set to export.expected.thresholds."""
+    simulated, with its "thresholds"), which replace those the user did not set where they are tighter."""
     from export import fingerprint as fingerprints
 
     runner = runner or open_runner(exported_path)
@@ -246,10 +246,8 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
               "fingerprint": {"model": fingerprint, "file": stamped and stamped.get("fingerprint"),
                               "file_model": stamped and stamped.get("model")}}
     if stamped is None and expected is not None:
-        from export.expected import thresholds as expected_thresholds
-
         report["expected"] = expected
-        for key, limit in expected_thresholds(expected).items():
+        for key, limit in expected["thresholds"].items():
             if key not in (overrides or {}):
                 thresholds[key] = max(limit, thresholds.get(key, 0.0)) if key not in _UPPER_BOUNDS else \
                     min(limit, thresholds.get(key, float("inf")))
