@@ -98,7 +98,7 @@ def evaluate(model, data, split="val", image_size=None, batch_size=16, resize=No
         run = inference.Inference(model.model, geometry, batch_size=batch_size, budget=budget,
                                   progress=_progress(len(examples)) if progress else None)
         with pipeline.failures(reader):  # (streamed: one batch in memory at a time)
-            cm = run.confusion(pipeline.decoded(reader).as_numpy_iterator(), len(names))
+            cm = run.confusion(pipeline.decoded(reader, scan=scanned).as_numpy_iterator(), len(names))
         sizes, spec, count = sorted({scanned.size(e) for e in examples}), view.spec, len(examples)
     scores = metrics.scores(cm, names)
     foreground = scores["per_class_iou"][names[1]] if channels == 1 else None

@@ -313,7 +313,7 @@ def _evaluate(model, config, run_data, examples=None):
     reader = run_data.reader(run_data.val if examples is None else examples)
     with failures(reader):
         cm = Inference(model, _geometry(config), batch_size=config.batch_size).confusion(
-            decoded(reader).as_numpy_iterator(), len(run_data.names))
+            decoded(reader, scan=run_data.scan).as_numpy_iterator(), len(run_data.names))
     return metrics.scores(cm, run_data.names)
 
 
@@ -343,7 +343,8 @@ def _validation(config, run_data, reader, strategy, interrupted=()):
 
             with distribute.local_inference(model, strategy) as predict:
                 run = Inference(model, _geometry(config), batch_size=config.batch_size, predict=predict)
-                cm, mean_loss = run.confusion(decoded(reader).as_numpy_iterator(), len(names), loss=image_loss)
+                cm, mean_loss = run.confusion(decoded(reader, scan=run_data.scan).as_numpy_iterator(), len(names),
+                                              loss=image_loss)
             cm = distribute.all_sum(cm, strategy, config)
             total, count = distribute.all_sum(np.array([(mean_loss or 0.0) * len(reader), len(reader)]), strategy,
                                               config)
@@ -368,7 +369,8 @@ def _datasets(config, run_data, shard):
     train = run_data.reader(run_data.train[index::count])
     val = run_data.reader(run_data.val[index::count])
     train_data = make_dataset(train, config.image_size, batch_size, shuffle=True, seed=config.seed,
-                              augment=None if config.augment == "none" else config.augment, sharded=count > 1)
+                              augment=None if config.augment == "none" else config.augment, sharded=count > 1,
+                              scan=run_data.scan)
     if config.strategy != "multiworker":
         return train_data, {}, (train, val)
     # every process must run the same number of steps, each giving its part (config.batch_size / count) of

@@ -13,6 +13,7 @@ from PIL import Image
 
 from awkward_folders import write_awkward_folder
 from conftest import run_main
+from helpers import NOT_ON_JAX
 from kerasseg import data
 from kerasseg.data import pipeline
 from kerasseg.data.scan import Scan, image_size, scan
@@ -190,7 +191,7 @@ def test_a_disk_cache_keeps_the_decoded_pixels_and_is_used_instead_of_the_file(t
     cache, note = pipeline.open_cache(str(tmp_path / "cache"), examples, 0)
     assert "decoded once and kept there" in note
     first = list(pipeline.decoded(pipeline.ExampleReader(examples, len(names), cache)).as_numpy_iterator())
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == len(examples)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == len(examples)
     # a file damaged behind the cache's back (same size, same time): read from the cache, not the file
     damaged = folder / "images" / "frame 03.png"
     stat = damaged.stat()
@@ -234,7 +235,7 @@ def test_two_writers_of_one_disk_cache_never_leave_a_torn_file(tmp_path):
         if pair is not None:  # (not written yet) or whole
             np.testing.assert_array_equal(pair[0], pairs[i][0])
             np.testing.assert_array_equal(pair[1], pairs[i][1])
-    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".npz")]
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".npy")]
 
 
 def test_cache_choice_is_said_with_its_reason(tmp_path):
@@ -307,3 +308,149 @@ def test_a_mistyped_cache_is_refused_not_made_a_folder(tmp_path, monkeypatch):
         TrainConfig(tmp_path / "r", cache="memry")
     assert not (tmp_path / "memry").exists()
     assert TrainConfig(tmp_path / "r", cache="./memry").cache == str(tmp_path / "memry")
+
+
+def _more_kinds(folder):
+    """Files the awkward folder lacks that TensorFlow's decoders take: upright JPEGs (4:2:0 and 4:4:4 chroma,
+    progressive, grayscale, Orientation 1 stated), a PNG with a transparent colour, odd sizes."""
+    rng = np.random.default_rng(3)
+    stems = []
+    for i, (kind, size) in enumerate([("420", (61, 83)), ("444", (50, 38)), ("progressive", (45, 97)),
+                                      ("gray", (57, 40)), ("orientation1", (40, 66)), ("trns", (39, 51))]):
+        h, w = size
+        picture = np.clip(rng.normal(128, 50, (h // 8 + 2, w // 8 + 2, 3)), 0, 255).astype(np.uint8)
+        picture = np.asarray(Image.fromarray(picture).resize((w, h), Image.BILINEAR))
+        stem = f"more {kind} {i}"
+        if kind == "gray":
+            Image.fromarray(picture[..., 0]).save(folder / "images" / f"{stem}.jpg", quality=90)
+        elif kind == "trns":
+            Image.fromarray(picture).save(folder / "images" / f"{stem}.png", transparency=(10, 20, 30))
+        else:
+            exif = Image.Exif()
+            exif[0x0112] = 1
+            Image.fromarray(picture).save(folder / "images" / f"{stem}.jpg", quality=85,
+                                          subsampling=2 if kind != "444" else 0, progressive=kind == "progressive",
+                                          exif=exif.tobytes() if kind == "orientation1" else b"")
+        Image.fromarray(rng.integers(0, 3, size).astype(np.uint8), "L").save(folder / "masks" / f"{stem}.png")
+        stems.append(stem)
+    return stems
+
+
+def test_the_files_tensorflow_decodes_give_the_readers_pixels_whole_and_in_every_crop(tmp_path):
+    """Crop first, out of the GIL: the scan sends to TensorFlow's decoders only the files they read as the reader
+    does (every other awkward file stays with the reader), and a crop decoded from its file's window equals the
+    reader's whole picture resized then cropped, at every scale down to the JPEG DCT's 1/2."""
+    import tensorflow as tf
+
+    from kerasseg.data import crops
+
+    folder = tmp_path / "mixed"
+    write_awkward_folder(folder, count=24)
+    _more_kinds(folder)
+    examples, names = _examples(folder)
+    scanned = scan(examples, len(names))
+    codecs = {os.path.basename(e.image): scanned.codecs(e)[0] for e in examples}
+    assert {n for n, c in codecs.items() if c == 1} >= {n for n in codecs if n.startswith("more") and "trns" not in n}
+    for name in codecs:  # rotated, 16-bit, palette, CMYK, TIFF, BMP, transparent: the reader's
+        if any(k in name for k in ("IMG_", "été", "plot.v2", "田んぼ", ".tif", "scan_", ".bmp", "thermal", "trns")):
+            assert codecs[name] is None, name
+    fast = [e for e in examples if scanned.codecs(e)[0] is not None]
+    assert len(fast) >= 8 and any(scanned.codecs(e)[0] == 0 for e in fast)
+    reader = pipeline.ExampleReader(examples, len(names))
+    for example, (image, mask) in zip(examples, pipeline.decoded(reader, scan=scanned).as_numpy_iterator()):
+        np.testing.assert_array_equal(image, read_image(example.image), err_msg=example.image)
+        np.testing.assert_array_equal(mask, read_mask(example.mask), err_msg=example.mask)
+    size = (24, 20)
+    for example in fast:
+        image, mask = read_image(example.image), read_mask(example.mask).astype(np.int32)
+        height, width = image.shape[:2]
+        cover = max(size[0] / height, size[1] / width)
+        for scale, at in [(1.0, (0, 0)), (1.37, (1.0, 1.0)), (0.75, (0.5, 0.3)), (0.45, (0.2, 0.9))]:
+            scaled = (int(np.ceil(height * cover * 2 * scale)), int(np.ceil(width * cover * 2 * scale)))
+            offset = tf.constant([int(at[0] * max(scaled[0] - size[0], 0)), int(at[1] * max(scaled[1] - size[1], 0))])
+            expected = tf.image.resize(image.astype(np.float32), scaled).numpy()
+            expected = expected[offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
+            expected_mask = tf.image.resize(mask[..., None], scaled, "nearest").numpy()[..., 0]
+            expected_mask = expected_mask[offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
+            pixels, box, ratio = crops.decode_window(example.image, scanned.codecs(example)[0], height, width,
+                                                     tf.constant(scaled), offset, size)
+            crop = crops.sample(pixels, box, ratio, height, width, tf.constant(scaled), offset, size).numpy()
+            where = (slice(0, expected.shape[0]), slice(0, expected.shape[1]))
+            message = f"{example.image} at {scaled} from {offset.numpy()}, ratio {int(ratio)}"
+            if int(ratio) == 1:  # the same pixels
+                np.testing.assert_allclose(crop[where], expected, atol=1e-3, err_msg=message)
+            else:  # libjpeg's DCT downscale: antialiased, unlike the bilinear resize, so close on a smooth picture
+                whole = tf.io.decode_jpeg(tf.io.read_file(example.image), 3, ratio=int(ratio),
+                                          dct_method=crops.JPEG)  # (decoded whole: the window adds nothing)
+                from_whole = crops.sample(whole, tf.zeros(4, tf.int32), ratio, height, width, tf.constant(scaled),
+                                          offset, size).numpy()
+                np.testing.assert_allclose(crop, from_whole, atol=1e-3, err_msg=message)
+                assert np.abs(crop[where] - expected).mean() < 3.0, message
+            mask_crop = crops.sample_mask(tf.constant(mask), (0, 0), height, width, tf.constant(scaled), offset,
+                                          size).numpy()
+            np.testing.assert_array_equal(mask_crop[where], expected_mask, err_msg=message)
+
+
+def test_kerasseg_data_dataset_gives_the_runs_pixels_and_model_fit_learns_from_it(tmp_path):
+    """The public streaming dataset over a folder of awkward files and JPEGs TensorFlow decodes: evaluation
+    batches are the pixels load_split gives, and model.fit (on this process's backend: make test runs it on
+    TensorFlow and JAX) learns from its augmented crops."""
+    import keras
+
+    from kerasseg import losses, models
+
+    folder = tmp_path / "plots"
+    write_awkward_folder(folder, count=36)
+    _more_kinds(folder)
+    spec = f"folder:{folder}"
+    stream = data.dataset(spec, "train", (32, 40), batch_size=5)
+    batches = list(stream.as_numpy_iterator())
+    split = data.load_split(spec, "train", (32, 40))
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), split.images.astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), split.masks)
+    keras.utils.set_random_seed(1)
+    model = models.unet_tiny(classes=len(data.class_names(spec)), base_filters=8)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=losses.SegmentationLoss("ce"))
+    history = model.fit(data.dataset(spec, "train", 32, batch_size=8, augment="full", seed=4), epochs=6, verbose=0)
+    losses_seen = history.history["loss"]
+    assert len(losses_seen) == 6 and losses_seen[-1] < 0.7 * losses_seen[0], losses_seen
+    with pytest.raises(ValueError, match="augment must be None, 'flip' or 'full'. Received: 'ful'"):
+        data.dataset(spec, augment="ful")
+
+
+_PEAK = """
+import resource, sys
+import numpy as np
+from kerasseg import data
+def peak(count):
+    for _ in data.dataset(sys.argv[1], "train", 64, batch_size=8, augment="full", count=count):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+small = peak(40)
+print(small, peak(None))
+"""
+
+
+@NOT_ON_JAX  # (the pipeline is TensorFlow's on either backend)
+def test_kerasseg_data_dataset_streams_in_memory_flat_in_the_datasets_size(tmp_path):
+    """An epoch over 400 photos of 384x768 (450 MiB decoded) peaks where an epoch over 40 of them does."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    folder = tmp_path / "photos"
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = np.clip(rng.normal(120, 60, (48, 96, 3)), 0, 255).astype(np.uint8)
+    for i in range(400):
+        size = (768, 384) if i % 5 else (384, 768)  # mixed orientations
+        Image.fromarray(np.roll(base, i, axis=1)).resize(size).save(folder / "images" / f"photo {i}.jpg", quality=80)
+        Image.fromarray((np.arange(size[0] * size[1]) % 3).astype(np.uint8).reshape(size[::-1])).save(
+            folder / "masks" / f"photo {i}.png")
+    result = subprocess.run([sys.executable, "-c", _PEAK, f"folder:{folder}"], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "PYTHONPATH": ROOT}, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    small, large = map(float, result.stdout.split()[-2:])
+    assert large - small < 150, (small, large)  # MiB; holding the decoded photos would add 450

@@ -156,6 +156,38 @@ def load_split(spec, split, image_size, count=None, data_dir=None, classes=None,
     return to_split(pairs, names, image_size, spec)
 
 
+def dataset(spec, split="train", image_size=(256, 256), batch_size=8, augment=None, count=None, shuffle=None,
+            seed=0, cache="none", data_dir=None, classes=None, binary_masks=False):
+    """The training's streaming input pipeline (kerasseg.train's, kerasseg.data.pipeline) over a split of any
+    dataset spec, as a `tf.data.Dataset` of batches (float32 pixel images (B, H, W, 3) in [0, 255], int32
+    class masks (B, H, W), IGNORE_LABEL where nothing is to be learnt): what `model.fit` takes, on the
+    TensorFlow and the JAX backend.
+
+    Nothing is decoded here: every example is scanned (headers, the masks' values: every bad file named at
+    once, a DatasetError) and read when the pipeline reaches it, so memory stays flat in the dataset's size.
+    With augment="full" (random scale, crop, flip and colour) each crop's window is chosen first and only that
+    window decoded and resized (JPEG and PNG files by TensorFlow's decoders, in parallel, out of Python's
+    GIL); augment="flip" flips each pair resized to `image_size`; None resizes (evaluation batches).
+    count: the first `count` examples. shuffle: reshuffled every epoch, seeded (default: when augmenting).
+    cache: "none", "memory" (each example decoded once and held) or a directory (decoded once to disk, crops
+    read from memory-mapped files in later epochs and runs). A file damaged where the scan cannot see raises
+    its DatasetError when the pipeline meets it."""
+    from kerasseg.data import pipeline
+    from kerasseg.data.scan import scan
+
+    if augment not in (None, "none", "flip", "full"):
+        raise ValueError(f"augment must be None, 'flip' or 'full'. Received: {augment!r}")
+    augment = None if augment == "none" else augment
+    image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    source = open_source(spec, data_dir, classes, seed, image_size, binary_masks)
+    examples, names = list_examples(spec, split, image_size, count, classes=classes, seed=seed, source=source)
+    scanned = scan(examples, len(names))
+    cache, _ = pipeline.open_cache(pipeline.check_cache(cache), examples, scanned.decoded_bytes(examples))
+    reader = pipeline.ExampleReader(examples, len(names), cache, strict=True)
+    return pipeline.make_dataset(reader, image_size, batch_size, shuffle=bool(augment) if shuffle is None else shuffle,
+                                 seed=seed, augment=augment, scan=scanned)
+
+
 def to_split(pairs, class_names, image_size, spec=None):
     """A Split of decoded (image, mask) pairs, each resized to `image_size` (resize_pair)."""
     resized = sum(image.shape[:2] != tuple(image_size) for image, _ in pairs)
@@ -163,6 +195,6 @@ def to_split(pairs, class_names, image_size, spec=None):
     return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), class_names, resized, spec)
 
 
-__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Pairs", "Split", "check_spec", "class_names", "list_examples",
+__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Pairs", "Split", "check_spec", "class_names", "dataset", "list_examples",
            "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "resolve_spec", "same_dataset",
            "shapes", "to_split"]

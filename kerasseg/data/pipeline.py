@@ -29,6 +29,7 @@ import threading
 import numpy as np
 import tensorflow as tf
 
+from kerasseg.data import crops
 from kerasseg.data.reading import DatasetError, Example, read_example
 from kerasseg.errors import InputError
 from kerasseg.labels import IGNORE_LABEL
@@ -52,10 +53,12 @@ class MemoryCache:
 
 
 class DiskCache:
-    """Decoded examples on disk, one .npz per example named by its files' paths, sizes and modification times
+    """Decoded examples on disk, one .npy per example named by its files' paths, sizes and modification times
     (an edited file is decoded again), written whole or not at all: any number of epochs, runs and processes
-    share it. Examples not on disk are not kept. A write that fails (a full disk) stops the caching, once
-    said, and the files are read from then on."""
+    share it. Image and mask lie side by side ((H, W, 4) uint8, uncompressed) so that a training crop reads
+    only its window of them, memory-mapped (`window`): no decoding and no whole-image copy in the epochs
+    after the first. Examples not on disk are not kept. A write that fails (a full disk) stops the caching,
+    once said, and the files are read from then on."""
 
     def __init__(self, directory):
         from kerasseg import files
@@ -67,29 +70,39 @@ class DiskCache:
     def _path(self, example):
         import PIL
 
-        identity = [PIL.__version__]  # (a newer decoder may decode differently)
+        identity = [PIL.__version__, 2]  # (a newer decoder may decode differently; 2: the .npy layout)
         for path in (example.image, example.mask):
             st = os.stat(path)
             identity += [os.path.realpath(path), st.st_size, st.st_mtime_ns]
         key = hashlib.sha1(repr(identity).encode("utf-8", "surrogateescape")).hexdigest()
-        return os.path.join(self.directory, f"{key}.npz")
+        return os.path.join(self.directory, f"{key}.npy")
 
-    def get(self, example):
+    def _load(self, example):
         if not example.on_disk:
             return None
         try:
-            with np.load(self._path(example)) as saved:
-                return saved["image"], saved["mask"]
-        except (OSError, ValueError, KeyError, EOFError):  # not cached yet (or a file damaged since)
+            stored = np.load(self._path(example), mmap_mode="r")
+        except (OSError, ValueError, EOFError):  # not cached yet (or a file damaged since)
             return None
+        return stored if stored.ndim == 3 and stored.shape[-1] == 4 else None
+
+    def get(self, example):
+        stored = self._load(example)
+        return None if stored is None else (np.array(stored[..., :3]), np.array(stored[..., 3]))
+
+    def window(self, example, box):
+        """The (rows y0:y1, columns x0:x1) of the cached image and mask as (h, w, 4) uint8, or None."""
+        stored = self._load(example)
+        return None if stored is None else np.array(stored[box[0]:box[2], box[1]:box[3]])
 
     def put(self, example, pair):
         from kerasseg import files
 
         if not example.on_disk or not self.writable:
             return
+        both = np.concatenate([np.asarray(pair[0], np.uint8), np.asarray(pair[1], np.uint8)[..., None]], axis=-1)
         try:
-            files.atomic_write(self._path(example), lambda tmp: np.savez(tmp, image=pair[0], mask=pair[1]))
+            files.atomic_write(self._path(example), lambda tmp: np.save(tmp, both))
         except OSError as error:
             with self._lock:
                 if self.writable:
@@ -125,11 +138,12 @@ class ExampleReader:
     (the engine would log the Python traceback it carries, and word the error its own way): it is kept in
     `failure` (the first), and in its place comes one black pixel ignored everywhere, which no loss or metric
     counts, until whoever consumes the pipeline stops (`failures` then raises it; kerasseg.train stops at the
-    next step, without committing the epoch)."""
+    next step, without committing the epoch). `strict`: the error is raised there and then (a pipeline handed
+    to a user, whose loop no `failures` block surrounds: kerasseg.data.dataset)."""
 
-    def __init__(self, examples, num_classes=None, cache=None):
+    def __init__(self, examples, num_classes=None, cache=None, strict=False):
         self.examples, self.num_classes, self.cache = _as_examples(examples), num_classes, cache
-        self.failure = None
+        self.failure, self.strict = None, strict
 
     def __len__(self):
         return len(self.examples)
@@ -143,10 +157,37 @@ class ExampleReader:
                 if self.cache:
                     self.cache.put(example, pair)
         except DatasetError as error:
+            if self.strict:
+                raise
             self.failure = self.failure or error
             return np.zeros((1, 1, 3), np.uint8), np.full((1, 1), IGNORE_LABEL, np.uint8)
         image, mask = pair
         return np.asarray(image, np.uint8), np.asarray(mask, np.uint8)
+
+    def damaged(self):
+        """The DatasetError of the first example whose file the reader cannot decode, or None: what a decode
+        error in TensorFlow's ops (which cannot name the file) was about. Decodes every file on disk: only
+        ever asked after such an error."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def check(example):
+            try:
+                read_example(example, self.num_classes)
+            except DatasetError as error:
+                return error
+            return None
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            return next((e for e in pool.map(check, [e for e in self.examples if e.on_disk]) if e), None)
+
+    def cached(self, index):
+        """Whether the disk cache holds example `index` (its window can be read: `window`)."""
+        return isinstance(self.cache, DiskCache) and self.cache._load(self.examples[int(index)]) is not None
+
+    def window(self, index, box):
+        """The rows y0:y1 and columns x0:x1 (`box`) of example `index`'s cached image and mask, (h, w, 4)."""
+        found = self.cache.window(self.examples[int(index)], [int(v) for v in box])
+        return found if found is not None else np.zeros((1, 1, 4), np.uint8)
 
 
 def _as_examples(examples):
@@ -163,14 +204,20 @@ def failures(*readers):
     or in place of whatever error the engine (tf.data, Keras, JAX) raised meanwhile."""
     try:
         yield
-    except Exception:
+    except Exception as error:
         failure = next((r.failure for r in readers if r.failure), None)
+        if failure is None and any(sign in str(error) for sign in _DECODER_ERRORS):
+            failure = next((found for r in readers for found in [r.damaged()] if found), None)
         if failure is None:
             raise
         raise failure from None
     failure = next((r.failure for r in readers if r.failure), None)
     if failure is not None:
         raise failure
+
+
+# what TensorFlow's decoders say of a file they cannot decode (without its name: ExampleReader.damaged finds it)
+_DECODER_ERRORS = ("Invalid PNG data", "Invalid JPEG data", "jpeg::Uncompress failed", "PNG", "JPEG")
 
 
 def _blank_pair(image_size):
@@ -184,46 +231,133 @@ def blank_examples(count, image_size):
             for i in range(count)]
 
 
-def decoded(reader, shuffle=False, seed=0):
-    """The (uint8 image (H, W, 3), uint8 mask (H, W)) of every example of `reader` at its own size, streamed."""
+class _Files:
+    """The examples of a reader that TensorFlow's decoders read from their files, as tensors indexed like the
+    reader: paths, sizes, codecs (kerasseg.data.crops.CODECS; -1: decoded by the reader, in Python) and
+    whether a mask is a black-and-white picture. From the scan (kerasseg.data.scan: which files decode
+    exactly as the reader reads them); None where no example is, or a cache in memory serves them."""
+
+    @staticmethod
+    def of(reader, scan):
+        if scan is None or reader.cache is not None:
+            return None
+        rows = []
+        for example in reader.examples:
+            image, mask = scan.codecs(example) if example.on_disk else (None, None)
+            fast = image is not None and mask is not None
+            rows.append((example.image if fast else "", example.mask if fast else "",
+                         scan.size(example) if fast else (1, 1), image if fast else -1, bool(example.binary_mask)))
+        if not any(row[3] >= 0 for row in rows):
+            return None
+        files = _Files()
+        images, masks, sizes, codecs, binary = zip(*rows)
+        files.image, files.mask = tf.constant(images), tf.constant(masks)
+        files.size, files.codec = tf.constant(sizes, tf.int32), tf.constant(codecs, tf.int32)
+        files.binary = tf.constant(binary)
+        return files
+
+
+def _reader_pair(reader, index):
+    image, mask = tf.numpy_function(reader, [index], (tf.uint8, tf.uint8))
+    return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(mask, [None, None])
+
+
+def _whole(reader, files, index):
+    """(image uint8 (H, W, 3), mask uint8 (H, W)) of example `index` at its own size: TensorFlow's decoders for
+    the files they read exactly as the reader does, the reader (in Python) for the others."""
+    if files is None:
+        return _reader_pair(reader, index)
+
+    def decode():
+        return (crops.decode_whole(files.image[index], files.codec[index]),
+                crops.decode_mask(files.mask[index], files.binary[index]))
+
+    return tf.cond(files.codec[index] >= 0, decode, lambda: _reader_pair(reader, index))
+
+
+def _indices(reader, shuffle=False, seed=0):
     data = tf.data.Dataset.range(len(reader))
     if shuffle:
         data = data.shuffle(len(reader), seed=seed, reshuffle_each_iteration=True)
-
-    def read(index):
-        image, mask = tf.numpy_function(reader, [index], (tf.uint8, tf.uint8))
-        return tf.ensure_shape(image, [None, None, 3]), tf.ensure_shape(mask, [None, None])
-
-    return data.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    return data
 
 
-def _random_scale_crop_flip(image, mask, image_size, scale_range, photometric=False):
-    height, width = image_size
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    cover = tf.maximum(height / shape[0], width / shape[1])  # the scale at which the image just covers the crop
-    scale = cover * tf.random.uniform((), *scale_range)
-    new = tf.cast(tf.math.ceil(shape * scale), tf.int32)
-    image = tf.image.resize(image, new, method="bilinear")
-    if photometric:  # on the scaled image (a photo shrunk to the crop's scale has a fraction of its pixels:
-        image = _photometric(image)  # 17 ms at 1024x2048 on one core), before padding, which stays black
-    mask = tf.image.resize(mask[..., None], new, method="nearest")
-    # pad (image 0, mask ignored) where the scaled image is smaller than the crop
-    pad_h, pad_w = tf.maximum(height - new[0], 0), tf.maximum(width - new[1], 0)
-    image = tf.pad(image, [[0, pad_h], [0, pad_w], [0, 0]])
-    mask = tf.pad(mask - IGNORE_LABEL, [[0, pad_h], [0, pad_w], [0, 0]]) + IGNORE_LABEL
-    both = tf.concat([image, tf.cast(mask, tf.float32)], axis=-1)
-    both = tf.image.random_crop(both, [height, width, 4])
-    both = tf.image.random_flip_left_right(both)
-    return both[..., :3], tf.cast(both[..., 3], tf.int32)
+def decoded(reader, shuffle=False, seed=0, scan=None):
+    """The (uint8 image (H, W, 3), uint8 mask (H, W)) of every example of `reader` at its own size, streamed
+    (`scan`: the scan of its examples, so that the files TensorFlow decodes exactly as the reader does are
+    decoded by TensorFlow, in parallel and out of Python's GIL)."""
+    files = _Files.of(reader, scan)
+    return _indices(reader, shuffle, seed).map(lambda index: _whole(reader, files, index),
+                                               num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _random_crop(reader, files, index, image_size, scale_range):
+    """The "full" augmentation's crop of example `index` (float32 image, int32 mask, where the scaled image lies
+    in it: bool), crop first
+    (kerasseg.data.crops): from its file's window (TensorFlow's decoders), from the disk cache's window, or
+    from the whole pair the reader gives (a cache in memory, a file the reader decodes)."""
+    def from_pair(image, mask, origin=(0, 0), height=None, width=None, ratio=1):
+        height = tf.shape(mask)[0] if height is None else height
+        width = tf.shape(mask)[1] if width is None else width
+        scaled, offset = crops.plan(height, width, image_size, scale_range)
+        box = tf.stack([origin[0], origin[1], 0, 0])
+        return (crops.sample(image, box, ratio, height, width, scaled, offset, image_size),
+                crops.sample_mask(mask, origin, height, width, scaled, offset, image_size),
+                crops.inside(scaled, offset, image_size))
+
+    def from_reader():
+        return from_pair(*_reader_pair(reader, index))
+
+    if files is not None:
+        def from_file():
+            height, width = files.size[index][0], files.size[index][1]
+            scaled, offset = crops.plan(height, width, image_size, scale_range)
+            pixels, box, ratio = crops.decode_window(files.image[index], files.codec[index], height, width, scaled,
+                                                     offset, image_size)
+            mask = crops.decode_mask(files.mask[index], files.binary[index])
+            return (crops.sample(pixels, box, ratio, height, width, scaled, offset, image_size),
+                    crops.sample_mask(mask, (0, 0), height, width, scaled, offset, image_size),
+                    crops.inside(scaled, offset, image_size))
+
+        return tf.cond(files.codec[index] >= 0, from_file, from_reader)
+    if isinstance(reader.cache, DiskCache):
+        def from_cache():
+            whole = tf.numpy_function(lambda i: np.array(reader.cache._load(reader.examples[int(i)]).shape[:2],
+                                                         np.int32), [index], tf.int32)
+            height, width = whole[0], whole[1]
+            scaled, offset = crops.plan(height, width, image_size, scale_range)
+            box = crops.window(height, width, scaled, offset, image_size)
+            both = tf.ensure_shape(tf.numpy_function(reader.window, [index, box], tf.uint8), [None, None, 4])
+            return (crops.sample(both[..., :3], box, 1, height, width, scaled, offset, image_size),
+                    crops.sample_mask(both[..., 3], box[:2], height, width, scaled, offset,
+                                      image_size), crops.inside(scaled, offset, image_size))
+
+        return tf.cond(tf.numpy_function(reader.cached, [index], tf.bool), from_cache, from_reader)
+    return from_reader()
+
+
+# the colour jitter: brightness +-0.1 of the range, contrast and saturation 0.8-1.2, hue +-0.02 of the circle
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.1, (0.8, 1.2), (0.8, 1.2), 0.02
+_YIQ = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], tf.float32)
 
 
 def _photometric(image):
-    image = image / 255.0
-    image = tf.image.random_brightness(image, 0.1)
-    image = tf.image.random_contrast(image, 0.8, 1.2)
-    image = tf.image.random_saturation(image, 0.8, 1.2)
-    image = tf.image.random_hue(image, 0.02)
-    return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+    """Brightness, contrast, saturation and hue jitter in one 3x3 colour matrix and offset (each step is linear
+    in RGB: saturation scales and hue rotates the chroma plane of YIQ), then clipped to [0, 255]: a tenth of
+    the time of tf.image's HSV round trips, which made this the costliest step of a crop."""
+    brightness = tf.random.uniform((), -BRIGHTNESS, BRIGHTNESS) * 255.0
+    contrast = tf.random.uniform((), *CONTRAST)
+    saturation = tf.random.uniform((), *SATURATION)
+    angle = tf.random.uniform((), -HUE, HUE) * 2.0 * 3.141592653589793
+    cos, sin = tf.cos(angle) * saturation, tf.sin(angle) * saturation
+    chroma = tf.stack([tf.stack([1.0, 0.0, 0.0]), tf.stack([0.0, cos, -sin]), tf.stack([0.0, sin, cos])])
+    colour = tf.linalg.inv(_YIQ) @ chroma @ _YIQ * contrast  # (RGB -> YIQ, chroma scaled and turned, back)
+    mean = tf.reduce_mean(image, axis=[0, 1])  # (contrast about each channel's mean, as tf.image's)
+    offset = tf.linalg.matvec(colour, (1.0 - contrast) / contrast * mean + brightness / contrast)
+    channels = [image[..., c] for c in range(3)]
+    out = [channels[0] * colour[c, 0] + channels[1] * colour[c, 1] + channels[2] * colour[c, 2] + offset[c]
+           for c in range(3)]
+    return tf.clip_by_value(tf.stack(out, axis=-1), 0.0, 255.0)
 
 
 def resize(image, mask, image_size):
@@ -234,34 +368,44 @@ def resize(image, mask, image_size):
     return image, mask
 
 
+def _flip(image, mask):
+    flip = tf.random.uniform(()) < 0.5
+    return (tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image),
+            tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask))
+
+
 def make_dataset(examples, image_size, batch_size, shuffle=False, seed=0, augment=None, scale_range=SCALE_RANGE,
-                 sharded=False):
+                 sharded=False, scan=None):
     """Batches of (float32 pixel images, int32 masks) at `image_size`, streamed from `examples`.
 
     examples: an ExampleReader, or what it reads (kerasseg.data.sources.Example values, files read as they
     are needed; (image, mask) pairs of any sizes in memory; a kerasseg.data.Split).
-    augment: None, "flip" or "full" (random scale, crop/pad, flip, photometric).
+    augment: None, "flip" or "full" (random scale, crop/pad, flip, photometric: the crop is chosen first and
+    only its window decoded and resized, kerasseg.data.crops).
+    scan: the scan of the examples (kerasseg.data.scan), which says which files TensorFlow's decoders read as
+    the reader does: those are decoded in TensorFlow, in parallel, out of Python's GIL.
     sharded: the examples are this process's part of a multi-worker run's (tf.distribute must not shard them
     again: each worker reads only its own files).
     """
     reader = examples if isinstance(examples, ExampleReader) else ExampleReader(examples)
+    files = _Files.of(reader, scan)
 
-    def prepare(image, mask):
-        image, mask = tf.cast(image, tf.float32), tf.cast(mask, tf.int32)
+    def prepare(index):
         if augment == "full":
-            image, mask = _random_scale_crop_flip(image, mask, image_size, scale_range, photometric=True)
+            image, mask, inside = _random_crop(reader, files, index, image_size, scale_range)
+            # (colour on the image's pixels; the padding where the scaled image ends stays black)
+            image = _photometric(image) * tf.cast(inside, tf.float32)[..., None]
+            image, mask = _flip(image, mask)
         else:
-            image, mask = resize(image, mask, image_size)
+            image, mask = resize(*_whole(reader, files, index), image_size)
             if augment is None:  # as stored at that size (kerasseg.data.resize_pair): what evaluation scores
                 image = tf.clip_by_value(tf.round(image), 0.0, 255.0)
             if augment == "flip":
-                flip = tf.random.uniform(()) < 0.5
-                image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
-                mask = tf.cond(flip, lambda: tf.reverse(mask, [1]), lambda: mask)
+                image, mask = _flip(image, mask)
         image = tf.ensure_shape(image, [*image_size, 3])
         return image, tf.ensure_shape(mask, list(image_size))
 
-    data = decoded(reader, shuffle, seed).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    data = _indices(reader, shuffle, seed).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     data = data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if sharded:
         options = tf.data.Options()

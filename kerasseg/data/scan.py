@@ -32,7 +32,7 @@ from kerasseg.data.reading import (DatasetError, binary_mask_problems, mask_summ
                                    raise_problems, read_image, size_problems, value_problems)
 
 FILE = "scan.json"  # in a run directory
-VERSION = 1
+VERSION = 2  # (2: each entry says which files TensorFlow's decoders read as the reader does: "codec")
 # modes whose header says all that read_image would (any other is decoded: 32-bit pixels are refused by value)
 _HEADER_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I;16", "I;16B",
                  "I;16L"}
@@ -66,6 +66,26 @@ def _jpeg_whole(f):
 def image_size(path):
     """(height, width) of the image at `path` as read_image gives it, from its header when its end shows it
     whole, else from decoding it (a DatasetError then names what is wrong)."""
+    return image_header(path)[0]
+
+
+# files TensorFlow's decoders give exactly the reader's pixels of: (format, mode) -> kerasseg.data.crops.CODECS
+# index (JPEG with libjpeg's accurate DCT, as Pillow decodes; 8-bit PNG, gray expanded and alpha dropped as
+# Pillow's convert("RGB") does); upright (no EXIF rotation), checked against the reader by the tests
+_FAST = {("JPEG", "RGB"): 1, ("JPEG", "L"): 1, ("MPO", "RGB"): 1, ("PNG", "RGB"): 0, ("PNG", "RGBA"): 0,
+         ("PNG", "L"): 0}
+
+
+def _png_depth(f):
+    """The bits per sample of the open PNG file `f` (its IHDR chunk)."""
+    f.seek(24)
+    return f.read(1)[0]
+
+
+def image_header(path):
+    """((height, width) of the image at `path` as read_image gives it, the kerasseg.data.crops codec that
+    decodes it exactly as the reader does or None), from its header when its end shows it whole, else from
+    decoding it (a DatasetError then names what is wrong)."""
     from PIL import Image
 
     try:
@@ -77,10 +97,26 @@ def image_size(path):
                 # (the base class's getexif: a PNG's own loads the pixels to look for late metadata, and
                 # _png_whole found none)
                 orientation = Image.Image.getexif(image).get(0x0112, 1)
-                return (width, height) if orientation in _TRANSPOSED else (height, width)
+                codec = _FAST.get((image.format, image.mode)) if orientation in (1, None) else None
+                if image.format == "PNG" and (image.info.get("transparency") is not None or _png_depth(f) != 8):
+                    codec = None  # (a transparent colour, or 16 bits whose high byte the reader keeps: its own)
+                return ((width, height) if orientation in _TRANSPOSED else (height, width)), codec
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         pass  # read_image says what is wrong, in the words every path uses
-    return read_image(path).shape[:2]
+    return read_image(path).shape[:2], None
+
+
+def mask_codec(path):
+    """0 ("png") when the mask at `path` is an upright 8-bit grayscale PNG, which TensorFlow decodes as
+    read_mask reads it; else None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as mask:
+            upright = Image.Image.getexif(mask).get(0x0112, 1) in (1, None)
+            return 0 if mask.format == "PNG" and mask.mode == "L" and upright else None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def _stat(path):
@@ -104,6 +140,12 @@ class Scan:
         if example.size is not None:
             return tuple(example.size)
         return tuple(getattr(example.image, "shape", (None, None))[:2])
+
+    def codecs(self, example):
+        """(image codec, mask codec) of an example on disk (kerasseg.data.crops.CODECS indices; None: the reader
+        decodes it), (None, None) for others."""
+        entry = self.entries.get(example.image) if example.on_disk else None
+        return tuple(entry.get("codec") or (None, None)) if entry else (None, None)
 
     def decoded_bytes(self, examples):
         """The memory the examples take decoded: an RGB image and a mask, 4 bytes a pixel."""
@@ -135,13 +177,14 @@ def _check_file(example):
     """(entry, problems) of one example on disk."""
     try:
         stat = _stat(example.image) + _stat(example.mask)
-        size = image_size(example.image)
+        size, codec = image_header(example.image)
         mask_size, values = mask_summary(example.mask, example.binary_mask)
     except DatasetError as error:
         return None, [str(error)]
     except OSError as error:  # (gone since it was listed)
         return None, [f"{example.name}: {error.strerror}"]
-    entry = {"stat": stat, "mask": example.mask, "size": list(size), "values": values}
+    entry = {"stat": stat, "mask": example.mask, "size": list(size), "values": values,
+             "codec": [codec, mask_codec(example.mask)]}
     return entry, size_problems(example, size, mask_size)
 
 
