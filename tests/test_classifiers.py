@@ -68,7 +68,7 @@ PARAMS = {
     "efficientnet_b0": 5_330_571, "efficientnet_b1": 7_856_239, "efficientnet_b2": 9_177_569,
     "efficientnet_b3": 12_320_535, "efficientnet_b4": 19_466_823, "efficientnet_b5": 30_562_527,
     "efficientnet_b6": 43_265_143, "efficientnet_b7": 66_658_687,
-    "mobilenet_v2": 3_538_984,
+    "mobilenet_v2": 3_538_984, "mobilenet_v3_large": 5_507_432, "mobilenet_v3_small": 2_554_968,
     "resnet18": _resnet_basic((2, 2, 2, 2)), "resnet34": _resnet_basic((3, 4, 6, 3)),
     "se_resnet50": 25_636_712 + _se_extra((3, 4, 6, 3)),
     "se_resnet101": 44_707_176 + _se_extra((3, 4, 23, 3)),
@@ -141,6 +141,10 @@ def _odd(*case):
     ("densenet121", "densenet121", "DenseNet121", "densenet", (64, 64)),
     ("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", (64, 64)),
     ("efficientnet_b0", "efficientnet_b0", "EfficientNetB0", None, (64, 64)),
+    ("mobilenet_v3_large", "mobilenet_v3_large", "MobileNetV3Large", None, (64, 64)),
+    ("mobilenet_v3_small", "mobilenet_v3_small", "MobileNetV3Small", None, (64, 64)),
+    ("mobilenet_v3_small (alpha 0.75)", "mobilenet_v3_small", "MobileNetV3Small", None, (64, 64)),
+    ("mobilenet_v3_large (minimalistic)", "mobilenet_v3_large", "MobileNetV3Large", None, (64, 64)),
     # odd sizes, no top (any size both accept): the same feature map (pooling= then averages or maxes it)
     _odd("resnet50 (no top)", "resnet50", "ResNet50", "resnet"),
     _odd("vgg16 (no top)", "vgg16", "VGG16", "vgg16"),
@@ -148,19 +152,23 @@ def _odd(*case):
     _odd("densenet121 (no top)", "densenet121", "DenseNet121", "densenet"),
     _odd("mobilenet_v2 (no top)", "mobilenet_v2", "MobileNetV2", "mobilenet_v2"),
     _odd("efficientnet_b0 (no top)", "efficientnet_b0", "EfficientNetB0", None),
+    _odd("mobilenet_v3_large (no top)", "mobilenet_v3_large", "MobileNetV3Large", None),
+    _odd("mobilenet_v3_small (minimalistic, no top)", "mobilenet_v3_small", "MobileNetV3Small", None),
 ], keep=[("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", (64, 64))]))
 def test_keras_applications_weight_files_load_into_ours(name, ours, theirs, preprocess, size, tmp_path):
     """The same weights, saved from keras.applications, give the same outputs through our builder, at
     even and odd sizes."""
-    include_top = "(no top)" not in name
+    include_top = "no top)" not in name
+    options = {"alpha": 0.75} if "alpha 0.75" in name else {"minimalistic": True} if "minimalistic" in name else {}
     shape = (*size, 3)
-    reference = getattr(keras.applications, theirs)(weights=None, include_top=include_top, input_shape=shape)
+    reference = getattr(keras.applications, theirs)(weights=None, include_top=include_top, input_shape=shape,
+                                                    **options)
     rng = np.random.default_rng(1)
     for weight in reference.weights:  # non-trivial values, so a misplaced tensor shows
         weight.assign(rng.normal(0, 0.05, weight.shape).astype("float32") + (1.0 if "variance" in weight.path else 0))
     path = tmp_path / f"{theirs}.weights.h5"
     reference.save_weights(path)
-    model = models.create_model(ours, weights=str(path), include_top=include_top, input_shape=shape)
+    model = models.create_model(ours, weights=str(path), include_top=include_top, input_shape=shape, **options)
     x = rng.uniform(0, 255, (2, *shape)).astype("float32")
     expected_input = getattr(keras.applications, preprocess).preprocess_input(x.copy()) if preprocess else x
     expected = predict(reference, expected_input)

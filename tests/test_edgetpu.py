@@ -22,6 +22,8 @@ def _int8(tmp_path, model, size, name="model.tflite"):
 @pytest.mark.parametrize("name, kwargs", [
     ("unet", dict(base_filters=16, batch_norm=True, upsampling="bilinear", edge=True)),
     ("deeplab_v3_plus", dict(backbone="mobilenet_v2", edge=True)),
+    ("lraspp", dict(backbone="mobilenet_v3_large", edge=True)),  # (minimalistic)
+    ("lraspp", dict(backbone="mobilenet_v3_small", edge=True)),
 ])
 def test_edge_configurations_map_entirely(tmp_path, name, kwargs, size):
     report = edgetpu.analyse(_int8(tmp_path, models.create_model(name, classes=4, **kwargs), size))

@@ -112,7 +112,9 @@ def test_unet_bad_arguments(kwargs, match):
 def test_edge_variant_computes_the_same_logits_in_edge_tpu_operators(name):
     """edge=True only lowers the resizes (phase convolutions, concatenation, reshape, crop): where
     the sizes divide evenly it is the same network; at odd sizes it crops instead of rescaling."""
-    plain = models.create_model(name, classes=3)
+    # (MobileNetV3's edge variant is its minimalistic network: the plain one built so, to compare weights)
+    plain = models.create_model(name, classes=3, **({"backbone_kwargs": {"minimalistic": True}}
+                                                     if name == "lraspp_tiny" else {}))
     edge = models.create_model(name, classes=3, edge=True)
     edge.set_weights(plain.get_weights())
     x = np.random.default_rng(7).uniform(0, 255, (1, 64, 96, 3)).astype("float32")
@@ -278,6 +280,48 @@ def test_deeplab_v3_plus_at_output_stride_32_keeps_its_backbone_undilated():
         pyramid = keras.Model(model.inputs, next(layer for layer in model.layers
                                                  if layer.name.startswith("aspp")).input)
         assert predict(pyramid, x).shape[1:3] == (64 // stride, 96 // stride)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_tiny", "resnet_tiny", "efficientnet_tiny"])
+def test_lraspp_scores_stride_8_and_gated_stride_16_features_on_any_backbone(backbone):
+    """The paper's head: P5 at output stride 16 through a 1x1 branch gated (sigmoid) by its global average,
+    upsampled to P3 and scored, plus P3's own class scores; the gate is the image's: another picture around
+    the same pixels changes them."""
+    model = models.lraspp(backbone=backbone, filters=16, classes=3, backbone_kwargs=None)
+    encoder = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    c3, c5 = (models.registry.encoder(backbone).channels[key] for key in ("P3", "P5"))
+    if backbone == "mobilenet_v3_tiny":
+        assert (c3, c5) == (8, 144)
+    head = model.count_params() - encoder.count_params()
+    assert head == c5 * 16 + 4 * 16 + (c5 * 16 + 16) + (16 * 3 + 3) + (c3 * 3 + 3)
+    assert model.get_layer("lraspp_gate").activation.__name__ == "sigmoid"
+    x = np.random.default_rng(0).uniform(0, 255, (2, 64, 96, 3)).astype("float32")
+    stride = keras.Model(model.inputs, [model.get_layer("lraspp_gated").input[0],
+                                        model.get_layer("lraspp_low_logits").output])
+    high, low = predict(stride, x)
+    assert high.shape[1:3] == (4, 6) and low.shape[1:3] == (8, 12)  # strides 16 and 8
+    logits = predict(model, x)
+    assert logits.shape == (2, 64, 96, 3)
+    x[1, 32:] = 0  # the bottom half of the second picture changes: its top half's logits too (the gate)
+    changed = predict(model, x)
+    np.testing.assert_allclose(changed[0], logits[0], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(changed[1, :8], logits[1, :8], atol=1e-4)
+
+
+def test_deeplab_v3_plus_takes_mobilenet_v3_and_its_edge_variant_is_minimalistic():
+    plain = models.deeplab_v3_plus(backbone="mobilenet_v3_tiny", classes=3, aspp_filters=8, decoder_filters=8,
+                                   low_level_filters=8)
+    edge = models.deeplab_v3_plus(backbone="mobilenet_v3_tiny", classes=3, aspp_filters=8, decoder_filters=8,
+                                  low_level_filters=8, edge=True)
+    kinds = lambda model: {type(layer).__name__ for inner in model.layers if isinstance(inner, keras.Model)
+                           for layer in inner.layers}
+    assert "Multiply" in kinds(plain) and "Multiply" not in kinds(edge)  # squeeze-excite gone
+    activations = lambda model: {getattr(layer, "activation", None).__name__ for inner in model.layers
+                                 if isinstance(inner, keras.Model) for layer in inner.layers
+                                 if type(layer).__name__ == "Activation"}
+    assert "hard_swish" in activations(plain) and not activations(edge) & {"hard_swish", "hard_sigmoid"}
+    x = np.random.default_rng(0).uniform(0, 255, (1, 37, 53, 3)).astype("float32")
+    assert predict(edge, x).shape == (1, 37, 53, 3)
 
 
 @TF_ONLY  # (JAX traces every input size anew: nothing is relaxed)

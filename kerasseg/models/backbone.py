@@ -109,11 +109,15 @@ class Pyramid(dict):
 
 
 def finish(inputs, x, pyramid, *, include_top, pooling, classes, classifier_activation,
-           features_only, name, top=None):
-    """The classifier, or with `features_only` the pyramid model (outputs keyed "P1".."P5")."""
+           features_only, name, top=None, top_is_head=False):
+    """The classifier, or with `features_only` the pyramid model (outputs keyed "P1".."P5"). `top`: what
+    comes before the classifier's Dense layer in place of the global average pool, or with `top_is_head` the
+    whole top, predictions included (MobileNetV3's convolutional one)."""
     if features_only:
         return keras.Model(inputs, dict(pyramid), name=f"{name}_features")
-    if include_top:
+    if include_top and top_is_head:
+        x = top(x)
+    elif include_top:
         if top is not None:
             x = top(x)
         else:
