@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 DEMO := runs/demo
 DEMO_SIZE := 64
 
-.PHONY: install demo android-assets test clean
+.PHONY: install demo android-assets arm64-runtime test clean
 
 install: $(STAMP)
 
@@ -32,6 +32,11 @@ demo: $(STAMP)
 # the committed Android / Coral bundle, regenerated from the demo run (make demo first)
 android-assets: $(STAMP)
 	$(PY) -m export.android $(DEMO)/model.keras --output android_demo_assets --latency
+
+# the aarch64 LiteRT under qemu-user for `export.agreement --target arm64` (needs Debian's qemu-user), kept in
+# ~/.cache/kerasseg/arm64 (KERASSEG_ARM64): fetched once, offline afterwards
+arm64-runtime: $(STAMP)
+	$(PY) -m export.arm64
 
 # two test processes (pytest-xdist), one per core of CI's two: much of a test's time is one thread
 # (Python, tracing, conversion, a subprocess starting), so two at once finish sooner than one after another

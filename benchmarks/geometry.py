@@ -6,7 +6,8 @@ model, and a 24-megapixel photo predicted at its own size.
 
 For each dataset (`shapes` drawn at a non-square size and saved as a folder: 2:1 landscape 96x192, and 3:4
 in both orientations, 192x144 and 144x192 mixed in one folder), `unet_edge` is trained at square 64x64 crops
-with the default augmentation (random scale around the covering one, crop, flip, colour), then its
+for 20 epochs (500 steps) with the default augmentation (random scale around the covering one, crop,
+flip, colour), then its
 validation split is scored (python's kerasseg.evaluate.evaluate, labels at their own resolution) as:
 
 - `stretch`: every image squashed to the 64x64 training size (what every stage did before issue 42);
@@ -123,7 +124,7 @@ def predict_row(model_path, root, mode):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="/tmp/geometry")
-    parser.add_argument("--epochs", type=int, default=1 if SMALL else 8)
+    parser.add_argument("--epochs", type=int, default=1 if SMALL else 20)
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "geometry.json"))
     args = parser.parse_args()
     os.makedirs(args.root, exist_ok=True)

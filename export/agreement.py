@@ -26,20 +26,27 @@ from kerasseg import cli
 from kerasseg.cli import UsageError
 from export import commands
 
-qat, resolve, per_tensor, pipeline, reports, runtimes, fingerprints, expected, values = cli.lazy_import(
+qat, resolve, per_tensor, pipeline, reports, runtimes, fingerprints, expected, values, arm64 = cli.lazy_import(
     "kerasseg.qat", "kerasseg.resolve", "export.per_tensor", "export.pipeline", "export.report", "export.runtimes",
-    "export.fingerprint", "export.expected", "kerasseg.data.values")
+    "export.fingerprint", "export.expected", "kerasseg.data.values", "export.arm64")
 
 
 def check(model, exported, validation, *, class_names=None, samples=None, thresholds=None, other_weights=False,
-          report=None, extra=None):
+          report=None, extra=None, target=None, cores=None):
     """The ExportReport of the file `exported` (.tflite or .onnx) against `model` (a keras.Model, its .keras
     path, or a kerasseg.files.ModelFile) on `validation` (held-out images, with masks for the mIoU, as the
     exporters' validation= takes them: arrays, tf.data, pairs of any sizes, a dataset spec), the first
     `samples` of them (default 50); written to `report` (default FILE.report.json) with its figure.
     thresholds: values replacing the mode's defaults; other_weights: the file is meant to come from other
     weights than the model's (its fingerprint then differs without failing). A file without a fingerprint
-    is held to what the same quantization of `model` does here (export.expected)."""
+    is held to what the same quantization of `model` does here (export.expected). target="arm64": the file
+    also runs on the ARM `cores` (export.arm64: the aarch64 LiteRT, emulated; default a Cortex-A53 and an A76),
+    held to the same thresholds there, and compared with its x86 run (the report's "targets")."""
+    if target not in (None, *arm64.TARGETS):
+        raise cli.InputError(f"target={target!r} is not one of {', '.join(arm64.TARGETS)} (or None: this machine)")
+    if target and not os.fspath(exported).lower().endswith(".tflite"):
+        raise cli.InputError(f"target={target!r} runs .tflite files (the aarch64 LiteRT); {exported} is not one")
+    cores = [arm64.check_core(core) and core for core in (cores or arm64.DEFAULT_CORES)] if target else None
     runner = runtimes.open_runner(exported)
     model, policy, name = pipeline.load_model(model)
     fingerprint = fingerprints.of_model(model)  # (of the model itself: a quantization-aware one's, not its twin's)
@@ -59,6 +66,10 @@ def check(model, exported, validation, *, class_names=None, samples=None, thresh
                                              "training_policy": policy, **(extra or {})},
                                       runner=runner, figure=reports.figure_path(path), fingerprint=fingerprint,
                                       other_weights=other_weights, expected=simulated)
+    if target:
+        result["targets"], failures = arm64.check_targets(model, exported, held, kind, result["thresholds"], cores)
+        result["failed"] += failures
+        result["passed"] = not result["failed"]
     reports.write_report(result, path)
     return reports.ExportReport.from_dict(result)
 
@@ -73,17 +84,28 @@ def main(argv=None):
     parser.add_argument("--other-weights", action="store_true",
                         help="the file is meant to come from other weights than the model's (e.g. converted by "
                              "someone else from a retrained copy): its fingerprint is reported, not failed")
+    parser.add_argument("--target", choices=("arm64",),
+                        help="also run the file on emulated ARM cores (the aarch64 LiteRT under qemu-user; the "
+                             "runtime is fetched once: python -m export.arm64), held to the same thresholds")
+    parser.add_argument("--cores", nargs="+", metavar="CORE",
+                        help="with --target arm64: cortex-a53 (no dot-product), cortex-a76 (dot-product), "
+                             "neoverse-n2 (i8mm); default cortex-a53 cortex-a76")
     parser.add_argument("--debug", action="store_true",
                         help="int8 .tflite: re-quantize the Keras model the same way with TFLite's "
                              "QuantizationDebugger and write the per-tensor error table (REPORT.debug.csv)")
     args = parser.parse_args(argv)
+    if args.cores and not args.target:
+        raise UsageError("--cores names ARM cores for --target arm64; give --target arm64 too")
+    for core in args.cores or ():
+        arm64.check_core(core)  # (before any work)
     data = commands.DataOptions.from_args(args)
     runner = runtimes.open_runner(args.exported)
     stage = resolve.stage(args.model, args.image_size or runner.input_size, args.dataset)
     report_path = args.report or reports.report_path(args.exported)
     validation = stage.data(data.dataset).pairs("test", data.samples or values.DEFAULT_SAMPLES, stage.image_size)
     report = check(stage.file, args.exported, validation, class_names=stage.class_names, samples=data.samples,
-                   thresholds=data.overrides, other_weights=args.other_weights, report=report_path).to_dict()
+                   thresholds=data.overrides, other_weights=args.other_weights, report=report_path,
+                   target=args.target, cores=args.cores).to_dict()
     if args.debug:
         if report["quantization"] != "int8" or runner.runtime != "litert":
             raise UsageError(f"--debug reads int8 .tflite files; {args.exported} is {runner.runtime} "
@@ -96,6 +118,10 @@ def main(argv=None):
         report.update(debug_csv=csv_path, flagged_tensors=per_tensor.flagged(rows))
         reports.write_report(report, report_path)
     reports.print_summary(report, args.exported)
+    for core, numbers in (report.get("targets") or {}).items():
+        print(f"  on {core} ({numbers['cpu']}; emulated, {numbers['seconds']:.0f} s): pixel agreement with Keras "
+              f"{numbers['pixel_agreement']:.5f}, with x86 {numbers['agreement_with_x86']:.5f} (outputs differing "
+              f"{numbers['outputs_differing_from_x86']:.2%}, by at most {numbers['max_abs_difference_with_x86']:.3g})")
     return 0 if report["passed"] else 1
 
 

@@ -115,7 +115,7 @@ def compare(model, runner, samples, latency_repeats=0, kind="logits"):
     images = samples.images.astype(np.float32)
     predict = keras_function(model, images.shape[1:3])
     reference = np.concatenate([predict(images[i : i + 8]) for i in range(0, len(images), 8)])
-    exported = np.stack([runner(image) for image in images])
+    exported = runner.run_all(images) if hasattr(runner, "run_all") else np.stack([runner(image) for image in images])
     if exported.shape != reference.shape:
         raise InputError(f"the exported model returns {exported.shape[1:]} per image, the Keras model "
                          f"{reference.shape[1:]}")

@@ -44,6 +44,17 @@ class LiteRTRunner:
         self.quantization = _tflite_quantization(self.interpreter, self.input)
 
     def __call__(self, image):
+        x = self.raw_input(image)
+        if self.signature is not None:
+            y = self.signature(**{self.input_name: x})[self.output_name][0]
+        else:
+            self.interpreter.set_tensor(self.input["index"], x)
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output["index"])[0]
+        return self.from_output(y)
+
+    def raw_input(self, image):
+        """The file's input tensor (1, H, W, 3) for float pixels `image`, of its own type."""
         x = image[None].astype(np.float32)
         if self.input["dtype"] == np.int16:  # no camera gives 16-bit values: an app quantizes with the file's scale
             scale, zero_point = self.input["quantization"]
@@ -52,12 +63,10 @@ class LiteRTRunner:
             # as a device does (MediaPipe, pycoral): the pixels as they are, shifted by -128 for an int8
             # input; no re-quantization with the file's scale, which would hide a wrong one
             x = x + np.iinfo(self.input["dtype"]).min
-        if self.signature is not None:
-            y = self.signature(**{self.input_name: x.astype(self.input["dtype"])})[self.output_name][0]
-        else:
-            self.interpreter.set_tensor(self.input["index"], x.astype(self.input["dtype"]))
-            self.interpreter.invoke()
-            y = self.interpreter.get_tensor(self.output["index"])[0]
+        return x.astype(self.input["dtype"])
+
+    def from_output(self, y):
+        """One image's output tensor as float values."""
         scale, zero_point = self.output["quantization"]
         if self.output["dtype"] != np.float32 and scale:  # (class indices carry no quantization)
             y = (y.astype(np.float32) - zero_point) * scale
