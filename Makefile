@@ -44,7 +44,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal --durations=30 tests
 	@echo "--- the model suites again on the JAX backend, and exporting from it ---"
 	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist worksteal --durations=10 tests/test_models.py tests/test_classifiers.py \
-		tests/test_backends.py
+		tests/test_backends.py "tests/test_streaming.py::test_kerasseg_data_dataset_gives_the_runs_pixels_and_model_fit_learns_from_it"
 
 clean:
 	rm -rf runs .pytest_cache

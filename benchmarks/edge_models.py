@@ -20,6 +20,7 @@ compiler is not run here).
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -56,6 +57,9 @@ def measure(label, args, small):
                                             epochs=args.epochs, train_samples=args.train_samples,
                                             batch_size=args.batch_size, augment="flip", seed=0))
         metrics, model = run.metrics, run.load_model()
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
+            shutil.copy(run.model_path, os.path.join(args.keep, f"{label}.keras"))
         calibration = data.load_split("shapes:hard", "train", (trained, trained), 200)
         held_out = data.load_split("shapes:hard", "val", (trained, trained), 50)
         row = {"model": name, "backbone": backbone, "config": config, "params": model.count_params(),
@@ -68,7 +72,7 @@ def measure(label, args, small):
                                     **({"backbone": backbone} if backbone else {}), **config)
         row["macs"] = multiply_adds(fixed)
         large = data.load_split("shapes:hard", "train", (size, size), 50).images
-        x = np.asarray(large[:1])
+        x = np.asarray(large[0], np.float32)  # (one image: the runners take (H, W, 3))
         for kind in ("logits", "category"):
             path = os.path.join(out, f"{kind}.tflite")
             tflite.export(model, path, quantize="int8", calibration=large, validation=large[:8], image_size=(size, size),
@@ -108,11 +112,12 @@ def main():
     parser.add_argument("--image-size", type=int, default=256, help="where the costs are measured")
     parser.add_argument("--train-size", type=int, default=128, help="where the models train and are checked")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--train-samples", type=int, default=800)
+    parser.add_argument("--train-samples", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--only", nargs="*", choices=list(ROWS))
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "edge_models.json"))
     parser.add_argument("--table", action="store_true")
+    parser.add_argument("--keep", help="a folder to keep each trained model in (LABEL.keras)")
     args = parser.parse_args()
     small = bool(os.environ.get("SMALL"))
     if small:

@@ -24,7 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from data_scale import CLASSES, _example, _save, make_pool  # noqa: E402
+from data_scale import CLASSES, _example, _save, make_pool, pipeline_rate  # noqa: E402
 
 H100_RATE = 444  # keras-hub DeepLabV3+ training images/s at 512 px, batch 16, one H100 (its published figure)
 
@@ -71,8 +71,6 @@ def child(spec):
     started = time.time()
     import resource
 
-    import numpy as np
-
     from kerasseg import data
     from kerasseg.data import pipeline
 
@@ -96,14 +94,7 @@ def child(spec):
         for _ in dataset:
             pass
         row["fill_s"] = round(time.time() - started, 2)
-    count, first = 0, None
-    for images, _ in dataset:
-        np.asarray(images)
-        count += len(images)
-        if first is None:
-            first, after_first = time.time(), count
-            row["first_batch_s"] = round(first - started, 2)
-    row["images_per_s"] = round((count - after_first) / (time.time() - first), 2)
+    row.update(pipeline_rate(dataset, started))
     row["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
     print(json.dumps(row))
 
