@@ -35,7 +35,6 @@ SMALL = ((1, 16, 3, 2, True, False), (72 / 16, 24, 3, 2, False, False), (88 / 24
          (3, 48, 5, 1, True, True), (3, 48, 5, 1, True, True), (6, 96, 5, 2, True, True),
          (6, 96, 5, 1, True, True), (6, 96, 5, 1, True, True))
 SE_RATIO = 0.25
-_BN = dict(epsilon=1e-3, momentum=0.999)
 _BASE = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
 # keras.applications' files and hashes: (top, no top) by "{size}[_minimalistic]_224_{alpha}_float"
 _HASHES = {
@@ -71,7 +70,7 @@ def _squeeze_excite(x, filters, prefix):
     return layers.Multiply(name=f"{prefix}squeeze_excite_mul")([x, gate])
 
 
-def inverted_residual(x, expansion, filters, kernel, stride, dilation, squeeze_excite, hard_swish, block_id):
+def inverted_residual(x, expansion, filters, kernel, stride, dilation, squeeze_excite, hard_swish, block_id, bn):
     """MobileNetV2's block with V3's options: optional SE after the depthwise step, hard-swish or ReLU."""
     prefix = f"expanded_conv_{block_id}_" if block_id else "expanded_conv_"
     in_channels = x.shape[-1]
@@ -79,17 +78,17 @@ def inverted_residual(x, expansion, filters, kernel, stride, dilation, squeeze_e
     if block_id:
         y = layers.Conv2D(make_divisible(in_channels * expansion), 1, padding="same", use_bias=False,
                           name=f"{prefix}expand")(y)
-        y = layers.BatchNormalization(**_BN, name=f"{prefix}expand_bn")(y)
+        y = layers.BatchNormalization(**bn, name=f"{prefix}expand_bn")(y)
         y = _activation(y, hard_swish)
     # ("same" padding equals keras.applications' correct_pad then "valid" for 3x3 and 5x5, at any size)
     y = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", dilation_rate=dilation, use_bias=False,
                                name=f"{prefix}depthwise")(y)
-    y = layers.BatchNormalization(**_BN, name=f"{prefix}depthwise_bn")(y)
+    y = layers.BatchNormalization(**bn, name=f"{prefix}depthwise_bn")(y)
     y = _activation(y, hard_swish)
     if squeeze_excite:
         y = _squeeze_excite(y, y.shape[-1], prefix)
     y = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{prefix}project")(y)
-    y = layers.BatchNormalization(**_BN, name=f"{prefix}project_bn")(y)
+    y = layers.BatchNormalization(**bn, name=f"{prefix}project_bn")(y)
     if stride == 1 and in_channels == filters:
         return layers.Add(name=f"{prefix}add")([x, y])
     return y
@@ -97,9 +96,13 @@ def inverted_residual(x, expansion, filters, kernel, stride, dilation, squeeze_e
 
 def mobilenet_v3(blocks, last_point, alpha=1.0, minimalistic=False, include_top=True, weights=None,
                  input_tensor=None, input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
-                 dropout_rate=0.2, features_only=False, output_stride=32, edge=False, pretrained=None, name=None):
-    """A MobileNetV3 of `blocks` (LARGE, SMALL); `edge`: the minimalistic variant."""
+                 dropout_rate=0.2, features_only=False, output_stride=32, edge=False, bn_momentum=0.999, pretrained=None,
+                 name=None):
+    """A MobileNetV3 of `blocks` (LARGE, SMALL); `edge`: the minimalistic variant. bn_momentum: 0.999 as
+    keras.applications (fine-tuning); from scratch, 0.9 (as MobileNetV2's: at 0.999 the running statistics
+    average over ~1000 steps, and a short training validates on statistics of its first weights)."""
     minimalistic = minimalistic or edge
+    bn = dict(epsilon=1e-3, momentum=bn_momentum)
     backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)
     if weights == "imagenet" and pretrained is None:
         raise ValueError("ImageNet weights exist for alpha 0.75 and 1.0, minimalistic at 1.0 only. Received: "
@@ -107,7 +110,7 @@ def mobilenet_v3(blocks, last_point, alpha=1.0, minimalistic=False, include_top=
     inputs = backbone.classifier_input(input_shape, input_tensor, weights, min_size=32)
     x = PixelNormalization("tf", name="preprocess")(inputs)
     x = layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False, name="conv")(x)
-    x = layers.BatchNormalization(**_BN, name="conv_bn")(x)
+    x = layers.BatchNormalization(**bn, name="conv_bn")(x)
     x = _activation(x, not minimalistic)
     pyramid, dilation = backbone.Pyramid(output_stride), 1
     for block_id, (expansion, filters, kernel, stride, squeeze_excite, hard_swish) in enumerate(blocks):
@@ -116,9 +119,9 @@ def mobilenet_v3(blocks, last_point, alpha=1.0, minimalistic=False, include_top=
         if minimalistic:
             kernel, squeeze_excite, hard_swish = 3, False, False
         x = inverted_residual(x, expansion, make_divisible(filters * alpha), kernel, stride, dilation,
-                              squeeze_excite, hard_swish, block_id)
+                              squeeze_excite, hard_swish, block_id, bn)
     x = layers.Conv2D(make_divisible(x.shape[-1] * 6), 1, padding="same", use_bias=False, name="conv_1")(x)
-    x = layers.BatchNormalization(**_BN, name="conv_1_bn")(x)
+    x = layers.BatchNormalization(**bn, name="conv_1_bn")(x)
     x = _activation(x, not minimalistic)
     pyramid.close(x)
     last_point = make_divisible(last_point * alpha) if alpha > 1.0 else last_point
