@@ -248,7 +248,7 @@ class ArmRunner:
         return self.run_all(image[None])[0]
 
 
-def check_targets(model, exported, samples, kind, thresholds, cores=DEFAULT_CORES, compare=None, reference=None):
+def check_targets(model, exported, samples, kind, thresholds, cores=DEFAULT_CORES, reference=None):
     """({core: what the file does on it}, failures): the file `exported` run on each emulated ARM core against
     `model` on `samples` (export.report.compare: its thresholds apply, failures named by core) and against
     the x86 run of `reference` (default the same file: the pixels and outputs that differ between the two
