@@ -49,6 +49,13 @@ def _check_consistent(run):
         keras.saving.load_model(run / "model.keras")
 
 
+def _wait_for_epochs(run, process, count, seconds=300):
+    """Until `count` epochs of `run` are complete (or the process ended, or `seconds` passed)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and len(_epochs(run)) < count and process.poll() is None:
+        time.sleep(0.2)
+
+
 def test_ctrl_c_says_in_one_line_what_is_kept_and_the_command_that_continues(tmp_path):
     """Ctrl-C (SIGINT) during training: no traceback through TensorFlow, one line naming the last complete
     epoch and the --resume command, exit status 130; that command, run as printed, continues the run."""
@@ -57,9 +64,7 @@ def test_ctrl_c_says_in_one_line_what_is_kept_and_the_command_that_continues(tmp
     run = tmp_path / "my run"
     process = _start([*TRAIN, "--epochs", "4", "--train-samples", "64", "--output", run])
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and len(_epochs(run)) < 1 and process.poll() is None:
-            time.sleep(0.2)
+        _wait_for_epochs(run, process, 1)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
     finally:
@@ -78,9 +83,7 @@ def test_resume_after_sigkill_continues_from_the_backed_up_epoch(tmp_path):
     run = tmp_path / "run"
     process = _start([*TRAIN, "--epochs", "6", "--train-samples", "256", "--output", run])
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and len(_epochs(run)) < 2 and process.poll() is None:
-            time.sleep(0.2)
+        _wait_for_epochs(run, process, 2)
         time.sleep(0.5)  # into the next epoch
     finally:
         process.send_signal(signal.SIGKILL)

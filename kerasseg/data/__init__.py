@@ -170,8 +170,9 @@ def dataset(spec, split="train", image_size=(256, 256), batch_size=8, augment=No
     GIL); augment="flip" flips each pair resized to `image_size`; None resizes (evaluation batches).
     count: the first `count` examples. shuffle: reshuffled every epoch, seeded (default: when augmenting).
     cache: "none", "memory" (each example decoded once and held) or a directory (decoded once to disk, crops
-    read from memory-mapped files in later epochs and runs). A file damaged where the scan cannot see raises
-    its DatasetError when the pipeline meets it."""
+    read from memory-mapped files in later epochs and runs). A file damaged where the scan cannot see stops
+    the iteration when the pipeline meets it: with its DatasetError (naming it) where the reader decodes it,
+    with TensorFlow's decoder error (which names no file) for JPEGs and PNGs TensorFlow decodes."""
     from kerasseg.data import pipeline
     from kerasseg.data.scan import scan
 
