@@ -1,7 +1,9 @@
-"""The package's shape: imports flow one way, and a new family is one new file."""
+"""The package's shape: imports flow one way, a new family is one new file, and the README stays a short
+front page whose links, and those of docs/ and benchmarks/RESULTS.md, all resolve."""
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -265,3 +267,47 @@ def test_the_private_check_finds_each_kind_of_private_use():
     assert sorted({line for line, _ in private_uses(source, own={"_own"})}) == [2, 3, 5, 6, 7, 8]
     for home in PRIVATE_HOMES:  # and the two homes hold what they are for
         assert private_uses(open(os.path.join(ROOT, home)).read(), _own_private_names())
+
+
+# the README is the front page: what it does not hold lives in docs/ and benchmarks/RESULTS.md, linked from it
+README_LIMIT = 15_000  # bytes
+MARKDOWN_LINK = re.compile(r"\]\(<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\)")
+FENCED_CODE = re.compile(r"^[ \t]*```.*?^[ \t]*```[^\n]*", re.S | re.M)
+
+
+def markdown_pages(root=ROOT):
+    """README.md, every docs/*.md and benchmarks/RESULTS.md."""
+    docs = os.path.join(root, "docs")
+    pages = sorted(os.path.join(docs, name) for name in os.listdir(docs) if name.endswith(".md"))
+    return [os.path.join(root, "README.md"), *pages, os.path.join(root, "benchmarks", "RESULTS.md")]
+
+
+def broken_links(path):
+    """The relative Markdown links, `](target)` or `](target#anchor)`, in the file at `path` whose target does
+    not exist, resolved from the file's own folder. Web links, `#anchor` alone and fenced code are skipped."""
+    text = FENCED_CODE.sub("", open(path, encoding="utf-8").read())
+    return [target for target in MARKDOWN_LINK.findall(text)
+            if not target.startswith(("http://", "https://", "mailto:", "#"))
+            and not os.path.exists(os.path.join(os.path.dirname(path), target.split("#")[0]))]
+
+
+def test_the_readme_stays_at_most_15_kb():
+    size = os.path.getsize(os.path.join(ROOT, "README.md"))
+    assert size <= README_LIMIT, f"README.md is {size} bytes, over {README_LIMIT}: move a section to a docs/ page"
+
+
+def test_every_relative_link_of_the_readme_docs_and_results_resolves():
+    pages = markdown_pages()
+    assert len(pages) > 2, "docs/ holds the README's pages"
+    broken = {os.path.relpath(page, ROOT): broken_links(page) for page in pages}
+    assert {page: links for page, links in broken.items() if links} == {}
+
+
+def test_the_link_check_finds_a_broken_link(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# x\n")
+    page = tmp_path / "docs" / "page.md"
+    page.write_text("[up](../README.md#x) [web](https://example.org/a) [here](#anchor) ![figure](gone.png)\n"
+                    "```bash\n[code](not/a/link.md)\n```\n  ```python\nx[0](y)\n  ```\n"
+                    "[bad](../missing.md#part) [self](page.md)\n")
+    assert broken_links(str(page)) == ["gone.png", "../missing.md#part"]
