@@ -24,7 +24,9 @@ for core in ["cortex-a53", "cortex-a76", "neoverse-n2"]:
     r = ArmRunner(path, core)
     arm = r.run_all(images)
     d = np.abs(arm - x86)
-    rows[core] = {"agreement_with_x86": float((arm.argmax(-1) == x86.argmax(-1)).mean()), "outputs_differing": float((d > 0).mean()),
-                  "max_abs_difference": float(d.max()), "seconds": r.info["wall_seconds"], "inference_seconds": r.info["seconds"]}
+    rows[core] = {"agreement_with_x86": float((arm.argmax(-1) == x86.argmax(-1)).mean()),
+                  "outputs_differing": float((d > 0).mean()),
+                  "max_abs_difference": float(d.max()), "seconds": r.info["wall_seconds"],
+                  "inference_seconds": r.info["seconds"]}
     print(core, rows[core], flush=True)
 json.dump({"file": path, "samples": 50, "rows": rows}, open("benchmarks/arm64_demo.json", "w"), indent=1)

@@ -96,7 +96,7 @@ def bias_corrected(calibrated, quantized, images):
     reference = _tensors(calibrated, images, [f for *_, f in targets], dequantize=False)
     shifts = {}
     content = quantized
-    for kind, bias, output, float_output in targets:
+    for _kind, bias, output, float_output in targets:
         measured = _tensors(content, images, [output], dequantize=True)[output]
         shift = reference[float_output] - measured  # what the int8 op's output lacks, per channel
         model = internals.read_tflite(content)

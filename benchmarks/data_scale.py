@@ -115,7 +115,8 @@ def make_folder(root, count):
             os.makedirs(os.path.join(folder, sub))
         stems = [f"frame_{i:05d}" for i in range(count + val)]
         for stem in stems:
-            os.symlink(os.path.join(root, "pool", "images", f"{stem}.jpg"), os.path.join(folder, "images", f"{stem}.jpg"))
+            os.symlink(os.path.join(root, "pool", "images", f"{stem}.jpg"),
+                       os.path.join(folder, "images", f"{stem}.jpg"))
             os.symlink(os.path.join(root, "pool", "masks", f"{stem}.png"), os.path.join(folder, "masks", f"{stem}.png"))
         with open(os.path.join(folder, "labels.txt"), "w") as f:
             f.write("\n".join(CLASSES) + "\n")

@@ -78,8 +78,8 @@ def measure(label, args, small):
         x = np.asarray(large[0], np.float32)  # (one image: the runners take (H, W, 3))
         for kind in ("logits", "category"):
             path = os.path.join(out, f"{kind}.tflite")
-            tflite.export(model, path, quantize="int8", calibration=large, validation=large[:8], image_size=(size, size),
-                          output_kind=kind)
+            tflite.export(model, path, quantize="int8", calibration=large, validation=large[:8],
+                          image_size=(size, size), output_kind=kind)
             for threads in (1, 2):
                 runner = open_runner(path, num_threads=threads)
                 row[f"{kind}_ms_{threads}t"] = round(median_ms(runner, x, 20, warmup=3), 2)
@@ -97,16 +97,20 @@ def measure(label, args, small):
 
 
 def table(results, size):
-    lines = [f"| segmenter | parameters | multiply-adds ({size}x{size}) | int8 file | LiteRT int8 ms at {size}x{size}, "
-             "1 / 2 threads (class map inside) | Edge TPU mapped | mIoU float | mIoU int8 | int8 check |",
+    lines = [f"| segmenter | parameters | multiply-adds ({size}x{size}) | int8 file | "
+             f"LiteRT int8 ms at {size}x{size}, 1 / 2 threads (class map inside) | "
+             "Edge TPU mapped | mIoU float | mIoU int8 | int8 check |",
              "|---|---|---|---|---|---|---|---|---|"]
     for label, r in results.items():
-        mapped = "all" if r["edgetpu_fully_mapped"] else f"{r['edgetpu_share']:.0%} (first on CPU: {r['edgetpu_first_cpu_op']})"
+        mapped = ("all" if r["edgetpu_fully_mapped"]
+                  else f"{r['edgetpu_share']:.0%} (first on CPU: {r['edgetpu_first_cpu_op']})")
         lines.append(
             f"| {label} | {r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.0f} M | {r['int8_bytes'] / 2**20:.2f} MiB | "
-            f"{r['logits_ms_1t']:.1f} / {r['logits_ms_2t']:.1f} ({r['category_ms_1t']:.1f} / {r['category_ms_2t']:.1f}) "
+            f"{r['logits_ms_1t']:.1f} / {r['logits_ms_2t']:.1f} "
+            f"({r['category_ms_1t']:.1f} / {r['category_ms_2t']:.1f}) "
             f"| {mapped} | {r['miou_keras']:.3f} | {r['miou_int8']:.3f} | "
-            f"{'passed' if r['int8_passed'] else 'FAILED: ' + ', '.join(r['failed'])} (agreement {r['int8_agreement']:.4f}) |")
+            f"{'passed' if r['int8_passed'] else 'FAILED: ' + ', '.join(r['failed'])} "
+            f"(agreement {r['int8_agreement']:.4f}) |")
     return "\n".join(lines)
 
 

@@ -59,7 +59,8 @@ def main():
     keras_ms = median_ms(model.predict_on_batch, image[None].astype("float32"), args.repeats, warmup=5)
     keras_size = os.path.getsize(os.path.join(args.directory, "model.keras"))
     rows.append(("model.keras", "keras", "float32", keras_ms, None, keras_size, None, None))
-    for path in sorted(glob.glob(os.path.join(args.directory, "*.tflite")) + glob.glob(os.path.join(args.directory, "*.onnx"))):
+    for path in sorted(glob.glob(os.path.join(args.directory, "*.tflite"))
+                       + glob.glob(os.path.join(args.directory, "*.onnx"))):
         latencies = [median_ms(runtimes.open_runner(path, num_threads=t), image, args.repeats, warmup=5)
                      for t in (1, 2)]
         report_path = os.path.splitext(path)[0] + ".report.json"
@@ -68,7 +69,8 @@ def main():
         rows.append((os.path.basename(path), runner.runtime, runner.quantization, *latencies, os.path.getsize(path),
                      report.get("pixel_agreement"), report.get("miou_drop")))
 
-    header = ["file", "runtime", "quantization", "1 thread ms", "2 threads ms", "size MB", "pixel agreement", "mIoU drop"]
+    header = ["file", "runtime", "quantization", "1 thread ms", "2 threads ms", "size MB", "pixel agreement",
+              "mIoU drop"]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     lines = [[r[0], r[1], r[2], fmt(r[3], ".2f"), fmt(r[4], ".2f"), fmt(r[5] / 1e6, ".2f"), fmt(r[6], ".5f"),
               fmt(r[7], "+.2f")] for r in rows]

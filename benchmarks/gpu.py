@@ -173,8 +173,9 @@ def part_dlv3():
     rows = {}
     for stride, rates in ((16, None), (32, (6, 12, 18))):
         rows[f"output_stride_{stride}"] = side_by_side(
-            lambda: models.deeplab_v3_plus(backbone="resnet50", classes=classes, input_shape=(size, size, 3),
-                                           output_stride=stride, aspp_rates=rates),
+            lambda stride=stride, rates=rates: models.deeplab_v3_plus(
+                backbone="resnet50", classes=classes, input_shape=(size, size, 3), output_stride=stride,
+                aspp_rates=rates),
             keras_hubs, x, theirs_x, y, steps, True, theirs)
     return {"ours": "deeplab_v3_plus(resnet50)", "theirs": "keras_hub DeepLabV3ImageSegmenter(ResNet50, P5 "
             "undilated, rates 6/12/18)", **rows}

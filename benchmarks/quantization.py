@@ -242,7 +242,7 @@ def main():
 
     for name in args.configs:
         run = train_float(name, args)
-        export_all(name, run, args, lambda rows: save(name, rows))
+        export_all(name, run, args, lambda rows, name=name: save(name, rows))
     print("\n| configuration | float mIoU (test) | method | pixel agreement | kernels | mIoU drop (pts) | "
           "worst class drop (pts) | size MB | LiteRT ms |")
     print("|---|---|---|---|---|---|---|---|---|")

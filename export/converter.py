@@ -1,6 +1,6 @@
 """The TFLiteConverter for one export mode (float32, float16, dynamic, int16x8, int8), on a model's
-batch-1 function with its serving_default signature (pipeline.signed_function): what export.tflite converts with and TFLite's quantization debugger
-(export.per_tensor) calibrates with."""
+batch-1 function with its serving_default signature (pipeline.signed_function): what export.tflite converts with
+and TFLite's quantization debugger (export.per_tensor) calibrates with."""
 
 import numpy as np
 

@@ -21,8 +21,8 @@ FLOORS = {"pixel_disagreement": 0.001, "mean_abs_error": 1e-4}
 
 
 def simulated(model, runner, path, samples, kind="logits"):
-    """{"pixel_agreement", "mean_abs_error", "how", "thresholds"} of the same quantization of `model` (a float32 Keras model
-    ending in the file's output kind) made here as the file at `path` (run by `runner`) is made, checked on
+    """{"pixel_agreement", "mean_abs_error", "how", "thresholds"} of the same quantization of `model` (a float32
+    Keras model ending in the file's output kind) made here as the file at `path` (run by `runner`) is made, checked on
     `samples` (a kerasseg.data.Split); None where no such file can be made here (a format without a
     converter, a mode it does not know)."""
     from export import formats, pipeline

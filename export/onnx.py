@@ -72,7 +72,8 @@ def quantize_int8(content, calibration_images, method="percentile"):
                         # pixels: [0, 255] whatever the calibration images span, so none is clipped
                         extra_options={"TensorQuantOverrides": {
                             "image": [{"rmin": np.float32(0), "rmax": np.float32(255)}]}},
-                        calibrate_method={"percentile": CalibrationMethod.Percentile, "minmax": CalibrationMethod.MinMax,
+                        calibrate_method={"percentile": CalibrationMethod.Percentile,
+                                          "minmax": CalibrationMethod.MinMax,
                                           "entropy": CalibrationMethod.Entropy}[method])
         with open(target, "rb") as f:
             return f.read()
@@ -121,8 +122,8 @@ def _add_options(parser):
                         help="float32 (default), or int8 (QuantizeLinear / DequantizeLinear pairs, calibrated)")
     parser.add_argument("--dynamic-batch", action="store_true", help="any batch size instead of 1")
     parser.add_argument("--output-kind", choices=("logits", "probabilities", "category"), default="logits",
-                        help="what the file outputs: logits (default), probabilities (softmax; one channel: sigmoid) or "
-                             "category (class indices)")
+                        help="what the file outputs: logits (default), probabilities (softmax; one channel: "
+                             "sigmoid) or category (class indices)")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="percentile",
                         help="how int8 activation ranges are set from the calibration images (default percentile)")
 

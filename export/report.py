@@ -261,7 +261,8 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
     report["thresholds"] = thresholds
     report["failed"] = check(report, thresholds, required=tuple(overrides or ()))
     if stamped and fingerprint and stamped.get("fingerprint") != fingerprint:
-        words = (f"the file was converted from other weights (fingerprint {fingerprints.short(stamped.get('fingerprint'))}"
+        words = ("the file was converted from other weights "
+                 f"(fingerprint {fingerprints.short(stamped.get('fingerprint'))}"
                  f", of {stamped.get('model')}) than the model's ({fingerprints.short(fingerprint)})")
         if other_weights:
             report["fingerprint"]["note"] = f"{words}: compared as asked (other_weights)"

@@ -104,7 +104,8 @@ class OnnxRunner:
         except Exception as error:
             raise InputError(f"{path} is not an ONNX model ONNX Runtime can load: {error}") from None
         self.input = self.session.get_inputs()[0]
-        self.input_size = tuple(self.input.shape[1:3]) if all(isinstance(s, int) for s in self.input.shape[1:3]) else None
+        self.input_size = (tuple(self.input.shape[1:3]) if all(isinstance(s, int) for s in self.input.shape[1:3])
+                           else None)
         self.quantization = "int8" if any(n.op_type == "QuantizeLinear" for n in _onnx_nodes(path)) else "float32"
 
     def __call__(self, image):

@@ -134,7 +134,7 @@ def edgetpu_check(content, output):
         raise InputError(
             f"refusing target edgetpu: the model does not map entirely to the Edge TPU\n"
             f"{edgetpu.format_report(report)}\n"
-            "build the model with edge=True and export logits (see README, 'Edge TPU')"
+            "build the model with edge=True and export logits (see docs/android-coral.md, 'Edge TPU')"
         )
     return {key: report[key] for key in ("check", "operators", "edge_tpu_operators", "mapped_share", "first_cpu_op",
                                          "fully_mapped")}
@@ -264,8 +264,8 @@ def _add_options(parser):
                         help="--quantizer ai-edge: how the convolutions' weights are quantized (default min_max)")
     parser.add_argument("--target", choices=("edgetpu",), help="edgetpu: int8, uint8 I/O, every op mapped")
     parser.add_argument("--output-kind", choices=OUTPUT_KINDS, default="logits",
-                        help="what the file outputs: logits (default), probabilities (softmax; one channel: sigmoid) or "
-                             "category (class indices as int32)")
+                        help="what the file outputs: logits (default), probabilities (softmax; one channel: "
+                             "sigmoid) or category (class indices as int32)")
     parser.add_argument("--debug", action="store_true",
                         help="int8: per-tensor quantization error table (FILE.debug.csv) and the top offenders")
     parser.add_argument("--keep-float", nargs="+", default=(), metavar="LAYER",
@@ -277,7 +277,8 @@ def _add_options(parser):
 def _options_from(args):
     return {"quantize": args.quantize, "io": args.io, "calibration_method": args.calibration, "target": args.target,
             "output_kind": args.output_kind, "debug": args.debug, "keep_float": args.keep_float,
-            "auto_keep_float": args.auto_keep_float, "tuning": formats.VALIDATION_SPLIT if args.auto_keep_float else None,
+            "auto_keep_float": args.auto_keep_float,
+            "tuning": formats.VALIDATION_SPLIT if args.auto_keep_float else None,
             "quantizer": args.quantizer, "ai_edge_algorithm": args.ai_edge_algorithm}
 
 
@@ -292,9 +293,9 @@ FORMAT = formats.register(formats.Format(
     quantization=lambda options: options["quantize"], integer=lambda options: options["quantize"] == "int8",
     calibrates=lambda options, model: options["quantize"] in CALIBRATED, check=_check, add_options=_add_options,
     options_from=_options_from, after=_compiled, advice=_advice,
-    defaults={"quantize": "int8", "io": "uint8", "target": None, "output_kind": "logits", "calibration_method": "minmax",
-              "debug": False, "keep_float": (), "auto_keep_float": False, "tuning": None, "quantizer": "kerasseg",
-              "ai_edge_algorithm": "min_max"}))
+    defaults={"quantize": "int8", "io": "uint8", "target": None, "output_kind": "logits",
+              "calibration_method": "minmax", "debug": False, "keep_float": (), "auto_keep_float": False,
+              "tuning": None, "quantizer": "kerasseg", "ai_edge_algorithm": "min_max"}))
 
 
 def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,

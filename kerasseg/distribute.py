@@ -40,7 +40,7 @@ def strategy_for(config):
                                    "KERAS_DISTRIBUTION_PROCESS_ID") if v not in os.environ]
             if missing:
                 raise ConfigError("strategy", config.strategy, f"on JAX needs {', '.join(missing)} set (see "
-                                  "README, 'More devices')")
+                                  "docs/training.md, 'More devices')")
             jax.config.update("jax_cpu_collectives_implementation", "gloo")
             keras.distribution.initialize()
         # across processes each reads its own share of the examples (input_shard): Keras must not shard
@@ -112,7 +112,7 @@ def _tf_multiworker_strategy():
     except (KeyError, TypeError, ValueError):
         raise ConfigError("strategy", "multiworker", 'on TensorFlow needs TF_CONFIG, e.g. {"cluster": {"worker": '
                           '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}} '
-                          "(see README, 'More devices')") from None
+                          "(see docs/training.md, 'More devices')") from None
     internals.patch_multiworker_fit(lambda strategy, value: strategy.reduce("MEAN", value, axis=None))
     return tf.distribute.MultiWorkerMirroredStrategy()
 

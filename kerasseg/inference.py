@@ -41,13 +41,11 @@ photo never has all its logits (or its feature pyramid) in memory at once.
 Everything here is numpy and keras.ops: it runs on every Keras backend.
 """
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from kerasseg.errors import InputError
-from kerasseg.labels import IGNORE_LABEL
 
 RESIZES = ("cover", "stretch", "native")
 MODES = ("auto", "whole", "slide")
@@ -289,9 +287,9 @@ class Inference:
     kind: what the model outputs ("logits" or "probabilities"; default: kerasseg.described.output_kind);
     batch_size: images (or windows) per call of the model at most; budget: bytes the model's activations
     (activation_bytes) may take per call (default: BUDGET, or half the memory available when that is less),
-    which decides "auto" and lowers the batch: an image whose activations exceed it runs in windows; progress: a callable told (index, plan)
-    before each image runs (a command's progress line); predict: how a batch is run (default:
-    model.predict_on_batch)."""
+    which decides "auto" and lowers the batch: an image whose activations exceed it runs in windows; progress: a
+    callable told (index, plan) before each image runs (a command's progress line); predict: how a batch is run
+    (default: model.predict_on_batch)."""
 
     def __init__(self, model, geometry, kind=None, batch_size=16, budget=None, progress=None, predict=None):
         from kerasseg.described import output_kind
@@ -400,7 +398,7 @@ class Inference:
 
     def _bands(self, items):
         """(index, plan, bands of working-size logits) of each item (index, image), whole items batched."""
-        whole, slide = [], []
+        whole = []
         for index, image in items:
             plan = self.plan(image.shape)
             if self.progress:

@@ -202,7 +202,7 @@ def _plan(model):
         if step.owner is not None:
             step.owner = owner(step.owner)
     # an average or a bilinear resize: rounded again with its input's range
-    for index, (layer, inputs, _) in enumerate(calls):
+    for index, (_layer, inputs, _) in enumerate(calls):
         source = rounded_by(inputs[0]) if steps[index].kind == "interpolating" and inputs else None
         steps[index].reround = None if source is None else steps[source].owner
     return calls, steps

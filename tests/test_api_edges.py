@@ -110,7 +110,8 @@ def test_masks_that_count_no_pixel_are_refused_and_reports_stay_json(model, shap
     from export import tflite
 
     ignored = np.full(shapes.masks.shape, 255, np.uint8)
-    with pytest.raises(ValueError, match=r"every pixel of the 50 masks \(given images and masks\) is the ignore label 255"):
+    with pytest.raises(ValueError,
+                       match=r"every pixel of the 50 masks \(given images and masks\) is the ignore label 255"):
         tflite.export(model, tmp_path / "f.tflite", quantize="float16", validation=(shapes.images, ignored),
                       thresholds={"miou_drop": 0.5})
     nothing = metrics.scores(np.zeros((4, 4)), shapes.class_names)

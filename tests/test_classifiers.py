@@ -19,7 +19,7 @@ def _resnet_basic(blocks, classes=1000):
     """Basic-block ResNet without conv biases (the paper, torchvision); BN: 4 numbers per channel."""
     total, cin = _conv(3, 64, 7, bias=False) + 4 * 64, 64
     for filters, count in zip((64, 128, 256, 512), blocks):
-        for i in range(count):
+        for _ in range(count):
             project = cin != filters
             total += _conv(cin, filters, 3, False) + _conv(filters, filters, 3, False) + 8 * filters
             total += (_conv(cin, filters, 1, False) + 4 * filters) if project else 0

@@ -199,8 +199,8 @@ def test_edgetpu_compiler_logs_are_read():
 
 def test_constants_stored_after_the_flatbuffer_are_read_and_flagged(tmp_path):
     """ai-edge-quantizer writes a file's weights after the flatbuffer once they pass 256 kB (Buffer.offset,
-    TFLite's format for files over 2 GB): the old check read them as empty, took the weights for activations and refused every
-    convolution ('only the 3 innermost dimensions may be larger than 1'); the Edge TPU compiler 16 reads a
+    TFLite's format for files over 2 GB): the old check read them as empty, took the weights for activations and
+    refused every convolution ('only the 3 innermost dimensions may be larger than 1'); the Edge TPU compiler 16 reads a
     schema without offsets, so such a file is flagged as not compilable as it is."""
     import keras
     import numpy as np

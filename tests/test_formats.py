@@ -8,8 +8,8 @@ import sys
 
 from conftest import ROOT
 
-# A whole format, as a user would add one: its file is the Keras model, its runtime Keras itself. Its one option rounds the weights to N decimals, so a file that computes something else can be made
-# and the check seen to catch it.
+# A whole format, as a user would add one: its file is the Keras model, its runtime Keras itself. Its one option
+# rounds the weights to N decimals, so a file that computes something else can be made and the check seen to catch it.
 TOY_FORMAT = '''"""python -m toy_format MODEL.keras --output FILE.kerasfile: the model as a Keras file, run by Keras."""
 
 import os

@@ -1,5 +1,5 @@
-"""The package's shape: imports flow one way, a new family is one new file, and the README stays a short
-front page whose links, and those of docs/ and benchmarks/RESULTS.md, all resolve."""
+"""The package's shape: imports flow one way, a new family is one new file, the code is lint-clean, and the
+README stays a short front page whose links, and those of docs/ and benchmarks/RESULTS.md, all resolve."""
 
 import ast
 import os
@@ -198,6 +198,14 @@ def test_a_new_classifier_and_a_new_segmenter_are_one_file_each(tmp_path):
     assert run.stdout.split() == ["(None,", "10)", "(1,", "40,", "56,", "5)", "(None,", "None,", "None,", "2)"]
 
 
+def test_ruff_finds_nothing_under_the_projects_configuration():
+    """`ruff check` over the repository with pyproject.toml's [tool.ruff] (pyflakes, pycodestyle, bugbear). Ruff
+    comes with the dev extras: where it is missing, this fails ("No module named ruff") rather than skips."""
+    run = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+
+
 # where the private APIs of TensorFlow, Keras, LiteRT and MediaPipe may be used: one module per library side
 PRIVATE_HOMES = {"kerasseg/internals.py", "export/internals.py"}
 PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow.lite.python", "tensorflow.lite.tools",
@@ -262,7 +270,8 @@ def test_private_internals_of_tensorflow_keras_litert_live_in_their_two_modules(
 
 def test_the_private_check_finds_each_kind_of_private_use():
     source = ("import sys\nfrom keras.src.backend.tensorflow import trainer\nlayers = model._flatten_layers()\n"
-              "ok = model._own()\nhasattr(layer, '_nodes_by_depth')\nsys.modules['m.stub'] = types.ModuleType('m.stub')\n"
+              "ok = model._own()\nhasattr(layer, '_nodes_by_depth')\n"
+              "sys.modules['m.stub'] = types.ModuleType('m.stub')\n"
               "name = 'tensorflow.lite.python.convert'\nimport tensorflow.python.framework as f\n")
     assert sorted({line for line, _ in private_uses(source, own={"_own"})}) == [2, 3, 5, 6, 7, 8]
     for home in PRIVATE_HOMES:  # and the two homes hold what they are for

@@ -228,8 +228,8 @@ def test_declared_encoder_channels_are_the_pyramid_the_builder_makes(name):
     declared = models.registry.encoder(name)
     pyramid = models.create_model(name, include_top=False, features_only=True, input_shape=(None, None, 3))
     assert {key: int(output.shape[-1]) for key, output in pyramid.output.items()} == declared.channels
-    assert declared.edge == (name in ("efficientnet_tiny", "mobilenet_v3_tiny")) and declared.multi_grid == name.startswith(("resnet",
-                                                                                                      "se_resnet"))
+    assert declared.edge == (name in ("efficientnet_tiny", "mobilenet_v3_tiny"))
+    assert declared.multi_grid == name.startswith(("resnet", "se_resnet"))
 
 
 # (on JAX, one: model.fit's JAX trainer is the same for every model; each model's gradients are checked above)
@@ -313,12 +313,18 @@ def test_deeplab_v3_plus_takes_mobilenet_v3_and_its_edge_variant_is_minimalistic
                                    low_level_filters=8)
     edge = models.deeplab_v3_plus(backbone="mobilenet_v3_tiny", classes=3, aspp_filters=8, decoder_filters=8,
                                   low_level_filters=8, edge=True)
-    kinds = lambda model: {type(layer).__name__ for inner in model.layers if isinstance(inner, keras.Model)
-                           for layer in inner.layers}
+
+    def kinds(model):
+        return {type(layer).__name__ for inner in model.layers if isinstance(inner, keras.Model)
+                for layer in inner.layers}
+
     assert "Multiply" in kinds(plain) and "Multiply" not in kinds(edge)  # squeeze-excite gone
-    activations = lambda model: {getattr(layer, "activation", None).__name__ for inner in model.layers
-                                 if isinstance(inner, keras.Model) for layer in inner.layers
-                                 if type(layer).__name__ == "Activation"}
+
+    def activations(model):
+        return {getattr(layer, "activation", None).__name__ for inner in model.layers
+                if isinstance(inner, keras.Model) for layer in inner.layers
+                if type(layer).__name__ == "Activation"}
+
     assert "hard_silu" in activations(plain) and not activations(edge) & {"hard_silu", "hard_sigmoid"}
     x = np.random.default_rng(0).uniform(0, 255, (1, 37, 53, 3)).astype("float32")
     assert predict(edge, x).shape == (1, 37, 53, 3)

@@ -58,7 +58,8 @@ def test_unknown_spec_lists_accepted():
 
 
 def test_the_hard_variant_is_a_pure_function_with_more_classes_thin_objects_and_no_colour_contrast():
-    np.testing.assert_array_equal(shapes.hard_sample(0, "test", 7, 50, 70)[0], shapes.hard_sample(0, "test", 7, 50, 70)[0])
+    np.testing.assert_array_equal(shapes.hard_sample(0, "test", 7, 50, 70)[0],
+                                  shapes.hard_sample(0, "test", 7, 50, 70)[0])
     assert not np.array_equal(shapes.hard_sample(0, "test", 7, 50, 70)[0], shapes.sample(0, "test", 7, 50, 70)[0])
     split = data.load_split("shapes:hard", "train", (96, 96), count=60)
     assert split.class_names == shapes.HARD_CLASS_NAMES and split.num_classes == 9

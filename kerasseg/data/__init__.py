@@ -196,6 +196,6 @@ def to_split(pairs, class_names, image_size, spec=None):
     return Split(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), class_names, resized, spec)
 
 
-__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Pairs", "Split", "check_spec", "class_names", "dataset", "list_examples",
-           "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "resolve_spec", "same_dataset",
-           "shapes", "to_split"]
+__all__ = ["ACCEPTED_SPECS", "IGNORE_LABEL", "DatasetError", "Pairs", "Split", "check_spec", "class_names", "dataset",
+           "list_examples", "load_examples", "load_split", "open_source", "parse_spec", "resize_pair", "resolve_spec",
+           "same_dataset", "shapes", "to_split"]

@@ -90,8 +90,8 @@ def inside(scaled, offset, image_size):
 
 
 def sample_mask(mask, origin, height, width, scaled, offset, image_size):
-    """The crop (int32) from `mask` (any integer type), the mask's rows and columns from `origin` (y0, x0) on (the whole mask: (0,
-    0)): nearest (TensorFlow's half-pixel rule), the ignore label where the scaled image ends."""
+    """The crop (int32) from `mask` (any integer type), the mask's rows and columns from `origin` (y0, x0) on (the
+    whole mask: (0, 0)): nearest (TensorFlow's half-pixel rule), the ignore label where the scaled image ends."""
     def nearest(offset, count, scaled, source):
         ratio = tf.cast(source, tf.float32) / tf.cast(scaled, tf.float32)
         out = tf.cast(offset + tf.range(count), tf.float32)

@@ -201,7 +201,8 @@ class VocSource:
         missing = [e.mask for e in examples if not os.path.isfile(e.mask)] + \
                   [e.image for e in examples if not os.path.isfile(e.image)]
         if missing:
-            raise DatasetError(f"{len(missing)} file(s) listed in {listed} do not exist:\n  " + "\n  ".join(missing[:20]))
+            raise DatasetError(f"{len(missing)} file(s) listed in {listed} do not exist:\n  "
+                               + "\n  ".join(missing[:20]))
         return examples
 
 

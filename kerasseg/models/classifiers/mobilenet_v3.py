@@ -63,7 +63,8 @@ def _activation(x, hard_swish):
 def _squeeze_excite(x, filters, prefix):
     """SE on the expanded channels: global average, 1x1 to a quarter (ReLU), 1x1 back, hard sigmoid, scale."""
     gate = layers.GlobalAveragePooling2D(keepdims=True, name=f"{prefix}squeeze_excite_avg_pool")(x)
-    gate = layers.Conv2D(make_divisible(filters * SE_RATIO), 1, padding="same", name=f"{prefix}squeeze_excite_conv")(gate)
+    gate = layers.Conv2D(make_divisible(filters * SE_RATIO), 1, padding="same",
+                         name=f"{prefix}squeeze_excite_conv")(gate)
     gate = layers.ReLU(name=f"{prefix}squeeze_excite_relu")(gate)
     gate = layers.Conv2D(filters, 1, padding="same", name=f"{prefix}squeeze_excite_conv_1")(gate)
     gate = layers.Activation("hard_sigmoid")(gate)
@@ -96,8 +97,8 @@ def inverted_residual(x, expansion, filters, kernel, stride, dilation, squeeze_e
 
 def mobilenet_v3(blocks, last_point, alpha=1.0, minimalistic=False, include_top=True, weights=None,
                  input_tensor=None, input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
-                 dropout_rate=0.2, features_only=False, output_stride=32, edge=False, bn_momentum=0.999, pretrained=None,
-                 name=None):
+                 dropout_rate=0.2, features_only=False, output_stride=32, edge=False, bn_momentum=0.999,
+                 pretrained=None, name=None):
     """A MobileNetV3 of `blocks` (LARGE, SMALL); `edge`: the minimalistic variant. bn_momentum: 0.999 as
     keras.applications (fine-tuning); from scratch, 0.9 (as MobileNetV2's: at 0.999 the running statistics
     average over ~1000 steps, and a short training validates on statistics of its first weights)."""

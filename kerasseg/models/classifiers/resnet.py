@@ -106,7 +106,8 @@ def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_sh
     if depth not in BLOCKS:
         raise ValueError(f"depth must be one of {tuple(BLOCKS)}. Received: depth={depth!r}")
     if multi_grid and output_stride == 32:
-        raise ValueError(f"multi_grid needs a dilated last stage (output_stride 8 or 16). Received: multi_grid={multi_grid}")
+        raise ValueError("multi_grid needs a dilated last stage (output_stride 8 or 16). "
+                         f"Received: multi_grid={multi_grid}")
     if attention not in ATTENTION:
         raise ValueError(f"attention must be one of {ATTENTION}. Received: attention={attention!r}")
     kind, default_blocks = BLOCKS[depth]

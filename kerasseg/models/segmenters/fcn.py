@@ -63,7 +63,8 @@ def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_sha
             fc7 (1x1) on P5; fc_units=None leaves them out (e.g. on ResNet).
         activation: None (logits), "softmax" or "sigmoid".
         backbone_kwargs: more arguments for the backbone's builder.
-        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (README, "Edge TPU").
+        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (docs/android-coral.md,
+            "Edge TPU").
 
     Example:
         >>> model = kerasseg.models.fcn8s(classes=21)          # 134.5M parameters

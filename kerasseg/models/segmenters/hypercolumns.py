@@ -25,7 +25,8 @@ def hypercolumns(classes=21, backbone="vgg16", backbone_weights=None, levels=("P
         levels: pyramid levels whose features form the hypercolumn (the
             paper used pool2, conv4 and fc7 of an AlexNet-like network).
         hidden: width of the per-pixel classifier's hidden 1x1 layer.
-        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (README, "Edge TPU").
+        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (docs/android-coral.md,
+            "Edge TPU").
     """
     check_segmenter_args(classes, activation)
     if not levels:

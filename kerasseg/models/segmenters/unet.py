@@ -123,7 +123,8 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
             P1..P5 are the skips; `backbone_weights` its weights); the decoder
             has five upsampling stages of `decoder_filters` channels with batch
             norm, the last one at the input's resolution.
-        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (README, "Edge TPU").
+        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (docs/android-coral.md,
+            "Edge TPU").
 
     Example:
         >>> model = kerasseg.models.unet(classes=4, base_filters=16)
