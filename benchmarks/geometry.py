@@ -94,7 +94,6 @@ def geometry_rows(name, sizes, root, epochs):
 def predict_row(model_path, root, mode):
     """`python -m kerasseg.predict MODEL photo.jpg --image-size native --mode MODE` in its own process: its
     peak memory (GiB), seconds and exit status."""
-    import numpy as np
     from PIL import Image
 
     from kerasseg.data import shapes
@@ -114,7 +113,7 @@ def predict_row(model_path, root, mode):
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # (an aborted process prints no PEAK line)
     if "PEAK" in result.stderr:
         peak = int(result.stderr.rsplit("PEAK", 1)[1].split()[0])
-    said = [line for line in result.stderr.splitlines() if line and not line[:1] in "IWE" and "PEAK" not in line]
+    said = [line for line in result.stderr.splitlines() if line and line[:1] not in "IWE" and "PEAK" not in line]
     print(result.stdout[-500:], "\n".join(said[-5:]))
     return {"photo": "4000x6000", "mode": mode, "exit_status": result.returncode,
             "seconds": round(time.time() - started, 1), "peak_gib": round(peak / 2**20, 2),

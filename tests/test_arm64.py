@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 from conftest import program_lines, run_cli
@@ -16,6 +15,9 @@ from kerasseg.errors import InputError
 
 pytestmark = pytest.mark.skipif(not (shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")),
                                 reason="qemu-user is not installed (Debian: apt-get install qemu-user)")
+
+
+LOOSE = {"pixel_agreement": 0.95, "miou_drop": 5.0}
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +40,19 @@ def test_the_file_runs_in_the_aarch64_litert_on_each_core_and_agrees_with_x86(fi
     from export import agreement, arm64
 
     model, out, test = files
+    # (the briefly trained model's int8 file agrees with Keras on 98-99.5% of the pixels, by the machine that
+    # trained it: the bar here is below that, the same on x86 and on each core; the ARM runs are held to x86's)
     report = agreement.check(model, out / "int8.tflite", (test.images, test.masks), target="arm64",
-                             cores=["cortex-a53", "cortex-a76"]).to_dict()
+                             cores=["cortex-a53", "cortex-a76"], thresholds=LOOSE).to_dict()
     targets = report["targets"]
     assert list(targets) == ["cortex-a53", "cortex-a76"]
     assert "asimddp" not in targets["cortex-a53"]["features"].split()  # no dot-product: the NEON kernels
     assert "asimddp" in targets["cortex-a76"]["features"].split()  # SDOT/UDOT kernels
     for core, numbers in targets.items():
         assert numbers["machine"] == "aarch64"  # the aarch64 interpreter ran it
-        assert numbers["pixel_agreement"] >= 0.99 and numbers["agreement_with_x86"] >= 0.99, (core, numbers)
+        assert numbers["agreement_with_x86"] >= 0.99, (core, numbers)
+        # what differs from x86 is all that can move the agreement with Keras
+        assert abs(numbers["pixel_agreement"] - report["pixel_agreement"]) <= 1 - numbers["agreement_with_x86"]
         assert numbers["seconds"] > 0
     # (measured: on these two cores the int8 kernels give x86's outputs exactly, for this file)
     assert targets["cortex-a53"]["outputs_differing_from_x86"] == 0.0
@@ -82,7 +88,8 @@ def test_a_file_that_runs_otherwise_than_on_x86_is_reported_as_differing(files):
 def test_the_command_line_prints_each_core_and_refuses_what_it_cannot_run(files):
     model, out, _ = files
     result = run_cli("export.agreement", model, out / "int8.tflite", "--samples", "4", "--target", "arm64",
-                     "--cores", "cortex-a76", "--report", out / "cli.report.json")
+                     "--cores", "cortex-a76", "--report", out / "cli.report.json",
+                     "--min-pixel-agreement", str(LOOSE["pixel_agreement"]), "--max-miou-drop", str(LOOSE["miou_drop"]))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "on cortex-a76 (Armv8.2-A with dot-product" in result.stdout
     assert list(json.loads((out / "cli.report.json").read_text())["targets"]) == ["cortex-a76"]

@@ -7,7 +7,7 @@ import pytest
 import keras
 
 from conftest import COMPILER_LOGS, run_cli, run_main
-from kerasseg import data, resolve
+from kerasseg import resolve
 from export import report as reports
 
 REPORT_KEYS = {"runtime", "quantization", "samples", "max_abs_error", "mean_abs_error", "pixel_agreement",
@@ -321,7 +321,8 @@ def test_onnx_int8_qdq_and_dynamic_batch(trained_run, tmp_path, run_here):
 
     path = tmp_path / "q.onnx"
     result = run_here("export.onnx", trained_run / "model.keras", "--output", path, "--quantize", "int8",
-                     "--samples", "6", "--calibration-samples", "16", "--min-pixel-agreement", "0.9")
+                     "--samples", "6", "--calibration-samples", "16", "--min-pixel-agreement", "0.9",
+                     "--max-miou-drop", "5")  # (6 samples of a briefly trained model: a point is 1-3 pixels' worth)
     assert result.returncode == 0, result.stderr
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

@@ -4,7 +4,6 @@ each label at its own resolution."""
 
 import json
 import os
-import resource
 import subprocess
 import sys
 

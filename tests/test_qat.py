@@ -254,8 +254,8 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
     # the float32 file with the int8 simulation: max |error| 0.287, FAILED)
     for quantize in ("float32", "int16x8"):
         report = tflite.export(out / "model.keras", tmp_path / f"{quantize}.tflite", quantize=quantize,
-                               **exporter_inputs(resolve.stage(out / "model.keras"), DataOptions(calibration_samples=16),
-                                                 calibrate=True))
+                               **exporter_inputs(resolve.stage(out / "model.keras"),
+                                                 DataOptions(calibration_samples=16), calibrate=True))
         assert report["passed"] and "float twin" in report["compared_with"], report["failed"]
         if quantize == "float32":
             assert report["max_abs_error"] < 1e-4
@@ -301,8 +301,9 @@ def test_quantization_aware_refusals(user_run, tmp_path, capsys):
 
     run, folder = user_run
     assert "--init-from" in refused(train.main, "--quantization-aware", "--output", tmp_path / "a")
-    assert "has 3 output channels (3 classes), but shapes has 4" in refused(train.main, "--init-from", run / "model.keras", "--quantization-aware",
-                                           "--dataset", "shapes", "--output", tmp_path / "b")
+    assert "has 3 output channels (3 classes), but shapes has 4" in refused(
+        train.main, "--init-from", run / "model.keras", "--quantization-aware", "--dataset", "shapes", "--output",
+        tmp_path / "b")
     qat_run = tmp_path / "qat"
     qat_run.mkdir()
     for name in ("run.json", "splits"):
@@ -311,8 +312,9 @@ def test_quantization_aware_refusals(user_run, tmp_path, capsys):
     qat.quantization_aware(keras.saving.load_model(run / "model.keras", compile=False), images).save(
         qat_run / "model.keras")
     for main, flags in ((onnx.main, ["--quantize", "int8", "--calibration-method", "minmax"]),
-                        (tflite.main, ["--keep-float", "head_logits"]), (tflite.main, ["--calibration", "percentile"])):  # the old code took percentile, then
-        # overwrote its ranges with the learned ones
+                        (tflite.main, ["--keep-float", "head_logits"]),
+                        # the old code took percentile, then overwrote its ranges with the learned ones
+                        (tflite.main, ["--calibration", "percentile"])):
         assert "quantization-aware" in refused(main, qat_run / "model.keras", "--output", tmp_path / "x.out", *flags)
         assert not (tmp_path / "x.out").exists()
     # a model whose layers the simulation cannot compute: named before any training (exit 2, nothing written)

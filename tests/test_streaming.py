@@ -287,7 +287,7 @@ def test_a_bad_file_met_in_training_prints_no_traceback_from_the_pipeline(tmp_pa
     """TensorFlow logs a failing pipeline function's error with the Python traceback it carries (the user saw
     two before the one line); the reader puts an ignored pixel in its place instead, and the run stops at the
     next step without committing the epoch."""
-    from conftest import ROOT, run_cli
+    from conftest import run_cli
 
     folder = _folder(tmp_path / "ds")
     _damage_inside(folder / "images" / "frame 02.png")

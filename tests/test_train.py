@@ -7,7 +7,7 @@ import pytest
 
 import keras
 
-from conftest import program_lines, run_cli, run_main
+from conftest import program_lines, run_main
 from kerasseg import data, losses, metrics, models
 from kerasseg.data.pipeline import make_dataset
 

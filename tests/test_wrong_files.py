@@ -71,4 +71,6 @@ def test_a_file_from_other_weights_fails_the_check_and_the_right_one_passes(whic
     assert not checked["passed"], checked
     if quantize != "float32":  # (float32 is held to its logits' error; the others to the decisions)
         assert any(f.startswith("pixel_agreement") for f in checked["failed"]), checked["failed"]
-    assert checked["pixel_agreement"] < 0.95
+    # wrong in its decisions, beyond every mode's bar (a shift of 3 flips 5-10% of the pixels: for the binary
+    # model, the shapes' edges and what it is unsure of)
+    assert checked["pixel_agreement"] < min(t.get("pixel_agreement", 1) for t in reports.DEFAULT_THRESHOLDS.values())
