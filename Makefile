@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 DEMO := runs/demo
 DEMO_SIZE := 64
 
-.PHONY: install demo android-assets arm64-runtime test clean
+.PHONY: install demo android-assets arm64-runtime test test-large clean
 
 install: $(STAMP)
 
@@ -39,12 +39,21 @@ arm64-runtime: $(STAMP)
 	$(PY) -m export.arm64
 
 # two test processes (pytest-xdist), one per core of CI's two: much of a test's time is one thread
-# (Python, tracing, conversion, a subprocess starting), so two at once finish sooner than one after another
+# (Python, tracing, conversion, a subprocess starting), so two at once finish sooner than one after another.
+# make test: every feature, under 25 minutes on CI's 2 cores; make test-large: the slow end-to-end cases marked
+# `large` (kills, locks, a full disk, two workers, full-size and third-party models, a 24 MP photo, the wider
+# matrices) and the classifiers on JAX. CI (.ci/run) runs both.
+PYTEST := $(PY) -m pytest -q -n 2 --dist worksteal
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist worksteal --durations=30 tests
-	@echo "--- the model suites again on the JAX backend, and exporting from it ---"
-	KERAS_BACKEND=jax $(PY) -m pytest -q -n 2 --dist worksteal --durations=10 tests/test_models.py tests/test_classifiers.py \
-		tests/test_backends.py "tests/test_streaming.py::test_kerasseg_data_dataset_gives_the_runs_pixels_and_model_fit_learns_from_it"
+	$(PYTEST) -m "not large" --durations=30 tests
+	@echo "--- the segmenters again on the JAX backend, and exporting from it ---"
+	KERAS_BACKEND=jax $(PYTEST) -m "not large" --durations=10 tests/test_models.py tests/test_backends.py \
+		"tests/test_streaming.py::test_kerasseg_data_dataset_gives_the_runs_pixels_and_model_fit_learns_from_it"
+
+test-large: $(STAMP)
+	$(PYTEST) -m large --durations=20 tests
+	@echo "--- the classifiers on the JAX backend ---"
+	KERAS_BACKEND=jax $(PYTEST) --durations=10 tests/test_classifiers.py
 
 clean:
 	rm -rf runs .pytest_cache

@@ -15,6 +15,7 @@ ON_JAX = pytest.mark.skipif(keras.backend.backend() != "jax", reason="the JAX ba
                                                                       "JAX run)")
 
 
+@pytest.mark.large
 @NOT_ON_JAX  # (it starts its JAX processes itself)
 def test_a_model_trained_on_jax_exports_from_the_jax_command_line_as_under_tensorflow(tmp_path):
     from awkward_folders import write_awkward_folder

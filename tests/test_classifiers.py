@@ -130,10 +130,11 @@ def test_pyramid_keys_and_strides(name, output_stride):
         assert tuple(features[f"P{level}"].shape[1:3]) == (128 // stride, 96 // stride), (level, output_stride)
 
 
-def _odd(*case):
+def _odd(*case, large=False):
     # how an odd side rounds is the layers' configuration, the same on every backend: checked on TensorFlow
-    return pytest.param(*case, (67, 97), marks=pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                                                                  reason="rounding is checked on TensorFlow"))
+    # (large: the biggest three, 12-22 s each, in make test-large; their top-included twins run in make test)
+    marks = [pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="rounding is checked on TensorFlow")]
+    return pytest.param(*case, (67, 97), marks=marks + [pytest.mark.large] * large)
 
 
 @pytest.mark.parametrize("name, ours, theirs, preprocess, size", fewer_on_jax([
@@ -146,12 +147,12 @@ def _odd(*case):
     ("mobilenet_v3_small (alpha 0.75)", "mobilenet_v3_small", "MobileNetV3Small", None, (64, 64)),
     ("mobilenet_v3_large (minimalistic)", "mobilenet_v3_large", "MobileNetV3Large", None, (64, 64)),
     # odd sizes, no top (any size both accept): the same feature map (pooling= then averages or maxes it)
-    _odd("resnet50 (no top)", "resnet50", "ResNet50", "resnet"),
+    _odd("resnet50 (no top)", "resnet50", "ResNet50", "resnet", large=True),
     _odd("vgg16 (no top)", "vgg16", "VGG16", "vgg16"),
     _odd("vgg19 (no top)", "vgg19", "VGG19", "vgg19"),
-    _odd("densenet121 (no top)", "densenet121", "DenseNet121", "densenet"),
+    _odd("densenet121 (no top)", "densenet121", "DenseNet121", "densenet", large=True),
     _odd("mobilenet_v2 (no top)", "mobilenet_v2", "MobileNetV2", "mobilenet_v2"),
-    _odd("efficientnet_b0 (no top)", "efficientnet_b0", "EfficientNetB0", None),
+    _odd("efficientnet_b0 (no top)", "efficientnet_b0", "EfficientNetB0", None, large=True),
     _odd("mobilenet_v3_large (no top)", "mobilenet_v3_large", "MobileNetV3Large", None),
     _odd("mobilenet_v3_small (minimalistic, no top)", "mobilenet_v3_small", "MobileNetV3Small", None),
 ], keep=[("mobilenet_v2", "mobilenet_v2", "MobileNetV2", "mobilenet_v2", (64, 64))]))

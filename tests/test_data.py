@@ -285,6 +285,7 @@ if _log:
 """
 
 
+@pytest.mark.large
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_multiworker_trains_two_worker_processes_in_step(tmp_path, backend):
     """Two worker processes on 127.0.0.1: TensorFlow's MultiWorkerMirroredStrategy from TF_CONFIG, or

@@ -27,7 +27,8 @@ def _one_epoch_later(base, model, dataset, epochs, **settings):
     later.save(first / "later.keras")
 
 
-@pytest.fixture(scope="session", params=["unet", "deeplab"])
+# (the DeepLab v3+'s cases, 210 s in all, run in make test-large)
+@pytest.fixture(scope="session", params=["unet", pytest.param("deeplab", marks=pytest.mark.large)])
 def epoch_apart(request, user_run, tmp_path_factory):
     """A U-Net (8 epochs) and a DeepLab v3+ (6 epochs) trained on the user's folder, and each one epoch later."""
     folder = user_run[1]

@@ -167,6 +167,7 @@ def test_fit_evaluate_and_predict_score_in_the_trainings_geometry(wide_run, tmp_
     assert scores(cm, range(3))["miou"] == pytest.approx(default["miou"], abs=1e-9)
 
 
+@pytest.mark.large
 def test_a_24_megapixel_photo_predicted_at_its_own_size_stays_within_4_gib(wide_run, tmp_path):
     """`predict --image-size native` of a 6000x4000 photo: the model runs in windows (its activations at once
     would take tens of GiB), the logits are decided in bands, and the mask and overlay are written whole; the

@@ -196,6 +196,7 @@ def _keras_hub_segmenters():
     return deeplab, segformer
 
 
+@pytest.mark.large
 def test_keras_hubs_deeplab_and_segformer_export_with_the_check(tmp_path):
     """keras-hub's own issue #2495 reports DeepLabV3 masks 60% off and SegFormer broken after LiteRT conversion;
     here both convert to LiteRT (float32, int8) and ONNX, each file checked against the Keras model."""

@@ -103,9 +103,12 @@ def _assert_computes_what_the_file_computes(content, images, simulated):
 # shortcuts and residual additions, with SE gates, dilated by DeepLab v3's multi-grid; GoogLeNet: inception
 # branches joined by concatenation, max pooling inside and between modules, convolutions with biases and no
 # batch norm
+# (make test runs three families: DenseNet, SE-ResNet and GoogLeNet's; make test-large the other three)
 @pytest.mark.parametrize("name, backbone", [("deeplab_v3_plus_tiny", "densenet_tiny"),
-                                            ("deeplab_v3_plus_tiny", "efficientnet_tiny"),
-                                            ("deeplab_v3_plus_tiny", None), ("fcn8s_tiny", None),
+                                            pytest.param("deeplab_v3_plus_tiny", "efficientnet_tiny",
+                                                         marks=pytest.mark.large),
+                                            pytest.param("deeplab_v3_plus_tiny", None, marks=pytest.mark.large),
+                                            pytest.param("fcn8s_tiny", None, marks=pytest.mark.large),
                                             ("deeplab_v3_tiny", "se_resnet_tiny"),
                                             ("hypercolumns_tiny", "googlenet_tiny")])
 def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what_it_simulates(name, backbone):
@@ -261,6 +264,7 @@ def test_quantization_aware_cli_on_a_users_folder_exports_its_learned_ranges(use
             assert report["max_abs_error"] < 1e-4
 
 
+@pytest.mark.large
 def test_percentile_qat_resumed_holds_the_ranges_it_calibrated(user_run, tmp_path):
     """`qat_calibration="percentile"`, trained one epoch, then resumed for a second (a resume after a kill
     restores the same backup: test above): the resumed epoch trains the weights and leaves every range where

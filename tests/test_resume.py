@@ -108,6 +108,7 @@ def test_resume_after_sigkill_continues_from_the_backed_up_epoch(tmp_path):
     assert f"resuming {run}" in result.stdout
 
 
+@pytest.mark.large
 def test_kill_at_every_epoch_end_write_and_at_random_instants_then_resume(tmp_path):
     """The torture: one 7-epoch run killed by SIGKILL at each step of the epoch-end writes (deterministically,
     through kerasseg.rundir's crash points) and at seeded random instants, resumed after every kill."""
@@ -185,6 +186,7 @@ def _wait_for(condition, process, timeout=300):
     assert condition(), "the training ended or stalled before it got there"
 
 
+@pytest.mark.large
 def test_one_training_at_a_time_holds_the_run_directory(tmp_path, capsys):
     """Two trainings started at once into one directory: one exits 2 naming the other's process, which trains
     on; a --resume and an --overwrite while it trains are refused likewise. The old code let both write: run.json
@@ -274,6 +276,7 @@ def _limit_file_sizes_after_the_first_epoch(tmp_path):
     return process.returncode, stderr, tmp_path / "left", result.returncode, result.stderr
 
 
+@pytest.mark.large
 def test_a_full_disk_or_another_write_error_stops_with_one_line_and_loses_nothing(tmp_path):
     """The old code ended in an HDF5 OSError traceback (and a segfault); now: one line, exit 1, the last
     complete epoch intact, and --resume continues once there is room. A real full disk (ENOSPC) where a user
@@ -295,6 +298,7 @@ def test_a_full_disk_or_another_write_error_stops_with_one_line_and_loses_nothin
     assert len((left.parent / "resumed_history.csv").read_text().splitlines()) == 4
 
 
+@pytest.mark.large
 def test_resume_uses_the_saved_model_when_the_code_now_builds_another(tmp_path):
     """A builder's default changed between the kill and --resume (here unet_tiny's base_filters, edited by a
     sitecustomize the resuming process imports): the old code rebuilt the model from the arguments and died in

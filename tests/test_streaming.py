@@ -117,6 +117,7 @@ def _folder(root, count=12, size=(40, 48)):
     return root
 
 
+@pytest.mark.large
 def test_a_file_damaged_inside_stops_at_the_last_complete_epoch_and_resume_continues(tmp_path, capsys):
     from kerasseg import train
 
