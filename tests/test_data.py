@@ -253,6 +253,7 @@ def test_resume_without_a_run_and_a_diverging_loss_are_clear_errors(tmp_path, ca
     assert "Traceback" not in stderr
 
 
+@pytest.mark.large
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     result = run_cli("kerasseg.train", "--model", "unet_tiny", "--image-size", "32", "--epochs", "1",
                      "--train-samples", "64", "--strategy", "mirrored", "--logical-cpus", "2",

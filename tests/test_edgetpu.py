@@ -19,9 +19,10 @@ def _int8(tmp_path, model, size, name="model.tflite"):
 
 
 @pytest.mark.parametrize("name, kwargs, size", [
-    *[(name, kwargs, size) for size in (256, 513) for name, kwargs in (
-        ("unet", dict(base_filters=16, batch_norm=True, upsampling="bilinear", edge=True)),)],
-    # (the full-size DeepLab v3+ on MobileNetV2: 18-42 s each, in make test-large)
+    ("unet", dict(base_filters=16, batch_norm=True, upsampling="bilinear", edge=True), 256),
+    # (513 px and the full-size DeepLab v3+ on MobileNetV2: 18-42 s each, in make test-large)
+    pytest.param("unet", dict(base_filters=16, batch_norm=True, upsampling="bilinear", edge=True), 513,
+                 marks=pytest.mark.large),
     *[pytest.param("deeplab_v3_plus", dict(backbone="mobilenet_v2", edge=True), size, marks=pytest.mark.large)
       for size in (256, 513)],
     ("lraspp", dict(backbone="mobilenet_v3_large", edge=True), 256),  # (minimalistic)

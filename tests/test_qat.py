@@ -103,14 +103,15 @@ def _assert_computes_what_the_file_computes(content, images, simulated):
 # shortcuts and residual additions, with SE gates, dilated by DeepLab v3's multi-grid; GoogLeNet: inception
 # branches joined by concatenation, max pooling inside and between modules, convolutions with biases and no
 # batch norm
-# (make test runs three families: DenseNet, SE-ResNet and GoogLeNet's; make test-large the other three)
+# (make test runs two families, DenseNet's and SE-ResNet's; make test-large the other four)
 @pytest.mark.parametrize("name, backbone", [("deeplab_v3_plus_tiny", "densenet_tiny"),
                                             pytest.param("deeplab_v3_plus_tiny", "efficientnet_tiny",
                                                          marks=pytest.mark.large),
                                             pytest.param("deeplab_v3_plus_tiny", None, marks=pytest.mark.large),
                                             pytest.param("fcn8s_tiny", None, marks=pytest.mark.large),
                                             ("deeplab_v3_tiny", "se_resnet_tiny"),
-                                            ("hypercolumns_tiny", "googlenet_tiny")])
+                                            pytest.param("hypercolumns_tiny", "googlenet_tiny",
+                                                         marks=pytest.mark.large)])
 def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what_it_simulates(name, backbone):
     quantized, images, held_out = _trained(name, **({"backbone": backbone} if backbone else {}))
     content, learned = tflite._convert(quantized, "int8", (32, 32), images[:64])

@@ -79,6 +79,7 @@ def test_ctrl_c_says_in_one_line_what_is_kept_and_the_command_that_continues(tmp
     assert result.returncode == 0 and _epochs(run) == [0, 1, 2, 3], result.stderr[-2000:]
 
 
+@pytest.mark.large  # (make test resumes after Ctrl-C, above)
 def test_resume_after_sigkill_continues_from_the_backed_up_epoch(tmp_path):
     run = tmp_path / "run"
     process = _start([*TRAIN, "--epochs", "6", "--train-samples", "256", "--output", run])
