@@ -26,7 +26,7 @@ from kerasseg.errors import InputError
 
 RECIPES = ("static_wi8_ai8", "static_wi8_ai16")
 ALGORITHMS = ("min_max", "mse", "octav")  # for CONV_2D and DEPTHWISE_CONV_2D weights
-CALIBRATIONS = ("moving_average", "minmax")
+CALIBRATIONS = ("moving-average", "minmax")
 SIGNATURE = "serving_default"
 
 
@@ -47,7 +47,7 @@ def _global_min_max(old, new):
 
 
 def quantize(float_content, calibration_images, recipe="static_wi8_ai8", algorithm="min_max",
-             calibration="moving_average", io="uint8", num_threads=2):
+             calibration="moving-average", io="uint8", num_threads=2):
     """The quantized .tflite bytes of `float_content` (a float32 file with a serving_default signature whose
     one input takes raw pixels), calibrated on `calibration_images` ((N, H, W, 3) pixels)."""
     aeq, algorithms, _, qtyping, recipes, _ = _modules()

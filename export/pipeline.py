@@ -34,15 +34,13 @@ def load_model(model):
     A model trained with mixed precision computes in bfloat16 or float16,
     which the converters cannot lower (`'tf.Mul' op is neither a custom op
     nor a flex op`); it is rebuilt layer for layer in float32 with the same
-    weights (kerasseg.qat.float32_model), and that rebuild is what the
+    weights (kerasseg.files.float32_model), and that rebuild is what the
     export is compared with.
     """
-    from kerasseg import qat
-
     if isinstance(model, (str, os.PathLike)):
-        return (*qat.float32_model(files.load_keras_model(model)), os.fspath(model))
+        return (*files.float32_model(files.load_keras_model(model)), os.fspath(model))
     if isinstance(model, files.ModelFile):  # (loaded once by the command line: kerasseg.resolve)
-        return (*qat.float32_model(model.model), model.path)
+        return (*files.float32_model(model.model), model.path)
     import keras
 
     if not isinstance(model, keras.Model):
@@ -52,7 +50,7 @@ def load_model(model):
         pixels = keras.Input((None, None, 3), name="image")
         model = keras.Model(pixels, model(pixels), name=model.name)
     files.check_image_input(model, model.name)
-    return (*qat.float32_model(model), model.name)
+    return (*files.float32_model(model), model.name)
 
 
 def taking_pixels(model, input_normalization=None):

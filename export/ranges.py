@@ -14,7 +14,8 @@ import numpy as np
 
 from kerasseg import cli, internals
 from kerasseg.errors import InputError
-from kerasseg.layers.quantization import PERCENTILE, effective_range  # noqa: F401 (PERCENTILE: export's)
+from kerasseg.choices import PERCENTILE
+from kerasseg.layers.quantization import effective_range
 
 tf_internals = cli.lazy_import("export.internals")  # (the .tflite flatbuffer as an object)
 

@@ -39,7 +39,7 @@ import tempfile
 import numpy as np
 
 from kerasseg import cli, files
-from kerasseg.calibrations import PERCENTILE
+from kerasseg.choices import PERCENTILE
 from kerasseg.errors import InputError
 
 from export import ai_edge, formats, runtimes
@@ -208,7 +208,7 @@ def _convert_file(model, size, found, options):
     if options["quantizer"] == "ai-edge":
         recipe = "static_wi8_ai8" if quantize == "int8" else "static_wi8_ai16"
         content = ai_edge.quantize(_convert(model, "float32", size)[0], calibration, recipe,
-                                   options["ai_edge_algorithm"], options["calibration_method"].replace("-", "_"),
+                                   options["ai_edge_algorithm"], options["calibration_method"],
                                    options["io"])
         check_pixel_input(content)
         extra.update(ai_edge_recipe=recipe, ai_edge_algorithm=options["ai_edge_algorithm"])

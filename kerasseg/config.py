@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from kerasseg.calibrations import QAT_CALIBRATIONS  # noqa: F401 (a training setting's values)
+from kerasseg.choices import CACHES, QAT_CALIBRATIONS  # noqa: F401 (a training setting's values)
 from kerasseg.cli import image_size as image_size_text, positive_int
 from kerasseg.errors import InputError
 
@@ -25,7 +25,6 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "poly")
 AUGMENTS = ("full", "flip", "none")
 STRATEGIES = ("none", "mirrored", "multiworker", "data-parallel")
-CACHES = ("auto", "none", "memory")  # or a directory (kerasseg.data.pipeline.open_cache)
 LEARNING_RATE = 2e-3  # training from scratch (or from ImageNet weights)
 FINE_TUNING_LEARNING_RATE = 1e-4  # quantization-aware: 2e-3 undoes the float training (demo U-Net: 0.930 -> 0.678)
 NOT_RECORDED = ("output", "resume", "overwrite")  # where a run is and how it was started, not what it is

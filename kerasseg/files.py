@@ -171,3 +171,27 @@ def check_image_input(model, name):
         shapes = [tuple(i.shape) for i in inputs]
         raise InputError(f"{name}: the model's input is not one RGB image batch (N, H, W, 3); it has inputs {shapes}")
     return model
+
+
+def float32_model(model):
+    """`model` computing in float32: itself, or, if any layer has a mixed-precision policy (bfloat16 or
+    float16 compute), a copy rebuilt layer for layer in float32 with the same weights. The converters cannot
+    lower mixed precision, and the int8 simulation must round float32 values."""
+    import keras
+
+    mixed = set()
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed"):
+                mixed.add(node["config"]["name"])
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: to_float32(v) for k, v in node.items()}
+        return [to_float32(v) for v in node] if isinstance(node, list) else node
+
+    config = to_float32(keras.saving.serialize_keras_object(model))
+    if not mixed:
+        return model, "float32"
+    rebuilt = keras.saving.deserialize_keras_object(config)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt, "/".join(sorted(mixed))

@@ -55,7 +55,7 @@ def keeps_scale(layer):
     return layer_kind(layer) in ("same_scale", "interpolating")
 
 
-def _activation(layer):
+def activation_name(layer):
     """The activation a layer applies: its `activation` (Activation, convolutions), "relu" / "relu6" for a
     plain ReLU layer, None for a ReLU with a slope or threshold (no int8 kernel of TFLite's fuses it)."""
     config = layer.get_config()
@@ -67,7 +67,7 @@ def _activation(layer):
 
 
 def _convolution(layer):
-    return "convolution" if _activation(layer) in ACTIVATIONS else None
+    return "convolution" if activation_name(layer) in ACTIVATIONS else None
 
 
 def _batch_norm(layer):
@@ -75,7 +75,7 @@ def _batch_norm(layer):
 
 
 def _activation_kind(layer):
-    activation = _activation(layer)
+    activation = activation_name(layer)
     if activation == "linear" and isinstance(layer, keras.layers.Activation):
         return "same_scale"
     return "activation" if activation in ACTIVATIONS else None

@@ -59,12 +59,13 @@ import numpy as np
 import keras
 
 from kerasseg import internals
-from kerasseg.config import QAT_CALIBRATIONS
+from kerasseg.files import float32_model
 from kerasseg.described import Description, describe, description
 from kerasseg.errors import InputError
-from kerasseg.layer_kinds import (ACTIVATIONS, KINDS, USER_KINDS, _activation, keeps_scale,  # noqa: F401
+from kerasseg.layer_kinds import (ACTIVATIONS, KINDS, USER_KINDS, activation_name, keeps_scale,  # noqa: F401
                                   layer_kind, register)
-from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, PERCENTILE, ChannelScale,
+from kerasseg.choices import PERCENTILE, QAT_CALIBRATIONS
+from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale,
                                           ChannelShift, FakeQuant, FixedScaleActivation, QuantizedConv,
                                           batch_norm_halves)
 
@@ -76,28 +77,6 @@ class QuantizationError(InputError):
 def is_quantization_aware(model):
     """Whether `model` (or a model nested in it) holds FakeQuant layers: made by `quantization_aware`."""
     return any(isinstance(layer, FakeQuant) for layer in internals.all_layers(model))
-
-
-def float32_model(model):
-    """`model` computing in float32: itself, or, if any layer has a mixed-precision policy (bfloat16 or
-    float16 compute), a copy rebuilt layer for layer in float32 with the same weights. The converters cannot
-    lower mixed precision, and the int8 simulation must round float32 values."""
-    mixed = set()
-
-    def to_float32(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy" and str(node["config"].get("name", "")).startswith("mixed"):
-                mixed.add(node["config"]["name"])
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return {k: to_float32(v) for k, v in node.items()}
-        return [to_float32(v) for v in node] if isinstance(node, list) else node
-
-    config = to_float32(keras.saving.serialize_keras_object(model))
-    if not mixed:
-        return model, "float32"
-    rebuilt = keras.saving.deserialize_keras_object(config)
-    rebuilt.set_weights(model.get_weights())
-    return rebuilt, "/".join(sorted(mixed))
 
 
 def _replay(model, inputs, call):
@@ -158,17 +137,17 @@ def _plan(model):
     def relu_follows(index):
         user = only_consumer(index)
         return user is not None and steps[user].kind == "activation" and \
-            _activation(calls[user][0]) in ("relu", "relu6")
+            activation_name(calls[user][0]) in ("relu", "relu6")
 
     for index, ((layer, _, _), step) in enumerate(zip(calls, steps)):
         user = only_consumer(index)
-        if step.kind == "convolution" and _activation(layer) not in ("linear", "relu", "relu6"):
-            step.split = _activation(layer)
-        elif step.kind == "convolution" and _activation(layer) == "linear" and user is not None and \
+        if step.kind == "convolution" and activation_name(layer) not in ("linear", "relu", "relu6"):
+            step.split = activation_name(layer)
+        elif step.kind == "convolution" and activation_name(layer) == "linear" and user is not None and \
                 steps[user].kind == "batch_norm":
             step.batch_norm, steps[user].kind = calls[user][0], "same_scale"  # folded: an identity now
         ends = index if step.batch_norm is None else user  # the call whose output is this op's output
-        linear = _activation(layer) in (None, "linear")
+        linear = activation_name(layer) in (None, "linear")
         # the ops into which TFLite fuses a ReLU / ReLU6 that is their output's only consumer
         fusing = step.kind == "convolution" or isinstance(layer, (keras.layers.Add, keras.layers.Multiply))
         step.fused = (step.kind == "batch_norm" or fusing and linear) and relu_follows(ends)
@@ -176,7 +155,7 @@ def _plan(model):
         if step.kind in ("convolution", "batch_norm", "learned"):
             rounded = not step.fused and step.split not in FIXED_RANGES
         else:  # an activation's own int8 tensor: ReLU (fused into the op before it or not), swish's product
-            rounded = step.kind == "activation" and _activation(layer) in ("relu", "relu6", "swish", "silu")
+            rounded = step.kind == "activation" and activation_name(layer) in ("relu", "relu6", "swish", "silu")
         step.owner = index if rounded else None
 
     def owner(index):
@@ -214,7 +193,7 @@ def _refuse_unsimulated(model, calls, steps, inputs):
     refused, pixel_side = [], set(inputs)
     for (layer, ins, outs), step in zip(calls, steps):
         if step.kind is None:
-            activation = _activation(layer)
+            activation = activation_name(layer)
             refused.append(f"{layer.name} ({type(layer).__name__}"
                            f"{'' if activation in (None, 'linear') else ', activation ' + str(activation)})")
         elif step.kind == "pixels" and not set(ins) <= pixel_side:
@@ -320,8 +299,8 @@ def quantization_aware(model, calibration_images, batch_size=8, calibration="min
             for k, x in enumerate(args[0][1:-1], start=1):
                 partial = rounded(merge(name=unique(f"{layer.name}_{k}"))([partial, x]), f"{layer.name}_{k}_quant")
             outputs = merge(name=layer.name)([partial, args[0][-1]])
-        elif step.kind == "activation" and _activation(layer) in FIXED_SCALE_ACTIVATIONS:
-            outputs = FixedScaleActivation(_activation(layer), name=unique(f"{layer.name}_fixed_scale"))(args[0])
+        elif step.kind == "activation" and activation_name(layer) in FIXED_SCALE_ACTIVATIONS:
+            outputs = FixedScaleActivation(activation_name(layer), name=unique(f"{layer.name}_fixed_scale"))(args[0])
         else:
             outputs = layer(*args, **kwargs)
         if step.reround is not None:

@@ -231,7 +231,7 @@ def test_a_described_model_keeps_its_description_through_save_load_and_mixed_pre
     model.save / keras.saving.load_model, a second save, and the float32 rebuild of a mixed-precision model;
     a description that cannot fit the model is refused naming the values."""
     import kerasseg
-    from kerasseg.qat import float32_model
+    from kerasseg.files import float32_model
 
     model = _functional()
     described = kerasseg.describe(model, ["fond", "pièce"], 40, input_range=(0, 255))

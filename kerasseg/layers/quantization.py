@@ -22,7 +22,6 @@ import math
 import keras
 from keras import ops
 
-from kerasseg.calibrations import PERCENTILE  # noqa: F401 (where "percentile" calibration clips each range)
 
 
 def _output_axes(conv):
