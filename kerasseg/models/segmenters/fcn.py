@@ -14,6 +14,10 @@ Any registered classifier is a backbone: the decoder reads P3, P4 and P5
 from its feature pyramid (VGG's pool3, pool4, pool5).
 """
 
+from __future__ import annotations
+
+import os
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -48,27 +52,55 @@ def _upsample(x, classes, factor, name, dtype=None):
                                   kernel_initializer=BilinearUpsampling(), dtype=dtype, name=name)(x)
 
 
-def fcn(stride=8, classes=21, backbone="vgg16", backbone_weights=None, input_shape=None, input_tensor=None,
-        fc_units=4096, fc_kernel=7, dropout=0.5, activation=None, backbone_kwargs=None, edge=False, name=None):
+def fcn(stride: int = 8, classes: int = 21, backbone: str = "vgg16", backbone_weights: str | os.PathLike | None = None,
+        input_shape: tuple[int | None, int | None, int] | None = None, input_tensor: keras.KerasTensor | None = None,
+        fc_units: int | None = 4096, fc_kernel: int = 7, dropout: float = 0.5, activation: str | None = None,
+        backbone_kwargs: dict | None = None, edge: bool = False, name: str | None = None) -> keras.Model:
     """FCN-`stride`s on any registered classifier.
 
+    The stride-32 class scores of P5 are upsampled by transposed convolutions initialised to bilinear
+    interpolation; FCN-16s and FCN-8s first fuse them, 2x at a time, with 1x1 scores of P4 (pool4) and P3
+    (pool3), skip connections from finer layers that recover detail the coarse scores lack.
+
     Args:
-        stride: 32, 16 or 8 (the finest scores fused: pool5, + pool4, + pool3).
-        classes: output classes (Pascal VOC: 21).
-        backbone: a registered classifier; backbone_weights its weights
-            (None, "imagenet" or a path). With "imagenet" and a classifier
-            whose top is fully connected (VGG), fc6 and fc7 start from its
-            fc1 and fc2, reshaped into convolutions, as in the paper.
-        fc_units, fc_kernel, dropout: fc6 (fc_kernel x fc_kernel conv) and
-            fc7 (1x1) on P5; fc_units=None leaves them out (e.g. on ResNet).
-        activation: None (logits), "softmax" or "sigmoid".
-        backbone_kwargs: more arguments for the backbone's builder.
-        edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (docs/android-coral.md,
-            "Edge TPU").
+        stride: 32, 16 or 8 (the default): the finest scores fused (pool5, + pool4, + pool3), and the factor of
+            the final upsampling.
+        classes: number of output classes, the channels of the logits (a positive integer; Pascal VOC: 21).
+        backbone: name of a registered classifier used as the encoder ("vgg16", the paper's); the decoder reads
+            P3, P4 and P5 of its feature pyramid.
+        backbone_weights: the backbone's weights: None (random initialisation, the default), "imagenet" or the
+            path to a weights file. With "imagenet" and a classifier whose top is fully connected (VGG), fc6 and
+            fc7 start from its fc1 and fc2, reshaped into convolutions, as in the paper.
+        input_shape: (height, width, channels) of the input; height and width may be None. None (the default):
+            (None, None, 3), RGB pixels of any size.
+        input_tensor: an existing Keras tensor to build the model on instead of a new `keras.Input`; when given,
+            `input_shape` is ignored.
+        fc_units: channels of fc6 (a `fc_kernel` x `fc_kernel` convolution on P5) and fc7 (1x1), both with ReLU
+            (4096, VGG's fc1 and fc2); None or 0 leaves them out (e.g. on ResNet) and scores P5 directly.
+        fc_kernel: kernel size of fc6 (7: VGG's fc1 over its 7x7 pool5).
+        dropout: dropout rate after fc6 and after fc7 (0.5).
+        activation: None for logits (the default), "softmax" or "sigmoid" for probabilities (softmax needs
+            classes > 1).
+        backbone_kwargs: more keyword arguments for the backbone's builder, or None.
+        edge: Edge TPU operators only (default False): resizes lowered to fixed depthwise convolutions and the
+            backbone's edge variant where it has one (docs/android-coral.md, "Edge TPU"). It exists because
+            Keras' bilinear resize is written as the `RESIZE_BILINEAR` version the Edge TPU compilers reject.
+        name: the model's name; None (the default): "fcn{stride}s".
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] and giving (N, H, W, classes) float32 logits
+        (probabilities with `activation`) at the input's size.
+
+    Raises:
+        ValueError: a `stride` other than 8, 16 or 32, an invalid `classes`, `activation` or `input_shape`,
+            or `backbone_weights="imagenet"` for a backbone without published ImageNet weights.
 
     Example:
-        >>> model = kerasseg.models.fcn8s(classes=21)          # 134.5M parameters
-        >>> model(np.zeros((1, 97, 131, 3))).shape              # any size in, same size out
+        ```python
+        model = kerasseg.models.fcn8s(classes=21)  # 134.5M parameters
+        model(np.zeros((1, 97, 131, 3))).shape  # any size in, same size out: (1, 97, 131, 21)
+        model = kerasseg.models.fcn(stride=16, classes=4, backbone="resnet50", fc_units=None)
+        ```
     """
     if stride not in (8, 16, 32):
         raise ValueError(f"stride must be 8, 16 or 32. Received: stride={stride!r}")
@@ -110,7 +142,7 @@ def _init_fc_from_classifier(model, backbone, fc_kernel):
             model.get_layer(target).set_weights(source.get_weights())
 
 
-def convolutionalize(model, keep_top=True):
+def convolutionalize(model: keras.Model, keep_top: bool = True) -> keras.Model:
     """The classifier `model` with its Dense layers as equivalent convolutions, for any input size.
 
     The first Dense after a Flatten of an (h, w, c) map becomes an h x w
@@ -120,6 +152,25 @@ def convolutionalize(model, keep_top=True):
     training size to a 1x1 score map equal to the classifier's output, and a
     larger image to a spatial score map. `keep_top=False` stops before the
     last Dense layer (the class scores).
+
+    Args:
+        model: a classifier with Dense layers after a Flatten or a global pooling (e.g. VGG16 with its top).
+        keep_top: keep the last Dense layer (the class scores) as a 1x1 convolution (True, the default), or
+            stop before it (False).
+
+    Returns:
+        A `keras.Model` named "{model.name}_convolutional", taking images of any height and width (the
+        classifier's channels) and giving a score map with the Dense layers' units as channels, its weights
+        those of `model`.
+
+    Raises:
+        ValueError: `model` has no Dense layers, or no Flatten or global pooling before them.
+
+    Example:
+        ```python
+        vgg = kerasseg.models.vgg16(weights="imagenet")
+        scores = kerasseg.models.convolutionalize(vgg)(np.zeros((1, 384, 384, 3)))  # (1, 6, 6, 1000)
+        ```
     """
     dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
     if not dense:
@@ -152,20 +203,29 @@ __all__ = ["BilinearUpsampling", "convolutionalize", "fcn"]
 
 
 @register("segmentation")
-def fcn32s(**kwargs):
-    """FCN-32s: scores from pool5 only, upsampled 32x."""
+def fcn32s(**kwargs) -> keras.Model:
+    """FCN-32s: scores from pool5 only, upsampled 32x.
+
+    Takes every argument of `fcn` but `stride` (see there) and returns its `keras.Model`.
+    """
     return fcn(**{"stride": 32, **kwargs})
 
 
 @register("segmentation")
-def fcn16s(**kwargs):
-    """FCN-16s: pool5 scores fused with pool4's, upsampled 16x."""
+def fcn16s(**kwargs) -> keras.Model:
+    """FCN-16s: pool5 scores fused with pool4's, upsampled 16x.
+
+    Takes every argument of `fcn` but `stride` (see there) and returns its `keras.Model`.
+    """
     return fcn(**{"stride": 16, **kwargs})
 
 
 @register("segmentation")
-def fcn8s(**kwargs):
-    """FCN-8s: pool5 + pool4 + pool3 scores, upsampled 8x (the paper's best)."""
+def fcn8s(**kwargs) -> keras.Model:
+    """FCN-8s: pool5 + pool4 + pool3 scores, upsampled 8x (the paper's best).
+
+    Takes every argument of `fcn` but `stride` (see there) and returns its `keras.Model`.
+    """
     return fcn(**{"stride": 8, **kwargs})
 
 
