@@ -20,6 +20,11 @@ an int8 kernel of LiteRT and, on the minimalistic backbone (`edge=True`),
 of the Edge TPU.
 """
 
+from __future__ import annotations
+
+import os
+
+import keras
 from keras import layers
 
 from kerasseg.layers import ResizeToMatch, conv_bn_act, image_input
@@ -28,12 +33,54 @@ from kerasseg.models.heads import check_segmenter_args, segmenter
 from kerasseg.models.registry import register
 
 
-def lraspp(classes=21, backbone="mobilenet_v3_large", backbone_weights=None, input_shape=None, input_tensor=None,
-           filters=128, output_stride=16, activation=None, backbone_kwargs=None, edge=False, name="lraspp"):
+def lraspp(classes: int = 21, backbone: str = "mobilenet_v3_large",
+           backbone_weights: str | os.PathLike | None = None,
+           input_shape: tuple[int | None, int | None, int] | None = None,
+           input_tensor: keras.KerasTensor | None = None, filters: int = 128, output_stride: int = 16,
+           activation: str | None = None, backbone_kwargs: dict | None = None, edge: bool = False,
+           name: str = "lraspp") -> keras.Model:
     """LR-ASPP on any registered classifier: P5 (at `output_stride`, 16 by the paper) through a `filters`-channel
     1x1 branch gated by global pooling, scored and added to P3's class scores.
 
-    edge: Edge TPU operators only: the backbone's edge variant (MobileNetV3 minimalistic), resizes lowered.
+    The gate (global average pool, 1x1 convolution, sigmoid) brings the whole
+    image's context at the cost of one vector; P3's scores are the skip
+    connection at stride 8 that restores the boundaries.
+
+    Args:
+        classes: number of output classes, the channels of the logits (a positive integer; 21: Pascal VOC).
+        backbone: name of a registered classifier used as the encoder ("mobilenet_v3_large", the paper's),
+            built with `features_only=True`.
+        backbone_weights: the backbone's weights: None (random initialisation, the default), "imagenet" (its
+            published ImageNet weights; a ValueError if it has none) or the path to a weights file.
+        input_shape: (height, width, channels) of the input; height and width may be None. None (the default):
+            (None, None, 3), RGB pixels of any size.
+        input_tensor: an existing Keras tensor to build the model on instead of a new `keras.Input`; when given,
+            `input_shape` is ignored.
+        filters: channels of the 1x1 branch on P5 and of its gate (128, the paper's).
+        output_stride: the backbone's output stride, where P5 is read: 16 (the default, the paper's: the last
+            stage dilated), or 8 or 32 where the backbone builds them.
+        activation: None for logits (the default), "softmax" or "sigmoid" for probabilities (softmax needs
+            classes > 1).
+        backbone_kwargs: more keyword arguments for the backbone's builder (e.g. `{"minimalistic": True}`), or None.
+        edge: Edge TPU operators only: the backbone's edge variant (MobileNetV3 minimalistic), resizes lowered.
+            Default False. It exists because Keras' bilinear resize is written as the
+            `RESIZE_BILINEAR` version the Edge TPU compilers reject; the logits are the same wherever the sizes
+            divide evenly.
+        name: the model's name.
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] and giving (N, H, W, classes) float32 logits
+        (probabilities with `activation`) at the input's size.
+
+    Raises:
+        ValueError: an invalid `classes`, `activation` or `input_shape`, an output stride the backbone does not
+            build, or `backbone_weights="imagenet"` for a backbone without ImageNet weights.
+
+    Example:
+        ```python
+        model = kerasseg.models.lraspp(classes=19, backbone="mobilenet_v3_small")
+        model = kerasseg.models.lraspp(classes=4, edge=True, input_shape=(256, 256, 3))  # for the Edge TPU
+        ```
     """
     check_segmenter_args(classes, activation)
     inputs = image_input(input_shape, input_tensor)

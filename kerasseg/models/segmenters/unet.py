@@ -11,6 +11,11 @@ at the end decides every pixel from both "what" (deep) and "where" (shallow).
 Pixels in [0, 255] in, per-pixel float32 logits out at the input's size.
 """
 
+from __future__ import annotations
+
+import os
+
+import keras
 from keras import layers
 
 from kerasseg.layers import CenterCropToMatch, ResizeToMatch, Upsample, conv_bn_act, image_input, scale_pixels
@@ -100,36 +105,68 @@ def _backbone_unet(inputs, classes, backbone, backbone_weights, backbone_kwargs,
 
 
 @register("segmentation")
-def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=4,
-         upsampling="transpose", padding="same", batch_norm=False, activation=None, backbone=None,
-         backbone_weights=None, backbone_kwargs=None, decoder_filters=(256, 128, 64, 32, 16), edge=False,
-         name="unet"):
+def unet(classes: int = 2, input_shape: tuple[int | None, int | None, int] | None = None,
+         input_tensor: keras.KerasTensor | None = None, base_filters: int = 64, depth: int = 4,
+         upsampling: str = "transpose", padding: str = "same", batch_norm: bool = False,
+         activation: str | None = None, backbone: str | None = None,
+         backbone_weights: str | os.PathLike | None = None, backbone_kwargs: dict | None = None,
+         decoder_filters: tuple[int, ...] = (256, 128, 64, 32, 16), edge: bool = False,
+         name: str = "unet") -> keras.Model:
     """U-Net; the defaults are the paper's network (Ronneberger et al., 2015).
 
     Args:
-        classes: number of output classes (the paper segments cells: 2).
-        input_shape: (height, width, channels); any height and width by default.
-        input_tensor: optional Keras tensor to build on instead of a new Input.
-        base_filters: channels of the first level, doubled at every step down (64).
-        depth: number of down (and up) steps (4).
+        classes: number of output classes, the channels of the logits (a positive integer; the paper segments
+            cells: 2).
+        input_shape: (height, width, channels); any height and width by default (None: (None, None, 3)). A
+            valid-padding U-Net needs a fixed height and width that every step divides evenly (572 at depth 4).
+        input_tensor: optional Keras tensor to build on instead of a new Input (`input_shape` is then ignored).
+        base_filters: channels of the first level, doubled at every step down (64). Ignored with a `backbone`.
+        depth: number of down (and up) steps, a positive integer (4); each step down halves the resolution and
+            widens the receptive field. Ignored with a `backbone` (always five stages).
         upsampling: "transpose" (the paper's learnt 2x2 up-convolution) or
-            "bilinear" (fixed bilinear upsampling, then a 1x1 convolution).
+            "bilinear" (fixed bilinear upsampling and a 1x1 convolution; computed 1x1 first, which gives the
+            same result with half the full-resolution channels). Ignored with a `backbone`.
         padding: "same" keeps the input's size; "valid" is the paper's
             unpadded network (572x572 in, 388x388 out; skips are cropped).
         batch_norm: batch normalisation after every convolution (not in the
-            paper, which predates it; it makes small U-Nets train much faster).
-        activation: None for logits, or "softmax" / "sigmoid".
+            paper, which predates it; it makes small U-Nets train much faster). Default False; the decoder on a
+            `backbone` always has it.
+        activation: None for logits (the default), or "softmax" / "sigmoid" (softmax needs classes > 1).
         backbone: a registered classifier to use as the encoder instead (its
             P1..P5 are the skips; `backbone_weights` its weights); the decoder
             has five upsampling stages of `decoder_filters` channels with batch
-            norm, the last one at the input's resolution.
+            norm, the last one at the input's resolution. None (the default): the paper's own encoder.
+            Needs padding="same".
+        backbone_weights: the backbone's weights: None (random initialisation, the default), "imagenet" (its
+            published ImageNet weights; a ValueError if it has none) or the path to a weights file.
+            Used only with a `backbone`.
+        backbone_kwargs: more keyword arguments for the backbone's builder (e.g. `{"alpha": 0.35}` for
+            MobileNetV2), or None. Used only with a `backbone`.
+        decoder_filters: channels of the five decoder stages on a `backbone`, from P4's resolution to the
+            input's ((256, 128, 64, 32, 16)). Used only with a `backbone`.
         edge: Edge TPU operators only: resizes lowered, the backbone's edge variant (docs/android-coral.md,
-            "Edge TPU").
+            "Edge TPU"). Default False. It exists because Keras' bilinear resize is written as the
+            `RESIZE_BILINEAR` version the Edge TPU compilers reject; the logits are the same wherever the sizes
+            divide evenly.
+        name: the model's name.
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] and giving (N, H', W', classes) float32
+        logits (probabilities with `activation`): H' = H and W' = W with padding="same", smaller with
+        padding="valid" (`valid_output_size`: 388 for 572).
+
+    Raises:
+        ValueError: an unknown `upsampling` or `padding`, a `depth` that is not a positive integer, an invalid
+            `classes` or `activation`, padding="valid" with a `backbone`, or a valid-padding input size the
+            network cannot take (the message names the nearest accepted sizes).
 
     Example:
-        >>> model = kerasseg.models.unet(classes=4, base_filters=16)
-        >>> model(np.zeros((1, 97, 131, 3))).shape
-        TensorShape([1, 97, 131, 4])
+        ```python
+        model = kerasseg.models.unet(classes=4, base_filters=16)
+        model(np.zeros((1, 97, 131, 3))).shape  # TensorShape([1, 97, 131, 4])
+        model = kerasseg.models.unet(classes=2, padding="valid", input_shape=(572, 572, 3))  # 388x388 out
+        model = kerasseg.models.unet(classes=4, backbone="efficientnet_b0", edge=True)
+        ```
     """
     check_segmenter_args(classes, activation)
     if upsampling not in UPSAMPLING:
@@ -171,12 +208,19 @@ def unet(classes=2, input_shape=None, input_tensor=None, base_filters=64, depth=
 
 
 @register("segmentation")
-def unet_edge(**kwargs):
+def unet_edge(**kwargs) -> keras.Model:
     """An edge-sized U-Net: 16 base filters, batch norm, bilinear upsampling, edge=True.
 
     About 1.9M parameters instead of 31M; every op (conv, max pool, bilinear
     upsampling as depthwise convolutions, concatenation) has an int8 kernel on
-    phones and maps to the Edge TPU.
+    phones and maps to the Edge TPU. Takes every argument of `unet` (these
+    settings are its defaults, which any keyword overrides) and returns its
+    `keras.Model`.
+
+    Example:
+        ```python
+        model = kerasseg.models.unet_edge(classes=4, input_shape=(256, 256, 3))
+        ```
     """
     config = dict(base_filters=16, depth=4, upsampling="bilinear", batch_norm=True, edge=True, name="unet_edge")
     return unet(**{**config, **kwargs})
