@@ -13,6 +13,11 @@ Layer names and order are keras.applications', whose ImageNet weight files
 load unchanged.
 """
 
+from __future__ import annotations
+
+import os
+
+import keras
 from keras import layers
 
 from kerasseg.layers import PixelNormalization
@@ -57,12 +62,59 @@ def transition(x, reduction, stride, name):
     return x
 
 
-def densenet(depth=121, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-             classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
-             blocks=None, growth_rate=32, stem_filters=64, name=None):
+def densenet(depth: int = 121, include_top: bool = True, weights: str | os.PathLike | None = None,
+             input_tensor: keras.KerasTensor | None = None,
+             input_shape: tuple[int | None, int | None, int] | None = None, pooling: str | None = None,
+             classes: int = 1000, classifier_activation: str | None = "softmax", features_only: bool = False,
+             output_stride: int = 32, blocks: tuple[int, ...] | None = None, growth_rate: int = 32,
+             stem_filters: int = 64, name: str | None = None) -> keras.Model:
     """The DenseNet family builder (121, 169, 201), keras.applications arguments plus
     features_only (P1..P5) and output_stride (16 / 8 drop the last transitions' pooling
-    and dilate the blocks after them)."""
+    and dilate the blocks after them).
+
+    Args:
+        depth: 121 (the default), 169 or 201.
+        include_top: end in the classifier, global pooling and a `classes`-way Dense layer (True, the
+            default), or stop at the last feature map (False).
+        weights: None (random initialisation, the default), "imagenet" or the path to an existing weights file.
+            "imagenet": keras.applications' weights, for the standard configuration only
+            (they need 3 input channels, and classes=1000 with the top).
+        input_tensor: an existing Keras tensor to build on instead of a new `keras.Input` (`input_shape` is then
+            ignored).
+        input_shape: (height, width, channels) of the input; height and width may be None (any size, the
+            default: (None, None, 3)), and must be at least 32 pixels.
+        pooling: with include_top=False, None (the 4-D feature map, the default), "avg" or "max" (global pooling
+            to (N, channels)).
+        classes: number of classes of the top's Dense layer (1000, ImageNet's); used with include_top only.
+        classifier_activation: activation of the top's Dense layer ("softmax", the default; None for logits).
+        features_only: True returns the feature-pyramid model instead (what a segmenter's encoder is): a dict of
+            outputs "P1".."P5", Pn at stride 2**n (or at `output_stride` past it). Default False.
+        output_stride: 32 (the default), 16 or 8: past it the stages keep their resolution and dilate their
+            convolutions instead (atrous convolution), so the receptive field grows as if downsampled and
+            pretrained weights stay valid.
+        blocks: dense layers per block; None (the default): the depth's, e.g. (6, 12, 24, 16) for 121.
+        growth_rate: channels each dense layer adds (32).
+        stem_filters: channels of the 7x7 stem convolution (64). `blocks`, `growth_rate` and `stem_filters`
+            are the configuration (tiny variants); ImageNet weights need the standard one.
+        name: the model's name; None: "densenet{depth}".
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] (the preprocessing is inside the model) and
+        giving (N, classes) class probabilities with the top, without it the (N, h, w, channels) last feature
+        map or, with `pooling`, (N, channels); with `features_only` the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: an unknown `depth`;
+            `weights` neither None, "imagenet" nor an existing file; "imagenet" with classes != 1000 and the top,
+            or without 3 input channels; an unknown `pooling` or `output_stride`; an input smaller than
+            32 pixels.
+
+    Example:
+        ```python
+        model = kerasseg.models.densenet121(weights="imagenet")
+        pyramid = kerasseg.models.densenet(depth=169, features_only=True, output_stride=16)
+        ```
+    """
     if depth not in BLOCKS:
         raise ValueError(f"depth must be one of {tuple(BLOCKS)}. Received: depth={depth!r}")
     standard = blocks is None and growth_rate == 32 and stem_filters == 64

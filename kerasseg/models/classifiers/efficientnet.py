@@ -13,10 +13,14 @@ load unchanged. `edge=True` swaps swish for ReLU6, which int8 kernels and the
 Edge TPU run well (the "EfficientNet-Lite" change), at some accuracy cost.
 """
 
+from __future__ import annotations
+
 import math
+import os
 
 import numpy as np
 
+import keras
 from keras import layers
 
 from kerasseg.layers import squeeze_excite
@@ -78,11 +82,64 @@ def mbconv(x, activation, drop_rate, kernel, filters_in, filters_out, expand_rat
     return y
 
 
-def efficientnet(variant="b0", include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
-                 drop_connect_rate=0.2, edge=False, width=None, depth=None, blocks=BLOCKS, name=None):
+def efficientnet(variant: str = "b0", include_top: bool = True, weights: str | os.PathLike | None = None,
+                 input_tensor: keras.KerasTensor | None = None,
+                 input_shape: tuple[int | None, int | None, int] | None = None, pooling: str | None = None,
+                 classes: int = 1000, classifier_activation: str | None = "softmax", features_only: bool = False,
+                 output_stride: int = 32, drop_connect_rate: float = 0.2, edge: bool = False,
+                 width: float | None = None, depth: float | None = None, blocks: tuple = BLOCKS,
+                 name: str | None = None) -> keras.Model:
     """The EfficientNet family builder, B0..B7 (`variant`), keras.applications arguments
-    plus features_only, output_stride and edge (ReLU6 instead of swish)."""
+    plus features_only, output_stride and edge (ReLU6 instead of swish).
+
+    Args:
+        variant: "b0" (the default) .. "b7": the width and depth multipliers, the top's dropout and the
+            resolution the ImageNet weights were trained at (224 .. 600).
+        include_top: end in the classifier, global pooling and a `classes`-way Dense layer (True, the
+            default), or stop at the last feature map (False).
+        weights: None (random initialisation, the default), "imagenet" or the path to an existing weights file.
+            "imagenet": keras.applications' weights, for the standard configuration without edge
+            (they need 3 input channels, and classes=1000 with the top).
+        input_tensor: an existing Keras tensor to build on instead of a new `keras.Input` (`input_shape` is then
+            ignored).
+        input_shape: (height, width, channels) of the input; height and width may be None (any size, the
+            default: (None, None, 3)), and must be at least 32 pixels.
+        pooling: with include_top=False, None (the 4-D feature map, the default), "avg" or "max" (global pooling
+            to (N, channels)).
+        classes: number of classes of the top's Dense layer (1000, ImageNet's); used with include_top only.
+        classifier_activation: activation of the top's Dense layer ("softmax", the default; None for logits).
+        features_only: True returns the feature-pyramid model instead (what a segmenter's encoder is): a dict of
+            outputs "P1".."P5", Pn at stride 2**n (or at `output_stride` past it). Default False.
+        output_stride: 32 (the default), 16 or 8: past it the stages keep their resolution and dilate their
+            convolutions instead (atrous convolution), so the receptive field grows as if downsampled and
+            pretrained weights stay valid.
+        drop_connect_rate: the largest stochastic-depth rate, reached by the last block and scaled linearly from
+            0 at the first (0.2).
+        edge: ReLU6 instead of swish, the Edge TPU-friendly variant (what a segmenter's edge=True selects);
+            ImageNet weights do not apply. Default False.
+        width: channel multiplier; None (the default): the variant's.
+        depth: block-repeat multiplier; None (the default): the variant's.
+        blocks: the stages (kernel, repeats, filters in, filters out, expansion, stride); the default is B0's.
+            `width`, `depth` and `blocks` are the configuration (tiny variants).
+        name: the model's name; None: "efficientnet{variant}".
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] (the preprocessing is inside the model) and
+        giving (N, classes) class probabilities with the top, without it the (N, h, w, channels) last feature
+        map or, with `pooling`, (N, channels); with `features_only` the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: an unknown `variant`;
+            `weights` neither None, "imagenet" nor an existing file; "imagenet" with classes != 1000 and the top,
+            or without 3 input channels; an unknown `pooling` or `output_stride`; an input smaller than
+            32 pixels.
+
+    Example:
+        ```python
+        model = kerasseg.models.efficientnet_b0(weights="imagenet")
+        pyramid = kerasseg.models.efficientnet(variant="b3", features_only=True, edge=True)
+        ```
+    """
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {tuple(VARIANTS)}. Received: variant={variant!r}")
     default_width, default_depth, _, dropout = VARIANTS[variant]

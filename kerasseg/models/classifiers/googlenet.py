@@ -17,6 +17,10 @@ response normalisation of the paper is left out (later work found it
 useless). `batch_norm=True` adds batch norm after every convolution.
 """
 
+from __future__ import annotations
+
+import os
+
 import keras
 from keras import layers
 
@@ -45,20 +49,62 @@ def _auxiliary_classifier(x, classes, classifier_activation, fc_units, name):
     return layers.Dense(classes, activation=classifier_activation, name=f"{name}_predictions")(x)
 
 
-def googlenet(include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None, classes=1000,
-              classifier_activation="softmax", features_only=False, output_stride=32, aux_logits=False,
-              batch_norm=False, modules=None, stem=(64, 64, 192), aux_fc_units=1024, name="googlenet"):
+def googlenet(include_top: bool = True, weights: str | os.PathLike | None = None,
+              input_tensor: keras.KerasTensor | None = None,
+              input_shape: tuple[int | None, int | None, int] | None = None, pooling: str | None = None,
+              classes: int = 1000, classifier_activation: str | None = "softmax", features_only: bool = False,
+              output_stride: int = 32, aux_logits: bool = False, batch_norm: bool = False,
+              modules: dict | None = None, stem: tuple[int, int, int] = (64, 64, 192), aux_fc_units: int = 1024,
+              name: str = "googlenet") -> keras.Model:
     """GoogLeNet (Table 1 of the paper).
 
-    Args (beyond keras.applications' arguments):
+    Takes keras.applications' arguments and more; keras.applications
+    publishes no GoogLeNet weights, so `weights` is None or a file.
+
+    Args:
+        include_top: end in the classifier, global pooling and a `classes`-way Dense layer (True, the
+            default), or stop at the last feature map (False).
+        weights: None (random initialisation, the default) or the path to an existing weights file; "imagenet"
+            is a ValueError (there are no published GoogLeNet weights).
+        input_tensor: an existing Keras tensor to build on instead of a new `keras.Input` (`input_shape` is then
+            ignored).
+        input_shape: (height, width, channels) of the input; height and width may be None (any size, the
+            default: (None, None, 3)), and must be at least 32 pixels.
+            With aux_logits the size must be fixed, at least 65 (None: 224x224).
+        pooling: with include_top=False, None (the 4-D feature map, the default), "avg" or "max" (global pooling
+            to (N, channels)).
+        classes: number of classes of the top's Dense layer (1000, ImageNet's); used with include_top only.
+        classifier_activation: activation of the top's Dense layer ("softmax", the default; None for logits).
         aux_logits: also return the two auxiliary classifiers' predictions,
             as outputs [main, aux1 (after 4a), aux2 (after 4d)]; train with
             `compile(loss=[...] * 3, loss_weights=AUX_LOSS_WEIGHTS)`. Needs a
             fixed input size (the auxiliary heads flatten a 4x4 map at 224).
-        batch_norm: batch norm after every convolution (not in the paper).
+            Default False.
+        batch_norm: batch norm after every convolution (not in the paper). Default False.
         features_only, output_stride: the pyramid model (P3 = 3b, P4 = 4e,
-            P5 = 5b) and dilated last stages.
-        modules, stem, aux_fc_units: the configuration (tiny variants).
+            P5 = 5b) and dilated last stages (output_stride 32, the default, 16 or 8).
+        modules: the Inception modules' branch widths, {"3a": (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool
+            projection), ...}; None (the default): the paper's `MODULES`.
+        stem: channels of conv1 (7x7), conv2's 1x1 reduction and conv2 (3x3) ((64, 64, 192)).
+        aux_fc_units: units of the auxiliary classifiers' fully connected layer (1024). `modules`, `stem` and
+            `aux_fc_units` are the configuration (tiny variants).
+        name: the model's name.
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] and giving (N, classes) class probabilities
+        with the top (with `aux_logits` the list [main, aux1, aux2] of three), without it the last feature map
+        or, with `pooling`, (N, channels); with `features_only` the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: weights="imagenet"; aux_logits without the top, with features_only, or with an input of no
+            fixed size; an unknown `pooling` or `output_stride`; an input smaller than 32 (65 with aux_logits).
+
+    Example:
+        ```python
+        model = kerasseg.models.googlenet(aux_logits=True, classes=10)
+        model.compile(loss=["sparse_categorical_crossentropy"] * 3, loss_weights=kerasseg.models.AUX_LOSS_WEIGHTS)
+        deployable = kerasseg.models.googlenet_inference(model)  # the main classifier only
+        ```
     """
     if weights == "imagenet":
         raise ValueError(
@@ -114,7 +160,7 @@ def googlenet(include_top=True, weights=None, input_tensor=None, input_shape=Non
     return backbone.load_weights(model, weights)
 
 
-def googlenet_inference(model):
+def googlenet_inference(model: keras.Model) -> keras.Model:
     """The deployable GoogLeNet: the main classifier only, sharing the trained weights."""
     main = model.get_layer("predictions").output
     return keras.Model(model.inputs, main, name=model.name)

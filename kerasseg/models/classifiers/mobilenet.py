@@ -12,6 +12,11 @@ Layer names and order are keras.applications', whose ImageNet weight files
 (alpha 0.35..1.4, 224x224) load unchanged.
 """
 
+from __future__ import annotations
+
+import os
+
+import keras
 from keras import layers
 
 from kerasseg.layers import PixelNormalization
@@ -58,9 +63,12 @@ def inverted_residual(x, expansion, filters, stride, dilation, block_id, bn_mome
     return y
 
 
-def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-                 classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
-                 blocks=BLOCKS, last_filters=1280, bn_momentum=0.999, name=None):
+def mobilenet_v2(alpha: float = 1.0, include_top: bool = True, weights: str | os.PathLike | None = None,
+                 input_tensor: keras.KerasTensor | None = None,
+                 input_shape: tuple[int | None, int | None, int] | None = None, pooling: str | None = None,
+                 classes: int = 1000, classifier_activation: str | None = "softmax", features_only: bool = False,
+                 output_stride: int = 32, blocks: tuple = BLOCKS, last_filters: int = 1280,
+                 bn_momentum: float = 0.999, name: str | None = None) -> keras.Model:
     """MobileNetV2 with width multiplier `alpha` (0.35, 0.5, 0.75, 1.0, 1.3, 1.4 have ImageNet weights).
 
     features_only gives P1 (stride 2, 16*alpha channels) .. P5 (stride 32,
@@ -68,6 +76,49 @@ def mobilenet_v2(alpha=1.0, include_top=True, weights=None, input_tensor=None, i
     bn_momentum: 0.999 as keras.applications (fine-tuning); from scratch on
     a few thousand steps, 0.9 lets the running statistics catch up with the
     weights (at 0.999 they average over ~1000 steps and validation suffers).
+
+    Args:
+        alpha: width multiplier of every block's channels (1.0).
+        include_top: end in the classifier, global pooling and a `classes`-way Dense layer (True, the
+            default), or stop at the last feature map (False).
+        weights: None (random initialisation, the default), "imagenet" or the path to an existing weights file.
+            "imagenet": keras.applications' weights for the alphas above, standard configuration
+            (they need 3 input channels, and classes=1000 with the top).
+        input_tensor: an existing Keras tensor to build on instead of a new `keras.Input` (`input_shape` is then
+            ignored).
+        input_shape: (height, width, channels) of the input; height and width may be None (any size, the
+            default: (None, None, 3)), and must be at least 32 pixels.
+        pooling: with include_top=False, None (the 4-D feature map, the default), "avg" or "max" (global pooling
+            to (N, channels)).
+        classes: number of classes of the top's Dense layer (1000, ImageNet's); used with include_top only.
+        classifier_activation: activation of the top's Dense layer ("softmax", the default; None for logits).
+        features_only: True returns the feature-pyramid model instead (what a segmenter's encoder is): a dict of
+            outputs "P1".."P5", Pn at stride 2**n (or at `output_stride` past it). Default False.
+        output_stride: 32 (the default), 16 or 8: past it the stages keep their resolution and dilate their
+            convolutions instead (atrous convolution), so the receptive field grows as if downsampled and
+            pretrained weights stay valid.
+        blocks: the stages (expansion, filters, repeats, stride); the default is the paper's.
+        last_filters: channels of the last 1x1 convolution, P5 (1280). `blocks` and `last_filters` are the
+            configuration (tiny variants).
+        bn_momentum: the batch norms' momentum (0.999; see above).
+        name: the model's name; None: "mobilenetv2_{alpha:0.2f}" (e.g. "mobilenetv2_1.00").
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] (the preprocessing is inside the model) and
+        giving (N, classes) class probabilities with the top, without it the (N, h, w, channels) last feature
+        map or, with `pooling`, (N, channels); with `features_only` the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: weights="imagenet" with an alpha that has none;
+            `weights` neither None, "imagenet" nor an existing file; "imagenet" with classes != 1000 and the top,
+            or without 3 input channels; an unknown `pooling` or `output_stride`; an input smaller than
+            32 pixels.
+
+    Example:
+        ```python
+        model = kerasseg.models.mobilenet_v2(alpha=0.35, weights="imagenet")
+        pyramid = kerasseg.models.mobilenet_v2(features_only=True, output_stride=16)  # DeepLab v3+ edge
+        ```
     """
     bn = dict(epsilon=_BN_EPSILON, momentum=bn_momentum)
     backbone.check_classifier_args(weights, include_top, classes, pooling, output_stride)

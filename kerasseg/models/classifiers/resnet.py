@@ -23,6 +23,11 @@ Layer names and order are keras.applications' for ResNet-50/101/152, whose
 published ImageNet weight files load unchanged (`weights="imagenet"`).
 """
 
+from __future__ import annotations
+
+import os
+
+import keras
 from keras import layers
 
 from kerasseg.layers import PixelNormalization, ZeroPadShortcut, conv_bn_act, squeeze_excite
@@ -79,29 +84,72 @@ def residual_block(x, filters, kind, stride=1, dilation=1, shortcut=True, attent
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def resnet(depth=50, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-           classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
-           shortcut=True, attention=None, se_ratio=16, widths=(64, 128, 256, 512), blocks=None,
-           stem_filters=64, use_bias=None, multi_grid=None, name=None):
+def resnet(depth: int = 50, include_top: bool = True, weights: str | os.PathLike | None = None,
+           input_tensor: keras.KerasTensor | None = None,
+           input_shape: tuple[int | None, int | None, int] | None = None, pooling: str | None = None,
+           classes: int = 1000, classifier_activation: str | None = "softmax", features_only: bool = False,
+           output_stride: int = 32, shortcut: bool | str = True, attention: str | None = None, se_ratio: int = 16,
+           widths: tuple[int, ...] = (64, 128, 256, 512), blocks: tuple[int, ...] | None = None,
+           stem_filters: int = 64, use_bias: bool | None = None, multi_grid: tuple[int, ...] | None = None,
+           name: str | None = None) -> keras.Model:
     """The ResNet family builder: ResNet-18..152, SE-ResNet, plain networks.
 
-    Args (beyond keras.applications' include_top, weights, input_tensor,
-    input_shape, pooling, classes, classifier_activation):
-        depth: 18, 34 (basic blocks), 50, 101, 152 (bottleneck blocks).
-        features_only: return the pyramid model, outputs {"P1".."P5"}.
-        output_stride: 32, or 16 / 8 to dilate the last stages instead of striding.
+    Takes keras.applications' arguments (include_top, weights, input_tensor,
+    input_shape, pooling, classes, classifier_activation) and more. ImageNet
+    weights exist for the standard ResNet-50, -101 and -152 only.
+
+    Args:
+        depth: 18, 34 (basic blocks), 50 (the default), 101, 152 (bottleneck blocks).
+        include_top: end in the classifier, global pooling and a `classes`-way Dense layer (True, the
+            default), or stop at the last feature map (False).
+        weights: None (random initialisation, the default), "imagenet" or the path to an existing weights file.
+            "imagenet": keras.applications' ResNet-50/101/152 weights, for the standard configuration only
+            (they need 3 input channels, and classes=1000 with the top).
+        input_tensor: an existing Keras tensor to build on instead of a new `keras.Input` (`input_shape` is then
+            ignored).
+        input_shape: (height, width, channels) of the input; height and width may be None (any size, the
+            default: (None, None, 3)), and must be at least 32 pixels.
+        pooling: with include_top=False, None (the 4-D feature map, the default), "avg" or "max" (global pooling
+            to (N, channels)).
+        classes: number of classes of the top's Dense layer (1000, ImageNet's); used with include_top only.
+        classifier_activation: activation of the top's Dense layer ("softmax", the default; None for logits).
+        features_only: True returns the feature-pyramid model instead (what a segmenter's encoder is): a dict of
+            outputs "P1".."P5", Pn at stride 2**n (or at `output_stride` past it). Default False.
+        output_stride: 32 (the default), 16 or 8: past it the stages keep their resolution and dilate their
+            convolutions instead (atrous convolution), so the receptive field grows as if downsampled and
+            pretrained weights stay valid.
         shortcut: False builds the plain network of the same depth; True or
             "B" projects where the shape changes; "A" zero-pads instead.
-        attention: None or "se" (squeeze-and-excitation, reduction `se_ratio`).
-        widths, blocks, stem_filters: the stage configuration (tiny variants).
+        attention: None (the default) or "se" (squeeze-and-excitation, reduction `se_ratio`).
+        se_ratio: the squeeze-and-excitation's channel reduction (16); used with attention="se" only.
+        widths: channels of the four stages' blocks ((64, 128, 256, 512); bottleneck blocks output 4x).
+        blocks: blocks per stage; None (the default): the depth's, e.g. (3, 4, 6, 3) for 50.
+        stem_filters: channels of the 7x7 stem convolution (64). `widths`, `blocks` and `stem_filters` are
+            the stage configuration (tiny variants).
         use_bias: conv biases; keras.applications' ResNet-50+ have them (so
             their weights load), the paper's and torchvision's ResNet-18/34 do not.
+            None (the default): biases for bottleneck depths (50+) only.
         multi_grid: DeepLab v3's per-block multipliers of the last stage's
-            dilation, e.g. (1, 2, 4); only with output_stride 8 or 16.
+            dilation, e.g. (1, 2, 4); only with output_stride 8 or 16. None (the default): none.
+        name: the model's name; None: "resnet{depth}", "se_resnet{depth}" or "plain{depth}".
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] (the preprocessing is inside the model) and
+        giving (N, classes) class probabilities with the top, without it the (N, h, w, channels) last feature
+        map or, with `pooling`, (N, channels); with `features_only` the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: an unknown `depth` or `attention`; `multi_grid` with output_stride 32;
+            `weights` neither None, "imagenet" nor an existing file; "imagenet" with classes != 1000 and the top,
+            or without 3 input channels; an unknown `pooling` or `output_stride`; an input smaller than
+            32 pixels.
 
     Example:
-        >>> model = kerasseg.models.resnet50(weights="imagenet")
-        >>> pyramid = kerasseg.models.resnet50(features_only=True, output_stride=16)
+        ```python
+        model = kerasseg.models.resnet50(weights="imagenet")
+        pyramid = kerasseg.models.resnet50(features_only=True, output_stride=16)
+        plain = kerasseg.models.resnet(depth=34, shortcut=False)  # the plain network of the same depth
+        ```
     """
     if depth not in BLOCKS:
         raise ValueError(f"depth must be one of {tuple(BLOCKS)}. Received: depth={depth!r}")
@@ -153,8 +201,11 @@ def _encoder(depth, widths=(64, 128, 256, 512), stem_filters=64, pretrained=True
 
 
 @register("classification")
-def resnet_cifar(depth=20, classes=10, input_shape=(32, 32, 3), input_tensor=None, weights=None, include_top=True,
-                 pooling=None, classifier_activation="softmax", shortcut=True, name=None):
+def resnet_cifar(depth: int = 20, classes: int = 10,
+                 input_shape: tuple[int | None, int | None, int] | None = (32, 32, 3),
+                 input_tensor: keras.KerasTensor | None = None, weights: str | os.PathLike | None = None,
+                 include_top: bool = True, pooling: str | None = None, classifier_activation: str | None = "softmax",
+                 shortcut: bool | str = True, name: str | None = None) -> keras.Model:
     """The CIFAR ResNet of He et al. (Sec. 4.2) used to show the degradation problem.
 
     A 3x3 conv with 16 filters, then three stages of n basic blocks (16, 32,
@@ -165,6 +216,34 @@ def resnet_cifar(depth=20, classes=10, input_shape=(32, 32, 3), input_tensor=Non
     paper's option B) or, with `shortcut="A"`, the subsampled input with
     zero-padded channels (option A, what the paper's CIFAR runs used; no
     parameters: ResNet-20 then has the paper's 0.27M).
+
+    Args:
+        depth: 6n + 2, n >= 1 (20, the default; 32, 44, 56, 110 in the paper).
+        classes: number of classes of the top's Dense layer (10, CIFAR-10's).
+        input_shape: (height, width, channels) of the input ((32, 32, 3), CIFAR's; height and width may be
+            None and must be at least 8).
+        input_tensor: an existing Keras tensor to build on instead of a new `keras.Input`.
+        weights: None (random initialisation, the default) or the path to an existing weights file (there are
+            no published weights).
+        include_top: end in global pooling and the `classes`-way Dense layer (True, the default).
+        pooling: with include_top=False, None (the feature map), "avg" or "max".
+        classifier_activation: activation of the Dense layer ("softmax", the default; None for logits).
+        shortcut: True or "B" (projection where the channels double, the default), "A" (zero-padded identity,
+            no parameters) or False (the plain network).
+        name: the model's name; None: "resnet{depth}_cifar" or "plain{depth}_cifar".
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) pixels in [0, 255] and giving (N, classes) class probabilities with
+        the top.
+
+    Raises:
+        ValueError: a `depth` that is not 6n + 2, an unknown `shortcut`, `pooling` or `weights`.
+
+    Example:
+        ```python
+        model = kerasseg.models.resnet_cifar(depth=20, shortcut="A")  # the paper's 0.27M parameters
+        plain = kerasseg.models.resnet_cifar(depth=56, shortcut=False)  # shows the degradation problem
+        ```
     """
     if (depth - 2) % 6 or depth < 8:
         raise ValueError(f"depth must be 6n + 2 (20, 32, 44, 56, 110). Received: depth={depth!r}")

@@ -11,6 +11,11 @@ load unchanged. The top (flatten, fc1, fc2: 4096 each) needs a fixed 224x224
 input; without it the network takes any size.
 """
 
+from __future__ import annotations
+
+import os
+
+import keras
 from keras import layers
 
 from kerasseg.layers import PixelNormalization
@@ -32,20 +37,60 @@ PRETRAINED = {
 }
 
 
-def vgg(depth=16, include_top=True, weights=None, input_tensor=None, input_shape=None, pooling=None,
-        classes=1000, classifier_activation="softmax", features_only=False, output_stride=32,
-        widths=(64, 128, 256, 512, 512), convs=None, fc_units=4096, name=None):
+def vgg(depth: int = 16, include_top: bool = True, weights: str | os.PathLike | None = None,
+        input_tensor: keras.KerasTensor | None = None, input_shape: tuple[int | None, int | None, int] | None = None,
+        pooling: str | None = None, classes: int = 1000, classifier_activation: str | None = "softmax",
+        features_only: bool = False, output_stride: int = 32, widths: tuple[int, ...] = (64, 128, 256, 512, 512),
+        convs: tuple[int, ...] | None = None, fc_units: int = 4096, name: str | None = None) -> keras.Model:
     """The VGG family builder.
 
-    Args (beyond keras.applications' arguments):
-        depth: 16 or 19.
+    Takes keras.applications' arguments and more.
+
+    Args:
+        depth: 16 (the default) or 19.
+        include_top: end in the classifier, global pooling and a `classes`-way Dense layer (True, the
+            default), or stop at the last feature map (False).
+        weights: None (random initialisation, the default), "imagenet" or the path to an existing weights file.
+            "imagenet": keras.applications' published ImageNet weights, downloaded once and cached
+            (they need 3 input channels, and classes=1000 with the top).
+        input_tensor: an existing Keras tensor to build on instead of a new `keras.Input` (`input_shape` is then
+            ignored).
+        input_shape: (height, width, channels) of the input; height and width may be None (any size, the
+            default: (None, None, 3)), and must be at least 32 pixels.
+            With include_top (and no features_only) the input size must be fixed: the top flattens the
+            feature map; None then means (224, 224, 3).
+        pooling: with include_top=False, None (the 4-D feature map, the default), "avg" or "max" (global pooling
+            to (N, channels)).
+        classes: number of classes of the top's Dense layer (1000, ImageNet's); used with include_top only.
+        classifier_activation: activation of the top's Dense layer ("softmax", the default; None for logits).
         features_only: the pyramid model; P1..P5 are block1_pool..block5_pool
             (FCN's pool3/pool4/pool5 are P3/P4/P5). Its pooling rounds odd
             sides up (any size segments); the classifier's rounds down, as
             keras.applications' does, whose weights then give equal outputs.
         output_stride: 16 or 8 keeps pool5 (and pool4) at stride 1 (3x3
             pooling, as DeepLab does) and dilates the convolutions after them.
-        widths, convs, fc_units: the configuration (tiny variants).
+        widths: channels of the five blocks ((64, 128, 256, 512, 512)).
+        convs: 3x3 convolutions per block; None (the default): the depth's ((2, 2, 3, 3, 3) for 16).
+        fc_units: units of fc1 and fc2 (4096). `widths`, `convs` and `fc_units` are the configuration (tiny
+            variants); ImageNet weights need the standard one.
+        name: the model's name; None: "vgg{depth}".
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] (the preprocessing is inside the model) and
+        giving (N, classes) class probabilities with the top, without it the (N, h, w, channels) last feature
+        map or, with `pooling`, (N, channels); with `features_only` the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: an unknown `depth`; include_top=True with an input of no fixed size;
+            `weights` neither None, "imagenet" nor an existing file; "imagenet" with classes != 1000 and the top,
+            or without 3 input channels; an unknown `pooling` or `output_stride`; an input smaller than
+            32 pixels.
+
+    Example:
+        ```python
+        model = kerasseg.models.vgg16(weights="imagenet")  # 224x224 in, 1000 classes out
+        pyramid = kerasseg.models.vgg16(features_only=True, output_stride=8)  # DeepLab v1's encoder
+        ```
     """
     if depth not in CONFIGS:
         raise ValueError(f"depth must be one of {tuple(CONFIGS)}. Received: depth={depth!r}")
