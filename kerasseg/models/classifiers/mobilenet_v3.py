@@ -17,6 +17,9 @@ Layer names and order are keras.applications', whose ImageNet files (Large
 and Small at alpha 0.75 and 1.0, minimalistic at 1.0) load unchanged.
 """
 
+from __future__ import annotations
+
+import keras
 from keras import layers
 
 from kerasseg.layers import PixelNormalization
@@ -152,10 +155,39 @@ def _encoder(blocks, last_channels, size):
 
 
 @register("classification", encoder=_encoder(LARGE, 960, "large"))
-def mobilenet_v3_large(alpha=1.0, minimalistic=False, **kwargs):
+def mobilenet_v3_large(alpha: float = 1.0, minimalistic: bool = False, **kwargs) -> keras.Model:
     """MobileNetV3-Large (5.5 M parameters): 15 blocks, P5 960 channels, pooled head of 1280.
     features_only gives P1 (stride 2, 16 channels) .. P5 (stride 32, 960); output_stride 16 / 8 dilates the
-    last stages; `minimalistic` (or edge=True): ReLU, 3x3, no SE."""
+    last stages; `minimalistic` (or edge=True): ReLU, 3x3, no SE.
+
+    Args:
+        alpha: width multiplier of the blocks' channels (1.0; ImageNet weights for 0.75 and 1.0).
+        minimalistic: the paper's minimalistic model: ReLU instead of hard-swish, 3x3 kernels only, no
+            squeeze-and-excitation (False); every op then maps to the Edge TPU.
+        **kwargs: the other arguments of the family builder `mobilenet_v3`, keras.applications' (include_top,
+            weights, input_tensor, input_shape, pooling, classes, classifier_activation) and dropout_rate (0.2,
+            before the head's logits), features_only (the pyramid model, outputs "P1".."P5"), output_stride (32,
+            16 or 8), edge (False; True implies `minimalistic`, the Edge TPU variant), bn_momentum (0.999) and
+            name. weights: None (the default), "imagenet" (keras.applications' weights, for alpha 0.75 and 1.0,
+            minimalistic at 1.0 only; 3 input channels, classes=1000 with the top) or the path to a weights
+            file. Input pixels in [0, 255], at least 32 on each side.
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] and giving (N, classes) class probabilities
+        with the top, without it the last feature map (or, with `pooling`, (N, channels)); with `features_only`
+        the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: weights="imagenet" for an alpha or minimalistic setting without published weights, or any
+            of the keras.applications argument checks (unknown `pooling` or `output_stride`, an input smaller
+            than 32, an invalid `weights`).
+
+    Example:
+        ```python
+        model = kerasseg.models.mobilenet_v3_large(weights="imagenet")
+        pyramid = kerasseg.models.mobilenet_v3_large(features_only=True, output_stride=16, edge=True)
+        ```
+    """
     minimal = minimalistic or kwargs.get("edge", False)
     name = kwargs.pop("name", None) or f"MobileNetV3Large{'Minimalistic' if minimal else ''}"
     return mobilenet_v3(LARGE, 1280, alpha, minimalistic, pretrained=_pretrained("large", alpha, minimal),
@@ -163,9 +195,37 @@ def mobilenet_v3_large(alpha=1.0, minimalistic=False, **kwargs):
 
 
 @register("classification", encoder=_encoder(SMALL, 576, "small"))
-def mobilenet_v3_small(alpha=1.0, minimalistic=False, **kwargs):
+def mobilenet_v3_small(alpha: float = 1.0, minimalistic: bool = False, **kwargs) -> keras.Model:
     """MobileNetV3-Small (2.6 M parameters): 11 blocks, P5 576 channels, pooled head of 1024 (P1 is the
-    stem: its first block already halves the map)."""
+    stem: its first block already halves the map).
+
+    Args:
+        alpha: width multiplier of the blocks' channels (1.0; ImageNet weights for 0.75 and 1.0).
+        minimalistic: the paper's minimalistic model: ReLU instead of hard-swish, 3x3 kernels only, no
+            squeeze-and-excitation (False); every op then maps to the Edge TPU.
+        **kwargs: the other arguments of the family builder `mobilenet_v3`, keras.applications' (include_top,
+            weights, input_tensor, input_shape, pooling, classes, classifier_activation) and dropout_rate (0.2,
+            before the head's logits), features_only (the pyramid model, outputs "P1".."P5"), output_stride (32,
+            16 or 8), edge (False; True implies `minimalistic`, the Edge TPU variant), bn_momentum (0.999) and
+            name. weights: None (the default), "imagenet" (keras.applications' weights, for alpha 0.75 and 1.0,
+            minimalistic at 1.0 only; 3 input channels, classes=1000 with the top) or the path to a weights
+            file. Input pixels in [0, 255], at least 32 on each side.
+
+    Returns:
+        A `keras.Model` taking (N, H, W, 3) RGB pixels in [0, 255] and giving (N, classes) class probabilities
+        with the top, without it the last feature map (or, with `pooling`, (N, channels)); with `features_only`
+        the dict {"P1": ..., "P5": ...}.
+
+    Raises:
+        ValueError: weights="imagenet" for an alpha or minimalistic setting without published weights, or any
+            of the keras.applications argument checks (unknown `pooling` or `output_stride`, an input smaller
+            than 32, an invalid `weights`).
+
+    Example:
+        ```python
+        model = kerasseg.models.mobilenet_v3_small(weights="imagenet", minimalistic=True)
+        ```
+    """
     minimal = minimalistic or kwargs.get("edge", False)
     name = kwargs.pop("name", None) or f"MobileNetV3Small{'Minimalistic' if minimal else ''}"
     return mobilenet_v3(SMALL, 1024, alpha, minimalistic, pretrained=_pretrained("small", alpha, minimal),
