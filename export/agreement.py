@@ -19,29 +19,98 @@ quantization of this model does here (export.expected), not to one absolute
 agreement for every model. An mIoU gain beyond sampling noise fails too.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from kerasseg import cli
 from kerasseg.cli import UsageError
 from export import commands
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import keras
+    import numpy as np
+
+    from kerasseg.files import ModelFile
+    from export.report import ExportReport
 
 qat, resolve, per_tensor, pipeline, reports, runtimes, fingerprints, expected, values, arm64 = cli.lazy_import(
     "kerasseg.qat", "kerasseg.resolve", "export.per_tensor", "export.pipeline", "export.report", "export.runtimes",
     "export.fingerprint", "export.expected", "kerasseg.data.values", "export.arm64")
 
 
-def check(model, exported, validation, *, class_names=None, samples=None, thresholds=None, other_weights=False,
-          report=None, extra=None, target=None, cores=None):
-    """The ExportReport of the file `exported` (.tflite or .onnx) against `model` (a keras.Model, its .keras
-    path, or a kerasseg.files.ModelFile) on `validation` (held-out images, with masks for the mIoU, as the
-    exporters' validation= takes them: arrays, tf.data, pairs of any sizes, a dataset spec), the first
-    `samples` of them (default 50); written to `report` (default FILE.report.json) with its figure.
-    thresholds: values replacing the mode's defaults; other_weights: the file is meant to come from other
-    weights than the model's (its fingerprint then differs without failing). A file without a fingerprint
-    is held to what the same quantization of `model` does here (export.expected). target="arm64": the file
-    also runs on the ARM `cores` (export.arm64: the aarch64 LiteRT, emulated; default a Cortex-A53 and an A76),
-    held to the same thresholds there, and compared with its x86 run (the report's "targets")."""
+def check(model: keras.Model | str | os.PathLike | ModelFile, exported: str | os.PathLike,
+          validation: np.ndarray | tuple | Iterable | str, *, class_names: Sequence[str] | None = None,
+          samples: int | str | None = None, thresholds: dict[str, float] | None = None, other_weights: bool = False,
+          report: str | os.PathLike | None = None, extra: dict | None = None, target: str | None = None,
+          cores: Sequence[str] | None = None) -> ExportReport:
+    """Checks an exported file (.tflite or .onnx) against its Keras model, in the file's real runtime.
+
+    The file runs in the runtime a device uses (the LiteRT interpreter, ONNX Runtime) on held-out samples, each
+    fed as an app feeds the file (stretched to its input size) and scored at its own size, and is compared with
+    the model. A file without a fingerprint (converted elsewhere) is held to what the same quantization of
+    `model` does here (export.expected); an mIoU gain beyond sampling noise fails too. The report is written to
+    `report` with its figure.
+
+    Args:
+        model: the Keras model: a keras.Model, the path of its .keras file, or a kerasseg.files.ModelFile (a model
+            already loaded from its file). A quantization-aware model is compared as its float twin with a file
+            without int8 arithmetic (export.formats).
+        exported: the exported file, a .tflite or an .onnx file; its runtime is chosen by its suffix.
+        validation: the held-out images, with masks for the mIoU, as the exporters' validation= takes them:
+            arrays (images, or (images, masks)), tf.data, (image, mask) pairs of any sizes, a kerasseg.data.Split,
+            a dataset spec (its test split).
+        class_names: the per-class IoU's names, one per class, used when `validation` does not name its classes
+            (a dataset spec does). Default: the model's own (kerasseg.describe), else class_0, class_1, ...
+        samples: how many of `validation` are compared, the first ones: a positive integer or "all"; default 50.
+        thresholds: {name: value} replacing the mode's defaults (report.DEFAULT_THRESHOLDS; the mode is the file's
+            quantization), names among "pixel_agreement", "max_abs_error", "mean_abs_error" and "miou_drop".
+        other_weights: the file is meant to come from other weights than the model's (e.g. converted by someone
+            else from a retrained copy): its fingerprint then differs without failing, and the report notes it
+            (default False: a file of another model fails, named as such).
+        report: where to write the report (default FILE.report.json beside `exported`); the figure,
+            FILE.disagreement.png (the held-out images where the two disagree most), goes beside it.
+        extra: more fields for the report, added to (or replacing) the model, dataset, image size and training
+            policy entries.
+        target: None (the default: this machine only) or "arm64": the file (.tflite only) also runs on the ARM
+            `cores` (export.arm64: the aarch64 LiteRT under qemu-user, emulated), held to the same thresholds
+            there, and compared with its x86 run (the report's "targets").
+        cores: with target "arm64", the ARM cores to run on: "cortex-a53" (no dot-product), "cortex-a76"
+            (dot-product), "neoverse-n2" (i8mm); default a Cortex-A53 and an A76. Ignored without `target`.
+
+    Returns:
+        The ExportReport (export.report), as written to `report`: `passed` (every threshold held), `failed` (what
+        failed, as "pixel_agreement 0.97 < 0.99", a fingerprint of other weights, an ARM core's failures),
+        `pixel_agreement` (the share of pixels whose predicted class is unchanged), `miou_reference` and
+        `miou_exported` (the model's and the file's mIoU against the ground truth; None without masks),
+        `miou_drop`, `max_abs_error`, `mean_abs_error`, `size_bytes`; `report["key"]` reads the rest (e.g.
+        "thresholds", "fingerprint", "expected", "disagreement_png", "targets").
+
+    Raises:
+        InputError: (a ValueError, kerasseg.errors) a `target` other than None or "arm64", a target for a file
+            that is not a .tflite, an unknown ARM core (before any work); an `exported` file that is missing, of
+            an unknown suffix or that its runtime cannot load; a model that cannot be loaded or is not a
+            segmenter of RGB images with one per-pixel output; unusable `thresholds`, `class_names`, `samples` or
+            `validation` (not raw pixels, masks that do not match, no images); with target "arm64", a file the
+            aarch64 LiteRT fails to run.
+        RuntimeMissing: (an InputError, export.arm64) with target "arm64", what the ARM runtime needs and this
+            machine lacks: qemu-user, or the aarch64 LiteRT, fetched and unpacked once (python -m export.arm64).
+        DatasetError: (an InputError, kerasseg.data.reading) a dataset spec that cannot be read.
+        WriteError: (an OSError, kerasseg.errors) the report or its figure could not be written.
+
+    Example:
+        ```python
+        import export.agreement
+
+        report = export.agreement.check("runs/demo/model.keras", "model_int8.tflite", "shapes", samples=50)
+        print(report.passed, report.failed, report.pixel_agreement, report.miou_reference, report.miou_exported)
+        # model_int8.report.json holds the same numbers, model_int8.disagreement.png the figure
+        ```
+    """
     if target not in (None, *arm64.TARGETS):
         raise cli.InputError(f"target={target!r} is not one of {', '.join(arm64.TARGETS)} (or None: this machine)")
     if target and not os.fspath(exported).lower().endswith(".tflite"):

@@ -19,15 +19,25 @@ agreement check and thresholds as `python -m export.tflite`); if a threshold
 fails, nothing is written and the exit status is 1.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from kerasseg import cli, files
 from kerasseg.labels import decide
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import keras
+
+    from export.report import ExportReport
 
 backend, edgetpu, formats, pipeline, reports, tflite = cli.lazy_import(
     "export.backend", "export.edgetpu", "export.formats", "export.pipeline", "export.report", "export.tflite")
@@ -125,13 +135,82 @@ Edge TPU static check of this file: {edgetpu}.
 """
 
 
-def export(model, output_dir, *, calibration=None, validation=None, class_names=None, input_normalization=None,
-           image_size=None, samples=None, calibration_samples=None, thresholds=None, latency=False):
-    """Writes the bundle of `model` (a keras.Model, or the path of its .keras file) into `output_dir`: its int8
-    file checked in LiteRT as export.tflite.export checks it (same data arguments), labelled `class_names`
-    (default: the model's own, kerasseg.describe; else the validation dataset's; else class_0, class_1, ...).
-    Returns the ExportReport; nothing is written if a threshold failed (nor `output_dir` made). Under another
-    Keras backend than TensorFlow it runs in a TensorFlow child process (export.backend)."""
+def export(model: keras.Model | str | os.PathLike | files.ModelFile, output_dir: str | os.PathLike, *,
+           calibration: np.ndarray | tuple | Iterable | str | None = None,
+           validation: np.ndarray | tuple | Iterable | str | None = None, class_names: Sequence[str] | None = None,
+           input_normalization: float | Sequence[float] | None = None,
+           image_size: int | tuple[int, int] | None = None, samples: int | str | None = None,
+           calibration_samples: int | str | None = None, thresholds: dict[str, float] | None = None,
+           latency: bool = False) -> ExportReport:
+    """Writes the Android / Coral bundle of a segmenter: its int8 .tflite file with metadata, labels and a card.
+
+    The int8 file (uint8 input and output, camera pixels as they are) is checked in LiteRT as
+    export.tflite.export checks it (same data arguments, the same agreement check and thresholds); only if every
+    threshold holds is the bundle written into `output_dir` (FILES): segmenter.tflite with the TFLite metadata
+    MediaPipe's ImageSegmenter and the TFLite Task Library read (the input's colour space and normalisation, the
+    class names as the output's labels), labels.txt, model_card.json (input size and type, classes and their
+    mask colours, quantization, measured agreement, CPU latency, Edge TPU static check), sample.png and
+    sample_expected_mask.png (a held-out test image and the Keras model's class indices for it) and README.md
+    (Kotlin with MediaPipe on Android, pycoral on a Coral). Nothing is written if a threshold failed (nor
+    `output_dir` made). Under another Keras backend than TensorFlow it runs in a TensorFlow child process
+    (export.backend).
+
+    Args:
+        model: the segmenter: a keras.Model, the path of its .keras file, or a kerasseg.files.ModelFile (a model
+            already loaded from its file).
+        output_dir: the directory to write the bundle into, made if it does not exist.
+        calibration: the training images the int8 file is calibrated on (required), the first
+            `calibration_samples` of them: raw RGB pixels in [0, 255] as (N, H, W, 3) images, (images, masks), a
+            tf.data.Dataset, an iterable, a kerasseg.data.Split or a dataset spec (its training split), as
+            export.tflite.export takes them.
+        validation: the held-out samples the file is compared on, the first `samples` of them, as
+            export.tflite.export takes them ((images, masks) for the mIoU too, images alone for the agreement
+            alone, a dataset spec: its test split); sample.png is the first. Without it, the file is checked on
+            the calibration images.
+        class_names: the labels, one per class (a binary segmenter: two, background's and the foreground's; its
+            labels.txt and metadata then hold the foreground's alone, as MediaPipe reads one channel). Default:
+            the model's own (kerasseg.describe); else the validation dataset's; else class_0, class_1, ...
+        input_normalization: what a model that does not take raw pixels expects of them, prepended so that the
+            file takes pixels: a scale, or (mean, std), each a number or one per RGB channel
+            (pipeline.taking_pixels). Default: the input range the model carries, if any other than pixels.
+        image_size: (height, width), or N, to export at (e.g. 192x256 for 3:4 portrait camera frames). Default:
+            the model's fixed input size, else the training size it carries, else the size of the images given.
+        samples: how many held-out samples are compared: a positive integer or "all"; default 50.
+        calibration_samples: how many calibration images are used: a positive integer or "all"; default 200.
+        thresholds: {name: value} replacing int8's defaults (report.DEFAULT_THRESHOLDS: pixel agreement 0.99,
+            an mIoU drop of at most 1 point), names among "pixel_agreement", "max_abs_error", "mean_abs_error"
+            and "miou_drop".
+        latency: time the file and the model (batch 1, 20 runs each) for the report's latency_ms and the card's
+            cpu_latency_ms (default False: not measured).
+
+    Returns:
+        The ExportReport (export.report) of the int8 file's check: `passed` (every threshold held: the bundle
+        was written), `failed` (the thresholds that failed, as "pixel_agreement 0.97 < 0.99": nothing was
+        written), `pixel_agreement`, `miou_reference` and `miou_exported` (None without masks), `miou_drop`,
+        `max_abs_error`, `latency_ms`, `size_bytes` (the file with its metadata); `report["key"]` reads the rest
+        (e.g. "thresholds", "calibration_dataset", "model"). No FILE.report.json is written: model_card.json's
+        "agreement" holds the numbers.
+
+    Raises:
+        InputError: (a ValueError, kerasseg.errors) an `output_dir` that cannot be made or written into; a model
+            that cannot be loaded or is not a segmenter of RGB images with one per-pixel output; unusable
+            `thresholds`, `class_names` (empty, repeated or holding a line break: labels.txt holds one per
+            line), `input_normalization`, `image_size`, `samples` or data (not raw pixels, masks that do not
+            match, no calibration images). Under another backend, the child's InputError is raised as it is.
+        DatasetError: (an InputError, kerasseg.data.reading) a dataset spec that cannot be read.
+        WriteError: (an OSError, kerasseg.errors) a file of the bundle could not be written (disk full, ...).
+        RuntimeError: under another backend, the TensorFlow child process ended without a report.
+
+    Example:
+        ```python
+        import export.android
+
+        report = export.android.export("runs/demo/model.keras", "bundle", calibration="shapes",
+                                        validation="shapes", latency=True)
+        print(report.passed, report.pixel_agreement, report.miou_reference, report.miou_exported)
+        # bundle/segmenter.tflite, labels.txt, model_card.json, ... when report.passed
+        ```
+    """
     if backend.foreign():
         return backend.export_elsewhere(__name__, model, output_dir, {k: v for k, v in locals().items()
                                                                       if k not in ("model", "output_dir")})

@@ -23,9 +23,12 @@ the mIoU within 1 point where min/max ranges lost 1.3), `minmax` or
 `entropy`.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,6 +36,14 @@ from kerasseg import cli
 from kerasseg.errors import InputError
 
 from export import formats, runtimes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import keras
+
+    from kerasseg.files import ModelFile
+    from export.report import ExportReport
 
 internals, qat, pipeline = cli.lazy_import("kerasseg.internals", "kerasseg.qat", "export.pipeline")
 
@@ -139,12 +150,96 @@ FORMAT = formats.register(formats.Format(
               "output_kind": "logits"}))
 
 
-def export(model, output, *, quantize="float32", calibration=None, validation=None, class_names=None,
-           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
-           opset=17, dynamic_batch=False, calibration_method="percentile", output_kind="logits", latency=False):
-    """Converts `model` (a keras.Model, or the path of its .keras file) to the ONNX file `output`, checks the
-    file in ONNX Runtime against the model and writes it with FILE.report.json; returns the ExportReport.
-    The data, thresholds and output kinds are export.tflite.export's; so is the export from another backend."""
+def export(model: keras.Model | str | os.PathLike | ModelFile, output: str | os.PathLike, *,
+           quantize: str = "float32", calibration: np.ndarray | tuple | Iterable | str | None = None,
+           validation: np.ndarray | tuple | Iterable | str | None = None, class_names: Sequence[str] | None = None,
+           input_normalization: float | Sequence[float] | None = None,
+           image_size: int | tuple[int, int] | None = None, samples: int | str | None = None,
+           calibration_samples: int | str | None = None, thresholds: dict[str, float] | None = None,
+           opset: int = 17, dynamic_batch: bool = False, calibration_method: str = "percentile",
+           output_kind: str = "logits", latency: bool = False) -> ExportReport:
+    """Converts a segmenter to an ONNX file, checks the file in ONNX Runtime against the model, and writes both.
+
+    The model is converted by tf2onnx (input "image": float32 pixels in [0, 255], NHWC; batch 1 unless
+    `dynamic_batch`), the file run in ONNX Runtime on held-out samples and compared with the Keras model; then
+    `output` and its report, FILE.report.json, are written. A file that fails its thresholds is still written: its
+    report says what failed. The data, thresholds and output kinds are export.tflite.export's; so is the export
+    from another Keras backend than TensorFlow (a TensorFlow child process, export.backend, returning the same
+    report).
+
+    Args:
+        model: the segmenter: a keras.Model, the path of its .keras file, or a kerasseg.files.ModelFile (a model
+            already loaded from its file), as export.tflite.export takes it.
+        output: the .onnx file to write; its report goes beside it, FILE.report.json (with FILE.disagreement.png).
+        quantize: "float32" (the default) or "int8". int8 of a quantization-aware model (kerasseg.train
+            --quantization-aware): its own graph, each rounding it learned (or the fixed scale of a sigmoid /
+            softmax) a QuantizeLinear / DequantizeLinear pair at that range, the weights' per-channel int8
+            rounding folded into int8-exact float constants; checked against the quantization-aware Keras model,
+            no calibration. int8 of any other model: ONNX Runtime's static quantization in QDQ format
+            (QuantizeLinear / DequantizeLinear pairs around int8 weights, per channel, and activations),
+            calibrated on `calibration` by `calibration_method`, the input's range pinned to [0, 255] whatever
+            the calibration images span.
+        calibration: the training images int8 is calibrated on (required for int8 of a model that is not
+            quantization-aware), the first `calibration_samples` of them, in the forms
+            export.tflite.export takes: raw RGB pixels in [0, 255] as (N, H, W, 3) images, (images, masks), a
+            tf.data.Dataset, an iterable, a kerasseg.data.Split or a dataset spec (its training split). They get
+            the same preprocessing as training (none: the model takes pixels).
+        validation: the held-out samples the file is compared on, the first `samples` of them, as
+            export.tflite.export takes them: (images, masks) for the mIoU too, images alone for the agreement
+            without the mIoU, a tf.data.Dataset, an iterable, a kerasseg.data.Split or a dataset spec (its test
+            split). Without it, the file is checked on the calibration images.
+        class_names: the per-class IoU's names, one per class. Default: the model's own (kerasseg.describe);
+            else the validation dataset's; else class_0, class_1, ...
+        input_normalization: what a model that does not take raw pixels expects of them, prepended so that the
+            file takes pixels: a scale, or (mean, std), each a number or one per RGB channel
+            (pipeline.taking_pixels). Default: the input range the model carries, if any other than pixels.
+        image_size: (height, width), or N, to export at. Default: the model's fixed input size, else the
+            training size it carries, else the size of the images given.
+        samples: how many held-out samples are compared: a positive integer or "all"; default 50.
+        calibration_samples: how many calibration images int8 uses: a positive integer or "all"; default 200.
+        thresholds: {name: value} replacing the mode's defaults (report.DEFAULT_THRESHOLDS: float32 a
+            max_abs_error of 1e-4; int8 pixel agreement 0.99 and an mIoU drop of at most 1 point), names among
+            "pixel_agreement", "max_abs_error", "mean_abs_error" and "miou_drop".
+        opset: the ONNX opset, 13 to 18 (tf2onnx 1.17 converts up to 18); default 17.
+        dynamic_batch: any batch size instead of 1 (default False).
+        calibration_method: how int8 activation ranges are set from the calibration images: "percentile" (the
+            default: each tensor's range clipped at the 99.999th percentile of its calibration values; on
+            DeepLabV3+ MobileNetV2 it kept the mIoU within 1 point where min/max ranges lost 1.3), "minmax" or
+            "entropy". A quantization-aware model's ranges are learned: it takes the default only.
+        output_kind: what the file outputs: "logits" (the default: the model's own output), "probabilities"
+            (softmax; a binary segmenter's sigmoid) or "category" (class indices).
+        latency: time the file and the model (batch 1, 20 runs each) for the report's latency_ms and
+            keras_latency_ms (default False: not measured, None).
+
+    Returns:
+        The ExportReport (export.report) of the check, also written to FILE.report.json beside `output`
+        (`os.path.splitext(output)[0] + ".report.json"`; `report.to_dict()` is its content): `passed`, `failed`
+        (the thresholds that failed, as "pixel_agreement 0.97 < 0.99"), `pixel_agreement`, `miou_reference` and
+        `miou_exported` (None without masks), `miou_drop`, `max_abs_error`, `latency_ms`, `size_bytes`;
+        `report["key"]` reads the rest (e.g. "opset", "dynamic_batch", "calibration_method",
+        "learned_ranges": a quantization-aware model's roundings and the QuantizeLinear nodes written for them).
+
+    Raises:
+        InputError: (a ValueError, kerasseg.errors) `quantize` other than "float32" or "int8" (before any work);
+            a quantization-aware model with another `calibration_method` than "percentile"; a model that cannot
+            be loaded or is not a segmenter of RGB images with one per-pixel output; unusable `thresholds`,
+            `class_names`, `input_normalization`, `image_size`, `samples` or data (not raw pixels, masks that do
+            not match, no calibration images for int8, nothing to check the file on); an `output` that cannot be
+            written. Under another backend, the child's InputError is raised as it is.
+        DatasetError: (an InputError, kerasseg.data.reading) a dataset spec that cannot be read.
+        WriteError: (an OSError, kerasseg.errors) the file or its report could not be written (disk full, ...).
+        RuntimeError: under another backend, the TensorFlow child process ended without a report.
+
+    Example:
+        ```python
+        import export.onnx
+
+        report = export.onnx.export("runs/demo/model.keras", "model.onnx", validation="shapes", opset=17)
+        int8 = export.onnx.export("runs/demo/model.keras", "model_int8.onnx", quantize="int8",
+                                  calibration="shapes", validation="shapes")
+        print(report.passed, int8.pixel_agreement, int8.miou_reference, int8.miou_exported)
+        ```
+    """
     return formats.export(FORMAT, **locals())
 
 

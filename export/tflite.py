@@ -29,12 +29,15 @@ the LiteRT interpreter on held-out test samples and compared with the Keras
 model; FILE.report.json holds the result. Exit status 1 if a threshold fails.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,6 +46,13 @@ from kerasseg.choices import PERCENTILE
 from kerasseg.errors import InputError
 
 from export import ai_edge, formats, runtimes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    import keras
+
+    from export.report import ExportReport
 
 qat, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
     "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report")
@@ -298,31 +308,133 @@ FORMAT = formats.register(formats.Format(
               "tuning": None, "quantizer": "kerasseg", "ai_edge_algorithm": "min_max"}))
 
 
-def export(model, output, *, quantize="int8", calibration=None, validation=None, class_names=None,
-           input_normalization=None, image_size=None, samples=None, calibration_samples=None, thresholds=None,
-           io="uint8", target=None, output_kind="logits", calibration_method="minmax", debug=False, keep_float=(),
-           auto_keep_float=False, tuning=None, quantizer="kerasseg", ai_edge_algorithm="min_max", latency=False):
-    """Converts `model` (a keras.Model, or the path of its .keras file) to the .tflite file `output`, checks
-    the file in LiteRT against the model and writes it with FILE.report.json; returns the ExportReport.
-    A file that fails its thresholds is still written (its report says what failed).
+def export(model: keras.Model | str | os.PathLike | files.ModelFile, output: str | os.PathLike, *,
+           quantize: str = "int8", calibration: np.ndarray | tuple | Iterable | str | None = None,
+           validation: np.ndarray | tuple | Iterable | str | None = None, class_names: Sequence[str] | None = None,
+           input_normalization: float | Sequence[float] | None = None,
+           image_size: int | tuple[int, int] | None = None, samples: int | str | None = None,
+           calibration_samples: int | str | None = None, thresholds: dict[str, float] | None = None,
+           io: str = "uint8", target: str | None = None, output_kind: str = "logits",
+           calibration_method: str = "minmax", debug: bool = False, keep_float: Sequence[str] = (),
+           auto_keep_float: bool = False, tuning: np.ndarray | tuple | Iterable | str | None = None,
+           quantizer: str = "kerasseg", ai_edge_algorithm: str = "min_max", latency: bool = False) -> ExportReport:
+    """Converts a segmenter to a .tflite file, checks the file in LiteRT against the model, and writes both.
 
-    calibration: the training images int8 and int16x8 are calibrated on (the first `calibration_samples`,
-    by default 200); validation: the held-out samples the file is compared on (the first `samples`, by
-    default 50): (images, masks), images alone (agreement without mIoU), a tf.data.Dataset, an iterable, a
-    dataset spec (kerasseg.data.values); class_names: the per-class IoU's names (default: the model's own,
-    kerasseg.describe); input_normalization: what a model that does not take raw pixels expects of
-    them, prepended so that the file takes pixels (a scale, or (mean, std); pipeline.taking_pixels);
-    image_size: (height, width) to export at (default: the model's fixed input size, else the training size
-    it carries, else the size of the images given); thresholds: values replacing the mode's defaults
-    (report.DEFAULT_THRESHOLDS). target "edgetpu": int8, uint8 I/O, refused unless every op maps. debug: the
-    per-tensor error table (FILE.debug.csv); keep_float: Keras layers whose ops stay in float;
-    auto_keep_float: the worst tensors kept in float until the thresholds pass on `tuning` (samples as
-    `validation`; default: the calibration images). latency: time the file and the model (batch 1, 20 runs)
-    for the report's latency_ms (not measured by default). quantizer "ai-edge": int8 / int16x8 by Google's
-    ai-edge-quantizer (export.ai_edge: static_wi8_ai8 / static_wi8_ai16 on the float32 file, the convolutions'
-    weights by `ai_edge_algorithm`, calibration_method "minmax" or its own "moving-average"), the same input
-    convention and check. Under another Keras backend than TensorFlow (JAX)
-    the export runs in a TensorFlow child process (export.backend) and returns the same report.
+    The model is converted at a fixed batch-1 input of `image_size`, the file run in the LiteRT interpreter on
+    held-out samples and compared with the Keras model; only then are `output` and its report, FILE.report.json,
+    written (atomically: a failed conversion or check leaves whatever was there before untouched). A file that
+    fails its thresholds is still written: its report says what failed. Under another Keras backend than
+    TensorFlow (JAX) the export runs in a TensorFlow child process (export.backend) and returns the same report.
+
+    Args:
+        model: the segmenter: a keras.Model, the path of its .keras file, or a kerasseg.files.ModelFile (a model
+            already loaded from its file). A mixed-precision model is exported as its float32 rebuild; a
+            quantization-aware one (kerasseg.qat) converts as its float twin, and int8 writes the ranges it learned
+            into the file (export.ranges) instead of calibrated ones.
+        output: the .tflite file to write; its report goes beside it, FILE.report.json (with FILE.disagreement.png,
+            the held-out images where the file and the model disagree most).
+        quantize: how the file is quantized: "float32" (the graph as it is), "float16" (float16 weights, half the
+            size, computed in float32 on CPUs), "dynamic" (int8 weights, activations quantized on the fly),
+            "int16x8" (int8 weights, 16-bit activations: TFLite's 16x8 mode, for CPUs and NPUs that run it; float32
+            input and output, calibrated as int8) or "int8" (the default: full integer, int8 weights per channel
+            and activations, calibrated on `calibration`; input and output types by `io`).
+        calibration: the training images int8 and int16x8 are calibrated on (required for those modes), the
+            first `calibration_samples` of them: raw RGB pixels in [0, 255] as (N, H, W, 3) images, (images,
+            masks), a tf.data.Dataset, an iterable of images or of (image, mask) pairs, a kerasseg.data.Split, or
+            a dataset spec (its training split; kerasseg.data.values). Without `validation`, the file is checked
+            on these images (the report says so).
+        validation: the held-out samples the file is compared on, the first `samples` of them, in the same forms
+            as `calibration` (a dataset spec: its test split): (images, masks) for the mIoU too, images alone for
+            the agreement without the mIoU (pixels and logits). Each is stretched to the file's input size, as
+            an app feeding the file whole frames stretches them, and scored at its own size.
+        class_names: the per-class IoU's names, one per class (a binary segmenter: two, background's and the
+            foreground's). Default: the model's own (kerasseg.describe); else the validation dataset's; else
+            class_0, class_1, ...
+        input_normalization: what a model that does not take raw pixels expects of them, prepended to it so that
+            the file takes pixels in [0, 255] (pipeline.taking_pixels): a scale (`x * scale`), or (mean, std),
+            each a number or one per RGB channel (`(x - mean) / std`). Default: the input range the model carries
+            (kerasseg.describe), if any other than pixels; else none.
+        image_size: (height, width), or N for N x N, to export at. Default: the model's fixed input size, else
+            the training size it carries (at the aspect most held-out images share when it was trained with its
+            aspect kept), else the size of the images given. A model with a fixed input size takes only that.
+        samples: how many held-out samples (of `validation`, and of `tuning`) are compared: a positive integer
+            or "all"; default 50.
+        calibration_samples: how many calibration images are used: a positive integer or "all"; default 200.
+        thresholds: {name: value} replacing the mode's defaults (report.DEFAULT_THRESHOLDS), names among
+            "pixel_agreement", "max_abs_error", "mean_abs_error" and "miou_drop" (in mIoU points). Default: the
+            mode's (int8: pixel agreement 0.99 and an mIoU drop of at most 1 point).
+        io: int8's input and output type: "uint8" (the default), "int8" or "float32". The input is always exactly
+            scale 1.0, zero point 0 (int8: -128), whatever range the calibration images span, so a camera frame
+            goes in as it is; a class-index output (output_kind "category") stays int32. Other modes take and give
+            float32 (int16x8 by quantizer "ai-edge": int16), as does an int8 file with layers kept in float.
+        target: None (the default), or "edgetpu": int8 with uint8 input and output at a fixed batch-1 size,
+            refused (nothing written) unless the static Edge TPU check (export.edgetpu) maps every op; the report's
+            "edgetpu" holds the check. `edgetpu_compiler`, when on PATH, then compiles the file
+            (FILE_edgetpu.tflite, its log kept beside it), and operators it leaves on the CPU fail the report.
+        output_kind: what the file outputs: "logits" (the default: the model's own output), "probabilities"
+            (softmax; a binary segmenter's sigmoid) or "category" (class indices as int32: the device needs no
+            argmax; with target "edgetpu" it runs on the CPU, after the Edge TPU's part).
+        calibration_method: int8 activation ranges: "minmax" (the default: each activation's min/max over the
+            calibration images, TFLite's own), "percentile" (the 99.99th percentiles of its values, PERCENTILE, which
+            clip rare outliers for a finer step everywhere else; plain int8 only, not with layers
+            kept in float) or "moving-average" (ai-edge-quantizer's own: each image's min/max averaged in, the first
+            weighing most; quantizer "ai-edge" only). A quantization-aware model takes "minmax" only: its ranges
+            are the ones it learned.
+        debug: int8 only: also write the per-tensor quantization error table (FILE.debug.csv) and print the top
+            offenders (default False).
+        keep_float: int8 only: names of Keras layers whose ops stay in float (default none); the split graph then
+            takes and returns float32. Not with target "edgetpu" (the Edge TPU runs only the first, int8 part of
+            a split graph) nor with quantizer "ai-edge".
+        auto_keep_float: int8 only: keep the 1, 2, 4, 8, then 16 worst tensors in float until the thresholds
+            pass on `tuning` (default False); same restrictions as `keep_float`.
+        tuning: the samples `auto_keep_float` chooses on, in the same forms as `validation` (the first `samples`
+            of them). Default: the calibration images. The command line passes the validation split.
+        quantizer: "kerasseg" (the default: kerasseg's quantization through TFLite's converter) or "ai-edge":
+            int8 / int16x8 by Google's ai-edge-quantizer (export.ai_edge: its static_wi8_ai8 / static_wi8_ai16
+            recipe applied to the float32 file), with the same input convention and the same check; io "uint8" or
+            "int8" only, and neither `debug`, `keep_float` nor `auto_keep_float`. benchmarks/RESULTS.md compares
+            the two.
+        ai_edge_algorithm: quantizer "ai-edge" only: how the convolutions' weights are quantized: "min_max" (the
+            default), "mse" or "octav".
+        latency: time the file and the model (batch 1, 20 runs each) for the report's latency_ms and
+            keras_latency_ms (default False: not measured, None).
+
+    Returns:
+        The ExportReport (export.report) of the check, also written to FILE.report.json beside `output`
+        (`os.path.splitext(output)[0] + ".report.json"`; `report.to_dict()` is its content): `passed` (every
+        threshold held), `failed` (the thresholds that failed, as "pixel_agreement 0.97 < 0.99"),
+        `pixel_agreement` (the share of pixels whose predicted class the file and the model agree on),
+        `miou_reference` and `miou_exported` (the model's and the file's mIoU on the held-out masks; None without
+        masks) and `miou_drop`, `max_abs_error`, `latency_ms`, `size_bytes`; `report["key"]` reads the rest
+        (e.g. "thresholds", "disagreement_png", "edgetpu", "learned_ranges", "kept_float", "debug_csv").
+
+    Raises:
+        InputError: (a ValueError, kerasseg.errors) options no file can be made with, most refused before any work: an
+            unknown `quantize`, `quantizer`, `calibration_method` or `ai_edge_algorithm`; target "edgetpu" without int8
+            and uint8 I/O or with layers kept in float; `debug` / `keep_float` / `auto_keep_float` outside int8;
+            quantizer "ai-edge" outside int8 / int16x8, or with io "float32", `debug`, kept layers or "percentile";
+            "moving-average" or another `ai_edge_algorithm` than "min_max" without quantizer "ai-edge"; "percentile"
+            outside plain int8. Then: a model that cannot be loaded or is not a segmenter of RGB images with one
+            per-pixel output; a quantization-aware model with `debug`, kept layers, another calibration than "minmax" or
+            quantizer "ai-edge"; unusable `thresholds`, `class_names`, `input_normalization`, `image_size`, `samples` or
+            data (not raw pixels, masks that do not match, no calibration images for int8 / int16x8, nothing to check
+            the file on); an `output` that cannot be written; with target "edgetpu", a model the Edge TPU does not map
+            entirely; a `keep_float` layer with no quantized tensor; `auto_keep_float` still failing with 16 tensors
+            kept; ai-edge-quantizer not installed; an int8 file whose integer input is not raw pixels. Under another
+            backend, the child's InputError is raised as it is.
+        DatasetError: (an InputError, kerasseg.data.reading) a dataset spec that cannot be read.
+        WriteError: (an OSError, kerasseg.errors) the file or its report could not be written (disk full, ...).
+        RuntimeError: under another backend, the TensorFlow child process ended without a report.
+
+    Example:
+        ```python
+        import export.tflite
+
+        report = export.tflite.export("runs/demo/model.keras", "model_int8.tflite", quantize="int8",
+                                      calibration="shapes", validation="shapes")
+        print(report.passed, report.pixel_agreement, report.miou_reference, report.miou_exported)
+        # model_int8.report.json holds the same numbers; report.failed says what failed
+        ```
     """
     return formats.export(FORMAT, **locals())
 
