@@ -108,6 +108,9 @@ def learned_ranges(content, quantized):
 def _check(options):
     if options["quantize"] not in ("float32", "int8"):
         raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {options['quantize']!r}")
+    if options["calibration_method"] not in CALIBRATION_METHODS:
+        raise InputError(f"calibration_method={options['calibration_method']!r} is not one of "
+                         f"{', '.join(CALIBRATION_METHODS)}")
 
 
 def _convert_file(model, size, found, options):

@@ -179,6 +179,8 @@ def _check(options):
         raise InputError(f"the per-tensor error table and keeping layers in float apply to int8, not {quantize}")
     if options["quantizer"] not in QUANTIZERS:
         raise InputError(f"quantizer must be one of {QUANTIZERS}; received {options['quantizer']!r}")
+    if options["io"] not in IO_TYPES:
+        raise InputError(f"io={options['io']!r} is not one of {', '.join(IO_TYPES)}")
     if options["quantizer"] == "ai-edge":
         if quantize not in CALIBRATED:
             raise InputError(f"quantizer 'ai-edge' makes int8 or int16x8 files (ai-edge-quantizer's static recipes); "
@@ -410,8 +412,9 @@ def export(model: keras.Model | str | os.PathLike | files.ModelFile, output: str
 
     Raises:
         InputError: (a ValueError, kerasseg.errors) options no file can be made with, most refused before any work: an
-            unknown `quantize`, `quantizer`, `calibration_method` or `ai_edge_algorithm`; target "edgetpu" without int8
-            and uint8 I/O or with layers kept in float; `debug` / `keep_float` / `auto_keep_float` outside int8;
+            unknown `quantize`, `quantizer`, `io`, `calibration_method` or `ai_edge_algorithm`; target "edgetpu"
+            without int8 and uint8 I/O or with layers kept in float; `debug` / `keep_float` / `auto_keep_float`
+            outside int8;
             quantizer "ai-edge" outside int8 / int16x8, or with io "float32", `debug`, kept layers or "percentile";
             "moving-average" or another `ai_edge_algorithm` than "min_max" without quantizer "ai-edge"; "percentile"
             outside plain int8. Then: a model that cannot be loaded or is not a segmenter of RGB images with one

@@ -208,3 +208,18 @@ def test_fewer_samples_than_asked_for_are_said(model, shapes, tmp_path, capsys):
     tflite.export(model, tmp_path / "m.tflite", quantize="float32", samples=8, validation=(shapes.images[:10],
                                                                                            shapes.masks[:10]))
     assert "asked for" not in capsys.readouterr().err
+
+
+def test_an_unknown_io_or_calibration_method_is_refused_in_values_before_converting(model, shapes, tmp_path, capsys):
+    """The Python API's options no command line can give (its choices= refuse them there): the old code
+    converted, then failed with a bare KeyError."""
+    from export import onnx, tflite
+
+    with pytest.raises(ValueError, match=r"io='uint16' is not one of uint8, int8, float32"):
+        tflite.export(model, tmp_path / "t.tflite", quantize="int8", io="uint16", validation=shapes,
+                      calibration=shapes)
+    with pytest.raises(ValueError, match=r"calibration_method='kl' is not one of percentile, minmax, entropy"):
+        onnx.export(model, tmp_path / "o.onnx", quantize="int8", calibration_method="kl", validation=shapes,
+                    calibration=shapes)
+    assert "converting" not in capsys.readouterr().out
+    assert not list(tmp_path.iterdir())
