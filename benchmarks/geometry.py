@@ -11,10 +11,12 @@ flip, colour), then its
 validation split is scored (python's kerasseg.evaluate.evaluate, labels at their own resolution) as:
 
 - `stretch`: every image squashed to the 64x64 training size (what every stage did before issue 42);
-- `cover` (the default now): aspect kept, scaled to cover 64x64 (a 2:1 image runs at 64x128), whole;
+- `cover` (the default): aspect kept, at 0.75, 1, 1.25 and 1.5 times the scale that covers 64x64 (a 2:1
+  image at 48x96 .. 96x192), the four runs' probabilities averaged at the image's size;
 - `cover-slide`: the same in 64x64 windows every 43x43, logits averaged;
 - `native` and `native-slide`: each image at its own size, whole and in 64x64 windows;
-- `cover@48`, `cover@80`: aspect kept at other scales (is the training's the best?);
+- `cover@F`: aspect kept at one scale, F times the covering one (F from 0.75 to 1.5: which single scale is
+  best, and is the average within a point of it?);
 
 and the val mIoU `fit` recorded for its best epoch. Then `predict` of a 4000x6000 photo at its own size
 (`--image-size native`), each as its own process: peak resident memory (ru_maxrss) and seconds, run whole
@@ -66,8 +68,7 @@ EVALUATIONS = {  # name: evaluate()'s geometry arguments
     "cover-slide": {"mode": "slide"},
     "native": {"image_size": "native", "mode": "whole"},
     "native-slide": {"image_size": "native", "mode": "slide"},
-    "cover@48": {"image_size": (48, 48)},
-    "cover@80": {"image_size": (80, 80)},
+    **{f"cover@{f:g}": {"scale": f} for f in (0.75, 1.0, 1.125, 1.25, 1.5)},
 }
 
 

@@ -142,7 +142,7 @@ def export_size(model, requested=None, held=None, data=()):
     described = description(model)
     if size and not requested and described.image_size and model.inputs[0].shape[1] is None and held and \
             described.resize in (None, "cover"):
-        geometry = Geometry("cover", described.image_size)
+        geometry = Geometry("cover", described.image_size, scale=1.0)  # (the training size's own scale)
         sizes = [geometry.working_size(image.shape) for image, _ in held]
         common = max(set(sizes), key=sizes.count)
         if common != size and sizes.count(common) * 2 > len(sizes):

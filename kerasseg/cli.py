@@ -79,6 +79,17 @@ def positive_int(text):
     return value
 
 
+def positive_float(text):
+    """A finite number > 0, for factors."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def image_size(text):
     """'64' -> (64, 64); '96x128' -> (96, 128) as (height, width)."""
     parts = str(text).lower().split("x")
@@ -108,6 +119,10 @@ def add_geometry_arguments(parser):
                           help="cover: aspect kept, scaled to cover the size (training's default augmentation); "
                                "stretch: resized to it exactly (square data); native: own size (default: as the "
                                "model was trained)")
+    geometry.add_argument("--scale", type=arg_type(positive_float), nargs="+",
+                          help="cover: the factor over the scale at which an image just covers the size, or several "
+                               "whose probabilities are averaged (default: 0.75 1 1.25 1.5, the training's random "
+                               "scales; 1: just covering)")
     geometry.add_argument("--mode", choices=("auto", "whole", "slide"), default="auto",
                           help="whole image at once, or overlapping windows (slide); auto: whole unless too large "
                                "for memory (default)")
@@ -119,4 +134,4 @@ def add_geometry_arguments(parser):
 
 def geometry_options(args):
     """The keyword arguments of kerasseg.evaluate.evaluate / kerasseg.predict.predict for the geometry flags."""
-    return {"resize": args.resize, "mode": args.mode, "tile": args.tile, "stride": args.stride}
+    return {"resize": args.resize, "mode": args.mode, "tile": args.tile, "stride": args.stride, "scale": args.scale}

@@ -7,10 +7,12 @@ split lists default to the run's record (run.json and splits/ beside the
 model), so the validation split is the one the run held out.
 
 Each image is prepared as training showed images to the model
-(kerasseg.inference): by default scaled, aspect kept, to cover the training
-size, and the model's logits resized back to the image's own size, where
-each pixel is decided and scored against its label at the label's own
-resolution, as Cityscapes, ADE20K and Pascal VOC score. --resize stretch
+(kerasseg.inference): by default, aspect kept, at 0.75, 1, 1.25 and 1.5
+times the scale at which it covers the training size (the scales training
+drew from; --scale to choose), the model's outputs resized back to the
+image's own size and their probabilities averaged, where each pixel is
+decided and scored against its label at the label's own resolution, as
+Cityscapes, ADE20K and Pascal VOC score. --resize stretch
 squashes every image to the training size instead (data square by design);
 --image-size native runs each image at its own size; large images run in
 overlapping windows (--mode, --tile, --stride) so that memory is bounded.
@@ -49,14 +51,16 @@ class Evaluation:
 
 
 def evaluate(model, data, split="val", image_size=None, batch_size=16, resize=None, mode="auto", tile=None,
-             stride=None, progress=False, budget=None):
+             stride=None, progress=False, budget=None, scale=None):
     """The Evaluation of `model` (a keras.Model, its .keras path, or a kerasseg.resolve.Stage) on `split` of
     `data`: a dataset spec or a kerasseg.resolve.DataView (its files streamed, every bad file named first by
     the scan, the run's recorded scan reused), or (images, masks) arrays, a tf.data.Dataset or an iterable
     of (image, mask) pairs (read as export's validation= is, and checked alike), of any sizes.
 
     Each image is prepared as training showed images to the model (kerasseg.inference.Geometry): `resize`
-    "cover" (aspect kept, scaled to cover `image_size`), "stretch" (resized to `image_size`) or "native"
+    "cover" (aspect kept, at `scale` times the scale that covers `image_size`, or at several scales whose
+    probabilities are averaged; default: inference.TEST_SCALES, 0.75-1.5 as training scaled), "stretch"
+    (resized to `image_size`) or "native"
     (default: the rule the model was trained with, which it carries or its run records, else "cover");
     `image_size`: (height, width), or "native" (default: the training size the model carries, else its
     run's); `mode` "whole", "slide" (overlapping `tile` windows every `stride`) or "auto" (whole unless its
@@ -75,7 +79,7 @@ def evaluate(model, data, split="val", image_size=None, batch_size=16, resize=No
     if not isinstance(model, resolve.Stage):
         model = resolve.stage(model, size_required=False)
     channels = model.channels
-    geometry = inference.geometry_for(model.model, image_size, resize, mode, tile, stride, model.record)
+    geometry = inference.geometry_for(model.model, image_size, resize, mode, tile, stride, model.record, scale)
     if not isinstance(data, (str, os.PathLike, resolve.DataView)):  # arrays, tf.data, pairs: in memory
         from kerasseg.data import values
 

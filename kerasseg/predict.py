@@ -6,12 +6,13 @@ For each image writes, at the image's own size:
     NAME_overlay.png   the image with the classes blended in
 
 Each image is prepared as training showed images to the model
-(kerasseg.inference, the geometry evaluate scores with): by default scaled,
-aspect kept, to cover the training size (--image-size; default from the
-run's record, run.json beside the model, or the model itself), its logits
-resized back to the image's size before each pixel's class is decided (the
-highest score; for a binary segmenter's one logit, foreground where it is
-above 0). --native (--image-size native) runs each image at its own size; a
+(kerasseg.inference, the geometry evaluate scores with): by default, aspect
+kept, at 0.75, 1, 1.25 and 1.5 times the scale at which it covers the
+training size (--scale; the size: --image-size, default from the run's
+record, run.json beside the model, or the model itself), its outputs
+resized back to the image's size and their probabilities averaged before
+each pixel's class is decided (the highest; for a binary segmenter's one
+output, foreground where it is above one half). --native (--image-size native) runs each image at its own size; a
 picture too large for memory at once (a 24-megapixel photo) runs in
 overlapping windows (--mode, --tile, --stride), so memory is bounded by the
 window, not the picture.
@@ -36,7 +37,8 @@ def _palette_png(mask):
     return buffer.getvalue()
 
 
-def predict(model, images, image_size=None, resize=None, mode="auto", tile=None, stride=None, budget=None):
+def predict(model, images, image_size=None, resize=None, mode="auto", tile=None, stride=None, budget=None,
+            scale=None):
     """The class of every pixel of each of `images`, one at a time (a generator): uint8 masks at each image's own
     height and width. `images`: an (N, H, W, 3) array of raw RGB pixels, one (H, W, 3) image, or an iterable
     of images or of image files (read as a viewer shows them), checked as the exporters check theirs. Each is
@@ -51,7 +53,7 @@ def predict(model, images, image_size=None, resize=None, mode="auto", tile=None,
     from kerasseg.data.values import checked_image
 
     stage = model if isinstance(model, resolve.Stage) else resolve.stage(model, size_required=False)
-    geometry = inference.geometry_for(stage.model, image_size, resize, mode, tile, stride, stage.record)
+    geometry = inference.geometry_for(stage.model, image_size, resize, mode, tile, stride, stage.record, scale)
     run = inference.Inference(stage.model, geometry, batch_size=16, budget=budget)
     if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[-1] == 3:
         images = images[None]  # (one image)

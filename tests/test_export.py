@@ -405,3 +405,45 @@ def test_ai_edge_quantizer_files_are_camera_exact_and_checked_as_ours(user_run, 
                       tmp_path / "no.tflite")
     assert result.returncode == 2 and "received quantize='float16'" in result.stderr
     assert not (tmp_path / "no.tflite").exists()
+
+
+def test_lraspp_on_mobilenet_v3_goes_through_every_format(tmp_path):
+    """LR-ASPP on MobileNetV3 (hard-swish, squeeze-excitation gated by hard-sigmoid, the global-pool gate of the
+    head) converts to float16 and int8 LiteRT and to ONNX, and each file computes what the Keras model does:
+    the float files within float error, the int8 file with its hard-swish ops in int8 (not float fallbacks
+    between a DEQUANTIZE and a QUANTIZE) and its outputs near the model's."""
+    from export import internals, onnx, tflite
+    from kerasseg import data, models
+
+    keras.utils.set_random_seed(3)
+    split = data.load_split("shapes", "train", (64, 64), 48)
+    model = models.create_model("lraspp_tiny", classes=len(split.class_names))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(split.images.astype("float32"), split.masks, epochs=3, batch_size=8, verbose=0)  # (settled norms)
+    def activations(model):
+        for layer in model.layers:
+            yield from activations(layer) if hasattr(layer, "layers") else [layer.get_config().get("activation")]
+
+    assert set(activations(model)) >= {"hard_silu", "hard_sigmoid"}  # (Keras's name for hard-swish)
+    validation = (split.images[:8], split.masks[:8])
+    spread = float(np.ptp(model.predict(split.images[:8].astype("float32"), verbose=0)))
+    reports = {}
+    for name, exporter, options in [("f16.tflite", tflite.export, {"quantize": "float16"}),
+                                    ("int8.tflite", tflite.export, {"quantize": "int8",
+                                                                    "calibration": split.images}),
+                                    ("model.onnx", onnx.export, {})]:
+        reports[name] = exporter(model, tmp_path / name, validation=validation, image_size=(64, 64), **options)
+    assert reports["model.onnx"].max_abs_error < 1e-4 * spread, reports["model.onnx"]
+    assert reports["f16.tflite"].max_abs_error < 1e-2 * spread, reports["f16.tflite"]
+    assert reports["int8.tflite"].mean_abs_error < 0.05 * spread, reports["int8.tflite"]
+    assert all(report.miou_reference is not None for report in reports.values())
+    schema = internals.tflite_schema()
+    file = internals.read_tflite((tmp_path / "int8.tflite").read_bytes())
+    names = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    graph = file.subgraphs[0]
+    ops = [(names[max(file.operatorCodes[op.opcodeIndex].builtinCode,
+                      file.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)], op) for op in graph.operators]
+    hard_swish = [op for name, op in ops if name == "HARD_SWISH"]
+    assert hard_swish and all(graph.tensors[i].type == schema.TensorType.INT8 for op in hard_swish
+                              for i in list(op.inputs) + list(op.outputs))
+    assert "DEQUANTIZE" not in [name for name, _ in ops], [name for name, _ in ops]

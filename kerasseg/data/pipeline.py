@@ -31,11 +31,10 @@ import tensorflow as tf
 
 from kerasseg.data import crops
 from kerasseg.data.reading import DatasetError, Example, read_example
-from kerasseg.choices import CACHES
+from kerasseg.choices import CACHES, SCALE_RANGE
 from kerasseg.errors import InputError
 from kerasseg.labels import IGNORE_LABEL
 
-SCALE_RANGE = (0.75, 1.5)
 AUTO_MEMORY_BYTES = 2**30  # cache="auto" holds a set in memory when it takes at most this decoded
 
 
