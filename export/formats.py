@@ -2,7 +2,7 @@
 a quantization-aware model is compared as its float twin, and which runtime runs a file.
 
 A format is one module: it declares a `Format` (its name, its file suffix, how to convert a model, the
-runner of its files, its own options) and registers it. Everything else is here, the same for every
+runner of its files: a runtimes.Runner, its own options: an `Options` subclass, typed) and registers it. Everything else is here, the same for every
 format:
 
 - `export(fmt, model, output, **data, **options)`: the data keywords (DATA_KEYWORDS: calibration,
@@ -18,8 +18,11 @@ format:
 Adding a format is one file (tests/test_formats.py adds one in the test itself).
 """
 
+import dataclasses
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from kerasseg import cli, files
 
@@ -31,6 +34,30 @@ VALIDATION_SPLIT = "the validation split"  # an option to be the run's validatio
 DATA_KEYWORDS = ("calibration", "validation", "class_names", "input_normalization", "image_size", "samples",
                  "calibration_samples", "thresholds", "latency")
 FORMATS = {}  # name: Format
+
+
+@dataclass(frozen=True)
+class Options:
+    """The options every export passes a format's functions besides the format's own: a format declares its own
+    as a subclass (its fields and their defaults, from which its Format's `defaults` are made:
+    `Options.defaults()`), and reads the mapping the export hands it (through a TensorFlow child process too)
+    as one, typed: `Options.of(options)`."""
+
+    output: str | None = None  # the file being written
+    samples: int | str | None = None  # how many held-out samples the check takes
+    thresholds: Mapping[str, float] | None = None  # the check's, where given
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any]):
+        """`options` (a mapping) as this class: its fields from it, the rest left out."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in options.items() if key in names})
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """The format's own options (not Options' shared ones) with their defaults."""
+        shared = {f.name for f in dataclasses.fields(Options)}
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in shared}
 
 
 @dataclass(frozen=True)
@@ -48,17 +75,17 @@ class Format:
     name: str
     suffix: str
     module: str  # where it is declared (the TensorFlow child of another backend imports it)
-    convert: object
-    runner: object
-    quantization: object = lambda options: options.get("quantize", "float32")
-    integer: object = lambda options: options.get("quantize") == "int8"
-    calibrates: object = lambda options, model: options.get("quantize") == "int8"
-    check: object = lambda options: None
-    add_options: object = lambda parser: None
-    options_from: object = lambda args: {}
-    after: object = None
-    advice: object = None
-    defaults: dict = field(default_factory=dict)
+    convert: Callable[[Any, tuple, Any, Mapping[str, Any]], tuple[bytes, dict]]
+    runner: Callable[..., "runtimes.Runner"]  # (path, num_threads)
+    quantization: Callable[[Mapping[str, Any]], str] = lambda options: options.get("quantize", "float32")
+    integer: Callable[[Mapping[str, Any]], bool] = lambda options: options.get("quantize") == "int8"
+    calibrates: Callable[[Mapping[str, Any], Any], bool] = lambda options, model: options.get("quantize") == "int8"
+    check: Callable[[Mapping[str, Any]], None] = lambda options: None
+    add_options: Callable[[Any], None] = lambda parser: None
+    options_from: Callable[[Any], dict] = lambda args: {}
+    after: Callable[[dict, str, Mapping[str, Any]], dict] | None = None
+    advice: Callable[[Any, dict], str | None] | None = None
+    defaults: dict = field(default_factory=dict)  # its own options' defaults (an Options subclass's defaults())
 
 
 def register(fmt):

@@ -25,6 +25,7 @@ the mIoU within 1 point where min/max ranges lost 1.3), `minmax` or
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -105,25 +106,38 @@ def learned_ranges(content, quantized):
     return {"simulated": simulated, "written": sum(node.op_type == "QuantizeLinear" for node in graph.node)}
 
 
+@dataclasses.dataclass(frozen=True)
+class OnnxOptions(formats.Options):
+    """export.onnx.export's own options (see its Args), typed."""
+
+    quantize: str = "float32"
+    opset: int = 17
+    dynamic_batch: bool = False
+    calibration_method: str = "percentile"
+    output_kind: str = "logits"
+
+
 def _check(options):
-    if options["quantize"] not in ("float32", "int8"):
-        raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {options['quantize']!r}")
-    if options["calibration_method"] not in CALIBRATION_METHODS:
-        raise InputError(f"calibration_method={options['calibration_method']!r} is not one of "
+    o = OnnxOptions.of(options)
+    if o.quantize not in ("float32", "int8"):
+        raise InputError(f"quantize must be 'float32' or 'int8' for ONNX; received {o.quantize!r}")
+    if o.calibration_method not in CALIBRATION_METHODS:
+        raise InputError(f"calibration_method={o.calibration_method!r} is not one of "
                          f"{', '.join(CALIBRATION_METHODS)}")
 
 
 def _convert_file(model, size, found, options):
     """(the .onnx bytes, extra report fields) of the float32 `model` (formats.Format.convert)."""
-    extra = {"opset": options["opset"], "dynamic_batch": options["dynamic_batch"]}
-    content = convert(model, size, options["opset"], options["dynamic_batch"])
-    method = options["calibration_method"]
+    o = OnnxOptions.of(options)
+    extra = {"opset": o.opset, "dynamic_batch": o.dynamic_batch}
+    content = convert(model, size, o.opset, o.dynamic_batch)
+    method = o.calibration_method
     if qat.is_quantization_aware(model):  # int8 of its own graph: each learned rounding a QuantizeLinear pair
         if method != "percentile":
             raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so calibration "
                              f"{method!r}, which recalibrates, does not apply")
         return content, {**extra, "learned_ranges": learned_ranges(content, model)}
-    if options["quantize"] == "int8":
+    if o.quantize == "int8":
         content = quantize_int8(content, found.calibration, method)
         extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(found.calibration),
                      calibration_method=method)
@@ -149,8 +163,7 @@ FORMAT = formats.register(formats.Format(
     add_options=_add_options,
     options_from=lambda args: {"quantize": args.quantize, "opset": args.opset, "dynamic_batch": args.dynamic_batch,
                                "output_kind": args.output_kind, "calibration_method": args.calibration_method},
-    defaults={"quantize": "float32", "opset": 17, "dynamic_batch": False, "calibration_method": "percentile",
-              "output_kind": "logits"}))
+    defaults=OnnxOptions.defaults()))
 
 
 def export(model: keras.Model | str | os.PathLike | ModelFile, output: str | os.PathLike, *,

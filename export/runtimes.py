@@ -9,12 +9,25 @@ export package: it imports nothing else from it.
 
 import os
 import time
+from typing import Protocol
 
 import numpy as np
 
 from kerasseg.errors import InputError
 
 SIGNATURE = "serving_default"  # the signature a .tflite file is run through when it has one
+
+
+class Runner(Protocol):
+    """What a runtime gives the check for one file, opened by `runner(path, num_threads)`: the runtime's name,
+    the file's fixed input size (None: any), its quantization ("int8", "float16", "float32"...), and a call on
+    one image of float pixels (H, W, 3) returning its float outputs (H, W, C)."""
+
+    runtime: str
+    input_size: tuple | None
+    quantization: str
+
+    def __call__(self, image: np.ndarray) -> np.ndarray: ...
 
 
 class LiteRTRunner:

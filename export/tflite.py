@@ -163,92 +163,116 @@ def run_edgetpu_compiler(output):
     return {"returncode": run.returncode, "log": log, **edgetpu.parse_compiler_log(run.stdout + run.stderr)}
 
 
+@dataclasses.dataclass(frozen=True)
+class TFLiteOptions(formats.Options):
+    """export.tflite.export's own options (see its Args), typed."""
+
+    quantize: str = "int8"
+    io: str = "uint8"
+    target: str | None = None
+    output_kind: str = "logits"
+    calibration_method: str = "minmax"
+    debug: bool = False
+    keep_float: tuple = ()
+    auto_keep_float: bool = False
+    tuning: object = None  # the images auto_keep_float tunes on (default: the held-out ones)
+    quantizer: str = "kerasseg"
+    ai_edge_algorithm: str = "min_max"
+
+    @property
+    def keeps(self) -> bool:
+        """Whether layers are kept in float (named, or found)."""
+        return bool(self.keep_float or self.auto_keep_float)
+
+
 def _check(options):
     """The options no file can be made with, refused before any work."""
-    quantize, keep = options["quantize"], options["keep_float"] or options["auto_keep_float"]
+    o = TFLiteOptions.of(options)
+    quantize, keep = o.quantize, o.keeps
     if quantize not in MODES:
         raise InputError(f"quantize must be one of {MODES}; received {quantize!r}")
-    if options["target"] == "edgetpu":
-        if quantize != "int8" or options["io"] != "uint8":
+    if o.target == "edgetpu":
+        if quantize != "int8" or o.io != "uint8":
             raise InputError(f"target edgetpu needs int8 quantization with uint8 input and output; received "
-                             f"quantize={quantize!r}, io={options['io']!r}")
+                             f"quantize={quantize!r}, io={o.io!r}")
         if keep:
             raise InputError("keeping layers in float splits the graph into int8 and float parts, and the Edge TPU "
                              "runs only the first part: not allowed with target edgetpu")
-    if (options["debug"] or keep) and quantize != "int8":
+    if (o.debug or keep) and quantize != "int8":
         raise InputError(f"the per-tensor error table and keeping layers in float apply to int8, not {quantize}")
-    if options["quantizer"] not in QUANTIZERS:
-        raise InputError(f"quantizer must be one of {QUANTIZERS}; received {options['quantizer']!r}")
-    if options["io"] not in IO_TYPES:
-        raise InputError(f"io={options['io']!r} is not one of {', '.join(IO_TYPES)}")
-    if options["quantizer"] == "ai-edge":
+    if o.quantizer not in QUANTIZERS:
+        raise InputError(f"quantizer must be one of {QUANTIZERS}; received {o.quantizer!r}")
+    if o.io not in IO_TYPES:
+        raise InputError(f"io={o.io!r} is not one of {', '.join(IO_TYPES)}")
+    if o.quantizer == "ai-edge":
         if quantize not in CALIBRATED:
             raise InputError(f"quantizer 'ai-edge' makes int8 or int16x8 files (ai-edge-quantizer's static recipes); "
                              f"received quantize={quantize!r}")
-        if options["io"] == "float32" or keep or options["debug"]:
+        if o.io == "float32" or keep or o.debug:
             raise InputError("quantizer 'ai-edge' quantizes the whole file, its input and output too: io 'float32', "
                              "the per-tensor error table and keeping layers in float are kerasseg's quantizer's")
-        if options["calibration_method"] == "percentile":
+        if o.calibration_method == "percentile":
             raise InputError("quantizer 'ai-edge' calibrates with 'minmax' or 'moving-average'; received calibration "
                              "'percentile' (kerasseg's quantizer's)")
-        if options["ai_edge_algorithm"] not in ai_edge.ALGORITHMS:
+        if o.ai_edge_algorithm not in ai_edge.ALGORITHMS:
             raise InputError(f"ai_edge_algorithm must be one of {', '.join(ai_edge.ALGORITHMS)}; received "
-                             f"{options['ai_edge_algorithm']!r}")
-    elif options["calibration_method"] == "moving-average" or options["ai_edge_algorithm"] != "min_max":
-        what = "calibration 'moving-average'" if options["calibration_method"] == "moving-average" else \
-            f"ai_edge_algorithm {options['ai_edge_algorithm']!r}"
+                             f"{o.ai_edge_algorithm!r}")
+    elif o.calibration_method == "moving-average" or o.ai_edge_algorithm != "min_max":
+        what = "calibration 'moving-average'" if o.calibration_method == "moving-average" else \
+            f"ai_edge_algorithm {o.ai_edge_algorithm!r}"
         raise InputError(f"{what} is ai-edge-quantizer's: it applies with quantizer 'ai-edge' only")
-    elif options["calibration_method"] != "minmax" and (quantize != "int8" or keep):
-        raise InputError(f"calibration {options['calibration_method']!r} applies to plain int8 (not {quantize}, nor "
+    elif o.calibration_method != "minmax" and (quantize != "int8" or keep):
+        raise InputError(f"calibration {o.calibration_method!r} applies to plain int8 (not {quantize}, nor "
                          "with layers kept in float)")
 
 
 def _convert_file(model, size, found, options):
     """(the .tflite bytes, extra report fields) of the float32 `model` (formats.Format.convert)."""
-    quantize, keep = options["quantize"], options["keep_float"] or options["auto_keep_float"]
+    o = TFLiteOptions.of(options)
+    quantize, keep = o.quantize, o.keeps
     calibration, extra = found.calibration, {}
     if quantize in CALIBRATED:
-        io = options["io"] if quantize == "int8" else "int16" if options["quantizer"] == "ai-edge" else "float32"
+        io = o.io if quantize == "int8" else "int16" if o.quantizer == "ai-edge" else "float32"
         extra.update(calibration_dataset=found.calibration_spec, calibration_samples=len(calibration), io=io,
-                     calibration_method=options["calibration_method"], quantizer=options["quantizer"])
-    if qat.is_quantization_aware(model) and (options["debug"] or keep or options["calibration_method"] != "minmax"
-                                             or options["quantizer"] != "kerasseg"):
+                     calibration_method=o.calibration_method, quantizer=o.quantizer)
+    if qat.is_quantization_aware(model) and (o.debug or keep or o.calibration_method != "minmax"
+                                             or o.quantizer != "kerasseg"):
         raise InputError(f"{found.name} is quantization-aware: its int8 ranges are learned, so the per-tensor "
                          "error table, keeping layers in float, percentile calibration and ai-edge-quantizer, which "
                          "recalibrate, do not apply; export it to plain int8")
     content = None
-    if options["quantizer"] == "ai-edge":
+    if o.quantizer == "ai-edge":
         recipe = "static_wi8_ai8" if quantize == "int8" else "static_wi8_ai16"
         content = ai_edge.quantize(_convert(model, "float32", size)[0], calibration, recipe,
-                                   options["ai_edge_algorithm"], options["calibration_method"],
-                                   options["io"])
+                                   o.ai_edge_algorithm, o.calibration_method,
+                                   o.io)
         check_pixel_input(content)
-        extra.update(ai_edge_recipe=recipe, ai_edge_algorithm=options["ai_edge_algorithm"])
-    elif options["debug"] or keep:
+        extra.update(ai_edge_recipe=recipe, ai_edge_algorithm=o.ai_edge_algorithm)
+    elif o.debug or keep:
         from export import per_tensor
 
         content, found_extra = per_tensor.int8_keeping_float(
-            model, size, calibration, output=options["output"], debug=options["debug"],
-            keep_float=options["keep_float"], auto_keep_float=options["auto_keep_float"], tuning=options["tuning"],
-            class_names=found.held_out.class_names, samples=options["samples"], thresholds=options["thresholds"])
+            model, size, calibration, output=o.output, debug=o.debug,
+            keep_float=o.keep_float, auto_keep_float=o.auto_keep_float, tuning=o.tuning,
+            class_names=found.held_out.class_names, samples=o.samples, thresholds=o.thresholds)
         extra.update(found_extra)
     if content is None:
-        content, learned = _convert(model, quantize, size, calibration, options["io"], options["calibration_method"])
+        content, learned = _convert(model, quantize, size, calibration, o.io, o.calibration_method)
         if learned is not None:
             extra["learned_ranges"] = learned
             print(f"learned ranges: {learned['written']} of {learned['simulated']} written into the file "
                   f"({learned['fixed']} fixed-scale outputs; calibration set {len(learned['calibrated'])}: "
                   f"{', '.join(learned['calibrated'][:4]) or 'none'}"
                   f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
-    if options["target"] == "edgetpu":
-        extra["edgetpu"] = edgetpu_check(content, options["output"])
+    if o.target == "edgetpu":
+        extra["edgetpu"] = edgetpu_check(content, o.output)
     extra["signature"] = pipeline.signature_of(content)  # (None: the converter could not save the model)
     return content, extra
 
 
 def _compiled(report, output, options):
     """The report amended by edgetpu_compiler's verdict (target edgetpu, the compiler on PATH)."""
-    if options["target"] != "edgetpu":
+    if TFLiteOptions.of(options).target != "edgetpu":
         return report
     compiled = report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
     if isinstance(compiled, dict) and not compiled["fully_mapped"]:
@@ -304,10 +328,7 @@ FORMAT = formats.register(formats.Format(
     name="tflite", suffix=".tflite", module="export.tflite", convert=_convert_file, runner=runtimes.LiteRTRunner,
     quantization=lambda options: options["quantize"], integer=lambda options: options["quantize"] == "int8",
     calibrates=lambda options, model: options["quantize"] in CALIBRATED, check=_check, add_options=_add_options,
-    options_from=_options_from, after=_compiled, advice=_advice,
-    defaults={"quantize": "int8", "io": "uint8", "target": None, "output_kind": "logits",
-              "calibration_method": "minmax", "debug": False, "keep_float": (), "auto_keep_float": False,
-              "tuning": None, "quantizer": "kerasseg", "ai_edge_algorithm": "min_max"}))
+    options_from=_options_from, after=_compiled, advice=_advice, defaults=TFLiteOptions.defaults()))
 
 
 def export(model: keras.Model | str | os.PathLike | files.ModelFile, output: str | os.PathLike, *,
