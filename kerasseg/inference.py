@@ -14,10 +14,11 @@ export check all prepare an image the same way (`Geometry`):
   each image runs at 0.75, 1, 1.25 and 1.5 times that scale and the four
   runs' probabilities, resized to the image's own size, are averaged
   (mmsegmentation's multi-scale test, over the training's own range). One
-  scale alone is at the mercy of the model and the data: on 2:1 pictures
-  (benchmarks/geometry.py) the best single scale was 1.5 (0.641 mIoU; 1.0
-  0.602, 1.125 0.623), on the tests' aspect folder 1.125 (0.893; 1.5 0.836);
-  the average scored 0.644 and 0.888, within a point of the best on both. A
+  scale alone is at the mercy of the model and the data: the best single
+  scale was 1.5 on 2:1 pictures (benchmarks/geometry.py: 0.586 mIoU, 1.0
+  0.553), 1.25 on 3:4 (0.746, 1.0 0.719), 1.125 on the tests' aspect folder
+  (0.893, 1.5 0.836); the average scored 0.586, 0.755 and 0.888, within a
+  point of the best on each (benchmarks/RESULTS.md). A
   number `scale` (or a tuple) runs every image at that factor (1: just
   covering, as mmsegmentation and the TF Model Garden test: a keep-ratio
   resize to the training scale). `stretch` resizes to the training size
