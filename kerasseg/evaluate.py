@@ -162,14 +162,17 @@ def main(argv=None):
     size = result.image_size
     scored = ("" if args.split == "val" else f".{args.split}") + \
         ("" if args.image_size is None else ".native" if native else f".{size[0]}x{size[1]}") + \
-        "".join(f".{getattr(args, key)}" for key in ("resize", "mode") if getattr(args, key) not in (None, "auto"))
+        "".join(f".{getattr(args, key)}" for key in ("resize", "mode") if getattr(args, key) not in (None, "auto")) + \
+        "".join(f".{key}{'-'.join(f'{n:g}' for n in getattr(args, key))}" for key in ("scale", "tile", "stride")
+                if getattr(args, key) is not None)
     output = args.output or f"{os.path.splitext(args.model)[0]}.eval{scored}.json"
     files.ensure_output_dir(output)
     files.write_text_atomic(output, files.json_text(report))
     sizes = result.sizes
-    shown = f"{len(sizes)} distinct sizes, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]}" \
-        if len(sizes) > 1 else f"{sizes[0][0]}x{sizes[0][1]}"
-    print(f"{view.spec} {args.split}: {result.samples} images ({shown}, height x width); "
+    shown = f"{len(sizes)} distinct sizes, from {min(h for h, _ in sizes)} to {max(h for h, _ in sizes)} high and " \
+        f"{min(w for _, w in sizes)} to {max(w for _, w in sizes)} wide" if len(sizes) > 1 else \
+        f"{sizes[0][0]}x{sizes[0][1]}, height x width"
+    print(f"{view.spec} {args.split}: {result.samples} images ({shown}); "
           f"{inference_text(result.geometry)}")
     names = list(result.per_class_iou)
     width = max(len(n) for n in names)

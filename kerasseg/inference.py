@@ -165,12 +165,14 @@ class Geometry:
 def _factors(scale):
     """`scale` (a number or a sequence of them) as a tuple of positive floats, or an InputError."""
     try:
-        factors = tuple(float(f) for f in (scale if np.ndim(scale) else [scale]))
+        if isinstance(scale, (str, bytes, bool)) or any(isinstance(f, (str, bytes, bool)) for f in np.ravel(scale)):
+            raise TypeError
+        factors = tuple(float(f) for f in np.ravel(scale))
     except (TypeError, ValueError):
         factors = ()
-    if not factors or not all(0 < f < 100 for f in factors):
-        raise InputError(f"scale must be a positive number, or several, each a factor over the scale at which an "
-                         f"image just covers the training size (1.0: just covering); received {scale!r}")
+    if not factors or not all(0 < f <= 16 for f in factors):
+        raise InputError(f"scale must be a number above 0 and at most 16, or several, each a factor over the scale "
+                         f"at which an image just covers the training size (1.0: just covering); received {scale!r}")
     return factors
 
 
@@ -505,7 +507,7 @@ class Inference:
                     if len(out):
                         yield decide(out, self.kind)
             return
-        held = []  # (each scale's logits whole: at most 1.5 times the training size's, as training showed)
+        held = []  # (each scale's logits whole, at its working size: 1.5 times the training size's by default)
         for plan, bands in parts:
             held.append(np.concatenate(list(bands)))
             if taps is not None:

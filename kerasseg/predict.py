@@ -39,7 +39,8 @@ def _palette_png(mask):
 
 def predict(model, images, image_size=None, resize=None, mode="auto", tile=None, stride=None, budget=None,
             scale=None):
-    """The class of every pixel of each of `images`, one at a time (a generator): uint8 masks at each image's own
+    """The class of every pixel of each of `images`, one at a time (a generator; the model and the geometry are
+    checked when it is made): uint8 masks at each image's own
     height and width. `images`: an (N, H, W, 3) array of raw RGB pixels, one (H, W, 3) image, or an iterable
     of images or of image files (read as a viewer shows them), checked as the exporters check theirs. Each is
     prepared as kerasseg.evaluate.evaluate prepares it (the same arguments: by default as the model was
@@ -62,7 +63,7 @@ def predict(model, images, image_size=None, resize=None, mode="auto", tile=None,
         for index, image in enumerate(images):
             yield read_image(image) if isinstance(image, (str, os.PathLike)) else checked_image(image, index)
 
-    yield from run.masks(read())
+    return run.masks(read())
 
 
 def main(argv=None):

@@ -100,8 +100,9 @@ def test_cover_keeps_the_aspect_and_the_memory_budget_decides_windows_and_batche
         inference.Geometry("squash", (32, 32))
     with pytest.raises(InputError, match="give size"):
         inference.Geometry("cover")
-    for wrong in (0, -1, "big", float("nan"), (), (1, -1)):
-        with pytest.raises(InputError, match=f"scale must be a positive number.*received {re.escape(repr(wrong))}"):
+    for wrong in (0, -1, "big", "1", True, float("nan"), 17, (), (1, -1)):
+        with pytest.raises(InputError, match=f"scale must be a number above 0 and at most 16.*received "
+                                             f"{re.escape(repr(wrong))}"):
             inference.Geometry("cover", (32, 32), scale=wrong)
     with pytest.raises(InputError, match="scale applies to resize 'cover'.*scale 2 with resize 'stretch'"):
         inference.Geometry("stretch", (32, 32), scale=2)
@@ -191,6 +192,25 @@ def test_fit_evaluate_and_predict_score_in_the_trainings_geometry(wide_run, tmp_
         assert predicted.shape == label.shape
         cm = cm + confusion_matrix(label, predicted, 3)
     assert scores(cm, range(3))["miou"] == pytest.approx(default["miou"], abs=1e-9)
+
+
+def test_each_geometry_scores_into_its_own_file_and_a_bad_scale_is_refused_before_any_image(wide_run, tmp_path):
+    """evaluate's default file (MODEL.eval.json) is the training's geometry; another scale writes its own file
+    beside it instead of overwriting it; predict() refuses a bad scale when called, not at its first mask."""
+    import shutil
+
+    from kerasseg import evaluate, predict
+
+    run = tmp_path / "run"
+    shutil.copytree(wide_run[0], run)
+    model = run / "model.keras"
+    for scale in ((), ("1",), ("0.75", "1.5")):
+        assert run_main(evaluate.main, model, *(("--scale", *scale) if scale else ())) == 0
+    written = {path.name: json.loads(path.read_text())["geometry"]["scale"] for path in run.glob("model.eval*.json")}
+    assert written == {"model.eval.json": [0.75, 1.0, 1.25, 1.5], "model.eval.scale1.json": [1.0],
+                       "model.eval.scale0.75-1.5.json": [0.75, 1.5]}
+    with pytest.raises(InputError, match="scale must be"):
+        predict.predict(model, [np.zeros((8, 8, 3), np.uint8)], scale=0)
 
 
 @pytest.mark.large
