@@ -143,7 +143,7 @@ def main(argv=None):
     cli.add_geometry_arguments(parser)
     parser.add_argument("--output", help="where to write the scores (default: MODEL.eval.json for the val split in "
                                          "the training's geometry; MODEL.eval.test.json, MODEL.eval.native.json, "
-                                         "MODEL.eval.test.96x128.stretch.json ... for others)")
+                                         "MODEL.eval.test.96x128.stretch.json, MODEL.eval.scale1.json ... for others)")
     args = parser.parse_args(argv)
 
     from kerasseg import resolve
