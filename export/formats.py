@@ -1,9 +1,9 @@
 """The exporter contract, written once: what every format's export takes, how its command line is wired, when
 a quantization-aware model is compared as its float twin, and which runtime runs a file.
 
-A format is one module: it declares a `Format` (its name, its file suffix, how to convert a model, the
-runner of its files: a runtimes.Runner, its own options: an `Options` subclass, typed) and registers it. Everything else is here, the same for every
-format:
+A format is one module: it declares a `Format` (its name, its file suffix, how to convert a model, the runner
+of its files: a runtimes.Runner, its own options: an `Options` subclass, typed) and registers it. Everything
+else is here, the same for every format:
 
 - `export(fmt, model, output, **data, **options)`: the data keywords (DATA_KEYWORDS: calibration,
   validation, class names, input normalization, image size, how many samples, thresholds, latency) read

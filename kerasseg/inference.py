@@ -40,7 +40,7 @@ export check all prepare an image the same way (`Geometry`):
   logit is above 0), and scored against the label at its own resolution, as
   Cityscapes, ADE20K and Pascal VOC score: thin structures survive.
 
-The logits are resized and decided in bands of rows, and a sliding run hands
+The logits are resized and decided in bands of rows (kerasseg.resample), and a sliding run hands
 its rows on as soon as no later window can touch them, so a 24-megapixel
 photo never has all its logits (or its feature pyramid) in memory at once.
 
@@ -58,6 +58,7 @@ import numpy as np
 
 from kerasseg.choices import TEST_SCALES
 from kerasseg.errors import InputError
+from kerasseg.resample import RowResampler, decide, probabilities, resize_bilinear, resize_image, resize_mask
 
 RESIZES = ("cover", "stretch", "native")
 MODES = ("auto", "whole", "slide")
@@ -180,105 +181,6 @@ def resize_rule(augment):
     """The resize a model trained with `augment` saw: "cover" for "full" (random scale around the covering
     one, then a crop), "stretch" for "flip" and "none" (every image resized to the training size)."""
     return "cover" if augment in (None, "full") else "stretch"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# bilinear resizing in numpy, by bands of rows: TensorFlow's half-pixel rule (tf.image.resize, bilinear, no
-# antialiasing), which the training pipeline resizes with
-
-
-def _taps(out_n, in_n):
-    """(lower index, upper index, weight of the upper) of each output position along one axis."""
-    source = (np.arange(out_n, dtype=np.float64) + 0.5) * (in_n / out_n) - 0.5
-    source = np.clip(source, 0.0, in_n - 1.0)
-    lower = np.floor(source).astype(np.int64)
-    upper = np.minimum(lower + 1, in_n - 1)
-    return lower, upper, (source - lower).astype(np.float32)
-
-
-def _lerp(low, high, weight):
-    return low + (high - low) * weight
-
-
-def resize_bilinear(array, size, rows=None):
-    """`array` (H, W, C) resized to `size` (height, width) as float32 (half-pixel bilinear, no antialiasing);
-    `rows`: (start, stop), only those rows of the result."""
-    array = np.asarray(array)
-    start, stop = rows or (0, size[0])
-    if tuple(array.shape[:2]) == tuple(size):
-        return array[start:stop].astype(np.float32, copy=False)
-    rows = [taps[start:stop] for taps in _taps(size[0], array.shape[0])]
-    cols = _taps(size[1], array.shape[1])
-    out = _lerp(array[rows[0]].astype(np.float32), array[rows[1]].astype(np.float32), rows[2][:, None, None])
-    return _lerp(out[:, cols[0]], out[:, cols[1]], cols[2][None, :, None])
-
-
-def resize_image(image, size):
-    """`image` (H, W, 3) at `size`, rounded to whole pixel values (uint8, as a camera frame of that size is)."""
-    if tuple(image.shape[:2]) == tuple(size):
-        return np.asarray(image)
-    return np.clip(np.round(resize_bilinear(image, size)), 0, 255).astype(np.uint8)
-
-
-def resize_mask(mask, size):
-    """`mask` (H, W) at `size`, nearest (TensorFlow's half-pixel nearest rule: classes are not blended)."""
-    mask = np.asarray(mask)
-    if tuple(mask.shape[:2]) == tuple(size):
-        return mask
-
-    def nearest(out_n, in_n):
-        return np.minimum(np.floor((np.arange(out_n) + 0.5) * (in_n / out_n)).astype(np.int64), in_n - 1)
-
-    return mask[nearest(size[0], mask.shape[0])][:, nearest(size[1], mask.shape[1])]
-
-
-class _RowResampler:
-    """Bilinear resizing of an array that arrives in bands of rows, from (in_h, in_w) to `size`: each output
-    row is given once the input rows it blends have arrived, and input rows no later output row needs are
-    dropped, so only a band of either is ever held."""
-
-    def __init__(self, in_size, size):
-        self.in_size, self.size = tuple(in_size), tuple(size)
-        self.rows = _taps(size[0], in_size[0])
-        self.cols = _taps(size[1], in_size[1])
-        self.identity = self.in_size == self.size
-        self.held, self.first, self.next_row = None, 0, 0  # held input rows start at input row `first`
-
-    def push(self, band):
-        """Input rows in order (a (rows, in_w, C) array); returns the output rows they complete (maybe none)."""
-        if self.identity:
-            self.next_row += len(band)
-            return band
-        self.held = band if self.held is None else np.concatenate([self.held, band])
-        arrived = self.first + len(self.held)
-        done = int(np.searchsorted(self.rows[1], arrived, side="left"))  # rows whose upper tap has arrived
-        lower, upper, weight = (t[self.next_row:done] for t in self.rows)
-        out = _lerp(self.held[lower - self.first].astype(np.float32), self.held[upper - self.first].astype(
-            np.float32), weight[:, None, None])
-        out = _lerp(out[:, self.cols[0]], out[:, self.cols[1]], self.cols[2][None, :, None])
-        self.next_row = done
-        if done < self.size[0]:  # drop the input rows below the next output row's lower tap
-            keep = min(int(self.rows[0][done]) - self.first, len(self.held))
-            self.held, self.first = self.held[keep:], self.first + keep
-        return out
-
-
-def decide(scores, kind="logits"):
-    """The class (uint8) of each pixel of per-pixel scores (..., C) (kerasseg.labels.decide's rule)."""
-    from kerasseg.labels import decide as decide_classes
-
-    return decide_classes(scores, kind).astype(np.uint8)
-
-
-def probabilities(scores, kind="logits"):
-    """Per-pixel scores (..., C) as probabilities: a softmax over several channels, a sigmoid of one."""
-    scores = np.asarray(scores, np.float32)
-    if kind == "probabilities":
-        return scores
-    if scores.shape[-1] == 1:
-        return 1 / (1 + np.exp(-scores))
-    exp = np.exp(scores - scores.max(-1, keepdims=True))
-    return exp / exp.sum(-1, keepdims=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -498,7 +400,7 @@ class Inference:
         logits are resized as they arrive; several parts' probabilities are averaged at the image's size."""
         if len(parts) == 1:
             (plan, bands), = parts
-            resampler = _RowResampler(plan.working, plan.size)
+            resampler = RowResampler(plan.working, plan.size)
             for band in bands:
                 if taps is not None:
                     taps(plan, band)
@@ -570,7 +472,7 @@ def confusion_at(scores, mask, num_classes, kind="logits"):
     mask = np.asarray(mask)
     if np.ndim(scores) == 2:
         return confusion_matrix(mask, resize_mask(scores, mask.shape), num_classes)
-    resampler, cm, row = _RowResampler(np.shape(scores)[:2], mask.shape), 0, 0
+    resampler, cm, row = RowResampler(np.shape(scores)[:2], mask.shape), 0, 0
     for start in range(0, len(scores), BAND_ROWS):
         decided = decide(resampler.push(np.asarray(scores[start:start + BAND_ROWS], np.float32)), kind)
         cm = cm + confusion_matrix(mask[row:row + len(decided)], decided, num_classes)

@@ -94,7 +94,7 @@ def test_a_file_converted_elsewhere_is_held_to_what_the_same_quantization_does(e
 
     first, later = epoch_apart
     validation, calibration = _held_out(first)
-    from kerasseg.inference import resize_image
+    from kerasseg.resample import resize_image
 
     images = np.stack([resize_image(image, (32, 32)) for image, _ in calibration.pairs]).astype(np.float32)
     content = tflite.convert(files.load_keras_model(later), quantize, (32, 32), images)  # (no fingerprint)

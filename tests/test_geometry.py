@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, once_per_session, run_cli, run_main
-from kerasseg import inference
+from kerasseg import inference, resample
 from kerasseg.errors import InputError
 
 CROP = 32
@@ -32,14 +32,14 @@ def test_bilinear_resizing_is_tensorflows_and_bands_of_rows_give_the_whole():
     rng = np.random.default_rng(1)
     for (height, width), size in (((37, 53), (64, 128)), ((600, 400), (97, 65)), ((9, 9), (9, 23))):
         array = rng.random((height, width, 4)).astype(np.float32)
-        whole = inference.resize_bilinear(array, size)
+        whole = resample.resize_bilinear(array, size)
         np.testing.assert_allclose(whole, tf.image.resize(array, size, "bilinear").numpy(), atol=1e-4)
-        resampler = inference._RowResampler((height, width), size)  # rows arriving 7 at a time
+        resampler = resample.RowResampler((height, width), size)  # rows arriving 7 at a time
         bands = [resampler.push(array[i:i + 7]) for i in range(0, height, 7)]
         np.testing.assert_array_equal(np.concatenate([b for b in bands if len(b)]), whole)
         mask = rng.integers(0, 5, (height, width)).astype(np.uint8)
         nearest = tf.image.resize(mask[..., None], size, "nearest").numpy()[..., 0]
-        np.testing.assert_array_equal(inference.resize_mask(mask, size), nearest)
+        np.testing.assert_array_equal(resample.resize_mask(mask, size), nearest)
 
 
 @pytest.mark.parametrize("resize", ["cover", "native"])
@@ -177,8 +177,8 @@ def test_fit_evaluate_and_predict_score_in_the_trainings_geometry(wide_run, tmp_
     image = np.asarray(Image.fromarray(small).resize((150, 75), Image.BILINEAR))  # (an odd size: 75x150)
     total = 0
     for working in ((24, 48), (32, 64), (40, 80), (48, 96)):
-        logits = model.predict_on_batch(inference.resize_image(image, working)[None].astype("float32"))[0]
-        total = total + keras.ops.convert_to_numpy(keras.ops.softmax(inference.resize_bilinear(logits, (75, 150))))
+        logits = model.predict_on_batch(resample.resize_image(image, working)[None].astype("float32"))[0]
+        total = total + keras.ops.convert_to_numpy(keras.ops.softmax(resample.resize_bilinear(logits, (75, 150))))
     differ = np.mean(next(predict.predict(model_path, [image])) != total.argmax(-1))
     assert differ <= 1e-3, differ  # (TensorFlow's softmax and numpy's may part on a near-tie; any error is more)
     # predict's masks, read back from their files, scored against the labels: evaluate's mIoU
@@ -292,5 +292,5 @@ def test_the_check_feeds_the_file_as_mediapipe_does_and_the_bundle_takes_the_pic
         _, mediapipe = _category_mask(file, image)
         split = prepared([(image, None)], (32, 64), ("ground", "disc", "tall"))
         scores = runner(split.images[0].astype(np.float32))
-        ours = inference.resize_bilinear(scores, image.shape[:2]).argmax(-1)
+        ours = resample.resize_bilinear(scores, image.shape[:2]).argmax(-1)
         assert mediapipe.shape == image.shape[:2] and (mediapipe == ours).mean() > 0.97, stem

@@ -248,7 +248,7 @@ def prepared(pairs, image_size, class_names, spec=None):
     bilinear, rounded to pixel values), its mask too (nearest), and the masks at their own sizes kept as
     `labels`, where the check scores (masks None: images without masks). Mask values are checked against
     `class_names`' indices (or IGNORE_LABEL)."""
-    from kerasseg.inference import resize_image, resize_mask
+    from kerasseg.resample import resize_image, resize_mask
 
     names = tuple(class_names)
     _check_classes(pairs, names, "validation")
