@@ -151,7 +151,7 @@ def test_folder_and_voc_train_evaluate_and_predict_from_the_cli(tmp_path, capsys
     capsys.readouterr()
     assert run_main(evaluate.main, tmp_path / "folder" / "run" / "model.keras", "--dataset", f"folder:{folder}",
                     "--split", "train", "--image-size", "native", "--output", tmp_path / "n.json") == 0
-    assert "3 distinct sizes, 36x60 to 48x48" in capsys.readouterr().out
+    assert "3 distinct sizes, from 36 to 48 high and 48 to 60 wide" in capsys.readouterr().out
     assert json.loads((tmp_path / "n.json").read_text())["image_size"] == "native"
     image = next((voc / "JPEGImages").iterdir())
     assert run_main(predict.main, tmp_path / "voc" / "run" / "model.keras", image, "--output",
