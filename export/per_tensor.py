@@ -135,8 +135,9 @@ def format_costs(costs):
 
 
 def auto_keep_float_tensors(model, image_size, calibration_images, rows, validation, thresholds):
-    """Keeps the 1, 2, 4, ... worst tensors in float until `validation` samples meet `thresholds`."""
-    for count in (1, 2, 4, 8, 16):
+    """Keeps the 1, 2, 4, ... worst tensors in float until `validation` samples meet `thresholds`; refuses
+    samples on which the all-int8 file meets them already (they cannot tell which tensors to keep)."""
+    for count in (0, 1, 2, 4, 8, 16):
         tensors = [row["tensor_name"] for row in rows[:count]]
         content = convert_keeping_float(model, image_size, calibration_images, tensors)
         with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
@@ -144,8 +145,14 @@ def auto_keep_float_tensors(model, image_size, calibration_images, rows, validat
             tmp.flush()
             numbers, _ = reports.compare(model, runtimes.LiteRTRunner(tmp.name), validation, latency_repeats=1)
         failed = reports.check(numbers, thresholds)
-        print(f"keeping the {count} worst tensor(s) in float: {'passes' if not failed else '; '.join(failed)} "
-              f"on {validation.spec}", flush=True)
+        if not count and not failed:
+            raise InputError(
+                f"the all-int8 file already meets the thresholds on the {numbers['samples']} tuning samples "
+                f"({validation.spec}: pixel agreement {numbers['pixel_agreement']:.4f}), so they cannot choose "
+                "which tensors to keep in float: choose on held-out samples on which it fails (tuning), not on "
+                "the training images")
+        print(f"{f'keeping the {count} worst tensor(s) in float' if count else 'all int8'}: "
+              f"{'passes' if not failed else '; '.join(failed)} on {validation.spec}", flush=True)
         if not failed:
             return content, tensors
     raise InputError("the thresholds still fail with the 16 worst tensors kept in float; see the per-tensor "

@@ -9,9 +9,9 @@ tensorflow-model-optimization's QuantizeConfig.
 import keras
 
 from kerasseg.errors import InputError
-from kerasseg.layers.quantization import FIXED_SCALE_ACTIVATIONS
+from kerasseg.layers.quantization import FIXED_SCALE_ACTIVATIONS, HARD_ACTIVATIONS
 
-ACTIVATIONS = ("linear", "relu", "relu6", *FIXED_SCALE_ACTIVATIONS)
+ACTIVATIONS = ("linear", "relu", "relu6", *FIXED_SCALE_ACTIVATIONS, *HARD_ACTIVATIONS)
 # how the file computes a layer, by its class (see `register`)
 KINDS = ("convolution", "batch_norm", "activation", "learned", "same_scale", "interpolating", "pixels")
 USER_KINDS = ("learned", "same_scale", "interpolating", "pixels")

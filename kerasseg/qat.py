@@ -17,7 +17,10 @@ what TFLite's full-integer file will compute, op for op:
   per-channel constants (ChannelScale, ChannelShift), each its own int8
   tensor;
 - sigmoid, softmax and tanh round to the file's fixed output scales, and
-  swish is the file's LOGISTIC then MUL (FixedScaleActivation); an
+  swish is the file's LOGISTIC then MUL (FixedScaleActivation); hard-swish
+  is one op (HARD_SWISH) with a range of its own, and hard-sigmoid two,
+  relu6(x + 3) (fused into the convolution before it) and a division by 6,
+  each rounded to a range of its own (HardSigmoidStep); an
   activation inside a convolution other than ReLU/ReLU6 becomes a layer of
   its own, as it is an op of its own in the file;
 - each other tensor TFLite keeps as int8 goes through a FakeQuant, its range
@@ -66,8 +69,8 @@ from kerasseg.layer_kinds import (ACTIVATIONS, KINDS, USER_KINDS, activation_nam
                                   layer_kind, register)
 from kerasseg.choices import PERCENTILE, QAT_CALIBRATIONS
 from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale,
-                                          ChannelShift, FakeQuant, FixedScaleActivation, QuantizedConv,
-                                          batch_norm_halves)
+                                          ChannelShift, FakeQuant, FixedScaleActivation, HardSigmoidStep,
+                                          QuantizedConv, batch_norm_halves)
 
 
 class QuantizationError(InputError):
@@ -134,10 +137,9 @@ def _plan(model):
         users = consumers.get(outputs[0], []) if len(outputs) == 1 else []
         return users[0] if len(users) == 1 and users[0] is not None else None
 
-    def relu_follows(index):
+    def activation_after(index):
         user = only_consumer(index)
-        return user is not None and steps[user].kind == "activation" and \
-            activation_name(calls[user][0]) in ("relu", "relu6")
+        return activation_name(calls[user][0]) if user is not None and steps[user].kind == "activation" else None
 
     for index, ((layer, _, _), step) in enumerate(zip(calls, steps)):
         user = only_consumer(index)
@@ -150,12 +152,16 @@ def _plan(model):
         linear = activation_name(layer) in (None, "linear")
         # the ops into which TFLite fuses a ReLU / ReLU6 that is their output's only consumer
         fusing = step.kind == "convolution" or isinstance(layer, (keras.layers.Add, keras.layers.Multiply))
-        step.fused = (step.kind == "batch_norm" or fusing and linear) and relu_follows(ends)
+        after = activation_after(ends)
+        # (and into a convolution, hard-sigmoid's +3, in its bias, and its ReLU6)
+        step.fused = (step.kind == "batch_norm" or fusing and linear) and after in ("relu", "relu6") or \
+            step.kind == "convolution" and linear and after == "hard_sigmoid"
     for index, ((layer, _, _), step) in enumerate(zip(calls, steps)):
         if step.kind in ("convolution", "batch_norm", "learned"):
             rounded = not step.fused and step.split not in FIXED_RANGES
-        else:  # an activation's own int8 tensor: ReLU (fused into the op before it or not), swish's product
-            rounded = step.kind == "activation" and activation_name(layer) in ("relu", "relu6", "swish", "silu")
+        else:  # an activation's own int8 tensor: ReLU (fused into the op before it or not), swish's product,
+            # hard-swish's, hard-sigmoid's division by 6
+            rounded = step.kind == "activation" and activation_name(layer) not in FIXED_RANGES
         step.owner = index if rounded else None
 
     def owner(index):
@@ -274,6 +280,15 @@ def quantization_aware(model, calibration_images, batch_size=8, calibration="min
         inner.append(FakeQuant(decay=decay, name=unique(name)))
         return inner[-1](x)
 
+    def activation(kind, x, name):
+        """`x` through the activation `kind` as the file computes it."""
+        if kind == "hard_sigmoid":
+            shifted = HardSigmoidStep("shift", name=unique(f"{name}_shift"))(x)
+            return HardSigmoidStep("scale", name=unique(f"{name}_scale"))(rounded(shifted, f"{name}_shift_quant"))
+        if kind in FIXED_SCALE_ACTIVATIONS:
+            return FixedScaleActivation(kind, name=unique(name))(x)
+        return keras.layers.Activation(kind, name=unique(name))(x)
+
     def rewrite(layer, *args, **kwargs):
         index, step = next(order)
         if step.kind == "convolution":
@@ -285,8 +300,9 @@ def quantization_aware(model, calibration_images, batch_size=8, calibration="min
             copies.append((quantized, layer, step.batch_norm))
             outputs = quantized(*args, **kwargs)
             if step.split:
-                outputs = rounded(outputs, f"{layer.name}_quant")
-                outputs = FixedScaleActivation(step.split, name=unique(f"{layer.name}_{step.split}"))(outputs)
+                if step.split != "hard_sigmoid":  # (whose +3 and ReLU6 the file fuses into the convolution)
+                    outputs = rounded(outputs, f"{layer.name}_quant")
+                outputs = activation(step.split, outputs, f"{layer.name}_{step.split}")
         elif step.kind == "batch_norm":
             halves = [unique(f"{layer.name}_{half}") for half in ("scale", "shift")]
             scale, shift = batch_norm_halves(layer, names=halves)
@@ -299,8 +315,9 @@ def quantization_aware(model, calibration_images, batch_size=8, calibration="min
             for k, x in enumerate(args[0][1:-1], start=1):
                 partial = rounded(merge(name=unique(f"{layer.name}_{k}"))([partial, x]), f"{layer.name}_{k}_quant")
             outputs = merge(name=layer.name)([partial, args[0][-1]])
-        elif step.kind == "activation" and activation_name(layer) in FIXED_SCALE_ACTIVATIONS:
-            outputs = FixedScaleActivation(activation_name(layer), name=unique(f"{layer.name}_fixed_scale"))(args[0])
+        elif step.kind == "activation" and activation_name(layer) in (*FIXED_SCALE_ACTIVATIONS, "hard_sigmoid"):
+            kind = activation_name(layer)
+            outputs = activation(kind, args[0], layer.name if kind == "hard_sigmoid" else f"{layer.name}_fixed_scale")
         else:
             outputs = layer(*args, **kwargs)
         if step.reround is not None:

@@ -102,8 +102,9 @@ def _assert_computes_what_the_file_computes(content, images, simulated):
 # concatenation; VGG: "caffe" pixels and transposed convolutions; SE-ResNet: ResNet's bottlenecks, projection
 # shortcuts and residual additions, with SE gates, dilated by DeepLab v3's multi-grid; GoogLeNet: inception
 # branches joined by concatenation, max pooling inside and between modules, convolutions with biases and no
-# batch norm
-# (make test runs two families, DenseNet's and SE-ResNet's; make test-large the other four)
+# batch norm; LR-ASPP on MobileNetV3: hard-swish (HARD_SWISH), squeeze-excitation gated by hard-sigmoid (the
+# convolution with +3 and ReLU6 fused, then MUL by 1/6) and the head's sigmoid-gated branch
+# (make test runs three families, DenseNet's, SE-ResNet's and MobileNetV3's; make test-large the other four)
 @pytest.mark.parametrize("name, backbone", [("deeplab_v3_plus_tiny", "densenet_tiny"),
                                             pytest.param("deeplab_v3_plus_tiny", "efficientnet_tiny",
                                                          marks=pytest.mark.large),
@@ -111,7 +112,8 @@ def _assert_computes_what_the_file_computes(content, images, simulated):
                                             pytest.param("fcn8s_tiny", None, marks=pytest.mark.large),
                                             ("deeplab_v3_tiny", "se_resnet_tiny"),
                                             pytest.param("hypercolumns_tiny", "googlenet_tiny",
-                                                         marks=pytest.mark.large)])
+                                                         marks=pytest.mark.large),
+                                            ("lraspp_tiny", None)])
 def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what_it_simulates(name, backbone):
     quantized, images, held_out = _trained(name, **({"backbone": backbone} if backbone else {}))
     content, learned = tflite._convert(quantized, "int8", (32, 32), images[:64])
@@ -473,4 +475,28 @@ def test_a_learned_range_resized_by_the_edge_tpu_resize_at_the_output_is_written
     quantized = qat.quantization_aware(model, pixels)
     content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] == 2, learned
+    _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
+
+
+def test_hard_swish_and_hard_sigmoid_are_simulated_where_a_model_puts_them():
+    """Hard-swish and hard-sigmoid as a convolution's own activation, as a layer after a convolution (its +3 and
+    ReLU6 fused into it by the converter) and after an addition (not fused): every rounding is one tensor of the
+    file, and the file computes what the simulation does."""
+    keras.utils.set_random_seed(1)
+    image = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="hard_swish", name="stem")(image)
+    gate = keras.layers.Conv2D(8, 1, activation="hard_sigmoid", name="gate")(x)
+    y = keras.layers.Multiply(name="gated")([x, gate])
+    y = keras.layers.Conv2D(8, 3, padding="same", name="mix")(y)
+    y = keras.layers.BatchNormalization(name="mix_bn")(y)
+    y = keras.layers.Activation("hard_swish", name="mix_swish")(y)
+    z = keras.layers.Conv2D(8, 1, name="side")(x)
+    z = keras.layers.Activation("hard_sigmoid", name="side_gate")(keras.layers.Add(name="sum")([y, z]))
+    model = keras.Model(image, keras.layers.Conv2D(4, 1, name="logits")(keras.layers.Multiply()([y, z])))
+    pixels = np.random.default_rng(2).integers(0, 256, (32, 16, 16, 3)).astype(np.float32)
+    model.compile("adam", "mse")
+    model.fit(pixels, np.random.default_rng(3).normal(size=(32, 16, 16, 4)), epochs=2, verbose=0)  # (norms)
+    quantized = qat.quantization_aware(model, pixels)
+    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    assert learned["simulated"] == learned["written"] >= 10 and not learned["calibrated"], learned
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))

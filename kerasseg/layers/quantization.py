@@ -226,6 +226,10 @@ def batch_norm_halves(batch_norm, quantized=True, names=None):
     return halves
 
 
+# hard-sigmoid is two ops in the file, relu6(x + 3) (after a convolution: +3 in its bias, ReLU6 fused) and a MUL
+# by 1/6 (HardSigmoidStep); hard-swish is one, HARD_SWISH; each output an int8 tensor with a range of its own
+HARD_ACTIVATIONS = ("hard_sigmoid", "hard_silu", "hard_swish")
+
 # int8 TFLite's fixed output ranges: LOGISTIC and SOFTMAX scale 1/256 (zero point -128), TANH 1/128 (0)
 FIXED_RANGES = {"sigmoid": (0.0, 255 / 256), "softmax": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
 # swish is LOGISTIC then MUL in the file: the sigmoid rounded to its fixed scale, the product to a learned range
@@ -255,3 +259,24 @@ class FixedScaleActivation(keras.layers.Layer):
 def _fixed(x, kind):
     low, high = FIXED_RANGES[kind]
     return keras.quantizers.fake_quant_with_min_max_vars(x, low, high, num_bits=8)
+
+
+@keras.saving.register_keras_serializable(package="kerasseg")
+class HardSigmoidStep(keras.layers.Layer):
+    """One of hard-sigmoid's two ops in TFLite's int8 file: `step="shift"` is relu6(x + 3), `step="scale"`
+    x / 6 (hard_sigmoid(x) = relu6(x + 3) / 6, Keras's and MobileNetV3's), so that the int8 tensor between
+    them can be rounded as the file rounds it."""
+
+    STEPS = ("shift", "scale")
+
+    def __init__(self, step, **kwargs):
+        super().__init__(**kwargs)
+        if step not in self.STEPS:
+            raise ValueError(f"step must be one of {self.STEPS}. Received: {step!r}")
+        self.step = step
+
+    def call(self, x):
+        return ops.relu6(x + 3.0) if self.step == "shift" else x * (1.0 / 6.0)
+
+    def get_config(self):
+        return {**super().get_config(), "step": self.step}
