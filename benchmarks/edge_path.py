@@ -4,6 +4,7 @@ format kerasseg writes, each file checked against the Keras model at the default
     python benchmarks/edge_path.py --output benchmarks/edge_path.json       # LR-ASPP MobileNetV3 Large
     python benchmarks/edge_path.py --row "LR-ASPP MobileNetV3 Small" ...
     SMALL=1 python benchmarks/edge_path.py --output /tmp/edge_path.json     # a dry run: 64 px, 1 epoch
+    python benchmarks/edge_path.py --from-run /tmp/edge_path/run ...        # a run trained before, not again
 
 The row's configuration is benchmarks/edge_models.py's (from scratch, batch-norm momentum 0.9), trained
 longer than that table's budget (--epochs, 24 by default: a model that has learnt the shapes; a weak one has
@@ -12,8 +13,11 @@ min-max calibration on 200 training images), the same with percentile calibratio
 LiteRT, ONNX float32 and int8 (QDQ), and the Android / Coral bundle (int8 with metadata: written only when its
 check passes); each checked on 50 held-out images by kerasseg's own check (pixel agreement, mIoU of Keras and
 of the file at the labels' resolution), at the default thresholds. Where the int8 file fails, the same file
-with the layers that cost the most kept in float (`auto_keep_float`) is tried too, and what it kept is
-recorded.
+with the layers that cost the most kept in float (`auto_keep_float`, chosen on 50 held-out test images) is
+tried too, and what it kept is recorded. Then the issue's remedy where post-training int8 fails:
+quantization-aware fine-tuning of the trained model (--qat-epochs, 0 for none; min-max ranges, the trainer's
+fine-tuning rate), and its int8 LiteRT, int8 ONNX and Android / Coral bundle, each checked against the
+quantization-aware Keras model as kerasseg checks them.
 """
 
 import argparse
@@ -45,11 +49,13 @@ def main():
     parser.add_argument("--epochs", type=int, default=1 if SMALL else 24)
     parser.add_argument("--train-samples", type=int, default=32 if SMALL else 600)
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "edge_path.json"))
+    parser.add_argument("--qat-epochs", type=int, default=1 if SMALL else 4)
+    parser.add_argument("--from-run", help="a run directory this script trained before: its model, not a new one")
     parser.add_argument("--keep", help="where to keep the trained model and the files (default: a temporary folder)")
     args = parser.parse_args()
 
     from export import android, onnx, tflite
-    from kerasseg import data, train
+    from kerasseg import data, rundir, train
     from kerasseg.files import write_text_atomic
 
     config = dict(ROWS[args.row])
@@ -58,15 +64,20 @@ def main():
     os.makedirs(out, exist_ok=True)
     row = {"row": args.row, "model": name, "backbone": backbone, "config": config, "size": args.size,
            "epochs": args.epochs, "train_samples": args.train_samples, "batch_size": 8}
-    run = train.train(train.TrainConfig(os.path.join(out, "run"), model=name, backbone=backbone, model_args=config,
-                                        dataset="shapes:hard", image_size=(args.size, args.size), epochs=args.epochs,
-                                        train_samples=args.train_samples, batch_size=8, augment="flip", seed=0,
-                                        overwrite=True))
+    common = dict(dataset="shapes:hard", image_size=(args.size, args.size), train_samples=args.train_samples,
+                  batch_size=8, augment="flip", seed=0, overwrite=True)
+    if args.from_run:
+        run = rundir.Run.read(args.from_run)
+        row.update(from_run=args.from_run, epochs=run.metrics["epochs"])
+    else:
+        run = train.train(train.TrainConfig(os.path.join(out, "run"), model=name, backbone=backbone,
+                                            model_args=config, epochs=args.epochs, **common))
     row.update(train_seconds=run.metrics["train_seconds"], val_miou=round(run.metrics["miou"], 4))
     model = run.load_model()
     calibration = data.load_split("shapes:hard", "train", (args.size, args.size), 200).images
     held = data.load_split("shapes:hard", "val", (args.size, args.size), 50)
     validation = (held.images, held.masks)
+    tuning = data.load_split("shapes:hard", "test", (args.size, args.size), 50)  # (auto_keep_float's, held out)
 
     def record(label, exporter, *arguments, **options):
         started = time.time()
@@ -82,7 +93,7 @@ def main():
            calibration=calibration, calibration_method="percentile")
     if not int8.passed:
         kept = record("tflite_int8_keep_float", tflite.export, f"{path}.int8k.tflite", quantize="int8",
-                      calibration=calibration, auto_keep_float=True)
+                      calibration=calibration, auto_keep_float=True, tuning=(tuning.images, tuning.masks))
         row["tflite_int8_keep_float"]["kept_float"] = list(kept.details.get("kept_float") or [])
     record("tflite_float16", tflite.export, f"{path}.f16.tflite", quantize="float16")
     record("tflite_dynamic", tflite.export, f"{path}.dyn.tflite", quantize="dynamic")
@@ -91,6 +102,17 @@ def main():
     bundle = os.path.join(out, "android")
     record("android", android.export, bundle, calibration=calibration)
     row["android"]["files"] = sorted(os.listdir(bundle)) if os.path.isdir(bundle) else []
+    if args.qat_epochs:
+        qat = train.train(train.TrainConfig(os.path.join(out, "qat"), init_from=run.model_path,
+                                            quantization_aware=True, epochs=args.qat_epochs, **common))
+        row.update(qat_epochs=args.qat_epochs, qat_train_seconds=qat.metrics["train_seconds"],
+                   qat_val_miou=round(qat.metrics["miou"], 4))
+        model = qat.load_model()
+        record("qat_tflite_int8", tflite.export, f"{path}.qat.int8.tflite", quantize="int8", calibration=calibration)
+        record("qat_onnx_int8", onnx.export, f"{path}.qat.int8.onnx", quantize="int8", calibration=calibration)
+        bundle = os.path.join(out, "qat_android")
+        record("qat_android", android.export, bundle, calibration=calibration)
+        row["qat_android"]["files"] = sorted(os.listdir(bundle)) if os.path.isdir(bundle) else []
     write_text_atomic(args.output, json.dumps(row, indent=1) + "\n")
     print(json.dumps(row, indent=1))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from kerasseg import files
 from kerasseg.errors import InputError
-from export import converter, ranges, report as reports, runtimes
+from export import converter, ranges, report as reports, runtimes, tensor_names
 from kerasseg.data import values
 
 FLAG_RMSE_PER_SCALE = 0.7
@@ -43,10 +43,10 @@ def quantization_debug(model, image_size, calibration_images, csv_path=None):
     error in units of the tensor's quantization step (about 0.29 for pure
     rounding; above FLAG_RMSE_PER_SCALE the layer is flagged). Written as CSV
     to `csv_path` when given. The rows name tensors after the layers' tagged
-    names (ranges.unambiguous_names, as `convert_keeping_float` takes them);
+    names (tensor_names.unambiguous_names, as `convert_keeping_float` takes them);
     the CSV after the layers' own.
     """
-    with ranges.unambiguous_names(model):
+    with tensor_names.unambiguous_names(model):
         debugger = _debugger(model, image_size, calibration_images)
         debugger.run()
     buffer = io.StringIO()
@@ -61,7 +61,7 @@ def quantization_debug(model, image_size, calibration_images, csv_path=None):
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=list(rows[0]) if rows else ["tensor_name"])
         writer.writeheader()
-        writer.writerows({**row, "tensor_name": ranges.untagged(row["tensor_name"])} for row in rows)
+        writer.writerows({**row, "tensor_name": tensor_names.untagged(row["tensor_name"])} for row in rows)
         files.write_text_atomic(csv_path, out.getvalue())
     return rows
 
@@ -71,14 +71,14 @@ def format_offenders(rows, count=10):
     for row in rows[:count]:
         flag = "  <- flagged" if row["flagged"] else ""
         lines.append(f"{row['rmse/scale']:10.3f}  {row['op_name']:<18} "
-                     f"{ranges.untagged(row['tensor_name'].split(';')[0])}{flag}")
+                     f"{tensor_names.untagged(row['tensor_name'].split(';')[0])}{flag}")
     return "\n".join(lines)
 
 
 def tensors_of_layers(model, rows, layer_names):
     """The tensors of `quantization_debug(model)`'s rows that belong to the Keras layers `layer_names` (an
     InputError names any layer with no quantized tensor)."""
-    tagged, tensors = ranges.tagged_names(model), []
+    tagged, tensors = tensor_names.tagged_names(model), []
     for layer in layer_names:
         # (a layer's own scope, entered again: `c__l0_1`; no other layer's tagged name can spell it)
         pattern = re.compile(rf"(^|/){re.escape(tagged.get(layer, ''))}(_\d+)?/")
@@ -94,10 +94,10 @@ def tensors_of_layers(model, rows, layer_names):
 def convert_keeping_float(model, image_size, calibration_images, tensors):
     """int8 with the ops producing `tensors` left in float (float32 input and output; the input's range
     pinned to pixels, as in `convert`); `tensors` named as `quantization_debug`'s rows name them."""
-    with ranges.unambiguous_names(model):
+    with tensor_names.unambiguous_names(model):
         debugger = _debugger(model, image_size, calibration_images, keep_float=tensors)
         debugger.calibrated_model = ranges.pin_input_range(debugger.calibrated_model, 0.0, 255.0)
-        return ranges.untagged(debugger.get_nondebug_quantized_model())
+        return tensor_names.untagged(debugger.get_nondebug_quantized_model())
 
 
 def _layers_of(tensor):
@@ -120,7 +120,7 @@ def float_costs(model, image_size, calibration_images, tensors, image, repeats=2
     costs = []
     for tensor in tensors:
         size, ms = measure(convert_keeping_float(model, image_size, calibration_images, [tensor]))
-        costs.append({"layers": _layers_of(tensor), "tensor": ranges.untagged(tensor), "bytes": size - int8_bytes,
+        costs.append({"layers": _layers_of(tensor), "tensor": tensor_names.untagged(tensor), "bytes": size - int8_bytes,
                       "latency_ms": ms - int8_ms})
     return {"int8_bytes": int8_bytes, "int8_latency_ms": int8_ms, "tensors": costs}
 
@@ -161,7 +161,7 @@ def auto_keep_float_tensors(model, image_size, calibration_images, rows, validat
 
 def flagged(rows):
     """The flagged tensors of `quantization_debug`'s rows, named after the layers' own names."""
-    return [ranges.untagged(row["tensor_name"]) for row in rows if row["flagged"]]
+    return [tensor_names.untagged(row["tensor_name"]) for row in rows if row["flagged"]]
 
 
 def int8_keeping_float(model, size, calibration, *, output, debug, keep_float, auto_keep_float, tuning,
@@ -183,7 +183,7 @@ def int8_keeping_float(model, size, calibration, *, output, debug, keep_float, a
     else:
         return None, extra
     extra["io"] = "float32"  # the split graph takes and returns float
-    extra["kept_float"] = [ranges.untagged(tensor) for tensor in kept]
+    extra["kept_float"] = [tensor_names.untagged(tensor) for tensor in kept]
     extra["kept_float_costs"] = float_costs(model, size, calibration, kept, calibration[0].astype(np.float32))
     print(format_costs(extra["kept_float_costs"]), flush=True)
     return content, extra

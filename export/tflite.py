@@ -54,8 +54,9 @@ if TYPE_CHECKING:
 
     from export.report import ExportReport
 
-qat, converter, edgetpu, pipeline, ranges, reports = cli.lazy_import(
-    "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report")
+qat, converter, edgetpu, pipeline, ranges, reports, tensor_names = cli.lazy_import(
+    "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report",
+    "export.tensor_names")
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 OUTPUT_KINDS = ("logits", "probabilities", "category")  # (export.pipeline.with_output_kind)
@@ -101,7 +102,7 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
 
     from export import internals
 
-    with ranges.unambiguous_names(model if sites is not None else None) as renamed:
+    with tensor_names.unambiguous_names(model if sites is not None else None) as renamed:
         calibrated = internals.calibrated(converter.make_converter(model, quantize, image_size, calibration_images,
                                                                    io))
         if calibration == "percentile":
@@ -117,7 +118,8 @@ def _convert(model, quantize, image_size, calibration_images=None, io="uint8", c
     if sites is None:
         return content, None
     learned = ranges.check_learned_ranges(content, placed)
-    return ranges.untagged(content), {**learned, "calibrated": [ranges.untagged(n) for n in learned["calibrated"]]}
+    calibrated = [tensor_names.untagged(name) for name in learned["calibrated"]]
+    return tensor_names.untagged(content), {**learned, "calibrated": calibrated}
 
 
 def check_pixel_input(content):
