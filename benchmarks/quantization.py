@@ -220,7 +220,7 @@ def main():
     parser.add_argument("--calibration-samples", type=int, default=200)
     parser.add_argument("--qat-epochs", type=int, default=2, help="quantization-aware fine-tuning (0: none)")
     parser.add_argument("--qat-lr", type=float, default=1e-4)
-    from kerasseg.config import QAT_CALIBRATIONS
+    from kerasseg.training.config import QAT_CALIBRATIONS
 
     parser.add_argument("--qat-calibration", nargs="+", choices=QAT_CALIBRATIONS, default=["minmax"],
                         help="where QAT's ranges start (kerasseg.train --qat-calibration); one QAT run each")

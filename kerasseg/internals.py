@@ -61,7 +61,7 @@ def run_through_graph(model, inputs, operation_fn):
 
 def patch_multiworker_fit(strategy_reduce):
     """Makes Keras' TensorFlow trainer reduce each step's logs across MultiWorkerMirroredStrategy's workers
-    with `strategy_reduce(strategy, value)` (kerasseg.distribute): Keras 3.15's own reduction fails on the
+    with `strategy_reduce(strategy, value)` (kerasseg.training.distribute): Keras 3.15's own reduction fails on the
     scalar loss (keras-team/keras#20585, open). Patches `keras.src.backend.tensorflow.trainer.
     reduce_per_replica` once; idempotent."""
     from keras.src.backend.tensorflow import trainer
@@ -85,5 +85,5 @@ def patch_multiworker_fit(strategy_reduce):
 def forget_strategy(model):
     """Clears the strategy `model` was built under (`model._distribute_strategy`), so that `fit` takes the
     MultiWorkerMirroredStrategy from the scope it runs in and skips the build that fails under it
-    (keras-team/keras#20585; kerasseg.distribute.fit_scope)."""
+    (keras-team/keras#20585; kerasseg.training.distribute.fit_scope)."""
     model._distribute_strategy = None

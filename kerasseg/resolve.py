@@ -2,7 +2,7 @@
 
 evaluate, predict and every exporter start from a model: a `.keras` path
 (usually a run's `DIR/model.keras`) or a model in memory. Beside a path, a
-run directory (kerasseg.rundir) may record the model's dataset, split lists,
+run directory (kerasseg.training.rundir) may record the model's dataset, split lists,
 class names and training size; the model itself may carry its class names
 and training size (kerasseg.describe). `stage` loads the model once, reads
 the run's record once, and applies one rule for each fact:
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from kerasseg import cli, files
 from kerasseg.errors import InputError
-from kerasseg.rundir import Run
+from kerasseg.training.rundir import Run
 
 
 @dataclass

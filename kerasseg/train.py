@@ -6,7 +6,7 @@
     python -m kerasseg.train --init-from runs/mine/model.keras --quantization-aware --dataset folder:my_data \\
         --image-size 256 --epochs 5 --output runs/mine-qat   # then export.tflite --quantize int8
 
-From Python, the same run is `train(TrainConfig(...))` (kerasseg.config: every option a field, same
+From Python, the same run is `train(TrainConfig(...))` (kerasseg.training.config: every option a field, same
 defaults and checks), which returns the run directory read back (rundir.Run: scores, class names,
 split lists, settings, model):
 
@@ -27,7 +27,7 @@ Writes, into --output DIR:
                    evaluate, predict and every exporter read their defaults from it
     backup/        the last complete epoch, for --resume
 
-Every epoch ends with a commit (kerasseg.rundir): a run killed at any
+Every epoch ends with a commit (kerasseg.training.rundir): a run killed at any
 instant (even SIGKILL) continues with --resume from its last complete epoch,
 to the same final epoch count (or a larger --epochs), with the model it saved
 (not one rebuilt from the arguments, which a newer kerasseg may build
@@ -47,8 +47,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasseg import cli, distribute, files, train_args
-from kerasseg.config import ConfigError, TrainConfig
+from kerasseg import cli, files
+from kerasseg.training import arguments, distribute
+from kerasseg.training.config import ConfigError, TrainConfig
 from kerasseg.data.reading import DatasetError
 from kerasseg.errors import InputError, WriteError
 from kerasseg.labels import mask_classes
@@ -57,8 +58,8 @@ __all__ = ["TrainConfig", "ConfigError", "train", "parse_args", "main"]
 
 
 def parse_args(argv=None):
-    """The command line's settings as a TrainConfig (kerasseg.train_args; with --resume: the run's own)."""
-    return train_args.parse_args(argv, description=__doc__)
+    """The command line's settings as a TrainConfig (kerasseg.training.arguments; with --resume: the run's own)."""
+    return arguments.parse_args(argv, description=__doc__)
 
 
 def _mixed_precision():
@@ -140,7 +141,8 @@ def _split_lists(config, record):
     """{split: keys} to train and validate on: the resumed run's; else, for --init-from a model whose run
     trained on this dataset, that run's, so that its validation and test images stay held out; else none
     (the dataset's own splits: a folder's seeded one uses --seed)."""
-    from kerasseg import data, rundir
+    from kerasseg import data
+    from kerasseg.training import rundir
 
     if record is None and config.init_from:
         origin = rundir.Run.of_model(config.init_from)
@@ -216,7 +218,7 @@ def _open_run(config, worker):
     """The run directory (worker 0 of a multi-worker run writes the results, each other its own files) and,
     when resuming, its record. A directory that exists is locked for this process at once (RunDir.lock);
     a new run refuses one that holds another run."""
-    from kerasseg import rundir
+    from kerasseg.training import rundir
 
     output = os.path.abspath(config.output)
     if worker:
@@ -400,7 +402,7 @@ def _fit(config, run, model, strategy, state, run_data, shard, first_step):
     fails to decode stops the run at its last complete epoch (a DatasetError naming the file)."""
     import keras
 
-    from kerasseg import rundir
+    from kerasseg.training import rundir
     from kerasseg.data.pipeline import failures
 
     train_data, steps, readers = _datasets(config, run_data, shard)
@@ -475,7 +477,7 @@ def train(config):
     strategy, replicas, worker = distribute.strategy_for(config)
     import keras
 
-    from kerasseg import rundir
+    from kerasseg.training import rundir
 
     run, record = _open_run(config, worker)
     started = time.time()
@@ -590,14 +592,14 @@ def main(argv=None):
         config = parse_args(argv)
         train(config)
     except ConfigError as error:
-        raise cli.UsageError(train_args.flag_words(error)) from None
+        raise cli.UsageError(arguments.flag_words(error)) from None
     except TrainingStopped as error:
         print(f"python -m kerasseg.train: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # (Ctrl-C: what is kept, and how to go on, without TensorFlow's traceback)
         if config is None:
             raise
-        from kerasseg import rundir
+        from kerasseg.training import rundir
 
         words = _stopped(rundir.RunDir(os.path.abspath(config.output)), config, "interrupted (Ctrl-C)")
         print(f"python -m kerasseg.train: {words}", file=sys.stderr)

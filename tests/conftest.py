@@ -167,7 +167,7 @@ def binary_folder(root, count=160, size=48, labels="shape\n", painted=False):
 @pytest.fixture(scope="session")
 def binary_run(tmp_path_factory):
     """A binary U-Net (one foreground logit) trained from a folder of 0/1 masks (foreground IoU about 0.69)."""
-    from kerasseg import rundir
+    from kerasseg.training import rundir
     from kerasseg.train import TrainConfig, train
 
     def make(base):

@@ -117,7 +117,8 @@ def test_an_int8_export_and_the_android_bundle_read_the_run_and_load_the_model_o
     """One resolution of the model file (kerasseg.resolve.stage) for the whole command: the old code opened
     run.json 3 times and model.keras twice for an int8 export, 4 times and twice for the Android bundle."""
     from export import android, tflite
-    from kerasseg import files, rundir
+    from kerasseg import files
+    from kerasseg.training import rundir
 
     from conftest import run_main
 

@@ -100,7 +100,7 @@ WIRING = ("UsageError", "rundir", "resolve")
 
 
 def wiring_outside_main(source, words=WIRING, functions=("main",)):
-    """Lines of `source` that name one of `words` (UsageError, kerasseg.rundir, kerasseg.resolve) outside a
+    """Lines of `source` that name one of `words` (UsageError, kerasseg.training.rundir, kerasseg.resolve) outside a
     function called main (or another of `functions`)."""
     tree = ast.parse(source)
     inside = {id(node) for function in ast.walk(tree) if isinstance(function, ast.FunctionDef)

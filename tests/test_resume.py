@@ -112,8 +112,8 @@ def test_resume_after_sigkill_continues_from_the_backed_up_epoch(tmp_path):
 @pytest.mark.large
 def test_kill_at_every_epoch_end_write_and_at_random_instants_then_resume(tmp_path):
     """The torture: one 7-epoch run killed by SIGKILL at each step of the epoch-end writes (deterministically,
-    through kerasseg.rundir's crash points) and at seeded random instants, resumed after every kill."""
-    from kerasseg import rundir
+    through kerasseg.training.rundir's crash points) and at seeded random instants, resumed after every kill."""
+    from kerasseg.training import rundir
 
     run = tmp_path / "run"
     epochs = 7

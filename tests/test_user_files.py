@@ -12,7 +12,8 @@ from PIL import Image
 
 from awkward_folders import CLASSES, KINDS, png16, spellings, write_awkward_folder
 from conftest import ROOT
-from kerasseg import data, resolve, rundir
+from kerasseg import data, resolve
+from kerasseg.training import rundir
 from kerasseg.data.sources import DatasetError, read_image, read_mask
 
 # how far a decoded image may be from the picture it was made from: lossless formats exactly; JPEG's noise

@@ -1,10 +1,10 @@
-"""`python -m kerasseg.train`'s command line: its flags made from kerasseg.config.TrainConfig's fields (each
+"""`python -m kerasseg.train`'s command line: its flags made from kerasseg.training.config.TrainConfig's fields (each
 default and help written once, there), and a TrainConfig's errors worded back in those flags."""
 
 import dataclasses
 
 from kerasseg import cli
-from kerasseg.config import ConfigError, TrainConfig
+from kerasseg.training.config import ConfigError, TrainConfig
 
 
 def _parser(description, defaults=True):

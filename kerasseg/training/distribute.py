@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from kerasseg.config import ConfigError
+from kerasseg.training.config import ConfigError
 
 
 def strategy_for(config):

@@ -59,7 +59,7 @@ def _json_or_none(path):
 @dataclass
 class Run:
     """A training run as its directory records it, read once: its arguments (dataset, image size, seed, ...;
-    kerasseg.config.TrainConfig.resumed makes them a config again), class names, split lists, `extra`
+    kerasseg.training.config.TrainConfig.resumed makes them a config again), class names, split lists, `extra`
     facts it keeps for later (the float model's scores of a quantization-aware run), its model and its
     scores (`metrics`, metrics.json).
     kerasseg.train.train returns one; evaluate, predict and the exporters' command lines read one beside

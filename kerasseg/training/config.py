@@ -256,7 +256,8 @@ class TrainConfig:
     def resumed(cls, output, **given):
         """The config of the run recorded in `output`, to continue it: `given` settings must be the run's own,
         except `epochs`, which may grow (the run then goes on to the new count)."""
-        from kerasseg import data, rundir
+        from kerasseg import data
+        from kerasseg.training import rundir
 
         if given.pop("overwrite", False):
             raise ConfigError("resume", True, "continues the run in {output} and {overwrite} deletes it: choose one")

@@ -1,0 +1,5 @@
+"""What a training run is made of, below kerasseg.train (its public face and command line): `config`
+(TrainConfig, every setting a field), `arguments` (the command line's flags, made from those fields),
+`rundir` (the run's directory: its record, epoch commits, the lock) and `distribute` (strategies, replicas
+and their reductions). This package imports nothing itself.
+"""
