@@ -55,7 +55,8 @@ def main():
     args = parser.parse_args()
 
     from export import android, onnx, tflite
-    from kerasseg import data, rundir, train
+    from kerasseg import data, train
+    from kerasseg.training import rundir
     from kerasseg.files import write_text_atomic
 
     config = dict(ROWS[args.row])
