@@ -98,7 +98,7 @@ def learned_ranges(content, quantized):
     constants."""
     import onnx
 
-    from kerasseg.quantization.layers import FakeQuant, FixedScaleActivation
+    from kerasseg.layers.quantization import FakeQuant, FixedScaleActivation
 
     graph = onnx.load_from_string(content).graph
     simulated = sum(len(internals.calls(layer)) for layer in internals.all_layers(quantized)

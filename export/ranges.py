@@ -13,7 +13,7 @@ from export import tensor_names
 from kerasseg import cli
 from kerasseg.errors import InputError
 from kerasseg.choices import PERCENTILE
-from kerasseg.quantization.layers import effective_range
+from kerasseg.layers.quantization import effective_range
 
 tf_internals = cli.lazy_import("export.internals")  # (the .tflite flatbuffer as an object)
 

@@ -5,7 +5,7 @@
 
 How each layer is simulated is kerasseg.quantization.simulation's docstring; the registry of layer kinds
 (`register` a layer of your own) is kerasseg.quantization.kinds; the rounding layers are
-kerasseg.quantization.layers.
+kerasseg.layers.quantization.
 """
 
 from kerasseg.quantization.kinds import (ACTIVATIONS, KINDS, USER_KINDS, activation_name, keeps_scale, layer_kind,

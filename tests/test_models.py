@@ -363,7 +363,7 @@ def _every_kind_of_layer_qat_rewrites():
 
 
 def test_quantization_aware_layers_train_on_every_backend():
-    """The simulation's layers (kerasseg.quantization.layers) are Keras layers on keras.ops: one fit step
+    """The simulation's layers (kerasseg.layers.quantization) are Keras layers on keras.ops: one fit step
     moves every weight, through every rounding (straight through it), on TensorFlow and JAX."""
     from kerasseg import losses, qat
 
@@ -389,7 +389,7 @@ def test_quantization_aware_layers_train_on_every_backend():
 def test_quantization_aware_model_folds_batch_norm_rounds_weights_and_trains(backbone):
     """Backend-agnostic QAT: batch norm folded exactly, weights on TFLite's per-channel int8 grid, one fit step."""
     from kerasseg import internals, losses, qat
-    from kerasseg.quantization.layers import QuantizedConv
+    from kerasseg.layers.quantization import QuantizedConv
 
     keras.utils.set_random_seed(0)
     model = models.create_model("deeplab_v3_plus_tiny", classes=3, backbone=backbone)

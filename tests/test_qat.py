@@ -17,7 +17,7 @@ from kerasseg.data.sources import read_image
 from export.internals import read_tflite
 from kerasseg import data, files, internals, layers, losses, models, qat
 from kerasseg.quantization import kinds as layer_kinds
-from kerasseg.quantization.layers import FakeQuant
+from kerasseg.layers.quantization import FakeQuant
 from export import tflite
 
 
@@ -502,25 +502,3 @@ def test_hard_swish_and_hard_sigmoid_are_simulated_where_a_model_puts_them():
     assert learned["simulated"] == learned["written"] >= 10 and not learned["calibrated"], learned
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
 
-
-def test_a_quantization_aware_model_saved_before_its_layers_moved_still_loads(tmp_path):
-    """The rounding layers moved from kerasseg.layers.quantization to kerasseg.quantization.layers: a file saved
-    before names the old module, and loads by the layers' registered names, computing what it computed."""
-    import zipfile
-
-    image = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="hard_swish", name="c")(image)
-    model = keras.Model(image, keras.layers.Conv2D(2, 1, activation="hard_sigmoid", name="logits")(x))
-    pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.float32)
-    quantized = qat.quantization_aware(model, pixels)
-    quantized.save(tmp_path / "new.keras")
-    with zipfile.ZipFile(tmp_path / "new.keras") as new, zipfile.ZipFile(tmp_path / "old.keras", "w") as old:
-        for item in new.infolist():
-            content = new.read(item)
-            if item.filename == "config.json":
-                assert b'"kerasseg.quantization.layers"' in content
-                content = content.replace(b'"kerasseg.quantization.layers"', b'"kerasseg.layers.quantization"')
-            old.writestr(item, content)
-    loaded = files.load_keras_model(tmp_path / "old.keras")
-    assert qat.is_quantization_aware(loaded)
-    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), quantized.predict(pixels, verbose=0), atol=1e-6)

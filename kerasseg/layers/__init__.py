@@ -5,7 +5,7 @@ from kerasseg.layers.attention import squeeze_excite
 from kerasseg.layers.blocks import ZeroPadShortcut, conv_bn_act, image_input, scale_pixels
 from kerasseg.layers.inception import inception_module
 from kerasseg.layers.preprocessing import PixelNormalization
-from kerasseg.quantization.layers import ChannelScale, ChannelShift, FakeQuant, FixedScaleActivation, QuantizedConv
+from kerasseg.layers.quantization import ChannelScale, ChannelShift, FakeQuant, FixedScaleActivation, QuantizedConv
 from kerasseg.layers.resize import CenterCropToMatch, ResizeToMatch, Upsample, bilinear_resize
 
 __all__ = [

@@ -9,7 +9,7 @@ tensorflow-model-optimization's QuantizeConfig.
 import keras
 
 from kerasseg.errors import InputError
-from kerasseg.quantization.layers import FIXED_SCALE_ACTIVATIONS, HARD_ACTIVATIONS
+from kerasseg.layers.quantization import FIXED_SCALE_ACTIVATIONS, HARD_ACTIVATIONS
 
 ACTIVATIONS = ("linear", "relu", "relu6", *FIXED_SCALE_ACTIVATIONS, *HARD_ACTIVATIONS)
 # how the file computes a layer, by its class (see `register`)

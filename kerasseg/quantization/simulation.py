@@ -67,7 +67,7 @@ from kerasseg.described import Description, describe, description
 from kerasseg.errors import InputError
 from kerasseg.quantization.kinds import ACTIVATIONS, activation_name, keeps_scale, layer_kind
 from kerasseg.choices import PERCENTILE, QAT_CALIBRATIONS
-from kerasseg.quantization.layers import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale, ChannelShift,
+from kerasseg.layers.quantization import (FIXED_RANGES, FIXED_SCALE_ACTIVATIONS, ChannelScale, ChannelShift,
                                           FakeQuant, FixedScaleActivation, HardSigmoidStep, QuantizedConv,
                                           batch_norm_halves)
 
