@@ -31,7 +31,8 @@ what TFLite's full-integer file will compute, op for op:
   learn to do without).
   Not every layer output is such a tensor: a convolution, addition,
   multiplication or scaling whose only consumer is ReLU/ReLU6 is fused with
-  it (one tensor, after the activation); pooling, padding, cropping,
+  it (one tensor, after the activation), and so is a convolution with
+  hard-sigmoid's relu6(x + 3); pooling, padding, cropping,
   reshapes, resizes and dropout keep their input's scale; and the tensors a
   concatenation joins share its range (TFLite gives them one scale).
 
@@ -105,7 +106,8 @@ class _Step:
     kind: str  # layer_kind's; a batch normalization folded into the convolution before it becomes "same_scale"
     batch_norm: object = None  # the batch normalization folded into this convolution
     split: str = None  # this convolution's activation, computed by a layer of its own after it
-    fused: bool = False  # the ReLU / ReLU6 after this op is fused into it: its output is no int8 tensor
+    fused: bool = False  # the ReLU / ReLU6 (hard-sigmoid's relu6(x + 3)) after this op is fused into it: its output
+    # is no int8 tensor
     owner: int = None  # the call whose FakeQuant rounds this call's output (None: no FakeQuant)
     reround: int = None  # an interpolation: its output is rounded again with its input's range (this owner's)
 
