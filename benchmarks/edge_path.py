@@ -11,13 +11,14 @@ longer than that table's budget (--epochs, 24 by default: a model that has learn
 near-tied pixels everywhere, and any rounding flips them). Then at --size (128): int8 LiteRT (post-training,
 min-max calibration on 200 training images), the same with percentile calibration, float16 and dynamic-range
 LiteRT, ONNX float32 and int8 (QDQ), and the Android / Coral bundle (int8 with metadata: written only when its
-check passes); each checked on 50 held-out images by kerasseg's own check (pixel agreement, mIoU of Keras and
-of the file at the labels' resolution), at the default thresholds. Where the int8 file fails, the same file
-with the layers that cost the most kept in float (`auto_keep_float`, chosen on 50 held-out test images) is
-tried too, and what it kept is recorded. Then the issue's remedy where post-training int8 fails:
-quantization-aware fine-tuning of the trained model (--qat-epochs, 0 for none; min-max ranges, the trainer's
-fine-tuning rate), and its int8 LiteRT, int8 ONNX and Android / Coral bundle, each checked against the
-quantization-aware Keras model as kerasseg checks them.
+check passes); each checked on 50 held-out images (and each int8 LiteRT file's own two kernel sets, XNNPACK and
+the reference kernels, compared with each other there: the floor of any agreement with it) by kerasseg's own
+check (pixel agreement, mIoU of Keras and of the file at the labels' resolution), at the default thresholds.
+Where the int8 file fails, the same file with the layers that cost the most kept in float (`auto_keep_float`,
+chosen on 50 held-out test images) is tried too, and what it kept is recorded. Then the issue's remedy where
+post-training int8 fails: quantization-aware fine-tuning of the trained model (--qat-epochs, 0 for none; min-max
+ranges, the trainer's fine-tuning rate), and its int8 LiteRT, int8 ONNX and Android / Coral bundle, each checked
+against the quantization-aware Keras model as kerasseg checks them.
 """
 
 import argparse
@@ -30,6 +31,26 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SMALL = bool(os.environ.get("SMALL"))
+
+
+def kernels_agree(path, images):
+    """The share of pixels on which one int8 .tflite file's two sets of LiteRT kernels (XNNPACK, the default,
+    and the reference kernels) pick the same class: the closest any other computation can come to the file."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    classes = []
+    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_REF):
+        interpreter = Interpreter(model_path=path, experimental_op_resolver_type=resolver)
+        interpreter.allocate_tensors()
+        source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        found = []
+        for image in images:
+            interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
+            interpreter.invoke()
+            found.append(interpreter.get_tensor(sink["index"]).argmax(-1))
+        classes.append(np.concatenate(found))
+    return round(float((classes[0] == classes[1]).mean()), 5)
 
 
 def check(report, seconds):
@@ -51,6 +72,7 @@ def main():
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "edge_path.json"))
     parser.add_argument("--qat-epochs", type=int, default=1 if SMALL else 4)
     parser.add_argument("--from-run", help="a run directory this script trained before: its model, not a new one")
+    parser.add_argument("--qat-run", help="the quantization-aware run this script fine-tuned before, not a new one")
     parser.add_argument("--keep", help="where to keep the trained model and the files (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -85,6 +107,8 @@ def main():
         started = time.time()
         report = exporter(model, *arguments, validation=validation, **options)
         row[label] = check(report, time.time() - started)
+        if label.endswith("tflite_int8"):
+            row[label]["litert_kernels_agree"] = kernels_agree(arguments[0], held.images)
         print(label, json.dumps(row[label]), flush=True)
         write_text_atomic(args.output, json.dumps(row, indent=1) + "\n")
         return report
@@ -107,10 +131,11 @@ def main():
     bundle = os.path.join(out, "android")
     record("android", android.export, bundle, calibration=calibration)
     row["android"]["files"] = sorted(os.listdir(bundle)) if os.path.isdir(bundle) else []
-    if args.qat_epochs:
-        qat = train.train(train.TrainConfig(os.path.join(out, "qat"), init_from=run.model_path,
-                                            quantization_aware=True, epochs=args.qat_epochs, **common))
-        row.update(qat_epochs=args.qat_epochs, qat_train_seconds=qat.metrics["train_seconds"],
+    if args.qat_epochs or args.qat_run:
+        qat = rundir.Run.read(args.qat_run) if args.qat_run else train.train(train.TrainConfig(
+            os.path.join(out, "qat"), init_from=run.model_path, quantization_aware=True, epochs=args.qat_epochs,
+            **common))
+        row.update(qat_epochs=qat.metrics["epochs"], qat_train_seconds=qat.metrics["train_seconds"],
                    qat_val_miou=round(qat.metrics["miou"], 4))
         model = qat.load_model()
         record("qat_tflite_int8", tflite.export, f"{path}.qat.int8.tflite", quantize="int8", calibration=calibration)
