@@ -33,26 +33,6 @@ sys.path.insert(0, ROOT)
 SMALL = bool(os.environ.get("SMALL"))
 
 
-def kernels_agree(path, images):
-    """The share of pixels on which one int8 .tflite file's two sets of LiteRT kernels (XNNPACK, the default,
-    and the reference kernels) pick the same class: the closest any other computation can come to the file."""
-    import numpy as np
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    classes = []
-    for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_REF):
-        interpreter = Interpreter(model_path=path, experimental_op_resolver_type=resolver)
-        interpreter.allocate_tensors()
-        source, sink = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        found = []
-        for image in images:
-            interpreter.set_tensor(source["index"], image[None].astype(source["dtype"]))
-            interpreter.invoke()
-            found.append(interpreter.get_tensor(sink["index"]).argmax(-1))
-        classes.append(np.concatenate(found))
-    return round(float((classes[0] == classes[1]).mean()), 5)
-
-
 def check(report, seconds):
     return {"passed": report.passed, "pixel_agreement": round(report.pixel_agreement, 5),
             "miou_keras": report.miou_reference and round(report.miou_reference, 4),
@@ -63,6 +43,7 @@ def check(report, seconds):
 def main():
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from edge_models import ROWS
+    from quantization import kernel_agreement
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--row", default="LR-ASPP MobileNetV3 Large", choices=list(ROWS))
@@ -108,7 +89,7 @@ def main():
         report = exporter(model, *arguments, validation=validation, **options)
         row[label] = check(report, time.time() - started)
         if label.endswith("tflite_int8"):
-            row[label]["litert_kernels_agree"] = kernels_agree(arguments[0], held.images)
+            row[label]["litert_kernels_agree"] = round(kernel_agreement(arguments[0], held.images), 5)
         print(label, json.dumps(row[label]), flush=True)
         write_text_atomic(args.output, json.dumps(row, indent=1) + "\n")
         return report
