@@ -411,7 +411,8 @@ def export(model: keras.Model | str | os.PathLike | files.ModelFile, output: str
             takes and returns float32. Not with target "edgetpu" (the Edge TPU runs only the first, int8 part of
             a split graph) nor with quantizer "ai-edge".
         auto_keep_float: int8 only: keep the 1, 2, 4, 8, then 16 worst tensors in float until the thresholds
-            pass on `tuning` (default False); same restrictions as `keep_float`.
+            pass on `tuning` (default False; refused where the all-int8 file already passes there: such samples
+            cannot choose); same restrictions as `keep_float`.
         tuning: the samples `auto_keep_float` chooses on, in the same forms as `validation` (the first `samples`
             of them). Default: the calibration images. The command line passes the validation split.
         quantizer: "kerasseg" (the default: kerasseg's quantization through TFLite's converter) or "ai-edge":
