@@ -17,7 +17,7 @@ import pytest
 
 from conftest import ROOT, run_cli, run_main
 
-TRAIN = ["--model", "unet_tiny", "--image-size", "32", "--batch-size", "8"]
+TRAIN = ["--model", "unet_tiny", "--image-size", "32", "--batch-size", "8", "--augment", "flip"]  # (one scale: fast)
 
 
 def _history(run):
