@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m kerasseg.train --model unet_edge --model-args '{"base_filters": 12}' --dataset shapes \
-		--image-size $(DEMO_SIZE) --batch-size 16 --epochs 6 --lr 5e-3 --augment flip --seed 0 --output $(DEMO) --overwrite
+		--image-size $(DEMO_SIZE) --batch-size 16 --epochs 5 --lr 5e-3 --loss ce+dice --augment flip --seed 0 --output $(DEMO) --overwrite
 	$(PY) -m export.tflite $(DEMO)/model.keras --quantize int8 --output $(DEMO)/unet_edge_int8.tflite --latency
 	$(PY) -m export.tflite $(DEMO)/model.keras --quantize float16 --output $(DEMO)/unet_edge_float16.tflite --latency
 	$(PY) -m export.onnx $(DEMO)/model.keras --output $(DEMO)/unet_edge.onnx --latency
