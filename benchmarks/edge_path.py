@@ -1,4 +1,4 @@
-"""One edge segmenter through the whole path (issue 45): trained on `shapes:hard`, then exported to every
+"""One edge segmenter through the whole path (issue 45): trained on `shapes:hard` (or --dataset), then exported to every
 format kerasseg writes, each file checked against the Keras model at the default thresholds.
 
     python benchmarks/edge_path.py --output benchmarks/edge_path.json       # LR-ASPP MobileNetV3 Large
@@ -50,6 +50,10 @@ def main():
     parser.add_argument("--size", type=int, default=64 if SMALL else 128)
     parser.add_argument("--epochs", type=int, default=1 if SMALL else 24)
     parser.add_argument("--train-samples", type=int, default=32 if SMALL else 600)
+    parser.add_argument("--dataset", default="shapes:hard", help="shapes:hard (default) or shapes (the demo's: a "
+                        "from-scratch model learns it with confidence)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="the training's peak learning rate (the trainer's "
+                        "default, 2e-3)")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "edge_path.json"))
     parser.add_argument("--qat-epochs", type=int, default=1 if SMALL else 4)
     parser.add_argument("--from-run", help="a run directory this script trained before: its model, not a new one")
@@ -68,21 +72,22 @@ def main():
     out = args.keep or tempfile.mkdtemp(prefix="edge_path_")
     os.makedirs(out, exist_ok=True)
     row = {"row": args.row, "model": name, "backbone": backbone, "config": config, "size": args.size,
-           "epochs": args.epochs, "train_samples": args.train_samples, "batch_size": 8}
-    common = dict(dataset="shapes:hard", image_size=(args.size, args.size), train_samples=args.train_samples,
+           "epochs": args.epochs, "train_samples": args.train_samples, "batch_size": 8, "dataset": args.dataset,
+           "lr": args.lr}
+    common = dict(dataset=args.dataset, image_size=(args.size, args.size), train_samples=args.train_samples,
                   batch_size=8, augment="flip", seed=0, overwrite=True)
     if args.from_run:
         run = rundir.Run.read(args.from_run)
         row.update(from_run=args.from_run, epochs=run.metrics["epochs"])
     else:
         run = train.train(train.TrainConfig(os.path.join(out, "run"), model=name, backbone=backbone,
-                                            model_args=config, epochs=args.epochs, **common))
+                                            model_args=config, epochs=args.epochs, lr=args.lr, **common))
     row.update(train_seconds=run.metrics["train_seconds"], val_miou=round(run.metrics["miou"], 4))
     model = run.load_model()
-    calibration = data.load_split("shapes:hard", "train", (args.size, args.size), 200).images
-    held = data.load_split("shapes:hard", "val", (args.size, args.size), 50)
+    calibration = data.load_split(args.dataset, "train", (args.size, args.size), 200).images
+    held = data.load_split(args.dataset, "val", (args.size, args.size), 50)
     validation = (held.images, held.masks)
-    tuning = data.load_split("shapes:hard", "test", (args.size, args.size), 50)  # (auto_keep_float's, held out)
+    tuning = data.load_split(args.dataset, "test", (args.size, args.size), 50)  # (auto_keep_float's, held out)
 
     def record(label, exporter, *arguments, **options):
         started = time.time()
