@@ -17,7 +17,7 @@ from kerasseg.data.sources import read_image
 from export.internals import read_tflite
 from kerasseg import data, files, internals, layers, losses, models, qat
 from kerasseg.quantization import kinds as layer_kinds
-from kerasseg.layers.quantization import FakeQuant
+from kerasseg.layers.quantization import FakeQuant, HardSigmoidStep
 from export import tflite
 
 
@@ -56,7 +56,8 @@ def test_int8_files_normalize_pixels_as_the_model_does(mode):
 
 
 def _trained(name, seed=0, steps=6, size=32, **kwargs):
-    """`name` trained for a few steps on `shapes` (in-process, eagerly: a graph would take longer to trace than
+    """`name` (registered, or a function of the class count building the model) trained for a few steps on
+    `shapes` (in-process, eagerly: a graph would take longer to trace than
     to run; its batch norms' offsets and its ranges are then a trained model's, not zeros), then made
     quantization-aware and fine-tuned for two steps: (the quantization-aware model, its training images,
     held-out images)."""
@@ -64,7 +65,8 @@ def _trained(name, seed=0, steps=6, size=32, **kwargs):
     train, test = data.load_split("shapes", "train", (size, size), count=64), \
         data.load_split("shapes", "test", (size, size), count=16)
     images = train.images.astype(np.float32)
-    model = models.create_model(name, classes=train.num_classes, **kwargs)
+    model = name(train.num_classes) if callable(name) else models.create_model(name, classes=train.num_classes,
+                                                                               **kwargs)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses.SegmentationLoss("ce"), run_eagerly=True)
     model.fit(images, train.masks, batch_size=32, epochs=steps // 2, verbose=0)
     quantized = qat.quantization_aware(model, images[:32])
@@ -502,3 +504,46 @@ def test_hard_swish_and_hard_sigmoid_are_simulated_where_a_model_puts_them():
     assert learned["simulated"] == learned["written"] >= 10 and not learned["calibrated"], learned
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
 
+
+def test_hard_sigmoid_written_as_keras_ops_is_simulated_as_keras_applications_writes_it():
+    """keras.applications' MobileNetV3 writes hard-sigmoid as keras.ops on tensors, `ReLU(6.0)(x + 3.0) * (1/6)`,
+    not as a layer: simulated as the file computes it, after a convolution (its +3 and ReLU6 fused into it) and
+    after an addition; another constant op is still refused by name."""
+    keras.utils.set_random_seed(1)
+    image = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(image)
+    gate = keras.layers.ReLU(6.0)(keras.layers.Conv2D(8, 1, name="gate")(x) + 3.0) * (1.0 / 6.0)
+    y = keras.layers.Multiply(name="gated")([x, gate])
+    z = keras.layers.Add(name="sum")([y, keras.layers.Conv2D(8, 1, name="side")(x)])
+    z = keras.layers.ReLU(6.0)(z + 3.0) * (1.0 / 6.0)
+    model = keras.Model(image, keras.layers.Conv2D(4, 1, name="logits")(keras.layers.Multiply()([y, z])))
+    pixels = np.random.default_rng(2).integers(0, 256, (32, 16, 16, 3)).astype(np.float32)
+    quantized = qat.quantization_aware(model, pixels)
+    steps = [layer.step for layer in quantized.layers if isinstance(layer, HardSigmoidStep)]
+    assert steps == ["shift", "scale"] * 2, steps
+    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    assert learned["simulated"] == learned["written"] >= 8 and not learned["calibrated"], learned
+    _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
+
+    doubled = keras.Model(image, keras.layers.Conv2D(4, 1, name="logits2")(x * 2.0))
+    with pytest.raises(qat.QuantizationError, match=r"multiply"):
+        qat.quantization_aware(doubled, pixels)
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("application", ["MobileNetV3Small", "MobileNetV3Large"])
+def test_keras_applications_mobilenet_v3_is_simulated_and_its_int8_file_computes_what_it_simulates(application):
+    """A model kerasseg did not build: keras.applications' MobileNetV3 (its hard-sigmoid keras.ops on tensors,
+    its hard-swish layers, its squeeze-excitation) under a 1x1 class head, refused before (18 and 16 op
+    nodes named): every learned range is one tensor of the file, and the file computes what it simulates."""
+    def build(classes):
+        base = getattr(keras.applications, application)(weights=None, include_top=False, input_shape=(64, 64, 3))
+        logits = keras.layers.Conv2D(classes, 1, name="classes")(base.output)
+        return keras.Model(base.input, keras.layers.Resizing(64, 64, name="to_input")(logits))
+
+    quantized, images, held_out = _trained(build, size=64)
+    content, learned = tflite._convert(quantized, "int8", (64, 64), images[:64])
+    assert learned["simulated"] == learned["written"] > 50, learned
+    # what calibration still sets: only keras.applications' pixel rescaling, which the simulation leaves in float
+    assert all("/rescaling" in t for t in learned["calibrated"]), learned
+    _assert_computes_what_the_file_computes(content, held_out, quantized.predict(held_out, verbose=0))

@@ -20,8 +20,10 @@ what TFLite's full-integer file will compute, op for op:
   swish is the file's LOGISTIC then MUL (FixedScaleActivation); hard-swish
   is one op (HARD_SWISH) with a range of its own, and hard-sigmoid two,
   relu6(x + 3) (fused into the convolution before it) and a division by 6,
-  each rounded to a range of its own (HardSigmoidStep); an
-  activation inside a convolution other than ReLU/ReLU6 becomes a layer of
+  each rounded to a range of its own (HardSigmoidStep), also where a model
+  writes it as keras.ops on tensors, `ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`
+  (keras.applications' MobileNetV3; other keras.ops on a constant are
+  refused); an activation inside a convolution other than ReLU/ReLU6 becomes a layer of
   its own, as it is an op of its own in the file;
 - each other tensor TFLite keeps as int8 goes through a FakeQuant, its range
   started at the float model's min and max on the calibration images (what
@@ -110,17 +112,21 @@ class _Step:
     # is no int8 tensor
     owner: int = None  # the call whose FakeQuant rounds this call's output (None: no FakeQuant)
     reround: int = None  # an interpolation: its output is rounded again with its input's range (this owner's)
+    hard_sigmoid: str = None  # "shift", "relu" or "scale": this op is part of hard-sigmoid written as keras.ops on
+    # tensors, relu6(x + 3.0) * (1 / 6) (keras.applications' MobileNetV3)
 
 
 def _plan(model):
     """The layer calls of `model`, inlined, in order, and a _Step for each. Refuses (QuantizationError) a
     model with a layer it cannot simulate, naming every one."""
-    calls, consumers, producer = [], {}, {}
+    calls, consumers, producer, constants = [], {}, {}, []
 
     def record(layer, *args, **kwargs):
         outputs = layer(*args, **kwargs)
         index = len(calls)
-        inputs = [id(t) for t in keras.tree.flatten((args, kwargs)) if isinstance(t, keras.KerasTensor)]
+        flat = keras.tree.flatten((args, kwargs))
+        inputs = [id(t) for t in flat if isinstance(t, keras.KerasTensor)]
+        constants.append([t for t in flat if isinstance(t, (int, float))])
         calls.append((layer, inputs, [id(t) for t in keras.tree.flatten(outputs)]))
         for tensor in inputs:
             consumers.setdefault(tensor, []).append(index)
@@ -131,15 +137,19 @@ def _plan(model):
     for tensor in keras.tree.flatten(_replay(model, inputs, record)):
         consumers.setdefault(id(tensor), []).append(None)
     steps = [_Step(layer_kind(layer)) for layer, _, _ in calls]
-    _refuse_unsimulated(model, calls, steps, {id(t) for t in inputs})
 
     def only_consumer(index):
         outputs = calls[index][2]
         users = consumers.get(outputs[0], []) if len(outputs) == 1 else []
         return users[0] if len(users) == 1 and users[0] is not None else None
 
+    _hard_sigmoid_ops(calls, steps, constants, only_consumer)
+    _refuse_unsimulated(model, calls, steps, {id(t) for t in inputs})
+
     def activation_after(index):
         user = only_consumer(index)
+        if user is not None and steps[user].hard_sigmoid == "shift":
+            return "hard_sigmoid"
         return activation_name(calls[user][0]) if user is not None and steps[user].kind == "activation" else None
 
     for index, ((layer, _, _), step) in enumerate(zip(calls, steps)):
@@ -162,7 +172,8 @@ def _plan(model):
             rounded = not step.fused and step.split not in FIXED_RANGES
         else:  # an activation's own int8 tensor: ReLU (fused into the op before it or not), swish's product,
             # hard-swish's, hard-sigmoid's division by 6
-            rounded = step.kind == "activation" and activation_name(layer) not in FIXED_RANGES
+            rounded = step.kind == "activation" and (step.hard_sigmoid == "scale" or
+                                                     activation_name(layer) not in FIXED_RANGES)
         step.owner = index if rounded else None
 
     def owner(index):
@@ -192,6 +203,33 @@ def _plan(model):
         source = rounded_by(inputs[0]) if steps[index].kind == "interpolating" and inputs else None
         steps[index].reround = None if source is None else steps[source].owner
     return calls, steps
+
+
+def _is_op(layer, name):
+    """Whether `layer` is the keras.ops operation `name` applied to tensors in a functional graph (no layer)."""
+    return not isinstance(layer, keras.layers.Layer) and type(layer).__name__ == name and \
+        type(layer).__module__.startswith("keras")
+
+
+def _hard_sigmoid_ops(calls, steps, constants, only_consumer):
+    """Marks hard-sigmoid written as keras.ops on tensors, `ReLU(6.0)(x + 3.0) * (1.0 / 6.0)` (keras.applications'
+    MobileNetV3: an addition of 3.0, a ReLU6 its only consumer, a multiplication by 1/6 its only consumer), as
+    the file computes it: relu6(x + 3) one int8 tensor (the +3 and the ReLU6 fused into the convolution before
+    it, or into the ADD), then the MUL by 1/6 with a range of its own. Other keras.ops with a constant stay
+    unsimulated (refused by name)."""
+    for index, (layer, inputs, _) in enumerate(calls):
+        if not (_is_op(layer, "Add") and len(inputs) == 1 and constants[index] == [3.0]):
+            continue
+        relu = only_consumer(index)
+        if relu is None or steps[relu].kind != "activation" or activation_name(calls[relu][0]) != "relu6":
+            continue
+        scale = only_consumer(relu)
+        if scale is None or not _is_op(calls[scale][0], "Multiply") or len(calls[scale][1]) != 1 or \
+                len(constants[scale]) != 1 or not np.isclose(constants[scale][0], 1 / 6):
+            continue
+        for part, at, kind in (("shift", index, "same_scale"), ("relu", relu, "same_scale"),
+                               ("scale", scale, "activation")):
+            steps[at].kind, steps[at].hard_sigmoid = kind, part
 
 
 def _refuse_unsimulated(model, calls, steps, inputs):
@@ -316,6 +354,14 @@ def quantization_aware(model, calibration_images, batch_size=8, calibration="min
             for k, x in enumerate(args[0][1:-1], start=1):
                 partial = rounded(merge(name=unique(f"{layer.name}_{k}"))([partial, x]), f"{layer.name}_{k}_quant")
             outputs = merge(name=layer.name)([partial, args[0][-1]])
+        elif step.hard_sigmoid == "shift":  # (hard-sigmoid as keras.ops: _hard_sigmoid_ops)
+            tensor = next(x for x in args if isinstance(x, keras.KerasTensor))
+            outputs = HardSigmoidStep("shift", name=unique(f"{layer.name}_hard_sigmoid_shift"))(tensor)
+        elif step.hard_sigmoid == "relu":  # (already in the shift: relu6(x + 3), one int8 tensor of the file)
+            outputs = rounded(args[0], f"{layer.name}_quant")
+        elif step.hard_sigmoid == "scale":
+            tensor = next(x for x in args if isinstance(x, keras.KerasTensor))
+            outputs = HardSigmoidStep("scale", name=unique(f"{layer.name}_hard_sigmoid_scale"))(tensor)
         elif step.kind == "activation" and activation_name(layer) in (*FIXED_SCALE_ACTIVATIONS, "hard_sigmoid"):
             kind = activation_name(layer)
             outputs = activation(kind, args[0], layer.name if kind == "hard_sigmoid" else f"{layer.name}_fixed_scale")
