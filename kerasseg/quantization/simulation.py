@@ -23,8 +23,8 @@ what TFLite's full-integer file will compute, op for op:
   each rounded to a range of its own (HardSigmoidStep), also where a model
   writes it as keras.ops on tensors, `ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`
   (keras.applications' MobileNetV3; other keras.ops on a constant are
-  refused); an activation inside a convolution other than ReLU/ReLU6 becomes a layer of
-  its own, as it is an op of its own in the file;
+  refused); an activation inside a convolution other than ReLU/ReLU6
+  becomes a layer of its own, as it is an op of its own in the file;
 - each other tensor TFLite keeps as int8 goes through a FakeQuant, its range
   started at the float model's min and max on the calibration images (what
   post-training calibration measures) and then tracked while training; or,
@@ -354,14 +354,12 @@ def quantization_aware(model, calibration_images, batch_size=8, calibration="min
             for k, x in enumerate(args[0][1:-1], start=1):
                 partial = rounded(merge(name=unique(f"{layer.name}_{k}"))([partial, x]), f"{layer.name}_{k}_quant")
             outputs = merge(name=layer.name)([partial, args[0][-1]])
-        elif step.hard_sigmoid == "shift":  # (hard-sigmoid as keras.ops: _hard_sigmoid_ops)
-            tensor = next(x for x in args if isinstance(x, keras.KerasTensor))
-            outputs = HardSigmoidStep("shift", name=unique(f"{layer.name}_hard_sigmoid_shift"))(tensor)
         elif step.hard_sigmoid == "relu":  # (already in the shift: relu6(x + 3), one int8 tensor of the file)
             outputs = rounded(args[0], f"{layer.name}_quant")
-        elif step.hard_sigmoid == "scale":
+        elif step.hard_sigmoid:  # the shift or the scale of hard-sigmoid as keras.ops (_hard_sigmoid_ops)
             tensor = next(x for x in args if isinstance(x, keras.KerasTensor))
-            outputs = HardSigmoidStep("scale", name=unique(f"{layer.name}_hard_sigmoid_scale"))(tensor)
+            part = step.hard_sigmoid
+            outputs = HardSigmoidStep(part, name=unique(f"{layer.name}_hard_sigmoid_{part}"))(tensor)
         elif step.kind == "activation" and activation_name(layer) in (*FIXED_SCALE_ACTIVATIONS, "hard_sigmoid"):
             kind = activation_name(layer)
             outputs = activation(kind, args[0], layer.name if kind == "hard_sigmoid" else f"{layer.name}_fixed_scale")
