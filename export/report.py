@@ -269,6 +269,16 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
         else:
             report["failed"].insert(0, f"fingerprint: {words}: it is not this model's file (other_weights=True, or "
                                        "--other-weights, when the pairing is meant)")
+    weights = (report.get("expected") or {}).get("weights") or {}
+    if weights.get("passed") is False:
+        words = (f"{weights['differing']:.1%} of the file's {weights['compared']:,} weight values lie further from "
+                 "the same conversion of this model, made here, than rounding one weight twice can (the same "
+                 "weights: none)")
+        if other_weights:
+            report["fingerprint"]["note"] = f"{words}: compared as asked (other_weights)"
+        else:
+            report["failed"].insert(0, f"weights: {words}: it is not this model's file (other_weights=True, or "
+                                       "--other-weights, when the pairing is meant)")
     report["passed"] = not report["failed"]
     return report
 
@@ -285,14 +295,19 @@ def print_summary(report, path):
     if (report.get("fingerprint") or {}).get("file") is None and report.get("expected"):
         print(f"the file carries no fingerprint: held to what {report['expected']['how']} does to the model "
               f"(pixel agreement {report['expected']['pixel_agreement']:.5f}, mean |error| "
-              f"{report['expected']['mean_abs_error']:.3g}), within a factor of {EXPECTED_FACTOR_TEXT}")
+              f"{report['expected']['mean_abs_error']:.3g}), within a factor of {report['expected']['factor']:g}; "
+              + _weights_text(report["expected"].get("weights") or {}))
     if report["passed"]:
         print("agreement: passed")
     else:
         print(f"agreement: FAILED: {'; '.join(report['failed'])}", file=sys.stderr)
 
 
-EXPECTED_FACTOR_TEXT = "3 (export.expected)"
+def _weights_text(weights):
+    if not weights.get("compared"):
+        return f"its weights {weights.get('note', 'not compared')}"
+    return (f"its weights: {weights['differing']:.2%} of {weights['compared']:,} values differ from that file's "
+            f"(at most {weights['limit']:.0%})")
 
 
 def write_report(report, path):

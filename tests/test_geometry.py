@@ -147,10 +147,10 @@ def test_fit_evaluate_and_predict_score_in_the_trainings_geometry(wide_run, tmp_
     """fit's validation, evaluate and predict run a 2:1 picture at the scales training showed (aspect kept,
     0.75-1.5 times the 32x64 that covers the crop, their probabilities averaged), not squashed to 32x32;
     evaluate's mIoU is that of predict's masks against the labels at their own size, and of fit's last
-    validation; the default (the scales averaged) scores at least as well as its one covering scale, within a
-    point, and far above the squashed pictures. (Not "within a point of the best single scale": that is the
-    largest of six noisy scores, and one clean-clone run trained a model whose 1.25 scored 0.926 against the
-    default's 0.911, while scale 1 scored 0.874.)"""
+    validation; the default (the four scales' probabilities averaged) scores at least as well as those scales
+    do on average, as an ensemble does its members, and far above the squashed pictures. (Not "as well as one
+    of them": which scale scores best is noise. One clean-clone run's model scored 0.926 at 1.25, 0.874 at 1
+    and 0.911 by default; another's 0.899 at 1 and 0.886 by default.)"""
     from kerasseg import evaluate, predict
     from kerasseg.metrics import confusion_matrix, scores
 
@@ -169,7 +169,8 @@ def test_fit_evaluate_and_predict_score_in_the_trainings_geometry(wide_run, tmp_
         others[name] = json.loads((tmp_path / f"{name}.json").read_text())["miou"]
     assert json.loads((tmp_path / "1.json").read_text())["geometry"]["scale"] == [1.0]
     assert default["geometry"]["scale"] == [0.75, 1.0, 1.25, 1.5]
-    assert default["miou"] >= others["1"] - 0.01 and default["miou"] > 0.85, (default["miou"], others)
+    members = np.mean([others[scale] for scale in ("0.75", "1", "1.25", "1.5")])
+    assert default["miou"] >= members - 0.005 and default["miou"] > 0.85, (default["miou"], others)
     assert others["squashed"] < default["miou"] - 0.05  # (its discs look like the tall class squashed)
     # predict's mask of a 2:1 picture: the model's probabilities at 24x48, 32x64, 40x80 and 48x96 (0.75-1.5
     # times the covering scale), each resized back to the picture's size, averaged
