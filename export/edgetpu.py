@@ -17,13 +17,18 @@ The Edge TPU runs one contiguous block of the graph: from the first
 operator that does not map, everything after it falls back to the CPU. The
 report lists each operator, mapped or why not, the index of that first
 CPU operator and the share of operators the Edge TPU runs. Exit status 1
-unless all of them map.
+unless all of them map. export.tflite's target edgetpu refuses a file that
+does not map (`require_mapped`) and compiles it where edgetpu_compiler is on
+PATH (`compile_file`).
 """
 
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 
 from kerasseg import cli, files
 from kerasseg.errors import InputError
@@ -306,6 +311,36 @@ def format_report(report, limit=None):
         + ("" if first is None else f"; from op {first} ({report['ops'][first]['op']}) on, the CPU runs the rest")
     )
     return "\n".join(lines)
+
+
+def require_mapped(content, output):
+    """The static Edge TPU check of `content`; refuses (InputError) unless every op maps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, os.path.basename(output))
+        with open(path, "wb") as f:
+            f.write(content)
+        report = analyse(path)
+    if not report["fully_mapped"]:
+        raise InputError(
+            f"refusing target edgetpu: the model does not map entirely to the Edge TPU\n"
+            f"{format_report(report)}\n"
+            "build the model with edge=True and export logits (see docs/android-coral.md, 'Edge TPU')"
+        )
+    return {key: report[key] for key in ("check", "operators", "edge_tpu_operators", "mapped_share", "first_cpu_op",
+                                         "fully_mapped")}
+
+
+def compile_file(output):
+    """Compiles `output` with edgetpu_compiler when it is on PATH (FILE_edgetpu.tflite and its log beside it);
+    returns what its log says (edgetpu.parse_compiler_log), or why it did not run."""
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        return "edgetpu_compiler not on PATH: the static check is what was done"
+    run = subprocess.run([compiler, "-s", "-o", os.path.dirname(os.path.abspath(output)), output],
+                         capture_output=True, text=True)
+    log = os.path.splitext(output)[0] + "_edgetpu.log"
+    files.write_text_atomic(log, run.stdout + run.stderr)
+    return {"returncode": run.returncode, "log": log, **parse_compiler_log(run.stdout + run.stderr)}
 
 
 def main(argv=None):

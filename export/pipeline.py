@@ -136,7 +136,7 @@ def export_size(model, requested=None, held=None, data=()):
     pairs) share when the model was trained with its aspect kept (an app stretches each frame into the file:
     a file of their aspect keeps the training's geometry, one of another squashes them); else the size
     the images of the first of `data` share (kerasseg.data.values.natural_size)."""
-    from kerasseg.inference import Geometry
+    from kerasseg.geometry import Geometry
 
     size = working_size(model, requested)
     described = description(model)

@@ -33,10 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,6 +43,7 @@ from kerasseg.choices import PERCENTILE
 from kerasseg.errors import InputError
 
 from export import ai_edge, formats, runtimes
+from export.converter import CALIBRATIONS, check_pixel_input, convert, convert_with_learned  # noqa: F401 (convert: public here)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -54,115 +52,14 @@ if TYPE_CHECKING:
 
     from export.report import ExportReport
 
-qat, converter, edgetpu, pipeline, ranges, reports, tensor_names = cli.lazy_import(
-    "kerasseg.qat", "export.converter", "export.edgetpu", "export.pipeline", "export.ranges", "export.report",
-    "export.tensor_names")
+qat, edgetpu, pipeline, reports = cli.lazy_import("kerasseg.qat", "export.edgetpu", "export.pipeline",
+                                                 "export.report")
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 OUTPUT_KINDS = ("logits", "probabilities", "category")  # (export.pipeline.with_output_kind)
 CALIBRATED = ("int8", "int16x8")
 IO_TYPES = ("uint8", "int8", "float32")
-CALIBRATIONS = ("minmax", "percentile", "moving-average")  # (moving-average: ai-edge-quantizer's own, only)
 QUANTIZERS = ("kerasseg", "ai-edge")
-
-
-def convert(model, quantize, image_size, calibration_images=None, io="uint8", calibration="minmax"):
-    """The .tflite bytes of `model` at a fixed batch-1 `image_size`.
-
-    int8 only: `io` is the input and output type (a class-index output
-    stays as it is). The input's calibrated range is pinned to [0, 255]
-    before quantizing: the model takes pixels, and a device feeds them
-    unscaled, so an integer input must be scale 1.0 exactly; calibration
-    images that span less (a dim camera: [40, 200]) would otherwise give a
-    scale of 0.63 and clip every brighter pixel. `calibration`: each
-    activation's range is its min/max over the calibration images (TFLite's
-    own), or with "percentile" the PERCENTILE-th percentiles of its values,
-    which clips rare outliers for a finer step everywhere else.
-
-    A quantization-aware model (kerasseg.qat) converts as its float twin;
-    int8 writes the ranges it learned into the file (export.ranges).
-    """
-    return _convert(model, quantize, image_size, calibration_images, io, calibration)[0]
-
-
-def _convert(model, quantize, image_size, calibration_images=None, io="uint8", calibration="minmax"):
-    """(the .tflite bytes, for a quantization-aware model converted to int8 the learned ranges' counts
-    (export.ranges.check_learned_ranges), else None)."""
-    if calibration not in CALIBRATIONS:
-        raise InputError(f"calibration must be one of {CALIBRATIONS}; received {calibration!r}")
-    sites = None
-    if qat.is_quantization_aware(model):
-        if calibration != "minmax":
-            raise InputError(f"a quantization-aware model's int8 ranges are the ones it learned: calibration "
-                             f"{calibration!r} does not apply to it")
-        model, sites = qat.export_twin(model)
-    if quantize != "int8" or (io == "float32" and sites is None):
-        return converter.make_converter(model, quantize, image_size, calibration_images, io).convert(), None
-    import tensorflow as tf
-
-    from export import internals
-
-    with tensor_names.unambiguous_names(model if sites is not None else None) as renamed:
-        calibrated = internals.calibrated(converter.make_converter(model, quantize, image_size, calibration_images,
-                                                                   io))
-        if calibration == "percentile":
-            calibrated = ranges.percentile_ranges(calibrated, calibration_images)
-        if sites is not None:
-            sites = [dataclasses.replace(site, layer=renamed[site.layer]) for site in sites]
-            calibrated, placed = ranges.learned_ranges(calibrated, model, sites)
-    calibrated = ranges.pin_input_range(calibrated, 0.0, 255.0)
-    io_type = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[io]
-    output_type = io_type if model.outputs[0].dtype in ("float32", "float16", "bfloat16") else tf.float32
-    content = internals.quantized(calibrated, io_type, output_type)
-    check_pixel_input(content)
-    if sites is None:
-        return content, None
-    learned = ranges.check_learned_ranges(content, placed)
-    calibrated = [tensor_names.untagged(name) for name in learned["calibrated"]]
-    return tensor_names.untagged(content), {**learned, "calibrated": calibrated}
-
-
-def check_pixel_input(content):
-    """Refuses (InputError) an integer-input .tflite whose input is not raw pixels: uint8 scale 1.0 / zero
-    point 0, int8 scale 1.0 / zero point -128."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    detail = Interpreter(model_content=bytes(content)).get_input_details()[0]
-    expected = {np.dtype(np.uint8): (1.0, 0), np.dtype(np.int8): (1.0, -128)}.get(np.dtype(detail["dtype"]))
-    if expected is not None and tuple(detail["quantization"]) != expected:
-        raise InputError(f"refusing to write an int8 file whose {np.dtype(detail['dtype'])} input has scale "
-                         f"{detail['quantization'][0]:g} and zero point {detail['quantization'][1]} instead of "
-                         f"{expected[0]:g} and {expected[1]}: a device feeding camera pixels would see other values")
-
-
-def edgetpu_check(content, output):
-    """The static Edge TPU check of `content`; refuses (InputError) unless every op maps."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, os.path.basename(output))
-        with open(path, "wb") as f:
-            f.write(content)
-        report = edgetpu.analyse(path)
-    if not report["fully_mapped"]:
-        raise InputError(
-            f"refusing target edgetpu: the model does not map entirely to the Edge TPU\n"
-            f"{edgetpu.format_report(report)}\n"
-            "build the model with edge=True and export logits (see docs/android-coral.md, 'Edge TPU')"
-        )
-    return {key: report[key] for key in ("check", "operators", "edge_tpu_operators", "mapped_share", "first_cpu_op",
-                                         "fully_mapped")}
-
-
-def run_edgetpu_compiler(output):
-    """Compiles `output` with edgetpu_compiler when it is on PATH (FILE_edgetpu.tflite and its log beside it);
-    returns what its log says (edgetpu.parse_compiler_log), or why it did not run."""
-    compiler = shutil.which("edgetpu_compiler")
-    if compiler is None:
-        return "edgetpu_compiler not on PATH: the static check is what was done"
-    run = subprocess.run([compiler, "-s", "-o", os.path.dirname(os.path.abspath(output)), output],
-                         capture_output=True, text=True)
-    log = os.path.splitext(output)[0] + "_edgetpu.log"
-    files.write_text_atomic(log, run.stdout + run.stderr)
-    return {"returncode": run.returncode, "log": log, **edgetpu.parse_compiler_log(run.stdout + run.stderr)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,7 +142,7 @@ def _convert_file(model, size, found, options):
     content = None
     if o.quantizer == "ai-edge":
         recipe = "static_wi8_ai8" if quantize == "int8" else "static_wi8_ai16"
-        content = ai_edge.quantize(_convert(model, "float32", size)[0], calibration, recipe,
+        content = ai_edge.quantize(convert(model, "float32", size), calibration, recipe,
                                    o.ai_edge_algorithm, o.calibration_method,
                                    o.io)
         check_pixel_input(content)
@@ -259,7 +156,7 @@ def _convert_file(model, size, found, options):
             class_names=found.held_out.class_names, samples=o.samples, thresholds=o.thresholds)
         extra.update(found_extra)
     if content is None:
-        content, learned = _convert(model, quantize, size, calibration, o.io, o.calibration_method)
+        content, learned = convert_with_learned(model, quantize, size, calibration, o.io, o.calibration_method)
         if learned is not None:
             extra["learned_ranges"] = learned
             print(f"learned ranges: {learned['written']} of {learned['simulated']} written into the file "
@@ -267,7 +164,7 @@ def _convert_file(model, size, found, options):
                   f"{', '.join(learned['calibrated'][:4]) or 'none'}"
                   f"{', ...' if len(learned['calibrated']) > 4 else ''})", flush=True)
     if o.target == "edgetpu":
-        extra["edgetpu"] = edgetpu_check(content, o.output)
+        extra["edgetpu"] = edgetpu.require_mapped(content, o.output)
     extra["signature"] = pipeline.signature_of(content)  # (None: the converter could not save the model)
     return content, extra
 
@@ -276,7 +173,7 @@ def _compiled(report, output, options):
     """The report amended by edgetpu_compiler's verdict (target edgetpu, the compiler on PATH)."""
     if TFLiteOptions.of(options).target != "edgetpu":
         return report
-    compiled = report["edgetpu"]["compiler"] = run_edgetpu_compiler(output)
+    compiled = report["edgetpu"]["compiler"] = edgetpu.compile_file(output)
     if isinstance(compiled, dict) and not compiled["fully_mapped"]:
         cpu = [f"{op['op']} x{op['count']}: {op['status']}" for op in compiled["operators"] if not op["mapped"]]
         report["failed"].append("edgetpu_compiler: " + (compiled["error"] or f"{compiled['cpu_operators']} "

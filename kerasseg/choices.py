@@ -6,6 +6,6 @@ PERCENTILE = 99.99  # "percentile" calibration: each range from its values' 0.01
 CACHES = ("auto", "none", "memory")  # the dataset cache (or a directory): kerasseg.data.pipeline.open_cache
 # the training augmentation ("full") scales each image to a random factor in SCALE_RANGE times the scale at
 # which it just covers the crop; inference ("cover") runs each image at every quarter step of it and averages
-# (kerasseg.inference)
+# (kerasseg.geometry)
 SCALE_RANGE = (0.75, 1.5)
 TEST_SCALES = (0.75, 1.0, 1.25, 1.5)

@@ -110,7 +110,7 @@ def image_size_or_native(text):
 
 
 def add_geometry_arguments(parser):
-    """How evaluate and predict run a model on an image (kerasseg.inference), declared once."""
+    """How evaluate and predict run a model on an image (kerasseg.geometry), declared once."""
     geometry = parser.add_argument_group("geometry (how each image reaches the model)")
     geometry.add_argument("--image-size", type=arg_type(image_size_or_native),
                           help="N or HxW the images are scaled to (default: the training size), or 'native' "

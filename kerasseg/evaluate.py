@@ -7,7 +7,7 @@ split lists default to the run's record (run.json and splits/ beside the
 model), so the validation split is the one the run held out.
 
 Each image is prepared as training showed images to the model
-(kerasseg.inference): by default, aspect kept, at 0.75, 1, 1.25 and 1.5
+(kerasseg.geometry): by default, aspect kept, at 0.75, 1, 1.25 and 1.5
 times the scale at which it covers the training size (the scales training
 drew from; --scale to choose), the model's outputs resized back to the
 image's own size and their probabilities averaged, where each pixel is
@@ -37,10 +37,10 @@ class Evaluation:
     samples: int
     dataset: str
     split: str
-    image_size: object  # (height, width) the images were scaled to (kerasseg.inference.Geometry.size), or "native"
+    image_size: object  # (height, width) the images were scaled to (kerasseg.geometry.Geometry.size), or "native"
     sizes: tuple  # the distinct (height, width) of the images scored
     foreground_iou: float = None  # a binary segmenter's (one foreground logit)
-    geometry: dict = None  # how each image reached the model (kerasseg.inference.Geometry.to_dict)
+    geometry: dict = None  # how each image reached the model (kerasseg.geometry.Geometry.to_dict)
 
     def to_dict(self):
         report = {key: value for key, value in asdict(self).items() if key != "sizes"}
@@ -57,9 +57,9 @@ def evaluate(model, data, split="val", image_size=None, batch_size=16, resize=No
     the scan, the run's recorded scan reused), or (images, masks) arrays, a tf.data.Dataset or an iterable
     of (image, mask) pairs (read as export's validation= is, and checked alike), of any sizes.
 
-    Each image is prepared as training showed images to the model (kerasseg.inference.Geometry): `resize`
+    Each image is prepared as training showed images to the model (kerasseg.geometry.Geometry): `resize`
     "cover" (aspect kept, at `scale` times the scale that covers `image_size`, or at several scales whose
-    probabilities are averaged; default: inference.TEST_SCALES, 0.75-1.5 as training scaled), "stretch"
+    probabilities are averaged; default: kerasseg.geometry.TEST_SCALES, 0.75-1.5 as training scaled), "stretch"
     (resized to `image_size`) or "native"
     (default: the rule the model was trained with, which it carries or its run records, else "cover");
     `image_size`: (height, width), or "native" (default: the training size the model carries, else its
@@ -73,13 +73,14 @@ def evaluate(model, data, split="val", image_size=None, batch_size=16, resize=No
         print(scores.miou, scores.per_class_iou)
     """
     from kerasseg import inference, metrics, resolve
+    from kerasseg.geometry import geometry_for
     from kerasseg.data import pipeline
     from kerasseg.labels import mask_classes
 
     if not isinstance(model, resolve.Stage):
         model = resolve.stage(model, size_required=False)
     channels = model.channels
-    geometry = inference.geometry_for(model.model, image_size, resize, mode, tile, stride, model.record, scale)
+    geometry = geometry_for(model.model, image_size, resize, mode, tile, stride, model.record, scale)
     if not isinstance(data, (str, os.PathLike, resolve.DataView)):  # arrays, tf.data, pairs: in memory
         from kerasseg.data import values
 
@@ -184,7 +185,7 @@ def main(argv=None):
 
 def inference_text(geometry):
     """Geometry.describe() of a Geometry's to_dict()."""
-    from kerasseg.inference import Geometry
+    from kerasseg.geometry import Geometry
 
     return Geometry(**{k: v for k, v in geometry.items()}).describe()
 

@@ -6,7 +6,7 @@ For each image writes, at the image's own size:
     NAME_overlay.png   the image with the classes blended in
 
 Each image is prepared as training showed images to the model
-(kerasseg.inference, the geometry evaluate scores with): by default, aspect
+(kerasseg.geometry, the geometry evaluate scores with): by default, aspect
 kept, at 0.75, 1, 1.25 and 1.5 times the scale at which it covers the
 training size (--scale; the size: --image-size, default from the run's
 record, run.json beside the model, or the model itself), its outputs
@@ -50,11 +50,12 @@ def predict(model, images, image_size=None, resize=None, mode="auto", tile=None,
     import numpy as np
 
     from kerasseg import inference, resolve
+    from kerasseg.geometry import geometry_for
     from kerasseg.data.reading import read_image
     from kerasseg.data.values import checked_image
 
     stage = model if isinstance(model, resolve.Stage) else resolve.stage(model, size_required=False)
-    geometry = inference.geometry_for(stage.model, image_size, resize, mode, tile, stride, stage.record, scale)
+    geometry = geometry_for(stage.model, image_size, resize, mode, tile, stride, stage.record, scale)
     run = inference.Inference(stage.model, geometry, batch_size=16, budget=budget)
     if isinstance(images, np.ndarray) and images.ndim == 3 and images.shape[-1] == 3:
         images = images[None]  # (one image)

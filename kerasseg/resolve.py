@@ -154,7 +154,7 @@ def stage(model, image_size=None, dataset=None, data_dir=None, binary_masks=Fals
     described = description(model)
     if record is not None and not (described.image_size and described.resize):  # (a model saved before it said)
         from kerasseg.described import describe
-        from kerasseg.inference import resize_rule
+        from kerasseg.geometry import resize_rule
 
         model = describe(model, image_size=described.image_size or record.image_size,
                          resize=described.resize or resize_rule(record.arguments.get("augment")))

@@ -18,7 +18,7 @@ from export.internals import read_tflite
 from kerasseg import data, files, internals, layers, losses, models, qat
 from kerasseg.quantization import kinds as layer_kinds
 from kerasseg.layers.quantization import FakeQuant, HardSigmoidStep
-from export import tflite
+from export import converter, tflite
 
 
 def _litert_outputs(content, images, resolver=None):
@@ -119,7 +119,7 @@ def _assert_computes_what_the_file_computes(content, images, simulated):
                                             ("lraspp_tiny", None)])
 def test_every_family_writes_every_learned_range_and_its_int8_file_computes_what_it_simulates(name, backbone):
     quantized, images, held_out = _trained(name, **({"backbone": backbone} if backbone else {}))
-    content, learned = tflite._convert(quantized, "int8", (32, 32), images[:64])
+    content, learned = converter.convert_with_learned(quantized, "int8", (32, 32), images[:64])
     # every rounding the simulation learned is one tensor of the file (the old code left 62 of DenseNet-121's
     # 317 and 17 of EfficientNet-B0's 171 unwritten, and said "passed")
     assert learned["simulated"] == learned["written"] > 10, learned
@@ -178,7 +178,7 @@ def test_percentile_calibration_clips_a_rare_outlier_holds_its_range_while_train
     assert ranges["minmax"][2] < ranges["minmax"][1]  # (the batches' max: the outlier's batch and one without)
     high = np.percentile(values, 99.99)
     assert ranges["percentile"] == pytest.approx([0.0, high, high]) and high < 0.8 * values.max()
-    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    content, learned = converter.convert_with_learned(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] == 2, learned
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
 
@@ -379,7 +379,7 @@ def test_a_users_own_layer_is_refused_until_registered_then_simulated_as_declare
     qat.register(_HalfSize, "interpolating")
     try:
         quantized = qat.quantization_aware(model, pixels)
-        content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+        content, learned = converter.convert_with_learned(quantized, "int8", (16, 16), pixels)
     finally:
         del layer_kinds._RULES[_HalfSize]  # (registered for this test only)
     # stem, mix, logits (each resize rounds to its input's range: no range of its own)
@@ -429,7 +429,7 @@ def test_layer_names_that_tensorflow_would_confuse_still_place_every_range():
     pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
     quantized = qat.quantization_aware(model, pixels)
     names = [layer.name for layer in internals.all_layers(quantized)]
-    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    content, learned = converter.convert_with_learned(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] == 3, learned
     assert [layer.name for layer in internals.all_layers(quantized)] == names  # (renamed while converting only)
     graph = read_tflite(content).subgraphs[0]
@@ -458,7 +458,7 @@ def test_a_learned_range_padded_by_the_edge_tpu_resize_survives_quantization():
     point = quantized.get_layer("upconv_quant")  # as training moves it: away from the float model's min / max
     low, high = (float(keras.ops.convert_to_numpy(v)) for v in (point.range_min, point.range_max))
     point.set_range(0.8 * low, 0.8 * high)
-    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    content, learned = converter.convert_with_learned(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] >= 3, learned  # upconv's among them
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
 
@@ -476,7 +476,7 @@ def test_a_learned_range_resized_by_the_edge_tpu_resize_at_the_output_is_written
     model = keras.Model(image, ResizeToMatch(edge=True, name="to_image")(x, image))
     pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
     quantized = qat.quantization_aware(model, pixels)
-    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    content, learned = converter.convert_with_learned(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] == 2, learned
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
 
@@ -500,7 +500,7 @@ def test_hard_swish_and_hard_sigmoid_are_simulated_where_a_model_puts_them():
     model.compile("adam", "mse")
     model.fit(pixels, np.random.default_rng(3).normal(size=(32, 16, 16, 4)), epochs=2, verbose=0)  # (norms)
     quantized = qat.quantization_aware(model, pixels)
-    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    content, learned = converter.convert_with_learned(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] >= 10 and not learned["calibrated"], learned
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
 
@@ -521,7 +521,7 @@ def test_hard_sigmoid_written_as_keras_ops_is_simulated_as_keras_applications_wr
     quantized = qat.quantization_aware(model, pixels)
     steps = [layer.step for layer in quantized.layers if isinstance(layer, HardSigmoidStep)]
     assert steps == ["shift", "scale"] * 2, steps
-    content, learned = tflite._convert(quantized, "int8", (16, 16), pixels)
+    content, learned = converter.convert_with_learned(quantized, "int8", (16, 16), pixels)
     assert learned["simulated"] == learned["written"] >= 8 and not learned["calibrated"], learned
     _assert_computes_what_the_file_computes(content, pixels, quantized.predict(pixels, verbose=0))
 
@@ -542,7 +542,7 @@ def test_keras_applications_mobilenet_v3_is_simulated_and_its_int8_file_computes
         return keras.Model(base.input, keras.layers.Resizing(64, 64, name="to_input")(logits))
 
     quantized, images, held_out = _trained(build, size=64)
-    content, learned = tflite._convert(quantized, "int8", (64, 64), images[:64])
+    content, learned = converter.convert_with_learned(quantized, "int8", (64, 64), images[:64])
     assert learned["simulated"] == learned["written"] > 50, learned
     # what calibration still sets: only keras.applications' pixel rescaling, which the simulation leaves in float
     assert all("/rescaling" in t for t in learned["calibrated"]), learned

@@ -98,7 +98,7 @@ def compiled_model(config, strategy, run_data, saved=None):
 
     from kerasseg import losses, metrics
     from kerasseg.described import describe
-    from kerasseg.inference import resize_rule
+    from kerasseg.geometry import resize_rule
 
     names = run_data.names
     steps = -(-len(run_data.train) // config.batch_size) * config.epochs

@@ -101,9 +101,9 @@ def calibration_images(config, run_data, count=64):
 
 
 def geometry(config):
-    """The run's inference geometry (kerasseg.inference): how validation, and every later stage, prepare an
+    """The run's inference geometry (kerasseg.geometry): how validation, and every later stage, prepare an
     image as this training showed them to the model."""
-    from kerasseg.inference import Geometry, resize_rule
+    from kerasseg.geometry import Geometry, resize_rule
 
     return Geometry(resize_rule(config.augment), config.image_size)
 
