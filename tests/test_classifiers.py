@@ -184,6 +184,7 @@ def test_googlenet_trains_with_auxiliary_heads_and_deploys_without_them():
     assert [o.shape for o in model.outputs] == [(None, 3)] * 3
     model.compile(optimizer="adam", loss=["sparse_categorical_crossentropy"] * 3,
                   loss_weights=list(models.AUX_LOSS_WEIGHTS))
+    model.optimizer.build(model.trainable_variables)  # (the first step traced once: see kerasseg/training/_fitting.py)
     x = np.random.default_rng(2).uniform(0, 255, (6, 96, 96, 3)).astype("float32")
     y = np.array([0, 1, 2, 0, 1, 2])
     model.fit(x, [y, y, y], epochs=2, verbose=0)

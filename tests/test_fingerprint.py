@@ -23,6 +23,7 @@ def _one_epoch_later(base, model, dataset, epochs, **settings):
     later = run.load_model()
     split = resolve.data_view(first / "model.keras").load_split("train", (32, 32))
     later.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.SegmentationLoss("ce"))
+    later.optimizer.build(later.trainable_variables)  # (the first step traced once: see kerasseg/training/_fitting.py)
     later.fit(split.images.astype("float32"), split.masks, batch_size=8, epochs=1, verbose=0)
     later.save(first / "later.keras")
 
@@ -104,6 +105,7 @@ def test_a_file_converted_elsewhere_is_held_to_what_the_same_quantization_does(e
     split = resolve.data_view(first).load_split("train", (32, 32))
     step = files.load_keras_model(first)
     step.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.SegmentationLoss("ce"))
+    step.optimizer.build(step.trainable_variables)  # (the first step traced once: see kerasseg/training/_fitting.py)
     step.train_on_batch(split.images[:8].astype("float32"), split.masks[:8])
     step.save(tmp_path / "step.keras")
     images = np.stack([resize_image(image, (32, 32)) for image, _ in calibration.pairs]).astype(np.float32)

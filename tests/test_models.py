@@ -243,6 +243,7 @@ def test_short_fit_on_shapes_lowers_the_loss(name):
     split = data.load_split("shapes", "train", (48, 48), count=32)
     model = models.create_model(name, classes=split.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=losses.cross_entropy())
+    model.optimizer.build(model.trainable_variables)  # (the first step traced once: see kerasseg/training/_fitting.py)
     history = model.fit(make_dataset(split, (48, 48), 8, shuffle=True), epochs=5, verbose=0).history["loss"]
     assert np.isfinite(history).all() and history[-1] < 0.9 * history[0], history
 
@@ -373,6 +374,7 @@ def test_quantization_aware_layers_train_on_every_backend():
     images = rng.integers(0, 256, (8, 16, 16, 3)).astype("float32")
     quantized = qat.quantization_aware(model, images)
     quantized.compile(optimizer=keras.optimizers.Adam(1e-3), loss=losses.SegmentationLoss("ce"))
+    quantized.optimizer.build(quantized.trainable_variables)  # (the first step traced once)
     before = [keras.ops.convert_to_numpy(w).copy() for w in quantized.trainable_weights]
     quantized.fit(images, rng.integers(0, 3, (8, 16, 16)), batch_size=8, epochs=1, verbose=0)
     after = [keras.ops.convert_to_numpy(w) for w in quantized.trainable_weights]

@@ -412,6 +412,7 @@ def test_kerasseg_data_dataset_gives_the_runs_pixels_and_model_fit_learns_from_i
     keras.utils.set_random_seed(1)
     model = models.unet_tiny(classes=len(data.class_names(spec)), base_filters=8)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=losses.SegmentationLoss("ce"))
+    model.optimizer.build(model.trainable_variables)  # (the first step traced once: see kerasseg/training/_fitting.py)
     history = model.fit(data.dataset(spec, "train", 32, batch_size=8, augment="full", seed=4), epochs=6, verbose=0)
     losses_seen = history.history["loss"]
     assert len(losses_seen) == 6 and losses_seen[-1] < 0.7 * losses_seen[0], losses_seen

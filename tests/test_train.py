@@ -19,6 +19,7 @@ def test_short_fit_lowers_the_loss():
     model = models.unet_tiny(classes=split.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss=losses.cross_entropy(),
                   metrics=[metrics.mean_iou_metric(split.num_classes)])
+    model.optimizer.build(model.trainable_variables)  # (the first step traced once: see kerasseg/training/_fitting.py)
     dataset = make_dataset(split, (32, 32), 16, shuffle=True, seed=0)
     before = model.evaluate(dataset, verbose=0, return_dict=True)["loss"]
     model.fit(dataset, epochs=8, verbose=0)
