@@ -92,9 +92,15 @@ def test_derived_figures_match_the_papers():
     assert models.resnet_cifar(depth=56).count_params() == _resnet_cifar(56)  # 0.85M in Table 6
 
 
+# the deepest of each family (4-8 s each to build, 51 s in all) in make test-large; each family's others here
+DEEPEST = ("resnet101", "resnet152", "se_resnet101", "se_resnet152", "densenet169", "densenet201", "efficientnet_b5",
+           "efficientnet_b6", "efficientnet_b7")
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="a count does not depend on the backend; JAX builds full models in the weight tests")
-@pytest.mark.parametrize("name", sorted(PARAMS))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.large] * (name in DEEPEST))
+                                  for name in sorted(PARAMS)])
 def test_parameter_count_with_no_arguments(name):
     model = models.create_model(name)
     assert model.count_params() == PARAMS[name]
