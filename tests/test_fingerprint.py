@@ -89,7 +89,7 @@ def test_the_command_line_names_the_other_weights(epoch_apart, tmp_path, capsys)
 @pytest.mark.parametrize("quantize", ["int8", "float16"])
 def test_a_file_converted_elsewhere_is_held_to_what_the_same_quantization_does(epoch_apart, quantize, tmp_path):
     """A file without a fingerprint (converted by other code: the converter's bytes as they come) is held to
-    the same quantization of the model, made here: its weights are that file's (one epoch later, over a quarter
+    the same quantization of the model, made here: its weights are that file's (one epoch later, nearly half
     of int8's lie two rounding steps away or more), and its drift is within a few times that file's. The file of
     the weights one Adam step later, whose outputs drift less than int8's own rounding (the drift alone let
     it through; and one CI run's int8 model moved 0.33% of its pixels, the epoch-later file 0.71%), fails by
