@@ -20,7 +20,8 @@ def test_registry_rejects_duplicates_and_suggests_names():
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="the tiny variants build on JAX; the full "
                     "sizes differ only in numbers")
-@pytest.mark.parametrize("name", models.list_models(task="segmentation"))
+@pytest.mark.parametrize("name", [pytest.param(name, marks=[pytest.mark.large] * (name in ("fcn32s", "fcn16s")))
+                                  for name in models.list_models(task="segmentation")])  # (FCN-8s: VGG-16's build)
 def test_builds_with_no_arguments(name):
     model = models.create_model(name)
     assert model.count_params() > 0
