@@ -66,7 +66,7 @@ def convert(model, quantize, image_size, calibration_images=None, io="uint8", ca
     images that span less (a dim camera: [40, 200]) would otherwise give a
     scale of 0.63 and clip every brighter pixel. `calibration`: each
     activation's range is its min/max over the calibration images (TFLite's
-    own), or with "percentile" the PERCENTILE-th percentiles of its values,
+    own), or with "percentile" the kerasseg.choices.PERCENTILE-th percentiles,
     which clips rare outliers for a finer step everywhere else.
 
     A quantization-aware model (kerasseg.qat) converts as its float twin;
