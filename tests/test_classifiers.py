@@ -184,6 +184,7 @@ def test_keras_applications_weight_files_load_into_ours(name, ours, theirs, prep
     np.testing.assert_allclose(predict(model, x), expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.large  # (35-40 s: a full GoogLeNet trained two epochs)
 @NOT_ON_JAX  # (the auxiliary heads' loss weights and the rebuild without them are the model's, not the backend's)
 def test_googlenet_trains_with_auxiliary_heads_and_deploys_without_them():
     keras.utils.set_random_seed(0)
