@@ -36,7 +36,7 @@ def simulated(model, runner, path, samples, kind="logits"):
     `runner`) is made, checked on `samples` (a kerasseg.data.Split), and the file's weights compared with that
     file's ("weights": `weights_compared`); None where no such file can be made here (a format without a
     converter, a mode it does not know)."""
-    from export import formats, pipeline
+    from export import formats, onnx, pipeline, tflite  # noqa: F401 (onnx, tflite: kerasseg's formats registered)
     from export import report as reports
 
     suffix = os.path.splitext(os.fspath(path))[1].lower()

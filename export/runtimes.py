@@ -53,14 +53,20 @@ class LiteRTRunner:
         else:
             self.input = self.interpreter.get_input_details()[0]
             self.output = self.interpreter.get_output_details()[0]
-        self.input_size = tuple(int(s) for s in self.input["shape"][1:3])
+        # a file converted with a dynamic height and width (TFLiteConverter.from_keras_model of a model that takes
+        # any size) holds a 1x1 placeholder shape: it takes any size (None), each image's set before it runs
+        dynamic = any(int(n) < 0 for n in self.input.get("shape_signature", self.input["shape"])[1:3])
+        self.input_size = None if dynamic else tuple(int(s) for s in self.input["shape"][1:3])
         self.quantization = _tflite_quantization(self.interpreter, self.input)
 
     def __call__(self, image):
         x = self.raw_input(image)
         if self.signature is not None:
             y = self.signature(**{self.input_name: x})[self.output_name][0]
-        else:
+        else:  # (a signature runner sets its input's shape itself)
+            if tuple(self.interpreter.get_input_details()[0]["shape"]) != x.shape:
+                self.interpreter.resize_tensor_input(self.input["index"], x.shape)
+                self.interpreter.allocate_tensors()
             self.interpreter.set_tensor(self.input["index"], x)
             self.interpreter.invoke()
             y = self.interpreter.get_tensor(self.output["index"])[0]

@@ -6,7 +6,7 @@ model does (export.expected) for a file converted elsewhere, which carries none.
 import numpy as np
 import pytest
 
-from conftest import once_per_session, run_main
+from conftest import once_per_session, run_cli, run_main
 
 
 def _one_epoch_later(base, model, dataset, epochs, **settings):
@@ -128,6 +128,34 @@ def test_a_file_converted_elsewhere_is_held_to_what_the_same_quantization_does(e
         assert drift[0] < 3 * max(drift[1], 0.001), drift
     meant = agreement.check(first, path, validation, other_weights=True)
     assert not any(f.startswith("weights") for f in meant.failed) and "other_weights" in meant["fingerprint"]["note"]
+
+
+def test_the_command_line_compares_a_foreign_files_weights_and_checks_a_dynamic_file_at_the_training_size(
+        epoch_apart, tmp_path):
+    """`python -m export.agreement` on its own (no exporter imported in the process) still holds a file without
+    a fingerprint to the same conversion made here: the epoch-later int8 file fails by its weights (the
+    command once found no format to convert with and held it to the default 0.99 alone). A file converted with
+    a dynamic height and width (TFLiteConverter.from_keras_model of a model that takes any size: a 1x1
+    placeholder input) is run at the model's training size, 32x32, not at 1x1."""
+    import tensorflow as tf
+
+    from export import agreement, tflite
+    from kerasseg import files
+    from kerasseg.resample import resize_image
+
+    first, later = epoch_apart
+    validation, calibration = _held_out(first)
+    images = np.stack([resize_image(image, (32, 32)) for image, _ in calibration.pairs]).astype(np.float32)
+    foreign = tmp_path / "foreign int8.tflite"
+    foreign.write_bytes(tflite.convert(files.load_keras_model(later), "int8", (32, 32), images))
+    result = run_cli("export.agreement", first, foreign)
+    assert result.returncode == 1 and "agreement: FAILED: weights: " in result.stderr, result.stderr[-2000:]
+    dynamic = tmp_path / "dynamic.tflite"
+    dynamic.write_bytes(tf.lite.TFLiteConverter.from_keras_model(files.load_keras_model(later)).convert())
+    own = agreement.check(later, dynamic, validation)
+    assert own.passed and own["image_size"] == [32, 32] and own.pixel_agreement == 1.0, own.failed
+    other = agreement.check(first, dynamic, validation)
+    assert not other.passed and other["image_size"] == [32, 32], other.failed
 
 
 def test_an_miou_gain_beyond_sampling_noise_is_flagged_not_passed():
