@@ -260,25 +260,21 @@ def agreement_report(model, exported_path, samples, quantization=None, overrides
     report["size_bytes"] = os.path.getsize(exported_path)
     report["thresholds"] = thresholds
     report["failed"] = check(report, thresholds, required=tuple(overrides or ()))
+    words = None
     if stamped and fingerprint and stamped.get("fingerprint") != fingerprint:
-        words = ("the file was converted from other weights "
+        words = ("fingerprint", "the file was converted from other weights "
                  f"(fingerprint {fingerprints.short(stamped.get('fingerprint'))}"
                  f", of {stamped.get('model')}) than the model's ({fingerprints.short(fingerprint)})")
-        if other_weights:
-            report["fingerprint"]["note"] = f"{words}: compared as asked (other_weights)"
-        else:
-            report["failed"].insert(0, f"fingerprint: {words}: it is not this model's file (other_weights=True, or "
-                                       "--other-weights, when the pairing is meant)")
     weights = (report.get("expected") or {}).get("weights") or {}
     if weights.get("passed") is False:
-        words = (f"{weights['differing']:.1%} of the file's {weights['compared']:,} weight values lie further from "
-                 "the same conversion of this model, made here, than rounding one weight twice can (the same "
-                 "weights: none)")
-        if other_weights:
-            report["fingerprint"]["note"] = f"{words}: compared as asked (other_weights)"
-        else:
-            report["failed"].insert(0, f"weights: {words}: it is not this model's file (other_weights=True, or "
-                                       "--other-weights, when the pairing is meant)")
+        words = ("weights", f"{weights['differing']:.1%} of the file's {weights['compared']:,} weight values lie "
+                 "further from the same conversion of this model, made here, than rounding one weight twice can "
+                 "(the same weights: none)")
+    if words and other_weights:
+        report["fingerprint"]["note"] = f"{words[1]}: compared as asked (other_weights)"
+    elif words:
+        report["failed"].insert(0, f"{words[0]}: {words[1]}: it is not this model's file (other_weights=True, or "
+                                   "--other-weights, when the pairing is meant)")
     report["passed"] = not report["failed"]
     return report
 

@@ -64,7 +64,7 @@ class LiteRTRunner:
         if self.signature is not None:
             y = self.signature(**{self.input_name: x})[self.output_name][0]
         else:  # (a signature runner sets its input's shape itself)
-            if tuple(self.interpreter.get_input_details()[0]["shape"]) != x.shape:
+            if self.input_size is None and tuple(self.interpreter.get_input_details()[0]["shape"]) != x.shape:
                 self.interpreter.resize_tensor_input(self.input["index"], x.shape)
                 self.interpreter.allocate_tensors()
             self.interpreter.set_tensor(self.input["index"], x)
