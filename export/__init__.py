@@ -22,3 +22,5 @@ commands' `main` functions read a run directory. `ranges` (a calibrated TFLite
 model's activation ranges, edited before quantizing) imports none of them;
 `tflite` uses it.
 """
+
+import kerasseg  # noqa: F401 (before TensorFlow: its CPU settings, see kerasseg's docstring)

@@ -8,6 +8,8 @@ when a release breaks one.
   _experimental_calibrate_only` and `tensorflow.lite.python.convert.mlir_quantize`, the path TFLite's own
   QuantizationDebugger takes. Between the two, export.ranges edits the recorded ranges (learned QAT
   ranges, percentiles, the pixel input pinned to [0, 255]); the public converter gives no such step.
+- Whether TensorFlow runs oneDNN's CPU kernels (`onednn_kernels`): `_pywrap_util_port.IsMklEnabled`, no
+  public call says it (kerasseg turns them on where TensorFlow would not: kerasseg's docstring).
 - MediaPipe's metadata writers (`mediapipe_metadata_writers`): MediaPipe 1.x wheels lack the compiled
   module they import for one function, planted here.
 
@@ -74,6 +76,13 @@ def quantized(calibrated_content, input_type, output_type):
     from tensorflow.lite.python import convert
 
     return convert.mlir_quantize(calibrated_content, input_data_type=input_type, output_data_type=output_type)
+
+
+def onednn_kernels():
+    """Whether TensorFlow, imported in this process, runs oneDNN's CPU kernels (decided as it was imported)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def mediapipe_metadata_writers():

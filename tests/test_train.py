@@ -1,6 +1,9 @@
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -137,3 +140,20 @@ def test_train_from_python_returns_its_run_and_words_errors_in_values(tmp_path):
     with pytest.raises(ConfigError, match="holds another run: continue it \\(resume=True\\)"):
         train(TrainConfig(path, model="unet_tiny", image_size=32, epochs=1))
     assert not (tmp_path / "b").exists() and run.metrics["epochs_run"] == 1
+
+
+@pytest.mark.parametrize("imports, setting, kernels", [
+    ("import kerasseg", None, True),
+    ("import export.tflite", None, True),
+    ("import kerasseg", "0", False),  # the user's own setting wins
+])
+def test_importing_kerasseg_before_tensorflow_runs_onednns_cpu_kernels(imports, setting, kernels):
+    """TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI or AMX; on AVX2 ones kerasseg does
+    (a training step of the demo's U-Net 1.9 times as fast, a DeepLab v3+ on MobileNetV2's 4.7 times)."""
+    env = {name: value for name, value in os.environ.items() if name != "TF_ENABLE_ONEDNN_OPTS"}
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    code = f"{imports}\nimport tensorflow\nfrom export.internals import onednn_kernels\nprint(onednn_kernels())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == str(kernels)
