@@ -9,18 +9,21 @@ import Keras only once their arguments are parsed, so that `--help` and a
 bad flag answer at once; they register what a model file needs before
 loading one.)
 
-Importing kerasseg before TensorFlow turns on oneDNN's CPU kernels
-(`TF_ENABLE_ONEDNN_OPTS=1` unless the variable is set): TensorFlow enables
-them by itself only on CPUs with AVX-512 VNNI or AMX, and on an AVX2 machine
-without them a training step of the demo's U-Net takes 1.9 times as long, a
-DeepLab v3+ on MobileNetV2's 4.7 times (docs/training.md, "CPU speed").
-`TF_ENABLE_ONEDNN_OPTS=0` keeps TensorFlow's own choice.
+Importing kerasseg before TensorFlow on an x86 CPU turns on oneDNN's CPU
+kernels (`TF_ENABLE_ONEDNN_OPTS=1` unless the variable is set): on Linux,
+TensorFlow enables them by itself only on CPUs with AVX-512 VNNI or BF16,
+AVX-VNNI or AMX, and on an AVX2 machine without them a training step of the
+demo's U-Net takes 1.3-1.8 times as long, a DeepLab v3+ on MobileNetV2's
+about 5 times (docs/training.md, "CPU speed"). `TF_ENABLE_ONEDNN_OPTS=0`
+keeps TensorFlow's own choice.
 """
 
 import os
+import platform
 import sys
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+if platform.machine().lower() in ("x86_64", "amd64"):  # (measured there; ARM machines keep TensorFlow's choice)
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 _DESCRIBED = ("Description", "DescribedModel", "describe", "description")
