@@ -10,9 +10,10 @@ import numpy as np
 
 from kerasseg import cli
 from kerasseg.errors import InputError
-from export import pipeline
 
-qat, ranges, tensor_names = cli.lazy_import("kerasseg.qat", "export.ranges", "export.tensor_names")
+# (lazily: export.pipeline imports Keras, and `python -m export.tflite --help` must answer without it)
+pipeline, qat, ranges, tensor_names = cli.lazy_import("export.pipeline", "kerasseg.qat", "export.ranges",
+                                                      "export.tensor_names")
 
 CALIBRATIONS = ("minmax", "percentile", "moving-average")  # (moving-average: ai-edge-quantizer's own, only)
 

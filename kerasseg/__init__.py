@@ -15,14 +15,15 @@ TensorFlow enables them by itself only on CPUs with AVX-512 VNNI or BF16,
 AVX-VNNI or AMX, and on an AVX2 machine without them a training step of the
 demo's U-Net takes 1.3-1.8 times as long, a DeepLab v3+ on MobileNetV2's
 about 5 times (docs/training.md, "CPU speed"). `TF_ENABLE_ONEDNN_OPTS=0`
-keeps TensorFlow's own choice.
+turns them off. Imported after TensorFlow, kerasseg leaves the variable
+alone: TensorFlow has made its choice.
 """
 
 import os
 import platform
 import sys
 
-if platform.machine().lower() in ("x86_64", "amd64"):  # (measured there; ARM machines keep TensorFlow's choice)
+if platform.machine().lower() in ("x86_64", "amd64") and "tensorflow" not in sys.modules:  # (measured on x86)
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"

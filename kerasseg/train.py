@@ -25,6 +25,7 @@ Writes, into --output DIR:
     logs/          TensorBoard (tensorboard --logdir DIR/logs)
     run.json, splits/  the run's record: its arguments, class names and the examples of each split;
                    evaluate, predict and every exporter read their defaults from it
+    scan.json      what the scan found in each file (size, mask values), so later stages check only what changed
     backup/        the last complete epoch, for --resume
 
 Every epoch ends with a commit (kerasseg.training.rundir): a run killed at any

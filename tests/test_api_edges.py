@@ -177,6 +177,7 @@ import sys
 class _NoTensorFlow:
     def find_spec(self, name, path=None, target=None):
         if name == "tensorflow" or name.startswith("tensorflow.") or name == "keras":
+            print(f"BLOCKED: {name} imported by --help", file=sys.stderr)  # (said even where a caller swallows it)
             raise ImportError(f"{name} imported by --help")
 sys.meta_path.insert(0, _NoTensorFlow())
 """
@@ -189,6 +190,7 @@ def test_help_answers_without_importing_tensorflow(command, tmp_path):
     result = subprocess.run([sys.executable, "-m", command, "--help"], capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "BLOCKED" not in result.stderr, result.stderr[-2000:]
     assert "usage: python -m " + command in result.stdout
     if command == "export.tflite":  # --quantize, --output-kind and --calibration-samples say what they are
         text = " ".join(result.stdout.split())
